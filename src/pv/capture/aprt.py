@@ -1,0 +1,405 @@
+"""APRT v1 tensor files and capture directories: the interface between engines.
+
+One file holds one float32 tensor::
+
+    bytes 0-3   b"APRT"
+    bytes 4-7   u32 LE layer (0xFFFFFFFF for final_norm and lm_head; 0 for embedding)
+    bytes 8-11  u32 LE element count N
+    bytes 12-   N little-endian float32 values, bit-exact (NaN payloads, Inf, -0.0)
+
+A capture directory holds ``layer-<N>/<stage>.bin`` for per-layer stages (and
+``embedding`` in ``layer-0/``), ``<stage>.bin`` for ``final_norm`` and ``lm_head``,
+and optionally ``manifest.json`` describing shapes, layouts and the run. Files
+written by other engines come without a manifest; readers cope with that.
+
+Only numpy is needed here, so comparing captures never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pv import stages as stage_table
+from pv.errors import PvError
+
+MAGIC = b"APRT"
+HEADER = struct.Struct("<4sII")
+HEADER_SIZE = HEADER.size  # 12
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "pv-capture"
+MANIFEST_VERSION = 1
+_LAYER_DIR = re.compile(r"^layer-(\d+)$")
+
+
+class AprtError(PvError):
+    """A file that is not a well-formed APRT v1 tensor."""
+
+
+@dataclass(frozen=True)
+class Header:
+    layer: int
+    count: int
+
+    @property
+    def nbytes(self) -> int:
+        return HEADER_SIZE + 4 * self.count
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Read and check a header against the file's real size.
+
+    Never allocates what the header claims: a header that promises more data
+    than the file holds, or a size that disagrees with the count, is refused.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(HEADER_SIZE)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise AprtError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) < HEADER_SIZE:
+        raise AprtError(f"{p}: truncated APRT header ({len(raw)} of {HEADER_SIZE} bytes)")
+    magic, layer, count = HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise AprtError(f"{p}: bad magic {magic!r}, expected {MAGIC!r}")
+    expected = HEADER_SIZE + 4 * count
+    if size < expected:
+        raise AprtError(
+            f"{p}: header claims {count} float32 values ({expected} bytes) "
+            f"but the file holds {size} bytes (truncated)"
+        )
+    if size > expected:
+        raise AprtError(
+            f"{p}: file is {size} bytes but its header claims {count} values "
+            f"({expected} bytes): length disagrees with the header"
+        )
+    return Header(layer=layer, count=count)
+
+
+def read(path: str | os.PathLike[str], shape: tuple[int, ...] | None = None) -> tuple[Header, np.ndarray]:
+    """Read a whole APRT file into a float32 array (reshaped when ``shape`` is given)."""
+    header = read_header(path)
+    if shape is not None and int(np.prod(shape, dtype=np.int64)) != header.count:
+        raise AprtError(f"{path}: {header.count} values do not fit shape {list(shape)}")
+    data = np.fromfile(path, dtype="<f4", count=header.count, offset=HEADER_SIZE)
+    if data.size != header.count:  # the file shrank under us
+        raise AprtError(f"{path}: truncated while reading")
+    arr = data.astype(np.float32, copy=False)
+    return header, (arr.reshape(shape) if shape is not None else arr)
+
+
+def memmap(path: str | os.PathLike[str]) -> tuple[Header, np.ndarray]:
+    """Map the values read-only, without reading them (for chunked comparison)."""
+    header = read_header(path)
+    if header.count == 0:
+        return header, np.zeros(0, dtype="<f4")
+    arr = np.memmap(path, dtype="<f4", mode="r", offset=HEADER_SIZE, shape=(header.count,))
+    return header, arr
+
+
+def _as_f32le(array: Any) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    return np.ascontiguousarray(arr, dtype="<f4")
+
+
+def encode(layer: int, array: Any) -> bytes:
+    """The bytes of one APRT file (small tensors and tests)."""
+    arr = _as_f32le(array)
+    return HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size) + arr.tobytes()
+
+
+def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
+    """Write one APRT file atomically (temp file + rename); returns its sha256."""
+    p = Path(path)
+    arr = _as_f32le(array)
+    digest = hashlib.sha256()
+    header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            digest.update(header)
+            view = memoryview(arr.reshape(-1)).cast("B")
+            f.write(view)
+            digest.update(view)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return digest.hexdigest()
+
+
+def relpath_for(stage: str, layer: int | None) -> str:
+    """Where a stage lives inside a capture directory."""
+    st = stage_table.get(stage)
+    if st.name == "embedding":
+        return f"layer-0/{st.name}.bin"
+    if st.whole_model:
+        return f"{st.name}.bin"
+    if layer is None:
+        raise ValueError(f"stage {st.name} needs a layer")
+    return f"layer-{layer}/{st.name}.bin"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- directories
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a capture directory."""
+
+    stage: str
+    layer: int | None  # None for final_norm / lm_head; 0 for embedding
+    path: Path
+    header: Header
+    #: From the manifest when there is one; else None (flat comparison or --model dims).
+    shape: tuple[int, ...] | None = None
+    layout: tuple[str, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return (self.stage, self.layer)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A capture directory: its tensors in computation order, and its manifest if any."""
+
+    root: Path
+    entries: tuple[Entry, ...]
+    manifest: dict[str, Any] | None
+    #: Stages the engine declared not applicable (e.g. qkv_bias without a bias).
+    not_applicable: tuple[str, ...] = ()
+
+    def by_key(self) -> dict[tuple[str, int | None], Entry]:
+        return {e.key: e for e in self.entries}
+
+
+def load_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AprtError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise AprtError(f"{path}: not a pv capture manifest (format != {MANIFEST_FORMAT!r})")
+    return data
+
+
+def open_capture(root: str | os.PathLike[str]) -> Capture:
+    """Scan a capture directory, with or without a manifest.
+
+    Unknown ``*.bin`` names are ignored (other engines may write extras);
+    headers are checked as they are found.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise PvError(f"{base}: not a capture directory")
+    manifest = load_manifest(base)
+    meta_by_path: dict[str, dict[str, Any]] = {}
+    if manifest is not None:
+        for rec in manifest.get("files", []):
+            if isinstance(rec, dict) and "path" in rec:
+                meta_by_path[str(rec["path"])] = rec
+    found: list[Entry] = []
+    candidates: list[tuple[str, int | None, Path]] = []
+    for child in sorted(base.iterdir()):
+        m = _LAYER_DIR.match(child.name)
+        if child.is_dir() and m:
+            layer = int(m.group(1))
+            for f in sorted(child.glob("*.bin")):
+                candidates.append((f.stem, layer, f))
+        elif child.is_file() and child.suffix == ".bin":
+            candidates.append((child.stem, None, child))
+    for stem, layer, path in candidates:
+        key = stem.lower()
+        key = stage_table.ALIASES.get(key, key)
+        st = stage_table.BY_NAME.get(key)
+        if st is None:
+            continue
+        if st.name == "embedding":
+            if layer != 0:
+                continue
+            layer_key: int | None = 0
+        elif st.whole_model:
+            if layer is not None:
+                continue
+            layer_key = None
+        else:
+            if layer is None:
+                continue
+            layer_key = layer
+        rel = path.relative_to(base).as_posix()
+        meta = meta_by_path.get(rel, {})
+        shape = tuple(int(x) for x in meta["shape"]) if "shape" in meta else None
+        layout = tuple(str(x) for x in meta["layout"]) if "layout" in meta else None
+        header = read_header(path)
+        if shape is not None and int(np.prod(shape, dtype=np.int64)) != header.count:
+            raise AprtError(
+                f"{path}: manifest shape {list(shape)} disagrees with {header.count} values"
+            )
+        found.append(Entry(st.name, layer_key, path, header, shape, layout, meta))
+    found.sort(key=lambda e: stage_table.sort_key(e.stage, e.layer))
+    na = tuple(str(x.get("stage")) for x in (manifest or {}).get("not_applicable", []))
+    return Capture(base, tuple(found), manifest, na)
+
+
+class CaptureWriter:
+    """Streams stages to a capture directory; the manifest is written last.
+
+    Each tensor is written (atomically) as soon as it is handed over, so memory
+    stays bounded by one stage. ``close()`` writes ``manifest.json`` listing
+    exactly the files written; if the capture fails first, ``abort()`` leaves no
+    manifest, so a partial capture never claims files it does not have.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], run: dict[str, Any], overwrite: bool = False):
+        self.root = Path(root)
+        self.run = dict(run)
+        self.files: list[dict[str, Any]] = []
+        self.not_applicable: list[dict[str, str]] = []
+        self._closed = False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PvError(f"{self.root}: cannot create output directory: {exc.strerror}") from None
+        if not os.access(self.root, os.W_OK):
+            raise PvError(f"{self.root}: output directory is not writable")
+        existing = [p.name for p in self.root.iterdir()]
+        if existing and not overwrite:
+            raise PvError(
+                f"{self.root}: output directory is not empty ({len(existing)} entries); "
+                "choose a new directory or pass --force to replace the capture in it"
+            )
+        if (self.root / MANIFEST).exists():
+            # A stale manifest must never describe a new, partial capture.
+            (self.root / MANIFEST).unlink()
+
+    def write(
+        self,
+        stage: str,
+        layer: int | None,
+        array: Any,
+        *,
+        dtype_captured: str,
+        **extra: Any,
+    ) -> Path:
+        st = stage_table.get(stage)
+        rel = relpath_for(st.name, layer)
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.asarray(array)
+        try:
+            digest = write(path, st.header_layer(layer), arr)
+        except OSError as exc:
+            raise PvError(f"{path}: write failed: {exc.strerror or exc}") from None
+        self.files.append(
+            {
+                "path": rel,
+                "stage": st.name,
+                "layer": layer if not st.whole_model else None,
+                "shape": [int(x) for x in arr.shape],
+                "layout": list(st.layout),
+                "dtype_captured": dtype_captured,
+                "mask": st.mask,
+                "sha256": digest,
+                **extra,
+            }
+        )
+        return path
+
+    def mark_not_applicable(self, stage: str, reason: str) -> None:
+        name = stage_table.get(stage).name
+        if all(x["stage"] != name for x in self.not_applicable):
+            self.not_applicable.append({"stage": name, "reason": reason})
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "run": self.run,
+            "files": self.files,
+            "not_applicable": self.not_applicable,
+        }
+
+    def close(self) -> Path:
+        if self._closed:
+            return self.root / MANIFEST
+        self._closed = True
+        text = json.dumps(self.manifest(), indent=1, sort_keys=False) + "\n"
+        try:
+            atomic_write_text(self.root / MANIFEST, text)
+        except OSError as exc:
+            raise PvError(f"{self.root / MANIFEST}: write failed: {exc.strerror or exc}") from None
+        return self.root / MANIFEST
+
+    def abort(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> "CaptureWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Yield the values of an APRT file in float32 chunks of at most ``chunk`` elements."""
+    header = read_header(path)
+    buf = np.empty(chunk, dtype="<f4")
+    remaining = header.count
+    with open(path, "rb", buffering=0) as f:
+        f.seek(HEADER_SIZE)
+        while remaining:
+            n = min(chunk, remaining)
+            view = memoryview(buf[:n]).cast("B")
+            got = f.readinto(view)
+            if got != 4 * n:
+                raise AprtError(f"{path}: truncated while reading")
+            remaining -= n
+            yield buf[:n]

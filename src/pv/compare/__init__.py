@@ -1,0 +1,1 @@
+"""Compare captures: per-stage metrics, diff, bisection."""

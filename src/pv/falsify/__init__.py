@@ -1,0 +1,1 @@
+"""Falsify: bind pytest tests to falsifier ids, record evidence, promote statuses."""

@@ -1,0 +1,1 @@
+"""Report: status tables and the CI gate."""
