@@ -1,0 +1,278 @@
+"""Load a llama.cpp GGUF file as Hugging Face-named float32 weights.
+
+GGUF stores llama.cpp's tensor names, ggml's quantised blocks and, for Llama,
+query/key rows in the order llama.cpp's RoPE wants. pv's engine and the
+transformers oracle both read Hugging Face names and the Hugging Face row order,
+so the loader dequantises every tensor with the ``gguf`` package, renames it and
+undoes the converter's Q/K row permutation. The architecture facts come from the
+file's metadata (``llama.*`` / ``qwen2.*`` keys), the tokenizer from the
+vocabulary and merges embedded in it (``pv.capture.tokenizer``).
+
+Every way a file can be unusable (not a GGUF, an architecture or a quantisation
+pv cannot run, a missing tensor) is a ``PvError`` with one line of text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pv.capture.config import ModelConfig
+from pv.errors import PvError, require
+
+if TYPE_CHECKING:
+    from pv.capture.models import LoadedModel
+    from pv.capture.tokenizer import GGUFTokenizer
+
+#: Architectures whose GGUF layout pv maps onto its Qwen2/Llama decoder.
+ARCHITECTURES = ("llama", "qwen2")
+
+_MAGIC = b"GGUF"
+
+#: llama.cpp per-block tensor name -> Hugging Face name inside ``model.layers.N.``.
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+#: Whole-model tensors.
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+
+
+@dataclass(frozen=True)
+class GGUFContents:
+    """What a GGUF file holds, already in pv's terms (before fingerprinting)."""
+
+    config: ModelConfig
+    state_dict: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    #: Quantisation type of each source tensor, by Hugging Face name ("Q4_1", "F32", ...).
+    quant_types: dict[str, str]
+    tokenizer: "GGUFTokenizer | None"
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """The Hugging Face parameter name for a llama.cpp tensor name, or None if pv has none."""
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    match = _BLOCK_RE.match(gguf_name)
+    if match is None or match.group(2) not in _BLOCK_NAMES:
+        return None
+    layer, part, kind = match.groups()
+    return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+
+
+def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation for Llama.
+
+    The converter reorders each head's rows from Hugging Face's rotate-half
+    layout (first half of the head dim pairs with the second half) to ggml's
+    interleaved layout (row 2i pairs with 2i+1): rows ``(head, half, i)`` become
+    ``(head, i, half)``. Reading the interleaved order back as ``(head, i, half)``
+    and swapping the last two axes restores Hugging Face's order. ``weight`` is
+    ``[n_head * head_dim, ...]`` (a weight matrix or a bias vector).
+    """
+    rows = weight.shape[0]
+    if rows % (2 * n_head):
+        raise PvError(f"cannot unpermute {rows} rope rows into {n_head} heads of even size")
+    half = rows // n_head // 2
+    grouped = weight.reshape(n_head, half, 2, *weight.shape[1:])
+    return np.ascontiguousarray(grouped.swapaxes(1, 2).reshape(weight.shape))
+
+
+def _check_magic(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except FileNotFoundError:
+        raise PvError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise PvError(f"{path} is a directory, not a GGUF file") from None
+    except OSError as exc:
+        raise PvError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != _MAGIC:
+        raise PvError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    return field.contents()
+
+
+def _short_float(value: float) -> float:
+    """A float32 metadata value as the shortest decimal that round-trips in float32.
+
+    GGUF stores ``1e-5`` as float32 (9.99999974e-06); reading it back as the
+    decimal the model's own config.json carries keeps pv's and transformers'
+    configs identical to the original model's.
+    """
+    return float(str(np.float32(value)))
+
+
+def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
+                          has_output: bool, has_bias: bool) -> ModelConfig:
+    def need(key: str) -> Any:
+        value = _field(reader, f"{arch}.{key}")
+        if value is None:
+            raise PvError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
+        return value
+
+    hidden = int(need("embedding_length"))
+    heads = int(need("attention.head_count"))
+    kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", heads))
+    head_dim = int(_field(reader, f"{arch}.attention.key_length", hidden // heads))
+    rope_dims = _field(reader, f"{arch}.rope.dimension_count")
+    if rope_dims is not None and int(rope_dims) != head_dim:
+        raise PvError(
+            f"{path}: partial rotary embedding ({rope_dims} of {head_dim} dims) is not supported"
+        )
+    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise PvError(f"{path}: RoPE scaling '{scaling}' is not supported")
+    vocab = int(_field(reader, f"{arch}.vocab_size", vocab_rows))
+    if vocab != vocab_rows:
+        raise PvError(f"{path}: metadata says vocab {vocab} but token_embd has {vocab_rows} rows")
+    return ModelConfig(
+        architecture=arch,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(need("feed_forward_length")),
+        num_hidden_layers=int(need("block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        rope_theta=_short_float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        rms_norm_eps=_short_float(need("attention.layer_norm_rms_epsilon")),
+        tie_word_embeddings=not has_output,
+        attention_bias=has_bias,
+        max_position_embeddings=int(_field(reader, f"{arch}.context_length", 2048)),
+    )
+
+
+def _expected_names(config: ModelConfig) -> set[str]:
+    names = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not config.tie_word_embeddings:
+        names.add("lm_head.weight")
+    for layer in range(config.num_hidden_layers):
+        p = f"model.layers.{layer}."
+        names.update(p + hf + ".weight" for hf in _BLOCK_NAMES.values())
+        if config.attention_bias:
+            names.update(p + f"self_attn.{x}_proj.bias" for x in "qkv")
+    return names
+
+
+def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
+    """Parse, dequantise and rename everything pv needs from a GGUF file."""
+    path = Path(path)
+    _check_magic(path)
+    gguf = require("gguf")
+    from gguf.quants import dequantize
+
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as exc:  # the reader raises ValueError/struct.error/... on damage
+        raise PvError(f"{path}: unreadable GGUF file ({type(exc).__name__}: {exc})") from None
+
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise PvError(
+            f"{path}: unsupported architecture '{arch}'; pv runs {', '.join(ARCHITECTURES)}"
+        )
+
+    supported = _supported_quant_types(gguf)
+    tensors: dict[str, Any] = {}
+    for tensor in reader.tensors:
+        if tensor.name == "rope_freqs.weight":
+            raise PvError(f"{path}: per-dimension RoPE frequencies (rope_freqs) are not supported")
+        name = hf_name(tensor.name)
+        if name is None:
+            raise PvError(f"{path}: tensor '{tensor.name}' has no place in a {arch} decoder")
+        if tensor.tensor_type not in supported:
+            raise PvError(
+                f"{path}: tensor '{tensor.name}' uses quantisation {tensor.tensor_type.name}, "
+                f"which pv cannot dequantise (supported: {', '.join(sorted(t.name for t in supported))})"
+            )
+        tensors[name] = tensor
+
+    if "model.embed_tokens.weight" not in tensors:
+        raise PvError(f"{path}: no token_embd.weight tensor")
+    vocab_rows = int(tensors["model.embed_tokens.weight"].shape[-1])
+    has_bias = any(n.endswith("_proj.bias") for n in tensors)
+    config = _config_from_metadata(
+        reader, arch, path, vocab_rows, "lm_head.weight" in tensors, has_bias
+    )
+    expected = _expected_names(config)
+    missing = sorted(expected - set(tensors))
+    if missing:
+        raise PvError(f"{path}: missing tensor {missing[0]} ({len(missing)} missing in all)")
+    extra = sorted(set(tensors) - expected)
+    if extra:
+        raise PvError(f"{path}: unexpected tensor {extra[0]} for this configuration")
+
+    state_dict: dict[str, np.ndarray] = {}
+    quant_types: dict[str, str] = {}
+    for name, tensor in tensors.items():
+        # np.array copies: F32 tensors come back as views into the memory map.
+        values = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+        shape = tuple(int(d) for d in reversed(tensor.shape))  # ggml lists ne0 (columns) first
+        values = values.reshape(shape)
+        if arch == "llama" and (".q_proj." in name or ".k_proj." in name):
+            heads = (config.num_attention_heads if ".q_proj." in name
+                     else config.num_key_value_heads)
+            values = unpermute_rope_rows(values, heads)
+        state_dict[name] = values
+        quant_types[name] = tensor.tensor_type.name
+
+    metadata = {
+        key: _field(reader, key)
+        for key in reader.fields
+        if not key.startswith("tokenizer.ggml.") and not key.startswith("GGUF.")
+    }
+    tokenizer = None
+    if with_tokenizer:
+        from pv.capture.tokenizer import tokenizer_from_gguf_fields
+
+        tokenizer = tokenizer_from_gguf_fields(reader, path)
+    return GGUFContents(config, state_dict, metadata, quant_types, tokenizer)
+
+
+def _supported_quant_types(gguf: Any) -> set[Any]:
+    from gguf import quants
+
+    q = gguf.GGMLQuantizationType
+    traits = getattr(quants, "_type_traits", {})
+    return {q.F32, q.F16} | set(traits)
+
+
+def load_gguf(path: str | Path) -> "LoadedModel":
+    """A ``LoadedModel`` with real (dequantised) weights from a GGUF file."""
+    from pv.capture.models import LoadedModel, fingerprint
+
+    contents = read_gguf(path)
+    return LoadedModel(
+        config=contents.config,
+        state_dict=contents.state_dict,
+        source=str(Path(path)),
+        weights="real",
+        fingerprint=fingerprint(contents.state_dict),
+        tokenizer=contents.tokenizer,
+    )
