@@ -1,0 +1,306 @@
+"""Library entry point for a capture: plan, check, run, write, describe.
+
+``pv trace``, ``pv bisect --model`` and the falsifiers all capture through
+``capture(...)``. The work is split in two so that bad input fails before any
+weight is loaded or any forward runs: ``make_plan`` turns arguments into a
+frozen, fully checked ``TracePlan`` (stages, layers against the model's layer
+count, tokens against its vocabulary, dtype, device, fault, output directory),
+and ``run_plan`` executes it. ``--dry-run`` prints the plan and stops there.
+
+The manifest's ``run`` block records what is needed to reproduce or judge the
+capture: model path, architecture, config and weight fingerprint, token ids and
+prompt, device, dtype, engine, fault, and library versions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pv import __version__
+from pv import stages as stage_table
+from pv.capture import aprt
+from pv.capture.config import ModelConfig
+from pv.capture.engine import DTYPES, resolve_device
+from pv.capture.faults import FaultSpec, check_fault, parse_fault
+from pv.capture.models import LoadedModel, load_model, model_config
+from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.errors import PvError
+
+ENGINES = ("pv", "hf")
+
+
+@dataclass(frozen=True)
+class TracePlan:
+    """Everything a capture will do, checked before any forward work."""
+
+    model: str
+    engine: str
+    capture: CapturePlan
+    n_layers: int
+    tokens: tuple[int, ...] | None
+    prompt: str | None
+    output: Path
+    device: str
+    dtype: str
+    fault: FaultSpec | None
+    overwrite: bool
+
+    @property
+    def expected(self) -> list[tuple[str, int | None]]:
+        return self.capture.expected(self.n_layers)
+
+    def describe(self) -> list[str]:
+        layers = self.capture.layers
+        return [
+            f"model:   {self.model}",
+            f"engine:  {self.engine}",
+            f"input:   {'tokens ' + ','.join(map(str, self.tokens)) if self.tokens else repr(self.prompt)}",
+            f"stages:  {', '.join(s.name for s in self.capture.stages)}",
+            f"layers:  {'all (' + str(self.n_layers) + ')' if layers is None else ','.join(map(str, layers))}",
+            f"device:  {self.device}   dtype: {self.dtype}",
+            f"fault:   {self.fault if self.fault else 'none'}",
+            f"output:  {self.output}{' (replacing the capture there)' if self.overwrite else ''}",
+            f"files:   up to {len(self.expected)}",
+        ]
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    output: Path
+    files: int
+    logits: np.ndarray = field(repr=False)
+    token_ids: list[int]
+    manifest: dict[str, Any] = field(repr=False)
+    not_applicable: dict[str, str]
+    bytes_written: int = 0
+
+
+def parse_tokens(spec: str | Sequence[int], vocab_size: int | None = None) -> tuple[int, ...]:
+    """``"1,2,3"`` or a sequence of ints; every id must fit the vocabulary."""
+    if isinstance(spec, str):
+        ids: list[int] = []
+        for raw in spec.split(","):
+            item = raw.strip()
+            try:
+                ids.append(int(item))
+            except ValueError:
+                raise PvError(f"bad token id '{item}' in --tokens '{spec}'; use e.g. 1,2,3") from None
+    else:
+        ids = [int(x) for x in spec]
+    if not ids:
+        raise PvError("--tokens is empty")
+    for i in ids:
+        if i < 0 or (vocab_size is not None and i >= vocab_size):
+            raise PvError(f"token id {i} out of range for a vocabulary of {vocab_size}")
+    return tuple(ids)
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """The output directory must be creatable or writable, and empty unless ``overwrite``."""
+    if output.exists():
+        if not output.is_dir():
+            raise PvError(f"{output}: exists and is not a directory")
+        if not os.access(output, os.W_OK | os.X_OK):
+            raise PvError(f"{output}: output directory is not writable")
+        if any(output.iterdir()) and not overwrite:
+            raise PvError(f"{output}: output directory is not empty; choose a new one or pass --force")
+        return
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PvError(f"{output}: cannot create the output directory ({parent} is not writable)")
+
+
+def make_plan(
+    model: str,
+    config: ModelConfig,
+    *,
+    tokens: str | Sequence[int] | None = None,
+    prompt: str | None = None,
+    stages: str | Sequence[str] = "all",
+    layers: str = "all",
+    output: str | os.PathLike[str],
+    engine: str = "pv",
+    device: str = "cpu",
+    dtype: str = "float32",
+    fault: str | FaultSpec | None = None,
+    overwrite: bool = False,
+) -> TracePlan:
+    engine_name = engine.strip().lower()
+    if engine_name not in ENGINES:
+        raise PvError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    if (tokens is None) == (prompt is None):
+        raise PvError("give exactly one of --prompt TEXT or --tokens IDS")
+    if prompt is not None and not prompt:
+        raise PvError("--prompt is empty")
+    token_ids = parse_tokens(tokens, config.vocab_size) if tokens is not None else None
+    plan = CapturePlan(stage_table.parse_stages(stages), stage_table.parse_layers(layers, config.num_hidden_layers))
+    dtype_name = dtype.strip().lower()
+    if dtype_name not in DTYPES:
+        raise PvError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    resolve_device(device)
+    spec = parse_fault(fault) if isinstance(fault, str) else fault
+    if spec is not None:
+        if engine_name != "pv":
+            raise PvError("--inject-fault works with --engine pv only (the reference stays clean)")
+        check_fault(spec, config.num_hidden_layers, config.features)
+    out = Path(output)
+    check_output(out, overwrite)
+    return TracePlan(
+        model=model, engine=engine_name, capture=plan, n_layers=config.num_hidden_layers,
+        tokens=token_ids, prompt=prompt, output=out, device=device.strip().lower(),
+        dtype=dtype_name, fault=spec, overwrite=overwrite,
+    )
+
+
+def versions(engine: str, model: LoadedModel) -> dict[str, str]:
+    names = ["numpy", "torch"]
+    if engine == "hf":
+        names.append("transformers")
+    if model.source.lower().endswith(".gguf"):
+        names.append("gguf")
+    out = {"pv": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def tokenize(model: LoadedModel, prompt: str) -> list[int]:
+    if model.tokenizer is None:
+        raise PvError(f"{model.source}: this model has no tokenizer; pass --tokens instead of --prompt")
+    ids = [int(i) for i in model.tokenizer.encode(prompt)]
+    if not ids:
+        raise PvError("the prompt tokenised to zero tokens")
+    return ids
+
+
+def _clear_old_capture(root: Path) -> None:
+    """``--force``: remove the previous capture's manifest and stage files, nothing else."""
+    if not root.is_dir():
+        return
+    (root / aprt.MANIFEST).unlink(missing_ok=True)
+    for child in list(root.iterdir()):
+        if child.is_file() and child.suffix == ".bin" and child.stem.lower() in stage_table.BY_NAME:
+            child.unlink()
+        elif child.is_dir() and aprt._LAYER_DIR.match(child.name):
+            for f in child.glob("*.bin"):
+                if f.stem.lower() in stage_table.BY_NAME:
+                    f.unlink()
+            if not any(child.iterdir()):
+                child.rmdir()
+
+
+def _remove_written(root: Path, files: list[dict[str, Any]], created: bool) -> None:
+    """After a failed capture: take back the files it wrote, so nothing half-done remains."""
+    for rec in files:
+        (root / rec["path"]).unlink(missing_ok=True)
+    for child in root.glob("layer-*"):
+        if child.is_dir() and not any(child.iterdir()):
+            child.rmdir()
+    if created and root.is_dir() and not any(root.iterdir()):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_plan(
+    plan: TracePlan,
+    model: LoadedModel,
+    *,
+    on_write: Callable[[str, int | None], None] | None = None,
+) -> TraceResult:
+    """Run a checked plan: build the engine, stream the stages, write the manifest last."""
+    token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
+    parse_tokens(token_ids, model.config.vocab_size)
+    runner: Any
+    if plan.engine == "hf":
+        try:
+            from pv.capture.oracle import HFOracle
+        except ImportError as exc:
+            raise PvError(f"--engine hf: the transformers oracle is not available ({exc})") from None
+        runner = HFOracle(model, device=plan.device, dtype=plan.dtype)
+    else:
+        from pv.capture.engine import Engine
+
+        runner = Engine(model, device=plan.device, dtype=plan.dtype, fault=plan.fault)
+    run_info = {
+        "model": model.describe(),
+        "token_ids": token_ids,
+        "prompt": plan.prompt,
+        "device": plan.device,
+        "dtype": plan.dtype,
+        "engine": plan.engine,
+        "fault": None if plan.fault is None else {
+            "name": plan.fault.name, "layer": plan.fault.layer, "stage": plan.fault.fault.stage,
+        },
+        "stages": [s.name for s in plan.capture.stages],
+        "layers": None if plan.capture.layers is None else list(plan.capture.layers),
+        "versions": versions(plan.engine, model),
+    }
+    created = not plan.output.exists()
+    if plan.overwrite:
+        _clear_old_capture(plan.output)
+    writer = aprt.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
+    tap = Tap(plan.capture, writer, dtype_captured=plan.dtype, on_write=on_write)
+    try:
+        logits = runner.forward(token_ids, tap)
+        tap.finish()
+        missing = tap.missing(plan.n_layers)
+        if missing:
+            names = stage_keys(missing)
+            raise PvError(f"requested stages never fired: {', '.join(names[:8])}"
+                          + (f" (+{len(names) - 8} more)" if len(names) > 8 else ""))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        _remove_written(plan.output, writer.files, created)
+        raise
+    nbytes = sum(aprt.HEADER_SIZE + 4 * int(np.prod(r["shape"], dtype=np.int64)) for r in writer.files)
+    return TraceResult(
+        output=plan.output,
+        files=len(writer.files),
+        logits=logits.detach().float().cpu().numpy(),
+        token_ids=token_ids,
+        manifest=writer.manifest(),
+        not_applicable=dict(tap.skipped),
+        bytes_written=nbytes,
+    )
+
+
+def capture(
+    model: str | LoadedModel,
+    *,
+    tokens: str | Sequence[int] | None = None,
+    prompt: str | None = None,
+    stages: str | Sequence[str] = "all",
+    layers: str = "all",
+    output: str | os.PathLike[str],
+    engine: str = "pv",
+    device: str = "cpu",
+    dtype: str = "float32",
+    fault: str | FaultSpec | None = None,
+    overwrite: bool = False,
+    on_write: Callable[[str, int | None], None] | None = None,
+) -> TraceResult:
+    """Capture ``stages`` x ``layers`` of one forward into ``output`` (see ``make_plan``)."""
+    if isinstance(model, LoadedModel):
+        loaded, name = model, model.source
+    else:
+        name = str(model)
+        model_config(name)  # a bad path or architecture fails before the weights load
+        loaded = load_model(name)
+    plan = make_plan(
+        name, loaded.config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
+        output=output, engine=engine, device=device, dtype=dtype, fault=fault, overwrite=overwrite,
+    )
+    return run_plan(plan, loaded, on_write=on_write)

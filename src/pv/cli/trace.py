@@ -1,0 +1,66 @@
+"""``pv trace``: run a model once and save the requested stages as APRT files."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pv.errors import ExitCode
+
+
+@click.command(name="trace")
+@click.option("--model", "model", default="synthetic", show_default=True,
+              help="'synthetic', a Hugging Face model directory, or a .gguf file.")
+@click.option("--engine", default="pv", show_default=True, type=click.Choice(["pv", "hf"], case_sensitive=False),
+              help="pv: this project's engine; hf: the transformers reference.")
+@click.option("--prompt", default=None, help="Text to tokenise with the model's tokenizer.")
+@click.option("--tokens", default=None, help="Token ids, e.g. 1,2,3 (instead of --prompt).")
+@click.option("--save-tensor", "stages", required=True, metavar="STAGES",
+              help="Comma-separated stage names, or 'all'.")
+@click.option("--layers", default="all", show_default=True, help="0 | 0,3,5 | 2..6 (end exclusive) | all.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Capture directory.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False))
+@click.option("--inject-fault", "fault", default=None, metavar="NAME[@LAYER]",
+              help="Inject a catalogued bug into the pv engine (see docs/capture.md).")
+@click.option("--force", is_flag=True, help="Replace the capture in a non-empty output directory.")
+@click.option("--dry-run", is_flag=True, help="Check and print the plan; load no weights, run nothing.")
+def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,
+            output: str, device: str, dtype: str, fault: str | None, force: bool, dry_run: bool) -> int:
+    """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
+    from pv.capture.models import load_model, model_config
+    from pv.capture.trace import make_plan, run_plan
+
+    config = model_config(model)
+    plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
+                     output=output, engine=engine, device=device, dtype=dtype, fault=fault,
+                     overwrite=force)
+    if dry_run:
+        click.echo("pv trace plan (dry run, nothing executed):")
+        for line in plan.describe():
+            click.echo("  " + line)
+        return int(ExitCode.OK)
+
+    loaded = load_model(model)
+    total = len(plan.expected)
+    show = sys.stderr.isatty()
+    count = [0]
+
+    def progress(stage: str, layer: int | None) -> None:
+        count[0] += 1
+        if show:
+            where = stage if layer is None else f"layer {layer} {stage}"
+            click.echo(f"\r  captured {count[0]}/{total}  {where:<40}", err=True, nl=False)
+
+    result = run_plan(plan, loaded, on_write=progress)
+    if show:
+        click.echo("", err=True)
+    mib = result.bytes_written / (1 << 20)
+    click.echo(f"wrote {result.files} files ({mib:.1f} MiB) and manifest.json to {result.output}")
+    click.echo(f"tokens: {len(result.token_ids)}  engine: {plan.engine}  device: {plan.device}  "
+               f"dtype: {plan.dtype}" + (f"  fault: {plan.fault}" if plan.fault else ""))
+    for stage, reason in result.not_applicable.items():
+        click.echo(f"not applicable: {stage} ({reason})")
+    return int(ExitCode.OK)
