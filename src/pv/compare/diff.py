@@ -1,0 +1,320 @@
+"""Stage-by-stage comparison of two APRT files or two capture directories.
+
+``a`` is the engine under test, ``b`` the reference. Every stage present on
+both sides becomes one :class:`StageRecord`, in computation order; a stage on
+one side only is recorded as such (it is a finding about the captures, not a
+crash), and a pair that cannot be compared (counts, layers or shapes differ)
+is an ``error`` record with the reason. The report is data: the CLI renders it
+as a table or JSON, bisect walks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pv import stages as stage_table
+from pv.capture import aprt
+from pv.capture.config import ModelConfig
+from pv.compare import align, metrics
+from pv.compare.tolerances import Tolerance, Tolerances, dtype_class, judge, looser
+from pv.errors import PvError
+
+PASS, FAIL, ERROR, ONLY_A, ONLY_B = "pass", "fail", "error", "only_a", "only_b"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of one layer: how it compared, or why it could not be."""
+
+    stage: str | None
+    layer: int | None
+    status: str  # pass | fail | error | only_a | only_b
+    metrics: metrics.Metrics | None = None
+    tolerance: Tolerance | None = None
+    dtype: str | None = None
+    reasons: tuple[str, ...] = ()
+    path_a: str | None = None
+    path_b: str | None = None
+
+    @property
+    def compared(self) -> bool:
+        return self.status in (PASS, FAIL)
+
+    @property
+    def bad(self) -> bool:
+        """Counts against the verdict: a failed comparison or a pair that could not be compared."""
+        return self.status in (FAIL, ERROR)
+
+    @property
+    def label(self) -> str:
+        name = self.stage or "?"
+        if self.layer is None or (self.stage and stage_table.BY_NAME[self.stage].whole_model):
+            return name
+        return f"L{self.layer}.{name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "layer": self.layer,
+            "status": self.status,
+            "dtype": self.dtype,
+            "tolerance": self.tolerance.to_dict() if self.tolerance else None,
+            "reasons": list(self.reasons),
+            "path_a": self.path_a,
+            "path_b": self.path_b,
+            "metrics": _jsonable(self.metrics.to_dict()) if self.metrics else None,
+        }
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    a: str
+    b: str
+    records: tuple[StageRecord, ...]
+    notes: tuple[str, ...] = ()
+    tolerances: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def compared(self) -> list[StageRecord]:
+        return [r for r in self.records if r.compared]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.compared) and not any(r.bad for r in self.records)
+
+    def summary(self) -> dict[str, Any]:
+        counts = {s: sum(1 for r in self.records if r.status == s) for s in (PASS, FAIL, ERROR, ONLY_A, ONLY_B)}
+        return {"a": self.a, "b": self.b, "pairs": len(self.compared), **counts, "ok": self.ok}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "notes": list(self.notes),
+            "records": [r.to_dict() for r in self.records],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Infinities as strings: strict JSON has no Infinity."""
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _config(model: Any) -> ModelConfig | None:
+    if model is None or isinstance(model, ModelConfig):
+        return model
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(model, (str, Path)):
+        from pv.capture.models import model_config
+
+        return model_config(str(model))
+    raise TypeError(f"model must be a ModelConfig, LoadedModel or spec, not {type(model).__name__}")
+
+
+def _side_dtype(entry_meta: dict[str, Any], manifest: dict[str, Any] | None) -> str | None:
+    run = (manifest or {}).get("run") or {}
+    for value in (run.get("weights_dtype"), run.get("quantization")):
+        if dtype_class(value) == "quantized":
+            return "quantized"
+    for value in (entry_meta.get("dtype_captured"), run.get("dtype")):
+        klass = dtype_class(value)
+        if klass is not None:
+            return klass
+    return None
+
+
+def compare_sides(
+    a: align.Side,
+    b: align.Side,
+    *,
+    config: ModelConfig | None,
+    tolerances: Tolerances,
+    top_k: int = 5,
+    chunk: int = metrics.CHUNK,
+) -> StageRecord:
+    """Compare one pair of tensors into a record; never raises for a bad pair."""
+    stage = a.stage or b.stage
+    pa, pb = str(a.path), str(b.path)
+    dtype = looser(a.dtype, b.dtype)
+    try:
+        view = align.plan_view(a, b, config)
+    except align.PairError as exc:
+        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+    tol = tolerances.for_stage(stage, dtype)
+    try:
+        _, va = aprt.memmap(a.path)
+        _, vb = aprt.memmap(b.path)
+        m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+    except PvError as exc:
+        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+    finally:
+        va = vb = None  # noqa: F841 - drop the maps promptly
+    verdict = judge(m, tol)
+    status = PASS if verdict.ok else FAIL
+    return StageRecord(stage, a.layer, status, m, tol, dtype, verdict.reasons, pa, pb)
+
+
+def _side(entry: aprt.Entry, manifest: dict[str, Any] | None) -> align.Side:
+    return align.Side(entry.path, entry.stage, entry.layer, entry.header, entry.shape,
+                      entry.layout, _side_dtype(entry.meta, manifest), entry.meta)
+
+
+def _open(path: str | Path | aprt.Capture) -> aprt.Capture:
+    if isinstance(path, aprt.Capture):
+        return path
+    return aprt.open_capture(path)
+
+
+def diff_captures(
+    a: str | Path | aprt.Capture,
+    b: str | Path | aprt.Capture,
+    *,
+    model: Any = None,
+    tolerances: Tolerances | None = None,
+    stages: Sequence[str] | None = None,
+    top_k: int = 5,
+    chunk: int = metrics.CHUNK,
+) -> DiffReport:
+    """Compare two capture directories (``a`` under test, ``b`` reference), stage by stage.
+
+    ``stages`` limits the comparison to those stage names. Raises PvError only
+    when nothing could be compared at all.
+    """
+    ca, cb = _open(a), _open(b)
+    config = _config(model)
+    tols = tolerances or Tolerances()
+    wanted = set(stages) if stages is not None else None
+    ea, eb = ca.by_key(), cb.by_key()
+    keys = sorted(set(ea) | set(eb), key=lambda k: stage_table.sort_key(k[0], k[1]))
+    records: list[StageRecord] = []
+    for key in keys:
+        if wanted is not None and key[0] not in wanted:
+            continue
+        if key in ea and key in eb:
+            records.append(compare_sides(_side(ea[key], ca.manifest), _side(eb[key], cb.manifest),
+                                         config=config, tolerances=tols, top_k=top_k, chunk=chunk))
+        elif key in ea:
+            records.append(StageRecord(key[0], key[1], ONLY_A, path_a=str(ea[key].path),
+                                       reasons=("captured by A only",)))
+        else:
+            records.append(StageRecord(key[0], key[1], ONLY_B, path_b=str(eb[key].path),
+                                       reasons=("captured by B only",)))
+    notes = list(_absent_notes(ca, cb, wanted))
+    if not ca.entries:
+        notes.append(f"A ({ca.root}) holds no APRT stage files")
+    if not cb.entries:
+        notes.append(f"B ({cb.root}) holds no APRT stage files")
+    if not any(r.compared or r.status == ERROR for r in records):
+        raise PvError(
+            f"no stage pairs matched between {ca.root} and {cb.root}"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + ": nothing was compared"
+        )
+    if all(r.dtype is None for r in records if r.compared):
+        notes.append(f"neither side records its dtype: judged with {tols.assume} tolerances")
+    return DiffReport(str(ca.root), str(cb.root), tuple(records), tuple(notes), tols.to_dict())
+
+
+def _absent_notes(ca: aprt.Capture, cb: aprt.Capture, wanted: set[str] | None) -> Iterable[str]:
+    present = {e.stage for e in ca.entries} | {e.stage for e in cb.entries}
+    na = dict.fromkeys(ca.not_applicable) | dict.fromkeys(cb.not_applicable)
+    absent = [s.name for s in stage_table.STAGES if s.name not in present
+              and (wanted is None or s.name in wanted)]
+    if not present:
+        return
+    for name in absent:
+        if name in na:
+            yield f"{name}: not applicable to this model (skipped)"
+    rest = [n for n in absent if n not in na]
+    if rest:
+        yield f"absent on both sides (skipped): {', '.join(rest)}"
+
+
+def _file_side(path: Path) -> align.Side:
+    header = aprt.read_header(path)
+    key = stage_table.ALIASES.get(path.stem.lower(), path.stem.lower())
+    stage = key if key in stage_table.BY_NAME else None
+    layer: int | None = None
+    if stage is not None and not stage_table.BY_NAME[stage].whole_model:
+        layer = header.layer
+    return align.Side(path, stage, layer, header)
+
+
+def diff_files(
+    a: str | Path,
+    b: str | Path,
+    *,
+    model: Any = None,
+    tolerances: Tolerances | None = None,
+    top_k: int = 5,
+) -> DiffReport:
+    """Compare two single APRT files; the stage is read from the file name when it is one."""
+    pa, pb = Path(a), Path(b)
+    sa, sb = _file_side(pa), _file_side(pb)
+    if sa.stage != sb.stage and sa.stage is not None and sb.stage is not None:
+        record = StageRecord(sa.stage, sa.layer, ERROR,
+                             reasons=(f"stages differ: A is {sa.stage}, B is {sb.stage}",),
+                             path_a=str(pa), path_b=str(pb))
+    else:
+        stage = sa.stage or sb.stage
+        sa = align.Side(sa.path, stage, sa.layer if sa.stage else sb.layer, sa.header)
+        sb = align.Side(sb.path, stage, sb.layer if sb.stage else sa.layer, sb.header)
+        record = compare_sides(sa, sb, config=_config(model), tolerances=tolerances or Tolerances(),
+                               top_k=top_k)
+    return DiffReport(str(pa), str(pb), (record,), (), (tolerances or Tolerances()).to_dict())
+
+
+def diff_paths(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
+    """Two files or two directories; anything else is an error naming the culprit."""
+    pa, pb = Path(a), Path(b)
+    for p in (pa, pb):
+        if not p.exists():
+            raise PvError(f"{p}: no such file or directory")
+    if pa.is_dir() and pb.is_dir():
+        return diff_captures(pa, pb, **kwargs)
+    if pa.is_file() and pb.is_file():
+        kwargs.pop("stages", None)
+        kwargs.pop("chunk", None)
+        return diff_files(pa, pb, **kwargs)
+    kind = lambda p: "a directory" if p.is_dir() else "a file"  # noqa: E731
+    raise PvError(f"cannot compare {kind(pa)} ({pa}) with {kind(pb)} ({pb}): give two files or two capture directories")
+
+
+def compare_arrays(
+    a: np.ndarray,
+    b: np.ndarray,
+    stage: str,
+    layer: int | None,
+    *,
+    config: ModelConfig | None = None,
+    tolerance: Tolerance,
+) -> StageRecord:
+    """Compare two in-memory tensors of one stage (used by ``--isolate``)."""
+    fa = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    fb = np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
+    header_a = aprt.Header(stage_table.get(stage).header_layer(layer), fa.size)
+    header_b = aprt.Header(header_a.layer, fb.size)
+    sa = align.Side(Path("<a>"), stage, layer, header_a, tuple(np.shape(a)), stage_table.get(stage).layout)
+    sb = align.Side(Path("<b>"), stage, layer, header_b, tuple(np.shape(b)), stage_table.get(stage).layout)
+    try:
+        view = align.plan_view(sa, sb, config)
+    except align.PairError as exc:
+        return StageRecord(stage, layer, ERROR, reasons=(str(exc),))
+    m = metrics.compare(fa, fb, view)
+    verdict = judge(m, tolerance)
+    return StageRecord(stage, layer, PASS if verdict.ok else FAIL, m, tolerance, None, verdict.reasons)

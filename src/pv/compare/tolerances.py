@@ -1,0 +1,259 @@
+"""Verdicts: when is a stage "the same" as the reference?
+
+A stage passes when all of these hold (``b`` is the reference):
+
+1. NaN and Inf agree: no position is NaN on one side only, no Inf differs.
+2. ``cosine >= cosine_min`` over the compared part: the direction is right.
+3. For every position p (a token; the query row for attention matrices; the
+   whole tensor when no position axis is known)::
+
+       RMS(a_p - b_p) <= atol + rtol * RMS(b_p)
+
+   the magnitude is right, everywhere. Cosine alone is blind to a uniform
+   scale (scores scaled by 1/D instead of 1/sqrt(D) keep cosine exactly 1.0);
+   a whole-tensor relative error would average a bug at one position (a mask
+   off by one touches the last rows least) into the healthy ones, so the
+   worst position decides.
+
+Default tolerances depend on what is compared, because rounding error does:
+float32 against float32 differs only by summation order (~1e-6 relative), half
+precision rounds every stage (float16 ~5e-4, bfloat16 ~4e-3 per value), and
+quantized weights change each projection by percent. The pair is judged by the
+looser of its two dtypes. Per-stage overrides and ``--atol/--rtol/--threshold``
+adjust them; see ``docs/compare.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from pv import stages as stage_table
+from pv.compare.metrics import EPS, Metrics
+from pv.errors import PvError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    cosine: float
+    rtol: float
+    atol: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+#: Loosest last. Keys are dtype classes (see :func:`dtype_class`).
+DEFAULTS: dict[str, Tolerance] = {
+    # Only summation order differs: a thousand times the observed ~1e-6, still
+    # far below the ~1e-2 that the subtlest catalogued bug (RoPE base) causes.
+    "float32": Tolerance(cosine=0.99999, rtol=1e-3, atol=1e-6),
+    # One float16 rounding per value (eps 9.8e-4) plus accumulation over layers.
+    "float16": Tolerance(cosine=0.9995, rtol=2e-2, atol=1e-4),
+    # bfloat16 keeps 8 bits of mantissa (eps 7.8e-3): ten times looser again.
+    "bfloat16": Tolerance(cosine=0.998, rtol=6e-2, atol=1e-3),
+    # 4- to 8-bit weights move every projection by percent: only gross bugs show.
+    "quantized": Tolerance(cosine=0.99, rtol=0.2, atol=1e-2),
+}
+_RANK = {name: i for i, name in enumerate(DEFAULTS)}
+
+_ALIASES = {
+    "float32": "float32", "f32": "float32", "fp32": "float32", "torch.float32": "float32",
+    "float": "float32", "float64": "float32", "f64": "float32",
+    "float16": "float16", "f16": "float16", "fp16": "float16", "half": "float16",
+    "torch.float16": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
+}
+
+
+def dtype_class(name: str | None) -> str | None:
+    """``float32``/``float16``/``bfloat16``/``quantized`` for a dtype string, None if unknown."""
+    if not name:
+        return None
+    key = str(name).strip().lower()
+    if key in _ALIASES:
+        return _ALIASES[key]
+    if key.startswith(("q", "int", "iq", "nf4", "fp8", "float8", "mxfp", "uint")):
+        return "quantized"
+    return None
+
+
+def looser(a: str | None, b: str | None) -> str | None:
+    known = [x for x in (a, b) if x is not None]
+    if not known:
+        return None
+    return max(known, key=lambda x: _RANK[x])
+
+
+def _num(value: Any, where: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise PvError(f"{where}: expected a number, got {value!r}") from None
+    if math.isnan(out) or out < 0:
+        raise PvError(f"{where}: expected a non-negative number, got {value!r}")
+    return out
+
+
+_KEYS = ("cosine", "rtol", "atol")
+
+
+def _partial(data: Any, where: str) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        raise PvError(f"{where}: expected a mapping of {', '.join(_KEYS)}")
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        k = str(key).lower()
+        if k == "threshold":
+            k = "cosine"
+        if k not in _KEYS:
+            raise PvError(f"{where}: unknown key '{key}'; valid keys: {', '.join(_KEYS)}")
+        out[k] = _num(value, f"{where}.{key}")
+    if "cosine" in out and out["cosine"] > 1.0:
+        raise PvError(f"{where}.cosine: a cosine threshold must be at most 1.0")
+    return out
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Where each stage's tolerance comes from: dtype defaults < config < flags.
+
+    ``base`` changes every stage, ``per_stage`` one stage (by name), ``flags``
+    (from ``--threshold/--atol/--rtol``) beat everything else.
+    """
+
+    base: dict[str, float] = field(default_factory=dict)
+    per_stage: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_dtype: dict[str, dict[str, float]] = field(default_factory=dict)
+    flags: dict[str, float] = field(default_factory=dict)
+    #: Dtype class used when neither side says what it is.
+    assume: str = "float32"
+
+    def for_stage(self, stage: str | None, dtype: str | None) -> Tolerance:
+        klass = dtype or self.assume
+        tol = DEFAULTS[klass]
+        tol = replace(tol, **self.per_dtype.get(klass, {}))
+        tol = replace(tol, **self.base)
+        if stage is not None:
+            tol = replace(tol, **self.per_stage.get(stage, {}))
+        return replace(tol, **self.flags)
+
+    def with_flags(self, *, cosine: float | None = None, rtol: float | None = None,
+                   atol: float | None = None) -> "Tolerances":
+        raw = {"cosine": cosine, "rtol": rtol, "atol": atol}
+        flags = _partial({k: v for k, v in raw.items() if v is not None}, "command line")
+        return replace(self, flags={**self.flags, **flags})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"defaults": {k: v.to_dict() for k, v in DEFAULTS.items()}, **asdict(self)}
+
+
+def parse_config(data: Any, where: str) -> Tolerances:
+    """Build tolerances from a config mapping (see ``docs/compare.md`` for the format)."""
+    if not isinstance(data, Mapping):
+        raise PvError(f"{where}: expected a mapping at the top level")
+    data = dict(data)
+    if "tolerances" in data and isinstance(data["tolerances"], Mapping) and len(data) == 1:
+        data = dict(data["tolerances"])
+    base = _partial({k: v for k, v in data.items() if str(k).lower() in (*_KEYS, "threshold")}, where)
+    per_stage: dict[str, dict[str, float]] = {}
+    per_dtype: dict[str, dict[str, float]] = {}
+    assume = "float32"
+    for key, value in data.items():
+        k = str(key).lower()
+        if k in (*_KEYS, "threshold"):
+            continue
+        if k == "stages":
+            if not isinstance(value, Mapping):
+                raise PvError(f"{where}.stages: expected a mapping of stage name to tolerances")
+            for name, sub in value.items():
+                try:
+                    st = stage_table.get(str(name)).name
+                except PvError as exc:
+                    raise PvError(f"{where}.stages: {exc}") from None
+                per_stage[st] = _partial(sub, f"{where}.stages.{name}")
+        elif k == "dtypes":
+            if not isinstance(value, Mapping):
+                raise PvError(f"{where}.dtypes: expected a mapping of dtype to tolerances")
+            for name, sub in value.items():
+                klass = dtype_class(str(name)) or str(name).lower()
+                if klass not in DEFAULTS:
+                    raise PvError(f"{where}.dtypes: unknown dtype '{name}'; valid: {', '.join(DEFAULTS)}")
+                per_dtype[klass] = _partial(sub, f"{where}.dtypes.{name}")
+        elif k == "assume_dtype":
+            klass = dtype_class(str(value)) or str(value).lower()
+            if klass not in DEFAULTS:
+                raise PvError(f"{where}.assume_dtype: unknown dtype '{value}'; valid: {', '.join(DEFAULTS)}")
+            assume = klass
+        else:
+            raise PvError(
+                f"{where}: unknown key '{key}'; valid keys: cosine, rtol, atol, stages, dtypes, assume_dtype"
+            )
+    return Tolerances(base=base, per_stage=per_stage, per_dtype=per_dtype, assume=assume)
+
+
+def load_config(path: str | Path) -> Tolerances:
+    """Read a YAML or JSON tolerance file (safe loader; no code runs)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PvError(f"{p}: cannot read tolerance config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PvError(f"{p}: tolerance config is not UTF-8 text") from None
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PvError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    else:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            loc = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            raise PvError(f"{p}{loc}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise PvError(f"{p}: tolerance config is empty")
+    return parse_config(data, str(p))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reasons: tuple[str, ...]
+    #: Worst per-position ratio RMS(d) / (atol + rtol*RMS(b)); > 1 fails.
+    budget_used: float
+
+
+def judge(m: Metrics, tol: Tolerance) -> Verdict:
+    """Apply the verdict rule in the module docstring; reasons say which part failed."""
+    reasons: list[str] = []
+    if m.nan_mismatch:
+        reasons.append(f"NaN on one side only at {m.nan_mismatch} positions")
+    if m.inf_mismatch:
+        reasons.append(f"Inf values disagree at {m.inf_mismatch} positions")
+    if m.cosine < tol.cosine:
+        reasons.append(f"cosine {m.cosine:.6f} < {tol.cosine}")
+    worst = 0.0
+    worst_at: int | None = None
+    for pos, d, r in zip(m.positions, m.position_rms, m.position_ref_rms):
+        allowed = tol.atol + tol.rtol * r
+        used = d / allowed if allowed > 0 else (math.inf if d > 0 else 0.0)
+        if used > worst:
+            worst, worst_at = used, pos
+    if worst > 1.0:
+        idx = m.positions.index(worst_at) if worst_at is not None else 0
+        d, r = m.position_rms[idx], m.position_ref_rms[idx]
+        where = f"position {worst_at}" if len(m.positions) > 1 or m.position_cosine else "tensor"
+        reasons.append(
+            f"{where}: RMS error {d:.3g} > atol + rtol*RMS(ref) = {tol.atol:g} + {tol.rtol:g}*{r:.3g}"
+            f" (relative {d / max(r, EPS):.3g})"
+        )
+    return Verdict(ok=not reasons, reasons=tuple(reasons), budget_used=worst)
