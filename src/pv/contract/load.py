@@ -1,0 +1,242 @@
+"""Read one contract file safely and fast, and locate keys in it on demand.
+
+The happy path is one libyaml parse (``CSafeLoader``): contracts that are fine
+are never parsed a second time. Line numbers come from composing the YAML node
+tree, which happens only when a finding needs a location (``Document.locate``).
+
+Every way a file can be unfit (unreadable, too big, binary, invalid YAML,
+several documents, alias bombs, ``!!python/*`` tags, not a mapping) raises
+``ContractLoadError``, a ``PvError`` carrying a located ``Finding``, so callers
+either print one line or turn it into a verdict; never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pv.contract.findings import ERROR, Finding, KeyPath
+from pv.errors import PvError
+
+#: Contracts are hand-written text; anything bigger is refused before it is read.
+MAX_BYTES = 2 * 1024 * 1024
+#: Alias uses allowed per file. Real contracts use a handful (merge keys), if any.
+MAX_ALIASES = 256
+#: Nodes after expanding every alias: billion-laughs grows exponentially past this.
+MAX_EXPANDED_NODES = 200_000
+
+_LOADER_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: An anchor (``&name``) where a node may start; without one no alias can exist.
+_ANCHOR_RE = re.compile(r"(?:^|[\s\[{,:])&[^\s\[\]{},]")
+
+
+class _Loader(_LOADER_BASE):  # type: ignore[misc,valid-type]
+    """libyaml's safe loader, except that timestamps stay the strings written.
+
+    Contracts are validated against a JSON schema, where a date is a string;
+    ``created: 2026-02-18`` should not become a ``datetime.date``.
+    """
+
+
+def _construct_timestamp_as_text(loader: Any, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
+
+
+class ContractLoadError(PvError):
+    """The file cannot be read as one YAML mapping; ``finding`` says where and why."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.format())
+        self.finding = finding
+
+
+class Document:
+    """One parsed contract: plain data from the fast loader, located on demand."""
+
+    __slots__ = ("path", "data", "text", "_root")
+
+    def __init__(self, path: Path, data: dict[str, Any], text: str) -> None:
+        self.path = path
+        self.data = data
+        self.text = text
+        self._root: yaml.Node | None = None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def contract_id(self) -> str:
+        """``metadata.id`` when given as a string, else the file stem."""
+        meta = self.data.get("metadata")
+        cid = meta.get("id") if isinstance(meta, dict) else None
+        return cid if isinstance(cid, str) and cid.strip() else self.path.stem
+
+    def locate(self, path: KeyPath) -> tuple[int, int]:
+        """1-based (line, column) of the deepest key or item of ``path`` present in the file.
+
+        A mapping key points at the key itself (the offending key, not its value);
+        a list index points at the item. Composition is done once, lazily.
+        """
+        if self._root is None:
+            self._root = yaml.compose(self.text, Loader=_Loader)
+        node = self._root
+        if node is None:
+            return (1, 1)
+        mark = node.start_mark
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                        mark, node = key_node.start_mark, value_node
+                        break
+                else:
+                    break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+                mark = node.start_mark
+            else:
+                break
+        return (mark.line + 1, mark.column + 1)
+
+
+def _fail(path: Path, rule: str, message: str, line: int = 1, column: int = 1) -> ContractLoadError:
+    return ContractLoadError(Finding(str(path), line, column, (), rule, message, ERROR))
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _fail(path, "PV001", f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(path, "PV001", "not a regular file")
+    if st.st_size > max_bytes:
+        raise _fail(path, "PV002", f"file is {st.st_size} bytes, over the {max_bytes}-byte bound "
+                                   "for a contract")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise _fail(path, "PV001", f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:  # grew between stat and read
+        raise _fail(path, "PV002", f"file is over the {max_bytes}-byte bound for a contract")
+    return raw
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    if b"\x00" in raw[:8192]:
+        raise _fail(path, "PV003", "binary file (contains NUL bytes), not YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise _fail(path, "PV003", f"not UTF-8 text (invalid byte at offset {exc.start})",
+                    line) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_aliases(path: Path, text: str) -> None:
+    """Refuse alias bombs before construction, counting expanded nodes from parser events.
+
+    Only files with something that looks like an anchor pay for this event scan.
+    Each anchored node's expanded size is recorded when it closes; an alias adds
+    that size. Exponential growth (billion laughs) trips the bound after a few
+    dozen events, long before anything is allocated.
+    """
+    if "&" not in text or not _ANCHOR_RE.search(text):
+        return
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = []  # [anchor, size] per open collection
+    total = aliases = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                stack.append([event.anchor, 1])
+                continue
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                anchor, size = stack.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+                if stack:
+                    stack[-1][1] += size
+                else:
+                    total += size
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                size = sizes.get(event.anchor, 1)
+                mark = event.start_mark
+                if aliases > MAX_ALIASES:
+                    raise _fail(path, "PV007", f"more than {MAX_ALIASES} YAML aliases; refused "
+                                "(alias bomb guard)", mark.line + 1, mark.column + 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                continue
+            if stack:
+                stack[-1][1] += size
+            else:
+                total += size
+            if total + sum(entry[1] for entry in stack) > MAX_EXPANDED_NODES:
+                mark = event.start_mark
+                raise _fail(path, "PV007", f"YAML aliases expand past {MAX_EXPANDED_NODES} nodes; "
+                            "refused (alias bomb guard)", mark.line + 1, mark.column + 1)
+    except yaml.YAMLError:
+        return  # the real parse below reports syntax errors with their location
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = str(getattr(exc, "problem", "") or exc).strip()
+    if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
+        return _fail(path, "PV005", "several YAML documents in one file; a contract is exactly "
+                     "one document", line, col)
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        tag = re.search(r"tag '([^']*)'", problem)
+        name = tag.group(1) if tag else "?"
+        name = name.replace("tag:yaml.org,2002:", "!!")
+        if "python/" in name:
+            return _fail(path, "PV008", f"tag {name} is refused: pv never constructs Python objects",
+                         line, col)
+        return _fail(path, "PV008", f"unsupported YAML tag {name}: {problem}", line, col)
+    context = getattr(exc, "context", None)
+    detail = f"{context}: {problem}" if context else problem
+    return _fail(path, "PV004", f"invalid YAML: {detail}", line, col)
+
+
+def parse_text(path: Path, text: str) -> Document:
+    """Parse already-decoded text as one contract document (see ``load_document``)."""
+    _check_aliases(path, text)
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe (C) loader subclass
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, exc) from None
+    except (RecursionError, MemoryError):
+        raise _fail(path, "PV004", "invalid YAML: nested too deeply to parse") from None
+    if data is None:
+        raise _fail(path, "PV006", "empty file: a contract is a YAML mapping with at least "
+                    "'metadata'")
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a scalar ({type(data).__name__})"
+        raise _fail(path, "PV006", f"the document is {kind}; a contract is a YAML mapping")
+    return Document(path, data, text)
+
+
+def load_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Document:
+    """Load one contract file as a ``Document`` or raise ``ContractLoadError``."""
+    path = Path(path)
+    return parse_text(path, _decode(path, _read_bytes(path, max_bytes)))

@@ -1,0 +1,123 @@
+"""Typed views of a contract (pydantic), kept equal to ``schemas/contract.schema.json``.
+
+The JSON schema is the source of truth; these models mirror it field for field
+(required keys, types, enums, which sections forbid unknown keys) so code that
+reads contracts gets typed values, and ``tests/contract/test_models.py`` proves
+the two agree. Models are strict: YAML's ``1.0`` stays a float and is not
+quietly turned into a string, exactly as the schema sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+StrList = list[str]
+
+
+class _Open(BaseModel):
+    """Unknown keys are allowed (real contracts carry many sections of their own)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+
+class Metadata(_Open):
+    version: Union[str, float]
+    description: str
+    references: StrList | None = None
+    id: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    created: str | None = None
+    author: str | None = None
+    depends_on: StrList | None = None
+    binds_to: Any = None
+    changelog: Any = None
+
+
+class Equation(_Open):
+    formula: str
+    domain: str | None = None
+    codomain: str | None = None
+    invariants: list[Any] | None = None
+    where: Any = None
+    note: Any = None
+
+
+class ProofObligation(_Open):
+    type: str
+    property: str
+    formal: str | None = None
+    tolerance: Union[float, str, None] = None
+    applies_to: Union[str, list[Any], None] = None
+    id: str | None = None
+
+
+class AlgorithmEvidence(BaseModel):
+    """Where the algorithm lives; closed so that a misspelt key is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    file_paths: StrList | None = None
+    function_names: StrList | None = None
+    invariants_enforced: StrList | None = None
+    notes: str | None = None
+
+
+class LiveRequirements(_Open):
+    """Facts a passing run must show to count as live; extra facts are scalars."""
+
+    __pydantic_extra__: dict[str, Union[str, float, bool]] = Field(init=False)  # type: ignore[assignment]
+
+    device: Literal["cpu", "cuda"] | None = None
+    weights: Literal["synthetic", "real"] | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+
+
+class FalsificationTest(_Open):
+    id: str
+    rule: str
+    prediction: str
+    test: str
+    if_fails: str
+    status: str | None = None
+    algorithm_evidence: Union[AlgorithmEvidence, StrList, None] = None
+    live_requirements: LiveRequirements | None = None
+    binds_to: Union[str, StrList, None] = None
+
+
+class Contract(_Open):
+    metadata: Metadata
+    equations: dict[str, Equation] | None = None
+    proof_obligations: list[ProofObligation] | None = None
+    falsification_tests: list[FalsificationTest] | None = None
+    kani_harnesses: Any = None
+    qa_gate: Any = None
+    verification_summary: Any = None
+    enforcement: Any = None
+
+
+#: Schema ``$defs`` name -> the model that mirrors it (the agreement test walks this).
+MODELS_BY_DEF: dict[str, type[BaseModel]] = {
+    "metadata": Metadata,
+    "equation": Equation,
+    "proof_obligation": ProofObligation,
+    "falsification_test": FalsificationTest,
+    "algorithm_evidence": AlgorithmEvidence,
+    "live_requirements": LiveRequirements,
+}
+
+
+def parse_contract(data: dict[str, Any]) -> Contract:
+    """Typed contract from plain data; raises ``pydantic.ValidationError`` when malformed."""
+    return Contract.model_validate(data)
+
+
+def conforms(data: Any) -> bool:
+    """True when ``data`` is a structurally valid contract (fast path before the schema walk)."""
+    try:
+        Contract.model_validate(data)
+    except ValidationError:
+        return False
+    return True

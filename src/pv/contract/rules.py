@@ -1,0 +1,350 @@
+"""Semantic rules: what the schema cannot say about one contract.
+
+Each rule is a generator ``rule(doc, ctx) -> Iterator[Issue]`` registered under a
+stable id (``PV0xx``) in ``RULES``; ``check_document`` turns issues into located
+``Finding`` values. Rules read plain data defensively: a file that breaks the
+schema still gets every semantic finding that can be computed. Rules that need
+the whole validated set (ids unique across files) live in ``validate.py`` and
+are listed in ``RULE_TABLE`` with the load-time ones, which the docs mirror.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pv.contract import ladder
+from pv.contract.evidence import is_defined
+from pv.contract.findings import ERROR, WARNING, Finding, KeyPath
+from pv.contract.load import Document
+
+#: The issue's list plus the Hoare/Dafny-style kinds real contracts use
+#: (pre/postconditions, frames, loop (in)variants, ``old`` state, termination...).
+KNOWN_OBLIGATION_TYPES: frozenset[str] = frozenset({
+    "invariant", "equivalence", "bound", "monotonicity", "idempotency", "linearity",
+    "symmetry", "associativity", "commutativity", "conservation", "ordering", "completeness",
+    "soundness", "determinism", "precondition", "postcondition", "frame", "loop_invariant",
+    "loop_variant", "old_state", "termination", "liveness", "safety",
+})
+
+TOP_LEVEL_KEYS = ("metadata", "equations", "proof_obligations", "falsification_tests",
+                  "kani_harnesses", "qa_gate", "verification_summary", "enforcement")
+METADATA_KEYS = ("version", "description", "references", "id", "kind", "status", "created",
+                 "author", "depends_on", "binds_to", "changelog")
+FALSIFIER_KEYS = ("id", "rule", "prediction", "test", "if_fails", "status", "algorithm_evidence",
+                  "live_requirements", "binds_to")
+#: Top-level keys that belong under ``metadata`` (a common slip in real files).
+_META_AT_TOP = ("version", "description", "references", "status", "depends_on", "author",
+                "created", "kind")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A rule's raw output: where (key path) and what; located later, only if reported."""
+
+    path: KeyPath
+    message: str
+    severity: str = ERROR
+
+
+@dataclass
+class RuleContext:
+    """What rules may know beyond the document: the repository root for evidence."""
+
+    repo_root: Path | None = None
+    check_evidence: bool = False
+    sibling_stems: frozenset[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+RuleFn = Callable[[Document, RuleContext], Iterator[Issue]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    severity: str
+    summary: str
+    fn: RuleFn | None = None  # None: applied by the loader or across the set
+
+
+def close_match(word: str, known: tuple[str, ...] | frozenset[str], cutoff: float = 0.75) -> str | None:
+    hits = difflib.get_close_matches(word, sorted(known), n=1, cutoff=cutoff)
+    return hits[0] if hits else None
+
+
+def _falsifiers(doc: Document) -> Iterator[tuple[int, dict[str, Any]]]:
+    tests = doc.data.get("falsification_tests")
+    if isinstance(tests, list):
+        for i, test in enumerate(tests):
+            if isinstance(test, dict):
+                yield i, test
+
+
+def _metadata(doc: Document) -> dict[str, Any]:
+    meta = doc.data.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` is unsafe as a file name (ids name evidence files), or None."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if "/" in value or "\\" in value:
+        return "contains a path separator"
+    if ".." in value:
+        return "contains '..'"
+    if len(value) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    if not _SAFE_ID.match(value):
+        return "must start with a letter or digit and use only letters, digits, '.', '_', '-'"
+    return None
+
+
+def rule_version_float(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    version = _metadata(doc).get("version")
+    if isinstance(version, (int, float)) and not isinstance(version, bool):
+        shown = repr(version) if not (isinstance(version, float) and math.isnan(version)) else "nan"
+        yield Issue(("metadata", "version"),
+                    f"metadata.version was read as the number {shown}: YAML turns an unquoted "
+                    f"1.0 into a float (and 1.10 into 1.1); quote it, e.g. version: \"{shown}\"",
+                    WARNING)
+
+
+def rule_empty_formula(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    equations = doc.data.get("equations")
+    if isinstance(equations, dict):
+        for name, eq in equations.items():
+            formula = eq.get("formula") if isinstance(eq, dict) else None
+            if isinstance(formula, str) and not formula.strip():
+                yield Issue(("equations", name, "formula"), f"equation '{name}' has an empty formula")
+
+
+def rule_empty_prediction(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    for i, test in _falsifiers(doc):
+        prediction = test.get("prediction")
+        if isinstance(prediction, str) and not prediction.strip():
+            yield Issue(("falsification_tests", i, "prediction"),
+                        f"falsifier {test.get('id', i)!s} has an empty prediction: a test that "
+                        "predicts nothing cannot be falsified")
+
+
+def rule_duplicate_ids(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    seen: dict[str, int] = {}
+    for i, test in _falsifiers(doc):
+        fid = test.get("id")
+        if not isinstance(fid, str):
+            continue
+        if fid in seen:
+            yield Issue(("falsification_tests", i, "id"),
+                        f"duplicate falsifier id {fid} (first at falsification_tests[{seen[fid]}])")
+        else:
+            seen[fid] = i
+
+
+def rule_safe_ids(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    cid = _metadata(doc).get("id")
+    if isinstance(cid, str) and (why := id_problem(cid)):
+        yield Issue(("metadata", "id"), f"contract id {cid!r} is not safe as a file name: {why}")
+    for i, test in _falsifiers(doc):
+        fid = test.get("id")
+        if isinstance(fid, str) and (why := id_problem(fid)):
+            yield Issue(("falsification_tests", i, "id"),
+                        f"falsifier id {fid!r} is not safe as a file name: {why}")
+
+
+def rule_obligation_types(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    obligations = doc.data.get("proof_obligations")
+    if not isinstance(obligations, list):
+        return
+    for i, ob in enumerate(obligations):
+        kind = ob.get("type") if isinstance(ob, dict) else None
+        if not isinstance(kind, str) or kind in KNOWN_OBLIGATION_TYPES:
+            continue
+        guess = close_match(kind.lower().replace("-", "_"), KNOWN_OBLIGATION_TYPES, 0.7)
+        hint = f"; did you mean '{guess}'?" if guess else " (see docs/contract-format.md)"
+        yield Issue(("proof_obligations", i, "type"), f"unknown obligation type '{kind}'{hint}")
+
+
+def rule_status_vocabulary(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    for i, test in _falsifiers(doc):
+        status = test.get("status")
+        if status is None or ladder.normalize(status) is not None:
+            continue
+        rungs = [r for r in ladder.RUNGS if r != "BLOCKER_*"]
+        guess = close_match(str(status).upper().replace("-", "_"), tuple(rungs), 0.6)
+        hint = f"; did you mean {guess}?" if guess else ""
+        yield Issue(("falsification_tests", i, "status"),
+                    f"status {status!r} is not on the ladder ({', '.join(ladder.RUNGS)}){hint}",
+                    WARNING)
+
+
+def rule_status_mismatch(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    """The contract stands where its weakest falsifier stands; say so when metadata disagrees."""
+    claimed = ladder.normalize(_metadata(doc).get("status"))
+    if claimed is None:
+        return
+    statuses = []
+    for _, test in _falsifiers(doc):
+        canon = ladder.normalize(test.get("status", ladder.PROPOSED))
+        if canon is not None:
+            statuses.append(canon)
+    if not statuses:
+        return
+    weakest = min(statuses, key=ladder.rank)
+    if ladder.rank(claimed) == ladder.rank(weakest):
+        return
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: ladder.rank(kv[0])))
+    direction = "ahead of" if ladder.rank(claimed) > ladder.rank(weakest) else "behind"
+    yield Issue(("metadata", "status"),
+                f"metadata.status {claimed} is {direction} its falsifiers ({shown}; unset counts "
+                f"as PROPOSED): the contract stands at {weakest}", WARNING)
+
+
+def rule_depends_on(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    deps = _metadata(doc).get("depends_on")
+    if not isinstance(deps, list):
+        return
+    stems = ctx.sibling_stems
+    if stems is None:
+        folder = doc.path.parent
+        stems = frozenset(p.stem for p in folder.iterdir() if p.suffix in (".yaml", ".yml")) \
+            if folder.is_dir() else frozenset()
+    for i, dep in enumerate(deps):
+        if not isinstance(dep, str):
+            continue
+        stem = dep[: -len(Path(dep).suffix)] if Path(dep).suffix in (".yaml", ".yml") else dep
+        if stem not in stems:
+            guess = close_match(stem, stems, 0.8)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            yield Issue(("metadata", "depends_on", i),
+                        f"depends_on '{dep}': no contract {stem}.yaml next to this file{hint}",
+                        WARNING)
+
+
+def _typos(mapping: dict[str, Any], known: tuple[str, ...], prefix: KeyPath) -> Iterator[Issue]:
+    for key in mapping:
+        if not isinstance(key, str) or key in known or (not prefix and key in _META_AT_TOP):
+            continue
+        guess = close_match(key, known, 0.75)
+        if guess is not None:
+            where = ".".join(str(p) for p in prefix) + "." if prefix else ""
+            yield Issue(prefix + (key,), f"unknown key '{where}{key}'; did you mean '{guess}'?",
+                        WARNING)
+
+
+def rule_typo_keys(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    meta = _metadata(doc)
+    for key in doc.data:
+        if isinstance(key, str) and key in _META_AT_TOP:
+            state = "which is also set" if key in meta else "which is missing"
+            yield Issue((key,), f"top-level '{key}' is not read; did you mean 'metadata.{key}' "
+                        f"({state})?", WARNING)
+    yield from _typos(doc.data, TOP_LEVEL_KEYS, ())
+    yield from _typos(meta, METADATA_KEYS, ("metadata",))
+    for i, test in _falsifiers(doc):
+        yield from _typos(test, FALSIFIER_KEYS, ("falsification_tests", i))
+
+
+def _evidence(doc: Document, ctx: RuleContext) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    if not ctx.check_evidence or ctx.repo_root is None:
+        return
+    for i, test in _falsifiers(doc):
+        evidence = test.get("algorithm_evidence")
+        if isinstance(evidence, dict):
+            yield ("falsification_tests", i, "algorithm_evidence"), evidence
+
+
+def _cited_files(root: Path, evidence: dict[str, Any]) -> Iterator[tuple[int, str, Path | None]]:
+    """(index, path as written, resolved file or None when it is not an existing relative file)."""
+    paths = evidence.get("file_paths")
+    for j, rel in enumerate(paths if isinstance(paths, list) else []):
+        if not isinstance(rel, str):
+            continue
+        bad = Path(rel).is_absolute() or ".." in Path(rel).parts
+        target = root / rel
+        yield j, rel, (target if not bad and target.is_file() else None)
+
+
+def rule_evidence_files(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    """Evidence drift: every cited file exists, relative to the repository root."""
+    for base, evidence in _evidence(doc, ctx):
+        assert ctx.repo_root is not None
+        for j, rel, target in _cited_files(ctx.repo_root, evidence):
+            if target is not None:
+                continue
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                why = "must be relative to the repository root, without '..'"
+            else:
+                why = f"does not exist (repository root {ctx.repo_root})"
+            yield Issue(base + ("file_paths", j), f"evidence file '{rel}' {why}")
+
+
+def rule_evidence_functions(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    """Evidence drift: every cited function is defined in the cited files that exist.
+
+    Python files are read with ``ast`` (functions and classes, nested ones by
+    qualified name); other languages match the name as a whole word.
+    """
+    for base, evidence in _evidence(doc, ctx):
+        assert ctx.repo_root is not None
+        files = [t for _, _, t in _cited_files(ctx.repo_root, evidence) if t is not None]
+        names = evidence.get("function_names")
+        if not files or not isinstance(names, list):
+            continue
+        for j, name in enumerate(names):
+            if isinstance(name, str) and not any(is_defined(name, f) for f in files):
+                cited = ", ".join(f.relative_to(ctx.repo_root).as_posix() for f in files)
+                yield Issue(base + ("function_names", j),
+                            f"function '{name}' is not defined in {cited}")
+
+
+RULE_TABLE: tuple[Rule, ...] = (
+    Rule("PV001", "unreadable", ERROR, "the file cannot be read (missing, permissions, not a file)"),
+    Rule("PV002", "too-large", ERROR, "the file is over the size bound for a contract (2 MiB)"),
+    Rule("PV003", "binary", ERROR, "the file is binary or not UTF-8 text"),
+    Rule("PV004", "yaml-syntax", ERROR, "invalid YAML, located at the parser's error"),
+    Rule("PV005", "several-documents", ERROR, "more than one YAML document in the file"),
+    Rule("PV006", "not-a-mapping", ERROR, "the file is empty, or its document is a list or scalar"),
+    Rule("PV007", "alias-bomb", ERROR, "too many YAML aliases or too large an expansion"),
+    Rule("PV008", "unsafe-tag", ERROR, "a !!python/* or other unsupported tag (never constructed)"),
+    Rule("PV010", "schema", ERROR, "structure per schemas/contract.schema.json"),
+    Rule("PV011", "version-float", WARNING, "metadata.version was read as a number", rule_version_float),
+    Rule("PV012", "empty-formula", ERROR, "an equation's formula is empty", rule_empty_formula),
+    Rule("PV013", "empty-prediction", ERROR, "a falsifier's prediction is empty", rule_empty_prediction),
+    Rule("PV014", "duplicate-id", ERROR, "a falsifier id repeats within the contract", rule_duplicate_ids),
+    Rule("PV015", "duplicate-id-across-set", ERROR, "a falsifier id repeats across validated files"),
+    Rule("PV016", "unsafe-id", ERROR, "a falsifier or contract id is not safe as a file name", rule_safe_ids),
+    Rule("PV017", "obligation-type", ERROR, "unknown proof obligation type", rule_obligation_types),
+    Rule("PV018", "status-vocabulary", WARNING, "falsifier status not on the ladder", rule_status_vocabulary),
+    Rule("PV019", "status-mismatch", WARNING, "metadata.status disagrees with the falsifiers", rule_status_mismatch),
+    Rule("PV020", "depends-on", WARNING, "a depends_on stem has no contract next to this file", rule_depends_on),
+    Rule("PV021", "typo-key", WARNING, "an unknown key looks like a known one (did you mean)", rule_typo_keys),
+    Rule("PV022", "evidence-file", ERROR, "a cited evidence file does not exist", rule_evidence_files),
+    Rule("PV023", "evidence-function", ERROR, "a cited function is not defined in the cited files",
+         rule_evidence_functions),
+    Rule("PV024", "duplicate-contract-id", ERROR, "two validated files have the same contract id"),
+)
+RULES: dict[str, Rule] = {rule.id: rule for rule in RULE_TABLE}
+
+
+def check_document(doc: Document, ctx: RuleContext) -> Iterator[Finding]:
+    """Run every per-document semantic rule and locate what they find."""
+    for rule in RULE_TABLE:
+        if rule.fn is None:
+            continue
+        for issue in rule.fn(doc, ctx):
+            line, col = doc.locate(issue.path)
+            yield Finding(str(doc.path), line, col, issue.path, rule.id, issue.message,
+                          issue.severity)

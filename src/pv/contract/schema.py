@@ -1,0 +1,108 @@
+"""The JSON schema (2020-12) as the source of truth for structure, and its errors as findings.
+
+``schemas/contract.schema.json`` ships inside the package (``pv/schemas`` links
+to it) so editors, the validator and the typed models all read one file.
+Messages are written here rather than taken from jsonschema, whose text embeds
+the repr of the whole offending value (a falsifier, a section of the file).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from importlib import resources
+from typing import Any, Iterator
+
+from pv.contract.findings import ERROR, KeyPath, dotted
+
+SCHEMA_RESOURCE = "schemas/contract.schema.json"
+RULE = "PV010"
+
+_JSON_TYPES = {
+    dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
+    float: "number", type(None): "null",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def contract_schema() -> dict[str, Any]:
+    """The contract schema as a dict (read once per process)."""
+    text = resources.files("pv").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(contract_schema())
+
+
+def _kind(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _message(error: Any) -> tuple[KeyPath, str]:
+    """A one-line message for one jsonschema error, and the path it points at."""
+    path: KeyPath = tuple(error.absolute_path)
+    where = dotted(path)
+    kind, expected, instance = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        found = re.match(r"^'(.*)' is a required property", error.message)
+        name = found.group(1) if found else "?"
+        return path, f"{where}: missing required key '{name}'"
+    if kind == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        names = " or ".join({"object": "mapping", "array": "list"}.get(t, t) for t in wanted)
+        return path, f"{where}: expected {names}, got {_kind(instance)} {_short(instance)}"
+    if kind == "enum":
+        return path, f"{where}: {_short(instance)} is not one of {', '.join(map(str, expected))}"
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in instance if k not in allowed)
+        key = extra[0] if extra else "?"
+        return path + (key,), (f"{dotted(path + (key,))}: unknown key; allowed here: "
+                               f"{', '.join(sorted(allowed))}")
+    if kind in ("anyOf", "oneOf"):
+        return path, (f"{where}: {_short(instance)} matches none of the allowed forms "
+                      f"({_describe_alternatives(expected)})")
+    return path, f"{where}: {error.message if len(error.message) < 120 else kind + ' failed'}"
+
+
+def _describe_alternatives(options: list[dict[str, Any]]) -> str:
+    names = []
+    for option in options:
+        if "$ref" in option:
+            names.append(f"a mapping ({option['$ref'].rsplit('/', 1)[-1]})")
+        elif option.get("type") == "array":
+            names.append("a list of strings")
+        else:
+            names.append(str(option.get("type", "value")))
+    return " or ".join(names)
+
+
+def schema_errors(data: Any) -> Iterator[tuple[KeyPath, str, str]]:
+    """Yield (path, message, severity) for every schema violation in ``data``.
+
+    Missing required keys of one mapping are reported together, as one finding.
+    """
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    missing: dict[KeyPath, list[str]] = {}
+    for error in errors:
+        if error.validator == "required":
+            found = re.match(r"^'(.*)' is a required property", error.message)
+            missing.setdefault(tuple(error.absolute_path), []).append(found.group(1) if found else "?")
+    for path, names in missing.items():
+        keys = ", ".join(f"'{n}'" for n in names)
+        yield path, f"{dotted(path)}: missing required key{'s' if len(names) > 1 else ''} {keys}", ERROR
+    for error in errors:
+        if error.validator != "required":
+            path, message = _message(error)
+            yield path, message, ERROR

@@ -1,0 +1,234 @@
+"""``validate_paths``: load, check and report on a set of contract files.
+
+Per file: one fast parse, the typed models as a fast structural check (the
+jsonschema walk, which names every violation, runs only when they reject the
+file), then the semantic rules. Many files are spread over a process pool, one
+worker per core. Rules that need the whole set (ids unique across files) run in
+the parent on the small summaries workers send back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pv.contract import ladder
+from pv.contract.discover import find_contracts, repo_root
+from pv.contract.findings import ERROR, WARNING, Finding
+from pv.contract.load import ContractLoadError, Document, load_document
+from pv.contract.models import conforms
+from pv.contract.rules import RuleContext, check_document
+from pv.contract.schema import RULE as SCHEMA_RULE
+from pv.contract.schema import schema_errors
+
+#: Below this many files a pool costs more than it saves.
+PARALLEL_MIN_FILES = 48
+
+
+@dataclass(frozen=True)
+class ContractSummary:
+    """What the set-level rules and reports need from one valid-enough contract."""
+
+    file: str
+    id: str
+    stem: str
+    status: str | None
+    falsifiers: tuple[tuple[str, str | None], ...]  # (id, status as written)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file, "id": self.id, "status": self.status,
+            "falsifiers": [
+                {"id": fid, "status": status, "rung": ladder.normalize(status or ladder.PROPOSED)}
+                for fid, status in self.falsifiers
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class FileResult:
+    file: str
+    findings: tuple[Finding, ...]
+    contract: ContractSummary | None
+
+
+@dataclass(frozen=True)
+class Report:
+    files: int
+    findings: tuple[Finding, ...]
+    contracts: tuple[ContractSummary, ...] = field(default=())
+    strict: bool = False
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity == WARNING)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    @property
+    def files_with_errors(self) -> int:
+        return len({f.file for f in self.findings if f.severity == ERROR})
+
+    def summary(self) -> str:
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        verdict = "ok" if self.ok else "FAILED"
+        return (f"{verdict}: {plural(self.files, 'file')} checked, "
+                f"{plural(self.errors, 'error')}, {plural(self.warnings, 'warning')}"
+                f"{' (strict)' if self.strict else ''}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "files": self.files, "errors": self.errors,
+            "warnings": self.warnings, "strict": self.strict,
+            "findings": [f.to_json() for f in self.findings],
+            "contracts": [c.to_json() for c in self.contracts],
+        }
+
+
+def _summary(doc: Document) -> ContractSummary:
+    meta = doc.data.get("metadata")
+    status = meta.get("status") if isinstance(meta, dict) else None
+    tests = doc.data.get("falsification_tests")
+    falsifiers = tuple(
+        (t["id"], t.get("status") if isinstance(t.get("status"), str) else None)
+        for t in (tests if isinstance(tests, list) else [])
+        if isinstance(t, dict) and isinstance(t.get("id"), str)
+    )
+    return ContractSummary(str(doc.path), doc.contract_id, doc.stem,
+                           status if isinstance(status, str) else None, falsifiers)
+
+
+def check_file(path: Path, check_evidence: bool | None) -> FileResult:
+    """Every finding for one file; never raises for bad input."""
+    try:
+        doc = load_document(path)
+    except ContractLoadError as exc:
+        return FileResult(str(path), (exc.finding,), None)
+    findings: list[Finding] = []
+    if not conforms(doc.data):
+        for key_path, message, severity in schema_errors(doc.data):
+            line, col = doc.locate(key_path)
+            findings.append(Finding(str(path), line, col, key_path, SCHEMA_RULE, message, severity))
+    root = repo_root(path.parent)
+    if check_evidence and root is None:
+        root = Path.cwd()
+    ctx = RuleContext(repo_root=root, check_evidence=bool(check_evidence if check_evidence
+                                                          is not None else root is not None))
+    findings.extend(check_document(doc, ctx))
+    return FileResult(str(path), tuple(findings), _summary(doc))
+
+
+def _check_chunk(paths: Sequence[Path], check_evidence: bool | None) -> list[FileResult]:
+    return [check_file(p, check_evidence) for p in paths]
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_all(paths: list[Path], check_evidence: bool | None, jobs: int | None) -> list[FileResult]:
+    jobs = min(jobs or _workers(), 8)
+    if jobs < 2 or len(paths) < PARALLEL_MIN_FILES:
+        return _check_chunk(paths, check_evidence)
+    # Fork where available: workers inherit the imported modules and schema, so
+    # they start in milliseconds. Several chunks per worker balance uneven files.
+    method = "fork" if sys.platform.startswith("linux") else None
+    ctx = multiprocessing.get_context(method)
+    n_chunks = jobs * 4
+    chunks = [paths[i::n_chunks] for i in range(n_chunks)]
+    chunks = [c for c in chunks if c]
+    results: dict[str, FileResult] = {}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        for chunk_results in pool.map(_check_chunk, chunks, [check_evidence] * len(chunks)):
+            for result in chunk_results:
+                results[result.file] = result
+    return [results[str(p)] for p in paths]
+
+
+def _locate_in(file: str, path: tuple[Any, ...]) -> tuple[int, int]:
+    try:
+        return load_document(file).locate(path)
+    except ContractLoadError:
+        return (1, 1)
+
+
+def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
+    """Rules over the whole validated set: falsifier ids and contract ids are unique."""
+    findings: list[Finding] = []
+    first_falsifier: dict[str, str] = {}
+    for summary in summaries:
+        seen_here: set[str] = set()
+        for index, (fid, _) in enumerate(summary.falsifiers):
+            if fid in seen_here:
+                continue  # a repeat inside one file is PV014's finding
+            seen_here.add(fid)
+            other = first_falsifier.setdefault(fid, summary.file)
+            if other != summary.file:
+                key = _falsifier_path(summary.file, fid)
+                line, col = _locate_in(summary.file, key)
+                findings.append(Finding(summary.file, line, col, key, "PV015",
+                                        f"falsifier id {fid} is also defined in {other}; ids must "
+                                        "be unique across contracts (they name evidence files)"))
+    first_contract: dict[str, str] = {}
+    for summary in summaries:
+        other = first_contract.setdefault(summary.id, summary.file)
+        if other != summary.file:
+            key: tuple[Any, ...] = ("metadata", "id")
+            line, col = _locate_in(summary.file, key)
+            findings.append(Finding(summary.file, line, col, key, "PV024",
+                                    f"contract id {summary.id} is also the id of {other}"))
+    return findings
+
+
+def _falsifier_path(file: str, fid: str) -> tuple[Any, ...]:
+    try:
+        tests = load_document(file).data.get("falsification_tests")
+    except ContractLoadError:
+        return ()
+    for i, test in enumerate(tests if isinstance(tests, list) else []):
+        if isinstance(test, dict) and test.get("id") == fid:
+            return ("falsification_tests", i, "id")
+    return ("falsification_tests",)
+
+
+def validate_files(files: Iterable[Path], *, strict: bool = False,
+                   check_evidence: bool | None = None, jobs: int | None = None) -> Report:
+    """Validate exactly these files (no discovery)."""
+    paths = list(files)
+    results = _check_all(paths, check_evidence, jobs)
+    findings = [f for r in results for f in r.findings]
+    summaries = [r.contract for r in results if r.contract is not None]
+    findings.extend(_set_rules(summaries))
+    if strict:
+        findings = [f.strict() for f in findings]
+    order = {str(p): i for i, p in enumerate(paths)}
+    findings.sort(key=lambda f: (order.get(f.file, len(order)), f.line, f.column, f.rule))
+    return Report(len(paths), tuple(findings), tuple(summaries), strict)
+
+
+def validate_paths(paths: Iterable[str | os.PathLike[str]], *, strict: bool = False,
+                   check_evidence: bool | None = None, jobs: int | None = None) -> Report:
+    """Discover contracts under ``paths`` and validate them.
+
+    ``check_evidence``: None checks evidence when the file sits in a git checkout
+    (paths resolve from its root); True forces it (falling back to the current
+    directory as root); False skips it. Raises ``PvError`` for a usage error.
+    """
+    return validate_files(find_contracts(paths), strict=strict, check_evidence=check_evidence,
+                          jobs=jobs)
