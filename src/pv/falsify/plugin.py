@@ -1,12 +1,261 @@
-"""pytest plugin binding tests to contract falsifiers (loaded via the ``pytest11`` entry point)."""
+"""pytest plugin binding tests to contract falsifiers (loaded via the ``pytest11`` entry point).
+
+It stays thin: hooks move data, the logic lives in ``binding``, ``promote`` and
+``evidence``. In a plain ``pytest`` run it only registers the ``falsifies``
+marker and the ``falsifier_record`` fixture. ``pv falsify`` adds options:
+
+- ``--pv-contracts PATH`` (repeatable): the contracts that define falsifier ids;
+  a marker naming an id none of them defines is an orphan.
+- ``--pv-select CONTRACT_ID``: run only tests bound to that contract; its
+  falsifiers without a test are unbound.
+- ``--pv-spool DIR``: where results go. Each collecting process (every xdist
+  worker) writes ``collect-<worker>.json``; the controller, which sees every
+  worker's reports, writes one ``result-<hash>.json`` per test as it finishes.
+  Facts travel inside the reports (``user_properties``), so remote workers work too.
+
+On any orphan or unbound id every test is deselected (nothing runs) and the
+problems are written to the spool for ``pv falsify`` to report.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
 import pytest
+
+from pv.falsify.binding import FIXTURE_ABSENT_PREFIX, MARKER, binding_for, check
+
+_FACT = "pv:fact:"
+_METRIC = "pv:metric:"
+_IDS = "pv:falsifies"
+#: Lines the runner echoes as progress while pytest runs in a subprocess.
+PROGRESS_PREFIX = "[pv] "
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pv", "pv falsifiers")
+    group.addoption("--pv-contracts", action="append", default=[], metavar="PATH",
+                    help="contract files or folders defining falsifier ids (orphan check)")
+    group.addoption("--pv-select", default=None, metavar="CONTRACT_ID",
+                    help="run only the tests bound to this contract's falsifiers")
+    group.addoption("--pv-spool", default=None, metavar="DIR",
+                    help="write collection and per-test results here (used by pv falsify)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "falsifies(*ids): bind this test to contract falsifier ids such as FALSIFY-ATTN-SUB-001",
+        f"{MARKER}(*ids): bind this test to contract falsifier ids such as FALSIFY-ATTN-SUB-001",
     )
+    spool = config.getoption("--pv-spool", None)
+    if spool and getattr(config, "workerinput", None) is None:
+        config.pluginmanager.register(_ResultSpool(config, Path(spool)), "pv-result-spool")
+
+
+# --------------------------------------------------------------------------- the fixture
+
+
+class FalsifierRecord:
+    """What a falsifier test hands to its evidence record: facts and metrics.
+
+    Facts describe the conditions (device, dtype, weights, model fingerprint)
+    and are matched against ``live_requirements``; metrics are numbers (a cosine,
+    an error). Values must be JSON: numpy scalars and arrays are converted.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+        self.facts: dict[str, Any] = {}
+        self.metrics: dict[str, float | None] = {}
+
+    def fact(self, name: str, value: Any) -> None:
+        value = _jsonable(value, name)
+        self.facts[name] = value
+        self._item.user_properties.append((_FACT + name, value))
+
+    def metric(self, name: str, value: float | int | None) -> None:
+        number = None if value is None else float(value)
+        if number is not None and not math.isfinite(number):
+            number = None  # JSON has no NaN; a missing number is honest
+        self.metrics[name] = number
+        self._item.user_properties.append((_METRIC + name, number))
+
+    def device(self, device: str) -> None:
+        self.fact("device", str(device))
+
+    def dtype(self, dtype: str) -> None:
+        self.fact("dtype", str(dtype).replace("torch.", ""))
+
+    def weights(self, kind: str) -> None:
+        if kind not in ("real", "synthetic"):
+            raise ValueError(f"weights are 'real' or 'synthetic', not {kind!r}")
+        self.fact("weights", kind)
+
+    def fingerprint(self, digest: str) -> None:
+        self.fact("model_fingerprint", str(digest))
+
+    def model(self, loaded: Any, *, device: str = "cpu", dtype: str = "float32") -> None:
+        """Record the facts of a ``pv.capture.models.LoadedModel`` run on ``device``/``dtype``."""
+        self.device(device)
+        self.dtype(dtype)
+        self.weights(loaded.weights)
+        self.fingerprint(loaded.fingerprint)
+        self.fact("model_source", str(loaded.source))
+        arch = getattr(loaded.config, "architecture", None)
+        if arch is not None:
+            self.fact("architecture", str(arch))
+
+
+def _jsonable(value: Any, name: str) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        value = value.tolist()
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise TypeError(f"fact {name!r} must be JSON-serialisable (got {type(value).__name__})") from None
+    return value
+
+
+@pytest.fixture
+def falsifier_record(request: pytest.FixtureRequest) -> FalsifierRecord:
+    """Record facts and metrics into the evidence of the falsifiers this test is bound to."""
+    return FalsifierRecord(request.node)
+
+
+def fixture_absent(reason: str) -> None:
+    """Skip because this machine lacks a fixture (GPU, model file): maps to BLOCKER_FIXTURE_ABSENT."""
+    pytest.skip(FIXTURE_ABSENT_PREFIX + reason)
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def _known_ids(config: pytest.Config) -> tuple[set[str], list[str]]:
+    from pv.falsify.catalog import load_contracts, select
+
+    paths = [Path(p) for p in config.getoption("--pv-contracts")]
+    contracts = load_contracts(paths)
+    known = {f.id for c in contracts for f in c.falsifiers}
+    chosen = config.getoption("--pv-select")
+    selected = [f.id for f in select(contracts, chosen).falsifiers] if chosen else []
+    return known, selected
+
+
+def _worker_id(config: pytest.Config) -> str:
+    winput = getattr(config, "workerinput", None)
+    return str(winput.get("workerid", "worker")) if winput else "main"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    spool = config.getoption("--pv-spool")
+    if not config.getoption("--pv-contracts") and not config.getoption("--pv-select"):
+        for item in items:  # binding still travels with reports in plain runs
+            ids = binding_for(item)
+            if ids:
+                item.user_properties.append((_IDS, list(ids)))
+        return
+    known, selected = _known_ids(config)
+    bound: dict[str, list[str]] = {}
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        ids = binding_for(item)
+        for fid in ids:
+            bound.setdefault(fid, []).append(item.nodeid)
+        if ids:
+            item.user_properties.append((_IDS, list(ids)))
+        if ids and (not selected or set(ids) & set(selected)):
+            keep.append(item)
+        else:
+            drop.append(item)
+    report = check(bound, known, selected)
+    if not report.ok:
+        drop, keep = drop + keep, []
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    if spool:
+        payload = {"worker": _worker_id(config), "bound": bound, "problems": report.messages(),
+                   "selected": [i.nodeid for i in keep]}
+        _write_json(Path(spool) / f"collect-{_worker_id(config)}.json", payload)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _reason(report: pytest.TestReport) -> str | None:
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3:
+        text = str(longrepr[2])
+        return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
+    if longrepr is None:
+        return None
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).splitlines()[0][:500] if crash.message else None
+    return str(longrepr).strip().splitlines()[-1][:500] if str(longrepr).strip() else None
+
+
+def _properties(report: pytest.TestReport) -> Iterator[tuple[str, Any]]:
+    for entry in report.user_properties:
+        if isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
+            yield entry[0], entry[1]
+
+
+class _ResultSpool:
+    """Controller-side: folds each test's phase reports into one result file."""
+
+    def __init__(self, config: pytest.Config, folder: Path) -> None:
+        self.config = config
+        self.folder = folder
+        self.partial: dict[str, dict[str, Any]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self.partial.setdefault(report.nodeid, {
+            "nodeid": report.nodeid, "falsifiers": [], "outcome": "passed", "reason": None,
+            "fixture_absent": False, "duration_s": 0.0, "facts": {}, "metrics": {}})
+        state["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
+        for name, value in _properties(report):
+            if name == _IDS:
+                state["falsifiers"] = list(value)
+            elif name.startswith(_FACT):
+                state["facts"][name[len(_FACT):]] = value
+            elif name.startswith(_METRIC):
+                state["metrics"][name[len(_METRIC):]] = value
+        if state["outcome"] != "failed":
+            if report.failed or (report.skipped and hasattr(report, "wasxfail")):
+                state["outcome"] = "failed"
+                state["reason"] = _reason(report) or f"expected failure: {getattr(report, 'wasxfail', '')}"
+            elif report.skipped:
+                reason = _reason(report) or "skipped"
+                state["outcome"], state["reason"] = "skipped", reason
+                state["fixture_absent"] = reason.startswith(FIXTURE_ABSENT_PREFIX)
+        if report.when == "teardown":
+            self._finish(self.partial.pop(report.nodeid))
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        digest = hashlib.sha1(result["nodeid"].encode("utf-8")).hexdigest()[:16]
+        _write_json(self.folder / f"result-{digest}.json", result)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            ids = ",".join(result["falsifiers"]) or "-"
+            reason = f" ({result['reason']})" if result["reason"] else ""
+            reporter.write_line(f"{PROGRESS_PREFIX}{ids}  {result['outcome']}  {result['nodeid']}  "
+                                f"{result['duration_s']:.2f} s{reason}")
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    from pv.falsify.atomic import replace_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+__all__ = ["FalsifierRecord", "PROGRESS_PREFIX", "falsifier_record", "fixture_absent"]

@@ -1,0 +1,140 @@
+"""The falsifier view of contracts: ids, statuses, live requirements, hashed files.
+
+``pv falsify``, ``pv status`` and ``pv gate`` need the same few facts from a
+contract; this reads them once from the contract loader's plain data (the fast
+safe loader, never torch) into frozen values, from a file or from text (the
+gate reads baseline contracts out of git).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pv.errors import PvError
+
+
+@dataclass(frozen=True)
+class Falsifier:
+    id: str
+    #: As written in the contract (may be unnormalised or missing).
+    status: str | None
+    live_requirements: Mapping[str, Any] = field(default_factory=dict)
+    #: ``algorithm_evidence.file_paths``: hashed into every record to detect stale evidence.
+    file_paths: tuple[str, ...] = ()
+    function_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Contract:
+    id: str
+    version: str | None
+    path: Path
+    metadata_status: str | None
+    falsifiers: tuple[Falsifier, ...]
+
+    def falsifier(self, fid: str) -> Falsifier | None:
+        return next((f for f in self.falsifiers if f.id == fid), None)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value if isinstance(v, (str, int, float)))
+    return ()
+
+
+def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) -> Contract:
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    version = meta.get("version")
+    falsifiers: list[Falsifier] = []
+    for raw in data.get("falsification_tests") or []:
+        if not isinstance(raw, dict) or raw.get("id") is None:
+            continue
+        evidence = raw.get("algorithm_evidence")
+        evidence = evidence if isinstance(evidence, dict) else {}
+        reqs = raw.get("live_requirements")
+        status = raw.get("status")
+        falsifiers.append(Falsifier(
+            id=str(raw["id"]),
+            status=None if status is None else str(status),
+            live_requirements=dict(reqs) if isinstance(reqs, dict) else {},
+            file_paths=_strings(evidence.get("file_paths")),
+            function_names=_strings(evidence.get("function_names")),
+        ))
+    mstatus = meta.get("status")
+    return Contract(
+        id=contract_id,
+        version=None if version is None else str(version),
+        path=path,
+        metadata_status=None if mstatus is None else str(mstatus),
+        falsifiers=tuple(falsifiers),
+    )
+
+
+def load_contract(path: Path) -> Contract:
+    from pv.contract.load import load_document
+
+    doc = load_document(path)
+    return contract_from_data(path, doc.data, doc.contract_id)
+
+
+def contract_from_text(path: Path, text: str) -> Contract:
+    from pv.contract.load import parse_text
+
+    doc = parse_text(path, text)
+    return contract_from_data(path, doc.data, doc.contract_id)
+
+
+def find_contract_files(paths: Iterable[Path]) -> list[Path]:
+    """Contract files under ``paths`` (files as given, folders searched recursively)."""
+    try:
+        from pv.contract.discover import find_contracts
+    except ImportError:  # the discovery module is optional to this view
+        find_contracts = None
+    paths = list(paths)
+    if find_contracts is not None:
+        return list(find_contracts(paths))
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise PvError(f"{p}: no such file or directory")
+    return found
+
+
+def load_contracts(paths: Iterable[Path]) -> list[Contract]:
+    """Every contract under ``paths``; duplicate contract ids are an error."""
+    contracts = [load_contract(p) for p in find_contract_files(paths)]
+    seen: dict[str, Path] = {}
+    for c in contracts:
+        if c.id in seen:
+            raise PvError(f"contract id {c.id} is defined twice: {seen[c.id]} and {c.path}")
+        seen[c.id] = c.path
+    return contracts
+
+
+def select(contracts: Iterable[Contract], contract_id: str) -> Contract:
+    contracts = list(contracts)
+    for c in contracts:
+        if c.id == contract_id or c.path.stem == contract_id:
+            return c
+    known = ", ".join(sorted(c.id for c in contracts)) or "none found"
+    raise PvError(f"no contract with id '{contract_id}' (known: {known})")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The git work tree containing ``start`` (default: cwd), else ``start`` itself."""
+    here = (start or Path.cwd()).resolve()
+    try:
+        done = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return here
+    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else here
