@@ -309,8 +309,13 @@ def compare_arrays(
     fb = np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
     header_a = aprt.Header(stage_table.get(stage).header_layer(layer), fa.size)
     header_b = aprt.Header(header_a.layer, fb.size)
-    sa = align.Side(Path("<a>"), stage, layer, header_a, tuple(np.shape(a)), stage_table.get(stage).layout)
-    sb = align.Side(Path("<b>"), stage, layer, header_b, tuple(np.shape(b)), stage_table.get(stage).layout)
+    layout = stage_table.get(stage).layout
+
+    def shape(x: np.ndarray) -> tuple[int, ...] | None:
+        return tuple(np.shape(x)) if np.ndim(x) == len(layout) else None
+
+    sa = align.Side(Path("<a>"), stage, layer, header_a, shape(a), layout if shape(a) else None)
+    sb = align.Side(Path("<b>"), stage, layer, header_b, shape(b), layout if shape(b) else None)
     try:
         view = align.plan_view(sa, sb, config)
     except align.PairError as exc:

@@ -1,0 +1,182 @@
+"""Local versus cumulative error: rerun each layer from the reference's input.
+
+In a full forward every layer inherits the error of the layers before it, so
+a bug in layer 1 makes layers 2, 3, ... fail too. Feeding each layer of the
+engine under test the *reference's* input to that layer (the reference
+``post_ffn_residual`` of layer L-1, or its ``embedding`` for layer 0) through
+``Engine.run_layer`` gives each layer's own error. A layer whose local error
+fails introduces a bug; a layer that fails only cumulatively carries one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pv import stages as stage_table
+from pv.capture import aprt
+from pv.capture.config import ModelConfig
+from pv.compare.diff import PASS, DiffReport, StageRecord, compare_arrays, _side_dtype
+from pv.compare.tolerances import Tolerances
+from pv.errors import PvError
+
+
+class MemoryTap:
+    """Keeps the stages of one layer in memory (float32 host copies), per the Tap protocol."""
+
+    def __init__(self, layer: int):
+        self.layer = layer
+        self.tensors: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, str] = {}
+
+    def wants(self, stage: str, layer: int | None) -> bool:
+        st = stage_table.BY_NAME.get(stage)
+        return st is not None and not st.whole_model and layer == self.layer
+
+    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
+        if self.wants(stage, layer):
+            self.tensors[stage] = tensor.detach().float().cpu().numpy().copy()
+
+    def not_applicable(self, stage: str, reason: str) -> None:
+        self.skipped[stage] = reason
+
+
+@dataclass(frozen=True)
+class LayerIsolation:
+    layer: int
+    #: Every stage of the layer rerun from the reference input, in order.
+    records: tuple[StageRecord, ...]
+    #: The same layer's output in the full (cumulative) comparison, if captured.
+    cumulative: StageRecord | None
+    note: str = ""
+
+    @property
+    def output(self) -> StageRecord | None:
+        for rec in self.records:
+            if rec.stage == "post_ffn_residual":
+                return rec
+        return None
+
+    @property
+    def first_local(self) -> StageRecord | None:
+        return next((r for r in self.records if r.bad), None)
+
+    @property
+    def local_ok(self) -> bool:
+        return bool(self.records) and self.first_local is None
+
+    def to_dict(self) -> dict[str, Any]:
+        out, cum, first = self.output, self.cumulative, self.first_local
+        return {
+            "layer": self.layer,
+            "local_ok": self.local_ok,
+            "first_local_divergence": first.stage if first else None,
+            "local_output": _brief(out),
+            "cumulative_output": _brief(cum),
+            "note": self.note,
+        }
+
+
+def _brief(rec: StageRecord | None) -> dict[str, Any] | None:
+    if rec is None or rec.metrics is None:
+        return None
+    m = rec.metrics
+    worst = m.worst_position
+    return {"status": rec.status, "cosine": m.cosine, "rel_err": m.rel_err,
+            "worst_position_rel_err": worst[1] if worst else m.rel_err}
+
+
+@dataclass(frozen=True)
+class IsolateResult:
+    layers: tuple[LayerIsolation, ...]
+
+    @property
+    def introduced(self) -> list[int]:
+        """Layers whose own (local) error fails: where a bug enters."""
+        return [x.layer for x in self.layers if x.records and not x.local_ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"introduced_in": self.introduced, "layers": [x.to_dict() for x in self.layers]}
+
+
+def isolate(
+    engine: Any,
+    reference: aprt.Capture,
+    *,
+    cumulative: DiffReport | None = None,
+    tolerances: Tolerances | None = None,
+    config: ModelConfig | None = None,
+) -> IsolateResult:
+    """Rerun every layer of ``engine`` from ``reference``'s inputs; compare each stage locally."""
+    tols = tolerances or Tolerances()
+    cfg = config or getattr(engine, "config", None)
+    entries = reference.by_key()
+    n_layers = int(engine.config.num_hidden_layers)
+    cum = {(r.stage, r.layer): r for r in (cumulative.records if cumulative else ())}
+    out: list[LayerIsolation] = []
+    for layer in range(n_layers):
+        src = ("embedding", 0) if layer == 0 else ("post_ffn_residual", layer - 1)
+        if src not in entries:
+            out.append(LayerIsolation(layer, (), cum.get(("post_ffn_residual", layer)),
+                                      note=f"reference has no {src[0]} for layer {src[1]}: not rerun"))
+            continue
+        hidden = _read(entries[src], cfg)
+        tap = MemoryTap(layer)
+        engine.run_layer(layer, hidden, tap=tap)
+        records: list[StageRecord] = []
+        for st in stage_table.LAYER_STAGES:
+            key = (st.name, layer)
+            if st.name not in tap.tensors or key not in entries:
+                continue
+            ref_entry = entries[key]
+            dtype = _side_dtype(ref_entry.meta, reference.manifest)
+            ref = _read(ref_entry, cfg)
+            rec = compare_arrays(tap.tensors[st.name], ref, st.name, layer, config=cfg,
+                                 tolerance=tols.for_stage(st.name, dtype))
+            records.append(rec)
+        note = "" if records else "no stage of this layer is in both the rerun and the reference"
+        out.append(LayerIsolation(layer, tuple(records), cum.get(("post_ffn_residual", layer)), note))
+    return IsolateResult(tuple(out))
+
+
+def _read(entry: aprt.Entry, config: ModelConfig | None) -> np.ndarray:
+    """A reference tensor in its stage shape (manifest, else solved from the config)."""
+    from pv.compare.align import _dims_from_count
+
+    shape = entry.shape
+    if shape is None and config is not None:
+        shape = _dims_from_count(stage_table.BY_NAME[entry.stage], entry.header.count, config)
+    if shape is None:
+        raise PvError(f"{entry.path}: shape unknown (no manifest); give --model so it can be inferred")
+    _, arr = aprt.read(entry.path)
+    return arr.reshape(shape)
+
+
+def isolate_rows(result: IsolateResult) -> tuple[list[str], list[list[str]]]:
+    """Table rows: layer, local verdict and first locally failing stage, local vs cumulative error."""
+    from pv.compare.report import fmt, fmt_cos
+
+    headers = ["layer", "local", "first local failure", "local cos", "local rel.err",
+               "cumulative cos", "cumulative rel.err", "cumulative"]
+    rows: list[list[str]] = []
+    for x in result.layers:
+        out, cum, first = x.output, x.cumulative, x.first_local
+        rows.append([
+            str(x.layer),
+            ("ok" if x.local_ok else "FAIL") if x.records else "-",
+            first.stage or "?" if first else ("-" if x.records else x.note),
+            fmt_cos(out.metrics.cosine) if out and out.metrics else "-",
+            fmt(_worst(out)) if out and out.metrics else "-",
+            fmt_cos(cum.metrics.cosine) if cum and cum.metrics else "-",
+            fmt(_worst(cum)) if cum and cum.metrics else "-",
+            ("ok" if cum.status == PASS else "FAIL") if cum else "-",
+        ])
+    return headers, rows
+
+
+def _worst(rec: StageRecord | None) -> float:
+    assert rec is not None and rec.metrics is not None
+    w = rec.metrics.worst_position
+    return w[1] if w else rec.metrics.rel_err
