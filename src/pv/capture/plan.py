@@ -10,6 +10,8 @@ On CUDA the copy is queued on a side stream into pinned host memory after an
 event on the compute stream; the forward keeps running while the copy runs and
 the file is written when the copy's event has completed. A small bound on the
 bytes in flight keeps memory bounded even when the GPU outruns the disk.
+Because that copy is asynchronous, an engine must not modify a tapped tensor
+in place afterwards (the pv engine never does: every step makes a new tensor).
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ class CapturePlan:
 class Tap:
     """Copies requested stages to the host and streams them to a ``CaptureWriter``.
 
-    ``dtype_captured`` is the engine's compute dtype, recorded per file: the
-    values on disk are always float32, converted exactly from that dtype.
+    Each file records ``dtype_captured``, the dtype of the tensor the engine
+    handed over (or the fixed ``dtype_captured`` given here): the values on disk
+    are always float32, widened exactly from that dtype.
     """
 
     #: Bytes of pinned host memory that may be in flight on CUDA before the
@@ -81,7 +84,7 @@ class Tap:
         plan: CapturePlan,
         writer: CaptureWriter,
         *,
-        dtype_captured: str = "float32",
+        dtype_captured: str | None = None,
         on_write: Callable[[str, int | None], None] | None = None,
     ):
         self.plan = plan
@@ -110,6 +113,7 @@ class Tap:
         if key in self.fired:
             raise PvError(f"stage {stage} layer {layer} was captured twice in one forward")
         self.fired.add(key)
+        meta.setdefault("dtype_captured", self.dtype_captured or str(tensor.dtype).replace("torch.", ""))
         if tensor.device.type == "cuda":
             self._queue_cuda(stage, key[1], tensor, meta)
             self._drain(block=False)
@@ -134,7 +138,7 @@ class Tap:
     # ------------------------------------------------------------------ internals
 
     def _write(self, stage: str, layer: int | None, host: np.ndarray, meta: dict[str, Any]) -> None:
-        self.writer.write(stage, layer, host, dtype_captured=self.dtype_captured, **meta)
+        self.writer.write(stage, layer, host, **meta)
         if self.on_write is not None:
             self.on_write(stage, layer)
 

@@ -251,7 +251,7 @@ def run_plan(
     if plan.overwrite:
         _clear_old_capture(plan.output)
     writer = aprt.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
-    tap = Tap(plan.capture, writer, dtype_captured=plan.dtype, on_write=on_write)
+    tap = Tap(plan.capture, writer, on_write=on_write)
     try:
         logits = runner.forward(token_ids, tap)
         tap.finish()

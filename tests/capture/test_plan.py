@@ -1,0 +1,108 @@
+"""CapturePlan and the Tap: what is wanted, what is written, what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pv.capture import aprt
+from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.errors import PvError
+
+torch = pytest.importorskip("torch")
+
+
+def test_plan_is_frozen_and_parsed() -> None:
+    plan = CapturePlan.parse("lm_head, attn_scores", "1,3", n_layers=4)
+    assert [s.name for s in plan.stages] == ["attn_scores", "lm_head"]
+    assert plan.layers == (1, 3)
+    with pytest.raises(AttributeError):
+        plan.layers = None  # type: ignore[misc]
+    with pytest.raises(PvError):
+        CapturePlan.parse("all", "4", n_layers=4)
+
+
+def test_wants() -> None:
+    plan = CapturePlan.parse("embedding,attn_norm,final_norm", "1")
+    assert plan.wants("attn_norm", 1) and not plan.wants("attn_norm", 0)
+    assert plan.wants("embedding", 0) and plan.wants("final_norm", None)
+    assert not plan.wants("ffn_out", 1)
+    every = CapturePlan.parse("attn_norm", "all")
+    assert every.layers is None and every.wants("attn_norm", 99)
+
+
+def test_expected_in_computation_order() -> None:
+    plan = CapturePlan.parse("lm_head,embedding,ffn_out,attn_norm", "0,2")
+    assert plan.expected(3) == [("embedding", 0), ("attn_norm", 0), ("ffn_out", 0),
+                                ("attn_norm", 2), ("ffn_out", 2), ("lm_head", None)]
+    assert len(CapturePlan.parse("all", "all").expected(4)) == 3 + 17 * 4
+    assert stage_keys([("lm_head", None), ("ffn_out", 2)]) == ["lm_head", "ffn_out@2"]
+
+
+def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tuple[Tap, aprt.CaptureWriter]:
+    writer = aprt.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    return Tap(CapturePlan.parse(stage_spec, layers), writer, dtype_captured="bfloat16"), writer
+
+
+def test_tap_copies_and_writes_at_once(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "attn_norm", "0")
+    t = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)
+    tap("attn_norm", 0, t)
+    t.mul_(0)  # the engine may reuse its buffer: the file must hold the values at tap time
+    path = tmp_path / "cap" / "layer-0" / "attn_norm.bin"
+    assert path.exists()
+    _, values = aprt.read(path, (2, 3))
+    assert values.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert writer.files[0]["dtype_captured"] == "bfloat16" and writer.files[0]["shape"] == [2, 3]
+
+
+def test_tap_ignores_unwanted_and_rejects_twice(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "attn_norm", "0")
+    tap("attn_norm", 1, torch.ones(2))
+    tap("ffn_out", 0, torch.ones(2))
+    assert writer.files == []
+    tap("attn_norm", 0, torch.ones(2))
+    with pytest.raises(PvError, match="captured twice"):
+        tap("attn_norm", 0, torch.ones(2))
+
+
+def test_tap_passes_metadata_to_the_manifest(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "attn_scores", "0")
+    tap("attn_scores", 0, torch.zeros(1, 2, 2), recomputed=True)
+    writer.close()
+    manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
+    assert manifest["files"][0]["recomputed"] is True
+    assert manifest["files"][0]["mask"] == "causal"
+
+
+def test_not_applicable_and_missing(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "embedding,qkv_bias,attn_norm,lm_head", "0,1")
+    tap("embedding", 0, torch.zeros(2, 4))
+    tap("attn_norm", 0, torch.zeros(2, 4))
+    tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
+    tap.not_applicable("ffn_up", "not requested, so not recorded")
+    assert tap.missing(2) == [("attn_norm", 1), ("lm_head", None)]
+    assert writer.not_applicable == [{"stage": "qkv_bias", "reason": "the model has no q/k/v bias"}]
+    tap.finish()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_copies_are_asynchronous_and_exact(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "all", "all")
+    tap.MAX_IN_FLIGHT = 1 << 12  # force the bounded-memory path too
+    expected = {}
+    for layer in range(3):
+        t = torch.randn(64, 32, device="cuda", dtype=torch.bfloat16)
+        expected[layer] = t.float().cpu().numpy()
+        tap("attn_norm", layer, t)
+        del t  # the allocator must not hand this memory out before the side-stream copy is done
+        torch.zeros(64, 32, device="cuda", dtype=torch.bfloat16).add_(1)
+    tap.finish()
+    for layer in range(3):
+        _, v = aprt.read(tmp_path / "cap" / f"layer-{layer}" / "attn_norm.bin", (64, 32))
+        assert np.array_equal(v, expected[layer])
+    assert len(writer.files) == 3
