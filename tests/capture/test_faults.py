@@ -1,0 +1,117 @@
+"""The fault catalogue: each fault first shows at its declared stage, and nowhere earlier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pv import stages
+from pv.capture import aprt, faults
+from pv.capture.engine import Engine
+from pv.capture.models import LoadedModel, load_model
+from pv.capture.plan import CapturePlan, Tap
+from pv.errors import PvError
+
+torch = pytest.importorskip("torch")
+
+TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10, 80, 86]
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return load_model("synthetic")
+
+
+@pytest.fixture(scope="module")
+def clean(model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
+    return run(model, None, tmp_path_factory.mktemp("clean"))
+
+
+def run(model: LoadedModel, fault: str | None, root: Path) -> dict[tuple[str, int | None], np.ndarray]:
+    engine = Engine(model, fault=fault)
+    writer = aprt.CaptureWriter(root, {})
+    tap = Tap(CapturePlan.parse("all"), writer)
+    engine.forward(TOKENS, tap)
+    writer.close()
+    return {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root).entries}
+
+
+def causal_view(stage: str, a: np.ndarray) -> np.ndarray:
+    if stages.get(stage).mask == "causal":
+        s = a.shape[-1]
+        rows, cols = np.tril_indices(s)
+        return a[:, rows, cols]
+    return a
+
+
+def test_catalogue_covers_the_usual_bugs() -> None:
+    assert len(faults.FAULTS) >= 8
+    first_stages = {f.stage for f in faults.FAULTS.values()}
+    for needed in ("attn_norm", "qkv_matmul", "qkv_bias", "q_post_rope", "attn_scores", "attn_softmax",
+                   "ffn_silu", "post_attn_residual", "post_ffn_residual"):
+        assert needed in first_stages
+    assert all(f.stage in stages.BY_NAME for f in faults.FAULTS.values())
+    assert all(f.description for f in faults.FAULTS.values())
+
+
+#: Every fault, per-layer ones in the first and the last layer of the synthetic model.
+CASES = sorted(
+    [f"{f.name}@{layer}" for f in faults.FAULTS.values() if f.per_layer for layer in (0, 3)]
+    + [f.name for f in faults.FAULTS.values() if not f.per_layer]
+)
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_fault_first_shows_at_its_declared_stage(text: str, model: LoadedModel, clean: dict,  # type: ignore[type-arg]
+                                                 tmp_path: Path) -> None:
+    spec = faults.parse_fault(text)
+    bad = run(model, str(spec), tmp_path)
+    declared = (spec.fault.stage, 0 if spec.fault.stage == "embedding" else spec.layer)
+    order = sorted(clean, key=lambda k: stages.sort_key(*k))
+    assert set(bad) == set(clean)
+    for key in order:
+        if key == declared:
+            assert not np.array_equal(causal_view(key[0], bad[key]), causal_view(key[0], clean[key])), \
+                f"{spec}: {key} should differ"
+            break
+        assert bad[key].tobytes() == clean[key].tobytes(), f"{spec}: {key} changed before {declared}"
+    else:  # pragma: no cover - the declared key is always in a full capture
+        pytest.fail(f"{declared} not captured")
+    # the bug is visible at the logits as well, and later layers carry it
+    assert not np.array_equal(bad[("lm_head", None)], clean[("lm_head", None)])
+
+
+def test_default_layer_and_syntax() -> None:
+    assert faults.parse_fault("mask_off_by_one").layer == faults.DEFAULT_LAYER == 1
+    spec = faults.parse_fault("  Mask_Off_By_One @ 3 ")
+    assert spec.name == "mask_off_by_one" and spec.layer == 3 and str(spec) == "mask_off_by_one@3"
+    assert faults.parse_fault("final_norm_skipped").layer is None
+    assert str(faults.parse_fault("embedding_scaled")) == "embedding_scaled"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nonsense", "unknown fault 'nonsense'; valid faults: embedding_scaled"),
+    ("mask_off_by_one@x", "bad fault layer"),
+    ("mask_off_by_one@-1", "bad fault layer"),
+    ("mask_off_by_one@", "bad fault layer"),
+    ("final_norm_skipped@2", "takes no @LAYER"),
+])
+def test_bad_fault_specs(text: str, message: str) -> None:
+    with pytest.raises(PvError, match=message):
+        faults.parse_fault(text)
+
+
+def test_fault_must_fit_the_model(model: LoadedModel) -> None:
+    with pytest.raises(PvError, match="layer 4 out of range"):
+        Engine(model, fault="softmax_wrong_axis@4")
+    with pytest.raises(PvError, match="needs a model with qkv_bias"):
+        faults.check_fault(faults.parse_fault("qkv_bias_dropped"), 4, {"qkv_bias": False})
+
+
+def test_a_fault_only_touches_its_layer(model: LoadedModel, clean: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    bad = run(model, "attn_norm_no_weight@3", tmp_path)
+    for key in clean:
+        if key[1] is not None and key[1] < 3 and key[0] != "embedding":
+            assert bad[key].tobytes() == clean[key].tobytes()
