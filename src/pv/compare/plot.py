@@ -80,8 +80,7 @@ def plot_bisect(result: "BisectResult", path: str | Path, *, metric: str = "sqnr
     heat_h = max(2.4, 0.42 * n_rows + 1.9)
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(fig_w, heat_h + 4.0), dpi=110, layout="constrained",
                                   gridspec_kw={"height_ratios": [heat_h, 3.4]})
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#d9d9d9")
     vmin = -20.0 if metric == "sqnr" else 0.0
     img = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=vmin, vmax=cap,
                     interpolation="nearest")

@@ -52,7 +52,7 @@ def row(rec: StageRecord) -> list[str]:
         return [rec.label, _MARK[rec.status], "-", "-", "-", "-", "; ".join(rec.reasons)]
     worst = m.worst_position
     rel = fmt(worst[1]) if worst else fmt(m.rel_err)
-    where = f" @{worst[0]}" if worst and len(m.positions) > 1 else ""
+    where = f" @{worst[0]}" if worst and worst[1] > 0 and len(m.positions) > 1 else ""
     note = "; ".join(rec.reasons) if rec.status != "pass" else "; ".join(m.notes)
     return [
         rec.label,
@@ -194,7 +194,8 @@ def markdown(result: "BisectResult", *, title: str = "pv bisect", plot: Path | N
         lines.append("|" + "---|" * len(headers))
         lines.extend("| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows)
         lines.append("")
-    lines += ["## Stages", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["## Stages", "", "| " + " | ".join(_md_escape(h) for h in HEADERS) + " |",
+              "|" + "---|" * len(HEADERS)]
     first = result.first
     for rec in result.report.records:
         cells = [_md_escape(c) for c in row(rec)]

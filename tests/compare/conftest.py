@@ -1,0 +1,51 @@
+"""Helpers for the compare tests: tiny capture directories written by hand, and the real model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from pv.capture import aprt
+
+SMOLLM2_DEFAULT = Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def write_capture(root: Path, tensors: dict[tuple[str, int | None], np.ndarray], *,
+                  manifest: bool = True, dtype: str = "float32") -> Path:
+    """Write ``{(stage, layer): array}`` as a capture directory (with or without a manifest)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if manifest:
+        with aprt.CaptureWriter(root, {"dtype": dtype}) as w:
+            for (stage, layer), arr in tensors.items():
+                w.write(stage, layer, np.asarray(arr, dtype=np.float32), dtype_captured=dtype)
+    else:
+        from pv import stages as stage_table
+
+        for (stage, layer), arr in tensors.items():
+            path = root / aprt.relpath_for(stage, layer)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aprt.write(path, stage_table.get(stage).header_layer(layer), arr)
+    return root
+
+
+@pytest.fixture
+def make_capture(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str, tensors: dict[tuple[str, int | None], Any], **kw: Any) -> Path:
+        return write_capture(tmp_path / name, {k: np.asarray(v, np.float32) for k, v in tensors.items()}, **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The SmolLM2 GGUF: skipped when absent locally, a failure when absent under CI."""
+    path = Path(os.environ.get("PV_SMOLLM2_GGUF", SMOLLM2_DEFAULT))
+    if path.is_file():
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs the SmolLM2 GGUF at {path} (scripts/fetch_smollm2.py)")
+    pytest.skip(f"SmolLM2 GGUF not present at {path}")
