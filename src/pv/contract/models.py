@@ -9,14 +9,37 @@ quietly turned into a string, exactly as the schema sees it.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 StrList = list[str]
 
 
-class _Open(BaseModel):
+class _NoNulls(BaseModel):
+    """Optional keys may be absent but not null, as in the schema.
+
+    ``references:`` with nothing after it is usually a slip; the schema types
+    each optional key without ``null``, so the models refuse an explicit null
+    for every declared field except the free-form (``Any``) ones.
+    """
+
+    _free_form: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if name in data and data[name] is None and field.annotation is not Any:
+                    raise ValueError(f"{name} may be absent but not null")
+            if not all(isinstance(key, str) for key in data):
+                # YAML allows `1:` as a key; JSON (and so the schema) sees the string "1".
+                data = {key if isinstance(key, str) else str(key): value for key, value in data.items()}
+        return data
+
+
+class _Open(_NoNulls):
     """Unknown keys are allowed (real contracts carry many sections of their own)."""
 
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
@@ -54,7 +77,7 @@ class ProofObligation(_Open):
     id: str | None = None
 
 
-class AlgorithmEvidence(BaseModel):
+class AlgorithmEvidence(_NoNulls):
     """Where the algorithm lives; closed so that a misspelt key is an error, not a no-op."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -89,7 +112,7 @@ class FalsificationTest(_Open):
 
 class Contract(_Open):
     metadata: Metadata
-    equations: dict[str, Equation] | None = None
+    equations: dict[Any, Equation] | None = None
     proof_obligations: list[ProofObligation] | None = None
     falsification_tests: list[FalsificationTest] | None = None
     kani_harnesses: Any = None

@@ -60,7 +60,6 @@ class RuleContext:
 
     repo_root: Path | None = None
     check_evidence: bool = False
-    sibling_stems: frozenset[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -177,7 +176,7 @@ def rule_obligation_types(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
 def rule_status_vocabulary(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     for i, test in _falsifiers(doc):
         status = test.get("status")
-        if status is None or ladder.normalize(status) is not None:
+        if not isinstance(status, str) or ladder.normalize(status) is not None:
             continue
         rungs = [r for r in ladder.RUNGS if r != "BLOCKER_*"]
         guess = close_match(str(status).upper().replace("-", "_"), tuple(rungs), 0.6)
@@ -213,24 +212,29 @@ def rule_status_mismatch(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
 
 
 def rule_depends_on(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    """A dependency is a contract stem found next to this file (``<stem>.yaml`` or ``.yml``).
+
+    Resolution is two ``stat`` calls per stem; the folder is listed only to
+    suggest a close name when a stem does not resolve.
+    """
     deps = _metadata(doc).get("depends_on")
     if not isinstance(deps, list):
         return
-    stems = ctx.sibling_stems
-    if stems is None:
-        folder = doc.path.parent
-        stems = frozenset(p.stem for p in folder.iterdir() if p.suffix in (".yaml", ".yml")) \
-            if folder.is_dir() else frozenset()
+    folder = doc.path.parent
     for i, dep in enumerate(deps):
-        if not isinstance(dep, str):
+        if not isinstance(dep, str) or not dep.strip():
             continue
         stem = dep[: -len(Path(dep).suffix)] if Path(dep).suffix in (".yaml", ".yml") else dep
-        if stem not in stems:
-            guess = close_match(stem, stems, 0.8)
-            hint = f"; did you mean '{guess}'?" if guess else ""
-            yield Issue(("metadata", "depends_on", i),
-                        f"depends_on '{dep}': no contract {stem}.yaml next to this file{hint}",
-                        WARNING)
+        if "/" not in stem and any((folder / f"{stem}{sfx}").is_file() for sfx in (".yaml", ".yml")):
+            continue
+        try:
+            stems = frozenset(p.stem for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+        except OSError:
+            stems = frozenset()
+        guess = close_match(stem, stems, 0.8)
+        hint = f"; did you mean '{guess}'?" if guess else ""
+        yield Issue(("metadata", "depends_on", i),
+                    f"depends_on '{dep}': no contract {stem}.yaml next to this file{hint}", WARNING)
 
 
 def _typos(mapping: dict[str, Any], known: tuple[str, ...], prefix: KeyPath) -> Iterator[Issue]:

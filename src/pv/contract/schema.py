@@ -71,6 +71,10 @@ def _message(error: Any) -> tuple[KeyPath, str]:
         return path + (key,), (f"{dotted(path + (key,))}: unknown key; allowed here: "
                                f"{', '.join(sorted(allowed))}")
     if kind in ("anyOf", "oneOf"):
+        # When the value has the right kind for one branch, that branch's complaint is the news.
+        inner = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+        if inner:
+            return _message(sorted(inner, key=lambda e: len(e.absolute_path))[-1])
         return path, (f"{where}: {_short(instance)} matches none of the allowed forms "
                       f"({_describe_alternatives(expected)})")
     return path, f"{where}: {error.message if len(error.message) < 120 else kind + ' failed'}"

@@ -1,0 +1,186 @@
+"""Each semantic rule: the valid fixture passes it, a contract that breaks it is caught, located."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from pv.contract.load import load_document
+from pv.contract.rules import (KNOWN_OBLIGATION_TYPES, RULE_TABLE, RULES, RuleContext,
+                               check_document, id_problem)
+from pv.contract.validate import validate_files
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _findings(path: Path, **kwargs: Any) -> list[Any]:
+    return list(validate_files([path], **kwargs).findings)
+
+
+def test_valid_fixture_passes_every_rule(write, valid_text):
+    report = validate_files([write(valid_text)], strict=True, check_evidence=False)
+    assert report.findings == () and report.ok
+
+
+def _mutate(valid_text: str, change: Callable[[dict[str, Any]], None]) -> str:
+    data = yaml.safe_load(valid_text)
+    change(data)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _ft(i: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda d: d["falsification_tests"][i]
+
+
+def _set_status(value: str) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["falsification_tests"][0].__setitem__("status", value)
+
+
+CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, tuple[Any, ...], str]] = [
+    ("PV010", lambda d: d["metadata"].pop("description"), "error", ("metadata",),
+     "missing required key 'description'"),
+    ("PV010", lambda d: d.__setitem__("equations", [{"formula": "x"}]), "error", ("equations",),
+     "expected mapping, got list"),
+    ("PV010", lambda d: d["falsification_tests"][0].__setitem__("algorithm_evidence",
+                                                                {"file_path": ["x"]}),
+     "error", ("falsification_tests", 0, "algorithm_evidence", "file_path"), "unknown key"),
+    ("PV010", lambda d: d["falsification_tests"][0].__setitem__("live_requirements",
+                                                                {"device": "tpu"}),
+     "error", ("falsification_tests", 0, "live_requirements", "device"), "not one of cpu, cuda"),
+    ("PV010", lambda d: d["falsification_tests"][0].__setitem__("algorithm_evidence", [1]),
+     "error", ("falsification_tests", 0, "algorithm_evidence", 0), "expected string, got integer"),
+    ("PV010", lambda d: d["falsification_tests"][0].__setitem__("algorithm_evidence", 7),
+     "error", ("falsification_tests", 0, "algorithm_evidence"), "matches none of the allowed forms"),
+    ("PV011", lambda d: d["metadata"].__setitem__("version", 1.0), "warning", ("metadata", "version"),
+     "read as the number 1.0"),
+    ("PV012", lambda d: d["equations"]["scale"].__setitem__("formula", "  "), "error",
+     ("equations", "scale", "formula"), "empty formula"),
+    ("PV013", lambda d: d["falsification_tests"][1].__setitem__("prediction", ""), "error",
+     ("falsification_tests", 1, "prediction"), "empty prediction"),
+    ("PV014", lambda d: d["falsification_tests"][1].__setitem__("id", "FALSIFY-DEMO-001"), "error",
+     ("falsification_tests", 1, "id"), "duplicate falsifier id FALSIFY-DEMO-001"),
+    ("PV016", lambda d: d["falsification_tests"][0].__setitem__("id", "../escape"), "error",
+     ("falsification_tests", 0, "id"), "not safe as a file name"),
+    ("PV016", lambda d: d["metadata"].__setitem__("id", "a/b"), "error", ("metadata", "id"),
+     "path separator"),
+    ("PV017", lambda d: d["proof_obligations"][0].__setitem__("type", "invarient"), "error",
+     ("proof_obligations", 0, "type"), "did you mean 'invariant'"),
+    ("PV017", lambda d: d["proof_obligations"][0].__setitem__("type", "vibes"), "error",
+     ("proof_obligations", 0, "type"), "unknown obligation type 'vibes'"),
+    ("PV018", _set_status("DONE"), "warning", ("falsification_tests", 0, "status"),
+     "not on the ladder"),
+    ("PV018", _set_status("FUNCTINAL"), "warning", ("falsification_tests", 0, "status"),
+     "did you mean FUNCTIONAL"),
+    ("PV019", lambda d: d["metadata"].__setitem__("status", "FUNCTIONAL"), "warning",
+     ("metadata", "status"), "FUNCTIONAL is ahead of its falsifiers (2 PROPOSED"),
+    ("PV020", lambda d: d["metadata"].__setitem__("depends_on", ["no-such-contract-v1"]), "warning",
+     ("metadata", "depends_on", 0), "no contract no-such-contract-v1.yaml next to this file"),
+    ("PV021", lambda d: d.__setitem__("falsification_test", []), "warning", ("falsification_test",),
+     "did you mean 'falsification_tests'"),
+    ("PV021", lambda d: d["falsification_tests"][0].__setitem__("predicton", "x"), "warning",
+     ("falsification_tests", 0, "predicton"), "did you mean 'prediction'"),
+    ("PV021", lambda d: d["metadata"].__setitem__("descripton", "x"), "warning",
+     ("metadata", "descripton"), "did you mean 'description'"),
+    ("PV021", lambda d: d.__setitem__("status", "ACTIVE"), "warning", ("status",),
+     "did you mean 'metadata.status'"),
+]
+
+
+@pytest.mark.parametrize("rule, change, severity, path, text", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_rule_catches_and_locates(write, valid_text, rule, change, severity, path, text):
+    contract = write(_mutate(valid_text, change))
+    findings = _findings(contract, check_evidence=False)
+    hits = [f for f in findings if f.rule == rule]
+    assert hits, [f.format() for f in findings]
+    hit = hits[0]
+    assert hit.severity == severity and hit.path == path and text in hit.message, hit.format()
+    # The location is the key (or item) the path names.
+    expected = load_document(contract).locate(path)
+    assert (hit.line, hit.column) == expected
+    line = contract.read_text(encoding="utf-8").splitlines()[hit.line - 1]
+    if isinstance(path[-1], str):
+        assert line[hit.column - 1:].startswith(f"{path[-1]}:"), line
+
+
+def test_every_rule_with_a_function_has_a_case():
+    covered = {c[0] for c in CASES} | {"PV022", "PV023"}  # evidence: tests/contract/test_evidence.py
+    assert {r.id for r in RULE_TABLE if r.fn is not None} <= covered
+
+
+def test_depends_on_resolves_siblings(write, valid_text, tmp_path):
+    write("metadata: {version: '1', description: base}\n", "base-v1.yaml")
+    write("metadata: {version: '1', description: other}\n", "other-v1.yml")
+    text = _mutate(valid_text, lambda d: d["metadata"].__setitem__(
+        "depends_on", ["base-v1", "other-v1.yml", "base-v2"]))
+    findings = [f for f in _findings(write(text), check_evidence=False) if f.rule == "PV020"]
+    assert [f.path for f in findings] == [("metadata", "depends_on", 2)]
+    assert "did you mean 'base-v1'" in findings[0].message
+
+
+def test_status_spellings_normalise(write, valid_text):
+    text = _mutate(valid_text, lambda d: [
+        d["falsification_tests"][0].__setitem__("status", "blocker-upstream-missing"),
+        d["falsification_tests"][1].__setitem__("status", "functional"),
+        d["metadata"].__setitem__("status", "Blocker_Fixture_Absent")])
+    assert _findings(write(text), strict=True, check_evidence=False) == []
+
+
+def test_status_mismatch_behind(write, valid_text):
+    text = _mutate(valid_text, lambda d: [t.__setitem__("status", "FUNCTIONAL")
+                                          for t in d["falsification_tests"]])
+    hits = [f for f in _findings(write(text), check_evidence=False) if f.rule == "PV019"]
+    assert hits and "PROPOSED is behind its falsifiers" in hits[0].message
+
+
+def test_non_ladder_metadata_status_is_not_compared(write, valid_text):
+    text = _mutate(valid_text, lambda d: d["metadata"].__setitem__("status", "ACTIVE"))
+    assert _findings(write(text), strict=True, check_evidence=False) == []
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("FALSIFY-ATTN-SUB-001", True), ("a.b_c-1", True), ("x" * 128, True),
+    ("x" * 129, False), ("a/b", False), ("a\\b", False), ("a..b", False), ("..", False),
+    ("a\x00b", False), (".hidden", False), ("-flag", False), ("with space", False), ("", False),
+])
+def test_id_safety(value, ok):
+    assert (id_problem(value) is None) == ok
+
+
+def test_rules_survive_malformed_sections(write):
+    """Wrong types everywhere: schema findings, and no rule crashes on them."""
+    text = ("metadata: {version: [1], description: 3, depends_on: 5, status: [x]}\n"
+            "equations: {a: 3, b: {formula: [x]}}\nproof_obligations: [3, {type: 5}]\n"
+            "falsification_tests: [3, {id: [x], status: {a: 1}, algorithm_evidence: 7}]\n")
+    findings = _findings(write(text), check_evidence=True)
+    assert findings and all(f.rule == "PV010" for f in findings)
+
+
+def test_known_obligation_types_include_the_documented_list():
+    issue_list = {"invariant", "equivalence", "bound", "monotonicity", "idempotency", "linearity",
+                  "symmetry", "associativity", "conservation", "ordering", "completeness",
+                  "soundness", "determinism"}
+    assert issue_list <= KNOWN_OBLIGATION_TYPES
+
+
+def test_rule_ids_are_stable_and_documented():
+    ids = [r.id for r in RULE_TABLE]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"PV\d{3}", i) for i in ids)
+    assert set(RULES) == set(ids)
+    doc = (REPO / "docs" / "contract-format.md").read_text(encoding="utf-8")
+    for rule in RULE_TABLE:
+        assert re.search(rf"\|\s*{rule.id}\s*\|\s*{re.escape(rule.name)}\s*\|", doc), rule.id
+    for kind in KNOWN_OBLIGATION_TYPES:
+        assert f"`{kind}`" in doc, kind
+
+
+def test_check_document_yields_located_findings(write, valid_text):
+    doc = load_document(write(_mutate(valid_text, lambda d: d["metadata"].__setitem__("version", 2))))
+    found = list(check_document(doc, RuleContext()))
+    assert [(f.rule, f.path) for f in found] == [("PV011", ("metadata", "version"))]
+    assert found[0].format().startswith(f"{doc.path}:")

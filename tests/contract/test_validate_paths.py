@@ -1,0 +1,154 @@
+"""validate_paths: discovery, set-level rules, strictness, the process pool, the real corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pv.contract import validate as validate_mod
+from pv.contract.discover import find_contracts, repo_root
+from pv.contract.validate import Report, validate_files, validate_paths
+from pv.errors import PvError
+
+CORPUS = Path("/work/shared/corpus/contracts-in-the-wild")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _contract(fid: str, cid: str | None = None) -> str:
+    meta = {"version": "1", "description": "d"}
+    if cid:
+        meta["id"] = cid
+    return yaml.safe_dump({"metadata": meta, "falsification_tests": [
+        {"id": fid, "rule": "r", "prediction": "p", "test": "t", "if_fails": "f"}]})
+
+
+def test_discovery_recurses_and_skips_hidden(tmp_path, write):
+    write(_contract("A"), "a.yaml")
+    write(_contract("B"), "b.yml", tmp_path / "sub")
+    write(_contract("C"), "c.yaml", tmp_path / ".hidden")
+    write("not yaml", "notes.txt")
+    found = find_contracts([tmp_path])
+    assert [p.name for p in found] == ["a.yaml", "b.yml"]
+    # The same file named twice is validated once.
+    assert len(find_contracts([tmp_path, tmp_path / "a.yaml"])) == 2
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(PvError, match="no such file or directory"):
+        validate_paths([tmp_path / "absent"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PvError, match="no contract files"):
+        validate_paths([tmp_path / "empty"])
+
+
+def test_duplicate_falsifier_ids_across_files(tmp_path, write):
+    first = write(_contract("F-1"), "a-v1.yaml")
+    second = write(_contract("F-1"), "b-v1.yaml")
+    report = validate_paths([tmp_path], check_evidence=False)
+    dups = [f for f in report.findings if f.rule == "PV015"]
+    assert len(dups) == 1 and dups[0].file == str(second) and str(first) in dups[0].message
+    assert dups[0].path == ("falsification_tests", 0, "id")
+    line = second.read_text(encoding="utf-8").splitlines()[dups[0].line - 1]
+    assert line[dups[0].column - 1:].startswith("id: F-1")
+    assert not report.ok
+
+
+def test_duplicate_contract_ids(tmp_path, write):
+    write(_contract("F-1", "same"), "a-v1.yaml")
+    write(_contract("F-2", "same"), "b-v1.yaml")
+    report = validate_paths([tmp_path], check_evidence=False)
+    assert [(f.rule, f.path) for f in report.findings] == [("PV024", ("metadata", "id"))]
+
+
+def test_strict_turns_warnings_into_errors(write):
+    path = write("metadata: {version: 1.0, description: d}\n")
+    loose = validate_files([path], check_evidence=False)
+    strict = validate_files([path], strict=True, check_evidence=False)
+    assert loose.ok and loose.warnings == 1 and loose.errors == 0
+    assert not strict.ok and strict.errors == 1 and strict.findings[0].severity == "error"
+    assert "(strict)" in strict.summary()
+
+
+def test_bad_files_do_not_stop_the_others(tmp_path, write):
+    write("- a list\n", "a.yaml")
+    write(b"\x00\x01", "b.yaml")
+    write(_contract("OK-1"), "c.yaml")
+    report = validate_paths([tmp_path], check_evidence=False)
+    assert report.files == 3
+    assert [f.rule for f in report.findings] == ["PV006", "PV003"]
+    assert [c.id for c in report.contracts] == ["c"]
+
+
+def test_pool_gives_the_same_report_as_one_process(tmp_path, write, monkeypatch):
+    for i in range(12):
+        write(_contract(f"F-{i % 5}"), f"c{i:02d}.yaml")
+    write("metadata: [oops]\n", "zz.yaml")
+    serial = validate_paths([tmp_path], check_evidence=False, jobs=1)
+    monkeypatch.setattr(validate_mod, "PARALLEL_MIN_FILES", 4)
+    parallel = validate_paths([tmp_path], check_evidence=False, jobs=2)
+    assert parallel == serial and parallel.errors == 8
+
+
+def test_json_report_shape(write):
+    report = validate_files([write(_contract("F-1"))], check_evidence=False)
+    data = report.to_json()
+    assert data["ok"] is True and data["files"] == 1 and data["findings"] == []
+    assert data["contracts"][0]["falsifiers"] == [{"id": "F-1", "status": None, "rung": "PROPOSED"}]
+
+
+def test_repo_root_is_the_nearest_git_ancestor(tmp_path):
+    (tmp_path / ".git").write_text("gitdir: elsewhere\n")  # a worktree has a .git file
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert repo_root(deep) == tmp_path
+    assert repo_root(REPO / "contracts") == REPO
+
+
+def test_repository_contracts_pass_strict_with_evidence():
+    report = validate_paths([REPO / "contracts"], strict=True, check_evidence=True)
+    assert report.ok and report.findings == (), [f.format() for f in report.findings]
+
+
+def test_first_contract_says_what_it_must():
+    data = yaml.safe_load((REPO / "contracts" / "trace-attn-sub-stages-v1.yaml").read_text("utf-8"))
+    assert (REPO / "contracts" / "trace-attn-sub-stages-v1.yaml").read_text("utf-8").startswith(
+        "# yaml-language-server: $schema=../schemas/contract.schema.json\n")
+    meta = data["metadata"]
+    assert meta["id"] == "trace-attn-sub-stages-v1" and isinstance(meta["version"], str)
+    assert meta["status"] == "PROPOSED" and meta["depends_on"] == []
+    tests = data["falsification_tests"]
+    assert [t["id"] for t in tests] == [f"FALSIFY-ATTN-SUB-{i:03d}" for i in range(1, 6)]
+    assert all(t["status"] == "PROPOSED" for t in tests)
+    assert tests[3]["live_requirements"] == {"device": "cuda", "weights": "real"}
+    formulas = " ".join(e["formula"] for e in data["equations"].values())
+    assert "sqrt(D)" in formulas and "h // (NH / KVH)" in formulas
+    types = {o["type"] for o in data["proof_obligations"]}
+    assert {"ordering", "equivalence"} <= types
+
+
+def _corpus() -> list[Path]:
+    return sorted(CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not present at {CORPUS}")
+@pytest.mark.parametrize("path", _corpus(), ids=lambda p: p.name)
+def test_every_corpus_file_gets_a_verdict(path):
+    report = validate_files([path])
+    assert isinstance(report, Report) and report.files == 1
+    for finding in report.findings:
+        assert finding.line >= 1 and finding.column >= 1 and "\n" not in finding.message
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not present at {CORPUS}")
+def test_corpus_as_a_set():
+    report = validate_paths([CORPUS])
+    assert report.files == 20
+    by_file: dict[str, set[str]] = {}
+    for f in report.findings:
+        by_file.setdefault(Path(f.file).name, set()).add(f.rule)
+    assert "rmsnorm-kernel-v1.yaml" not in by_file  # a well-formed real contract is accepted
+    assert "PV010" in by_file["apr-contract-enforcement-v1.yaml"]  # equations written as a list
+    assert "PV015" in by_file["alibi-kernel-v1.yaml"]  # reuses active-learning's falsifier ids
+    assert "PV020" in by_file["swiglu-kernel-v1.yaml"]  # depends on a contract not in the corpus
