@@ -138,8 +138,8 @@ def test_stage_semantics(tmp_path: Path, qwen: LoadedModel) -> None:
     assert np.array_equal(a["ffn_swiglu", layer], a["ffn_silu", layer] * up)
     assert np.array_equal(a["post_ffn_residual", layer], a["post_attn_residual", layer] + a["ffn_out", layer])
     manifest = {f["path"]: f for f in cap.manifest["files"]}  # type: ignore[index]
-    assert manifest["layer-1/attn_softmax.bin"].get("recomputed") is True
-    assert "recomputed" not in manifest["layer-1/attention.bin"]
+    assert manifest["layer-1/attn_softmax.bin"]["provenance"] == "recomputed"
+    assert manifest["layer-1/attention.bin"]["provenance"] == "observed"
 
 
 def test_rope_position_zero_is_identity_and_norms_are_kept(tmp_path: Path, qwen: LoadedModel) -> None:

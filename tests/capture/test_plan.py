@@ -70,12 +70,14 @@ def test_tap_ignores_unwanted_and_rejects_twice(tmp_path: Path) -> None:
 
 
 def test_tap_passes_metadata_to_the_manifest(tmp_path: Path) -> None:
-    tap, writer = make_tap(tmp_path, "attn_scores", "0")
-    tap("attn_scores", 0, torch.zeros(1, 2, 2), recomputed=True)
+    tap, writer = make_tap(tmp_path, "attn_scores", "0,1")
+    tap("attn_scores", 0, torch.zeros(1, 2, 2), provenance="recomputed")
+    tap("attn_scores", 1, torch.zeros(1, 2, 2))
     writer.close()
     manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
-    assert manifest["files"][0]["recomputed"] is True
+    assert [f["provenance"] for f in manifest["files"]] == ["recomputed", "observed"]
     assert manifest["files"][0]["mask"] == "causal"
+    assert manifest["files"][0]["dtype_captured"] == "bfloat16"
 
 
 def test_not_applicable_and_missing(tmp_path: Path) -> None:

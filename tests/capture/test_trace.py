@@ -47,6 +47,8 @@ def test_full_capture_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert run["token_ids"] == list(b"Hello, pv!") and run["prompt"] == "Hello, pv!"
     assert (run["device"], run["dtype"], run["engine"], run["fault"]) == ("cpu", "float32", "pv", None)
     assert set(run["versions"]) >= {"pv", "python", "numpy", "torch"}
+    assert run["provenance"]["recomputed"] == ["attn_scores", "attn_softmax"]
+    assert "attention" in run["provenance"]["observed"]
     assert sorted(os.listdir(out)) == ["final_norm.bin", "layer-0", "layer-1", "layer-2", "layer-3",
                                        "lm_head.bin", "manifest.json"]
 

@@ -14,7 +14,8 @@ Why it is built this way:
   eager formula transformers uses (``q.kᵀ·scale``, masked, float32 softmax),
   only when ``attn_scores``/``attn_softmax`` are asked for. So the logits are
   byte-identical with and without a plan, and no score buffer exists unless
-  requested; the manifest marks those two stages ``recomputed``.
+  requested; the manifest gives those two stages ``provenance: recomputed``
+  (every other file is ``observed``: the tensor the forward itself used).
 - **Faults** that change the attention arithmetic switch the faulted layer to
   the explicit path, in which the captured matrices are the ones actually used.
 - **Numerics follow transformers**: RMSNorm in float32 then cast back, RoPE
@@ -333,7 +334,7 @@ class Engine:
         """Materialised [NH, S, S] scores and probabilities (eager math, float32 softmax)."""
         torch = self.torch
         nh, s, d = qh.shape
-        meta = {} if used else {"recomputed": True}
+        meta = {} if used else {"provenance": "recomputed"}
         kv_of = self._kv_of_faulty if fault == "gqa_head_mapping" else self._kv_of
         k_rep = kh.index_select(0, kv_of)
         scale = 1.0 / d if fault == "score_scale_1_over_d" else 1.0 / math.sqrt(d)

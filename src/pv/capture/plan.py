@@ -114,6 +114,7 @@ class Tap:
             raise PvError(f"stage {stage} layer {layer} was captured twice in one forward")
         self.fired.add(key)
         meta.setdefault("dtype_captured", self.dtype_captured or str(tensor.dtype).replace("torch.", ""))
+        meta.setdefault("provenance", "observed")
         if tensor.device.type == "cuda":
             self._queue_cuda(stage, key[1], tensor, meta)
             self._drain(block=False)

@@ -213,6 +213,16 @@ def _remove_written(root: Path, files: list[dict[str, Any]], created: bool) -> N
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _provenance_summary(files: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Run-level record of which stages were observed and which recomputed."""
+    out: dict[str, list[str]] = {"observed": [], "recomputed": []}
+    for rec in files:
+        names = out.setdefault(str(rec.get("provenance", "observed")), [])
+        if rec["stage"] not in names:
+            names.append(rec["stage"])
+    return out
+
+
 def run_plan(
     plan: TracePlan,
     model: LoadedModel,
@@ -255,6 +265,8 @@ def run_plan(
     try:
         logits = runner.forward(token_ids, tap)
         tap.finish()
+        if "provenance" not in writer.run:
+            writer.run["provenance"] = _provenance_summary(writer.files)
         missing = tap.missing(plan.n_layers)
         if missing:
             names = stage_keys(missing)
