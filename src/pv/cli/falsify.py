@@ -67,7 +67,7 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
                                "exit_code": result.exit_code}, indent=2))
         return result.exit_code
     header = ("falsifier", "outcome", "facts", "status")
-    table = [(r.falsifier_id, r.outcome + (" (live)" if r.live else ""), _facts_text(r.facts),
+    table = [(r.falsifier_id, r.outcome + (" (live)" if r.live and r.has_requirements else ""), _facts_text(r.facts),
               f"{r.old or '-'} -> {r.new or '-'}" + ("" if plan.update or r.old == r.new else " (not written)"))
              for r in result.rows]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(3)]

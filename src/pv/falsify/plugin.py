@@ -151,7 +151,7 @@ def _worker_id(config: pytest.Config) -> str:
     return str(winput.get("workerid", "worker")) if winput else "main"
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)  # see every collected item, before -k/-m deselect any
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     spool = config.getoption("--pv-spool")

@@ -32,7 +32,7 @@ def _fact_matches(actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, (list, tuple)):
         return any(_fact_matches(actual, w) for w in wanted)
     if isinstance(wanted, bool) or isinstance(actual, bool):
-        return actual is wanted or actual == wanted
+        return isinstance(actual, bool) and isinstance(wanted, bool) and actual == wanted
     if isinstance(wanted, str) and isinstance(actual, str):
         a, w = actual.strip().lower(), wanted.strip().lower()
         # "cuda" is met by "cuda:0": a device family names every index in it.

@@ -56,6 +56,8 @@ class Row:
     new: str | None
     live: bool = False
     record_path: Path | None = None
+    #: The falsifier names live requirements (so "live" says something).
+    has_requirements: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
         if plan.update and new != f.status:
             updates[f.id] = new
         rows.append(Row(f.id, record.outcome, record.reason, record.facts, f.status, new,
-                        record.live, path))
+                        record.live, path, bool(f.live_requirements)))
     if updates:
         rewrite_statuses(plan.contract.path, updates)
     failed = any(r.outcome == ev.FAILED for r in rows)

@@ -1,0 +1,68 @@
+"""``pv status``: per contract and total, blocked reasons, mismatches, backing and stale evidence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pv.cli import run
+
+
+def test_text_report(repo, capsys) -> None:
+    assert run(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "demo-v1 (v1.0.0, metadata.status FUNCTIONAL) contracts/demo-v1.yaml" in out
+    assert "FALSIFY-DEMO-001  FUNCTIONAL" in out and "(live)" in out
+    assert "blocked: fixture absent: no GPU" in out
+    assert "mismatch: metadata.status is FUNCTIONAL but 2 falsifier(s) are below it" in out
+    assert "total: 3 falsifiers: 1 FUNCTIONAL, 1 PARTIAL_ALGORITHM_LEVEL, 1 BLOCKER_FIXTURE_ABSENT; " \
+           "FUNCTIONAL or better: 33%" in out
+    assert "stale" not in out
+
+
+def test_json_report_and_stale_evidence(repo, capsys) -> None:
+    (repo.root / "src" / "algo.py").write_text("def algo():\n    return 2\n")
+    assert run(["status", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "pv-status" and data["total"]["falsifiers"] == 3
+    (c,) = data["contracts"]
+    f1, f2, f3 = c["falsifiers"]
+    assert f1["status"] == "FUNCTIONAL" and f1["supported"] and f1["stale"]
+    assert f1["backing"]["stale"] == ["src/algo.py"] and f1["backing"]["live"] is True
+    assert f1["backing"]["path"].startswith("evidence/demo-v1/FALSIFY-DEMO-001/")
+    assert f2["latest"]["outcome"] == "passed" and not f2["stale"]
+    assert f3["blocked_reason"] == "fixture absent: no GPU"
+    assert c["functional_share"] == round(1 / 3, 4)
+    assert run(["status", "--format", "text"]) == 0
+    assert "stale: src/algo.py changed since evidence/demo-v1/FALSIFY-DEMO-001/" in capsys.readouterr().out
+
+
+def test_markdown_report(repo, capsys) -> None:
+    repo.set_status("FALSIFY-DEMO-002", "FUNCTIONAL")  # hand-edited: no live record
+    assert run(["status", "--format", "markdown", "--contract", "demo-v1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Falsifier status\n")
+    assert "| Falsifier | Status | Evidence | Notes |" in out
+    assert "| `FALSIFY-DEMO-002` | FUNCTIONAL |" in out
+    assert "unsupported: FUNCTIONAL but no passing live record" in out
+    assert "> **Mismatch:**" in out
+
+
+def test_errors_are_one_line(repo, capsys) -> None:
+    assert run(["status", "--contract", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("pv: error: no contract with id 'nope'")
+    bad = repo.evidence / "demo-v1" / "FALSIFY-DEMO-002" / "zz.json"
+    bad.write_text("{")
+    assert run(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "zz.json: not JSON" in err
+
+
+def test_status_and_gate_never_import_torch(repo) -> None:
+    code = ("import sys; from pv.cli import run; "
+            "assert run(['status']) == 0; assert run(['gate']) in (0, 1); "
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo.root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
