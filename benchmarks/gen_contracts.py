@@ -18,9 +18,7 @@ OPS = ["softmax", "rmsnorm", "rope", "matmul", "silu", "swiglu", "gelu", "layern
 TYPES = ["invariant", "equivalence", "bound", "monotonicity", "idempotency", "linearity",
          "symmetry", "conservation", "ordering", "determinism", "precondition", "postcondition"]
 STATUSES = ["PROPOSED", "PROPOSED", "PARTIAL_ALGORITHM_LEVEL", "BLOCKER_FIXTURE_ABSENT"]
-WORDS = ("tensor row column head token layer scale bias weight input output finite bounded "
-         "monotone stable reference candidate kernel tolerance cosine relative error shape "
-         "causal mask order sum product norm epsilon vector matrix batch sequence").split()
+WORDS = ["tensor", "row", "column", "head", "token", "layer", "scale", "bias", "weight", "input", "output", "finite", "bounded", "monotone", "stable", "reference", "candidate", "kernel", "tolerance", "cosine", "relative", "error", "shape", "causal", "mask", "order", "sum", "product", "norm", "epsilon", "vector", "matrix", "batch", "sequence"]
 
 
 def _sentence(rng: random.Random, n: int) -> str:
@@ -39,7 +37,7 @@ def contract_text(index: int, target: int) -> str:
         f"  id: {stem}",
         f'  version: "1.{index % 7}.0"',
         "  kind: kernel",
-        f"  status: PROPOSED",
+        "  status: PROPOSED",
         f'  created: "2026-{1 + index % 12:02d}-{1 + index % 28:02d}"',
         "  author: benchmark",
         "  description: >",

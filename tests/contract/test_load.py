@@ -89,7 +89,7 @@ def test_too_large_is_refused_before_reading(write, monkeypatch):
     path = write("metadata: {version: '1', description: " + "x" * 500 + "}\n")
     real_open = builtins.open
 
-    def guarded_open(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def guarded_open(file, *args, **kwargs):
         assert Path(file) != path, "an oversized file must not be opened"
         return real_open(file, *args, **kwargs)
 
@@ -102,7 +102,7 @@ def test_unreadable_permissions(write, monkeypatch):
     path = write("metadata: {version: '1', description: d}\n")
     real_open = builtins.open
 
-    def denied(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def denied(file, *args, **kwargs):
         if Path(file) == path:
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 
 from pv.contract.load import load_document
-from pv.contract.rules import (KNOWN_OBLIGATION_TYPES, RULE_TABLE, RULES, RuleContext,
-                               check_document, id_problem)
+from pv.contract.rules import (
+    KNOWN_OBLIGATION_TYPES,
+    RULE_TABLE,
+    RULES,
+    RuleContext,
+    check_document,
+    id_problem,
+)
 from pv.contract.validate import validate_files
 
 REPO = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ class Finding:
     def is_error(self) -> bool:
         return self.severity == ERROR
 
-    def strict(self) -> "Finding":
+    def strict(self) -> Finding:
         """The same finding counted as an error (``--strict``)."""
         return self if self.severity == ERROR else replace(self, severity=ERROR)
 

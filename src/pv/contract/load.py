@@ -35,7 +35,7 @@ _LOADER_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ANCHOR_RE = re.compile(r"(?:^|[\s\[{,:])&[^\s\[\]{},]")
 
 
-class _Loader(_LOADER_BASE):  # type: ignore[misc,valid-type]
+class _Loader(_LOADER_BASE):  # type: ignore[misc]
     """libyaml's safe loader, except that timestamps stay the strings written.
 
     Contracts are validated against a JSON schema, where a date is a string;
@@ -61,7 +61,7 @@ class ContractLoadError(PvError):
 class Document:
     """One parsed contract: plain data from the fast loader, located on demand."""
 
-    __slots__ = ("path", "data", "text", "_root")
+    __slots__ = ("_root", "data", "path", "text")
 
     def __init__(self, path: Path, data: dict[str, Any], text: str) -> None:
         self.path = path
@@ -143,7 +143,12 @@ def _decode(path: Path, raw: bytes) -> str:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise _fail(path, "PV003", f"not UTF-8 text (invalid byte at offset {exc.start})",
                     line) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
+
+
+def _position(mark: Any) -> tuple[int, int]:
+    """1-based (line, column) of a libyaml mark (0-based), (1, 1) when there is none."""
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def _check_aliases(path: Path, text: str) -> None:
@@ -175,11 +180,10 @@ def _check_aliases(path: Path, text: str) -> None:
                 continue
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
-                size = sizes.get(event.anchor, 1)
-                mark = event.start_mark
+                size = sizes.get(event.anchor or "", 1)
                 if aliases > MAX_ALIASES:
                     raise _fail(path, "PV007", f"more than {MAX_ALIASES} YAML aliases; refused "
-                                "(alias bomb guard)", mark.line + 1, mark.column + 1)
+                                "(alias bomb guard)", *_position(event.start_mark))
             elif isinstance(event, yaml.ScalarEvent):
                 size = 1
                 if event.anchor is not None:
@@ -191,16 +195,14 @@ def _check_aliases(path: Path, text: str) -> None:
             else:
                 total += size
             if total + sum(entry[1] for entry in stack) > MAX_EXPANDED_NODES:
-                mark = event.start_mark
                 raise _fail(path, "PV007", f"YAML aliases expand past {MAX_EXPANDED_NODES} nodes; "
-                            "refused (alias bomb guard)", mark.line + 1, mark.column + 1)
+                            "refused (alias bomb guard)", *_position(event.start_mark))
     except yaml.YAMLError:
         return  # the real parse below reports syntax errors with their location
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    line, col = _position(getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None))
     problem = str(getattr(exc, "problem", "") or exc).strip()
     if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
         return _fail(path, "PV005", "several YAML documents in one file; a contract is exactly "
@@ -222,7 +224,7 @@ def parse_text(path: Path, text: str) -> Document:
     """Parse already-decoded text as one contract document (see ``load_document``)."""
     _check_aliases(path, text)
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe (C) loader subclass
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     except (RecursionError, MemoryError):

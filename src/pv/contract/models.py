@@ -9,7 +9,7 @@ quietly turned into a string, exactly as the schema sees it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -46,7 +46,7 @@ class _Open(_NoNulls):
 
 
 class Metadata(_Open):
-    version: Union[str, float]
+    version: str | float
     description: str
     references: StrList | None = None
     id: str | None = None
@@ -72,8 +72,8 @@ class ProofObligation(_Open):
     type: str
     property: str
     formal: str | None = None
-    tolerance: Union[float, str, None] = None
-    applies_to: Union[str, list[Any], None] = None
+    tolerance: float | str | None = None
+    applies_to: str | list[Any] | None = None
     id: str | None = None
 
 
@@ -91,7 +91,7 @@ class AlgorithmEvidence(_NoNulls):
 class LiveRequirements(_Open):
     """Facts a passing run must show to count as live; extra facts are scalars."""
 
-    __pydantic_extra__: dict[str, Union[str, float, bool]] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, str | float | bool] = Field(init=False)
 
     device: Literal["cpu", "cuda"] | None = None
     weights: Literal["synthetic", "real"] | None = None
@@ -105,9 +105,9 @@ class FalsificationTest(_Open):
     test: str
     if_fails: str
     status: str | None = None
-    algorithm_evidence: Union[AlgorithmEvidence, StrList, None] = None
+    algorithm_evidence: AlgorithmEvidence | StrList | None = None
     live_requirements: LiveRequirements | None = None
-    binds_to: Union[str, StrList, None] = None
+    binds_to: str | StrList | None = None
 
 
 class Contract(_Open):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pv.contract import ladder
 from pv.contract.evidence import is_defined

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 from pv.contract.findings import ERROR, KeyPath, dotted
 
@@ -35,7 +36,7 @@ def contract_schema() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     return Draft202012Validator(contract_schema())
 
@@ -60,7 +61,7 @@ def _message(error: Any) -> tuple[KeyPath, str]:
         return path, f"{where}: missing required key '{name}'"
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
-        names = " or ".join({"object": "mapping", "array": "list"}.get(t, t) for t in wanted)
+        names = " or ".join({"object": "mapping", "array": "list"}.get(str(t), str(t)) for t in wanted)
         return path, f"{where}: expected {names}, got {_kind(instance)} {_short(instance)}"
     if kind == "enum":
         return path, f"{where}: {_short(instance)} is not one of {', '.join(map(str, expected))}"
@@ -74,7 +75,7 @@ def _message(error: Any) -> tuple[KeyPath, str]:
         # When the value has the right kind for one branch, that branch's complaint is the news.
         inner = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
         if inner:
-            return _message(sorted(inner, key=lambda e: len(e.absolute_path))[-1])
+            return _message(max(reversed(inner), key=lambda e: len(e.absolute_path)))
         return path, (f"{where}: {_short(instance)} matches none of the allowed forms "
                       f"({_describe_alternatives(expected)})")
     return path, f"{where}: {error.message if len(error.message) < 120 else kind + ' failed'}"

@@ -13,9 +13,10 @@ import concurrent.futures
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pv.contract import ladder
 from pv.contract.discover import find_contracts, repo_root
@@ -189,9 +190,9 @@ def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
     for summary in summaries:
         other = first_contract.setdefault(summary.id, summary.file)
         if other != summary.file:
-            key: tuple[Any, ...] = ("metadata", "id")
-            line, col = _locate_in(summary.file, key)
-            findings.append(Finding(summary.file, line, col, key, "PV024",
+            id_path: tuple[Any, ...] = ("metadata", "id")
+            line, col = _locate_in(summary.file, id_path)
+            findings.append(Finding(summary.file, line, col, id_path, "PV024",
                                     f"contract id {summary.id} is also the id of {other}"))
     return findings
 
