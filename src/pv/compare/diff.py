@@ -10,6 +10,7 @@ as a table or JSON, bisect walks it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -169,6 +170,10 @@ def compare_sides(
     return StageRecord(stage, a.layer, status, m, tol, dtype, verdict.reasons, pa, pb)
 
 
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def _side(entry: aprt.Entry, manifest: dict[str, Any] | None) -> align.Side:
     return align.Side(entry.path, entry.stage, entry.layer, entry.header, entry.shape,
                       entry.layout, _side_dtype(entry.meta, manifest), entry.meta)
@@ -189,11 +194,13 @@ def diff_captures(
     stages: Sequence[str] | None = None,
     top_k: int = 5,
     chunk: int = metrics.CHUNK,
+    workers: int | None = None,
 ) -> DiffReport:
     """Compare two capture directories (``a`` under test, ``b`` reference), stage by stage.
 
-    ``stages`` limits the comparison to those stage names. Raises PvError only
-    when nothing could be compared at all.
+    ``stages`` limits the comparison to those stage names; ``workers`` threads
+    compare pairs concurrently (default: one per CPU, at most 4). Raises
+    PvError only when nothing could be compared at all.
     """
     ca, cb = _open(a), _open(b)
     config = _config(model)
@@ -201,13 +208,26 @@ def diff_captures(
     wanted = set(stages) if stages is not None else None
     ea, eb = ca.by_key(), cb.by_key()
     keys = sorted(set(ea) | set(eb), key=lambda k: stage_table.sort_key(k[0], k[1]))
+    keys = [k for k in keys if wanted is None or k[0] in wanted]
+    pairs = [k for k in keys if k in ea and k in eb]
+
+    def one(key: tuple[str, int | None]) -> StageRecord:
+        return compare_sides(_side(ea[key], ca.manifest), _side(eb[key], cb.manifest),
+                             config=config, tolerances=tols, top_k=top_k, chunk=chunk)
+
+    n_workers = max(1, min(workers if workers is not None else default_workers(), len(pairs)))
+    if n_workers > 1:
+        # numpy releases the GIL inside each pass, so stage pairs compare in parallel.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_workers) as pool:
+            done = dict(zip(pairs, pool.map(one, pairs)))
+    else:
+        done = {k: one(k) for k in pairs}
     records: list[StageRecord] = []
     for key in keys:
-        if wanted is not None and key[0] not in wanted:
-            continue
-        if key in ea and key in eb:
-            records.append(compare_sides(_side(ea[key], ca.manifest), _side(eb[key], cb.manifest),
-                                         config=config, tolerances=tols, top_k=top_k, chunk=chunk))
+        if key in done:
+            records.append(done[key])
         elif key in ea:
             records.append(StageRecord(key[0], key[1], ONLY_A, path_a=str(ea[key].path),
                                        reasons=("captured by A only",)))

@@ -1,0 +1,113 @@
+"""How fast is ``pv diff`` compared with just reading the same bytes?
+
+Writes two capture directories (engine under test and reference, >= 2 GB in
+all) into a temporary directory, makes sure they are in the page cache, then
+measures side by side in one run:
+
+* raw: reading every file of both captures with ``readinto`` into one reused
+  buffer (the ceiling for anything that looks at every byte);
+* pv diff: ``diff_captures`` on the two directories, every metric included
+  (float64 sums per position, max and top-K, NaN/Inf bookkeeping).
+
+It prints both throughputs and their ratio (target: >= 0.5), then deletes the
+captures. Memory stays bounded: tensors are generated and written one at a
+time, and the diff reads in chunks.
+
+    python benchmarks/bench_diff.py [--gb 2.1] [--repeat 3] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pv.capture import aprt
+from pv.compare.diff import default_workers, diff_captures
+
+S, H = 4096, 4096  # one [S, H] float32 stage tensor = 64 MiB
+STAGES = ("attn_norm", "post_attn_residual", "ffn_norm", "post_ffn_residual")
+
+
+def write_pair(root: Path, total_bytes: float) -> tuple[Path, Path, int]:
+    """Two captures of identical layout; B = A + small noise. Returns their paths and byte count."""
+    per_tensor = S * H * 4
+    n_tensors = int(np.ceil(total_bytes / (2 * per_tensor)))
+    rng = np.random.default_rng(0)
+    a_dir, b_dir = root / "a", root / "b"
+    written = 0
+    with aprt.CaptureWriter(a_dir, {"dtype": "float32"}) as wa, aprt.CaptureWriter(b_dir, {"dtype": "float32"}) as wb:
+        for i in range(n_tensors):
+            layer, stage = divmod(i, len(STAGES))
+            ref = rng.standard_normal((S, H), dtype=np.float32)
+            test = ref + np.float32(1e-6) * rng.standard_normal((S, H), dtype=np.float32)
+            wa.write(STAGES[stage], layer, test, dtype_captured="float32")
+            wb.write(STAGES[stage], layer, ref, dtype_captured="float32")
+            written += 2 * (aprt.HEADER_SIZE + per_tensor)
+            del ref, test
+    return a_dir, b_dir, written
+
+
+def files_of(*roots: Path) -> list[Path]:
+    return sorted(p for r in roots for p in r.rglob("*.bin"))
+
+
+def raw_read(files: list[Path], buf: bytearray) -> int:
+    view = memoryview(buf)
+    total = 0
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                total += n
+    return total
+
+
+def best_of(repeat: int, fn) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gb", type=float, default=2.1, help="total size of both captures, GB (default 2.1)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported")
+    ap.add_argument("--dir", default=None, help="where to create the temporary captures")
+    args = ap.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="pv-bench-diff-", dir=args.dir))
+    try:
+        t0 = time.perf_counter()
+        a_dir, b_dir, nbytes = write_pair(root, args.gb * 1e9)
+        print(f"wrote {nbytes / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s under {root}")
+        files = files_of(a_dir, b_dir)
+        buf = bytearray(4 << 20)
+        raw_read(files, buf)  # warm the page cache
+        t_raw = best_of(args.repeat, lambda: raw_read(files, buf))
+        report = diff_captures(a_dir, b_dir)
+        assert report.ok, "the benchmark captures should agree within float32 tolerance"
+        t_one = best_of(args.repeat, lambda: diff_captures(a_dir, b_dir, workers=1))
+        t_diff = best_of(args.repeat, lambda: diff_captures(a_dir, b_dir))
+        raw_gbs = nbytes / t_raw / 1e9
+        one_gbs, diff_gbs = nbytes / t_one / 1e9, nbytes / t_diff / 1e9
+        print(f"raw readinto (one thread, reused 4 MiB buffer): {raw_gbs:6.2f} GB/s  ({t_raw:.2f} s)")
+        print(f"pv diff, one thread:                            {one_gbs:6.2f} GB/s  ({t_one:.2f} s)"
+              f"  ratio {one_gbs / raw_gbs:.2f}x")
+        print(f"pv diff, default ({default_workers()} worker threads):            {diff_gbs:6.2f} GB/s  ({t_diff:.2f} s)"
+              f"  ratio {diff_gbs / raw_gbs:.2f}x  (target >= 0.5x)")
+        print(f"pairs compared: {report.summary()['pairs']}, cpus: {os.cpu_count()}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
