@@ -111,6 +111,7 @@ BAD_INPUTS = {
         b"%c: &%c [%s]\n" % (ord(name), ord(name), b",".join([ref] * 10))
         for name, ref in zip("abcdef", [b"x", b"*a", b"*b", b"*c", b"*d", b"*e"])), "PV007"),
     "python.yaml": (b"x: !!python/object/apply:os.system ['echo pwned']\n", "PV008"),
+    "deep.yaml": (b"x: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "PV009"),
 }
 
 

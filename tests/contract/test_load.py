@@ -193,3 +193,28 @@ def test_fine_files_are_parsed_once(write, valid_text, monkeypatch):
     monkeypatch.setattr(load.yaml, "compose", lambda *a, **k: calls.append(1) or real_compose(*a, **k))
     report = validate_files([write(valid_text)], check_evidence=False)
     assert report.ok and report.findings == () and calls == []
+
+
+@pytest.mark.parametrize("text", [
+    "metadata: " + "[" * 200_000 + "]" * 200_000 + "\n",
+    "metadata: " + "{a: " * 600 + "1" + "}" * 600 + "\n",
+    "metadata:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(600)) + " " * 601 + "x\n",
+    "metadata: \n" + "- " * 700 + "x\n",
+], ids=["flow-200k", "flow-maps-600", "block-indent-600", "compact-dashes-700"])
+def test_deep_nesting_is_refused_without_crashing(write, text):
+    """Run in a child process: a regression here would crash the interpreter, not fail."""
+    import subprocess
+    import sys
+
+    path = write(text)
+    code = ("from pv.contract.load import load_document, ContractLoadError\n"
+            f"try:\n    load_document({str(path)!r})\nexcept ContractLoadError as e:\n"
+            "    print(e.finding.rule)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "PV009", done.stderr[-500:]
+
+
+def test_moderate_nesting_is_fine(write):
+    text = "metadata: {version: '1', description: d}\nx: " + "[" * 100 + "]" * 100 + "\n"
+    assert load_document(write(text)).data["x"] is not None

@@ -31,8 +31,17 @@ MAX_ALIASES = 256
 MAX_EXPANDED_NODES = 200_000
 
 _LOADER_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Collections nested deeper than this are refused: libyaml's composer recurses in C
+#: and a few tens of thousands of levels crash the interpreter. Real contracts nest ~10.
+MAX_DEPTH = 512
 #: An anchor (``&name``) where a node may start; without one no alias can exist.
 _ANCHOR_RE = re.compile(r"(?:^|[\s\[{,:])&[^\s\[\]{},]")
+#: Nesting depth is at most (flow brackets) + (deepest indentation) + (longest run of
+#: compact ``- ``/``? `` indicators on one line) + 1. Below these bounds it cannot reach
+#: MAX_DEPTH (128 + 127 + 63 + 1 < 512), so the event scan is skipped.
+_FLOW_SCAN = 128
+_DEEP_INDENT_RE = re.compile(r"\n {128,}")
+_COMPACT_RUN_RE = re.compile(r"(?:[-?:][ \t]+){64,}")
 
 
 class _Loader(_LOADER_BASE):  # type: ignore[misc]
@@ -151,15 +160,25 @@ def _position(mark: Any) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def _check_aliases(path: Path, text: str) -> None:
-    """Refuse alias bombs before construction, counting expanded nodes from parser events.
+def _may_be_hostile(text: str) -> bool:
+    """Cheap (C-speed) test: could this text hold an alias or nest past MAX_DEPTH?"""
+    if "&" in text and _ANCHOR_RE.search(text):
+        return True
+    if text.count("[") + text.count("{") > _FLOW_SCAN:
+        return True
+    return bool(_DEEP_INDENT_RE.search(text) or _COMPACT_RUN_RE.search(text))
 
-    Only files with something that looks like an anchor pay for this event scan.
-    Each anchored node's expanded size is recorded when it closes; an alias adds
-    that size. Exponential growth (billion laughs) trips the bound after a few
-    dozen events, long before anything is allocated.
+
+def _check_structure(path: Path, text: str) -> None:
+    """Refuse alias bombs and pathological nesting before anything is composed.
+
+    libyaml's event parser is iterative, so it is safe on any input. Each
+    anchored node's expanded size is recorded when it closes and an alias adds
+    that size: exponential growth (billion laughs) trips the bound after a few
+    dozen events, long before anything is allocated. Only files that the cheap
+    pre-test flags pay for this scan; ordinary contracts never do.
     """
-    if "&" not in text or not _ANCHOR_RE.search(text):
+    if not _may_be_hostile(text):
         return
     sizes: dict[str, int] = {}
     stack: list[list[Any]] = []  # [anchor, size] per open collection
@@ -168,6 +187,9 @@ def _check_aliases(path: Path, text: str) -> None:
         for event in yaml.parse(text, Loader=_Loader):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 stack.append([event.anchor, 1])
+                if len(stack) > MAX_DEPTH:
+                    raise _fail(path, "PV009", f"collections nested more than {MAX_DEPTH} deep; "
+                                "refused", *_position(event.start_mark))
                 continue
             if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 anchor, size = stack.pop()
@@ -222,7 +244,7 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
 
 def parse_text(path: Path, text: str) -> Document:
     """Parse already-decoded text as one contract document (see ``load_document``)."""
-    _check_aliases(path, text)
+    _check_structure(path, text)
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:

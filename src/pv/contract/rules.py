@@ -324,6 +324,7 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV006", "not-a-mapping", ERROR, "the file is empty, or its document is a list or scalar"),
     Rule("PV007", "alias-bomb", ERROR, "too many YAML aliases or too large an expansion"),
     Rule("PV008", "unsafe-tag", ERROR, "a !!python/* or other unsupported tag (never constructed)"),
+    Rule("PV009", "too-deep", ERROR, "collections nested deeper than 512 levels"),
     Rule("PV010", "schema", ERROR, "structure per schemas/contract.schema.json"),
     Rule("PV011", "version-float", WARNING, "metadata.version was read as a number", rule_version_float),
     Rule("PV012", "empty-formula", ERROR, "an equation's formula is empty", rule_empty_formula),
