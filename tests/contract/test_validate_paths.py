@@ -152,3 +152,13 @@ def test_corpus_as_a_set():
     assert "PV010" in by_file["apr-contract-enforcement-v1.yaml"]  # equations written as a list
     assert "PV015" in by_file["alibi-kernel-v1.yaml"]  # reuses active-learning's falsifier ids
     assert "PV020" in by_file["swiglu-kernel-v1.yaml"]  # depends on a contract not in the corpus
+
+
+@pytest.mark.parametrize("load, cores, expected", [
+    (0.2, 2, 2), (1.0, 2, 2), (1.4, 2, 2), (2.0, 2, 1), (6.5, 2, 1), (3.0, 16, 14), (0.0, 1, 1),
+])
+def test_default_workers_follow_idle_cores(monkeypatch, load, cores, expected):
+    monkeypatch.setattr(validate_mod.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(validate_mod.os, "sched_getaffinity", lambda _pid: set(range(cores)),
+                        raising=False)
+    assert validate_mod._workers() == expected

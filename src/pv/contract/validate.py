@@ -137,10 +137,21 @@ def _check_chunk(paths: Sequence[Path], check_evidence: bool | None) -> list[Fil
 
 
 def _workers() -> int:
+    """One worker per idle core, at least one.
+
+    Cores busy with other work (the load average, less this process) make extra
+    workers slower, not faster: on a shared CI runner two workers fighting for
+    one free core lose to one. ``jobs=`` / ``pv validate -j`` overrides this.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        busy = max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):  # no load average (Windows)
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
 
 
 def _check_all(paths: list[Path], check_evidence: bool | None, jobs: int | None) -> list[FileResult]:
