@@ -10,10 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests_falsify_records import make_record
 
 from pv.errors import PvError
 from pv.falsify import evidence as ev
-from tests_falsify_records import make_record
 
 
 def test_round_trip_through_json() -> None:
@@ -132,6 +132,6 @@ def test_versions_do_not_import_torch() -> None:
     code = ("import sys; from pv.falsify.evidence import versions; v = versions(); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
             "print(v['python'], v['torch'])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0].count(".") == 2

@@ -145,7 +145,7 @@ def test_concurrent_runs_never_overwrite_each_other(demo) -> None:
     procs = [subprocess.Popen(cmd, cwd=demo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(3)]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     paths = demo.records()
     assert len(paths) == 9 and len({p.name for p in paths}) == 9

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from tests_falsify_records import make_record
 
 from pv.falsify.evidence import TestResult
 from pv.falsify.promote import RunSummary, backing, meets, promote, summarize, supports
-from tests_falsify_records import make_record
 
 P, F, S = "passed", "failed", "skipped"
 LIVE_PASS = RunSummary(P, None, False, True)

@@ -112,7 +112,7 @@ def test_corpus_contracts_round_trip_byte_for_byte() -> None:
                if isinstance(f, dict) and "id" in f]
         if not ids or len(set(ids)) != len(ids):
             continue
-        out, changes = rewrite_text(text, {fid: "PARTIAL_ALGORITHM_LEVEL" for fid in ids}, path.name)
+        out, _ = rewrite_text(text, {fid: "PARTIAL_ALGORITHM_LEVEL" for fid in ids}, path.name)
         after = yaml.safe_load(out)
         assert {str(f["id"]): f["status"] for f in after["falsification_tests"]} == \
             {fid: "PARTIAL_ALGORITHM_LEVEL" for fid in ids}

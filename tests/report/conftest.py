@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "falsify"))
 
-from tests_falsify_records import make_record  # noqa: E402
+from tests_falsify_records import make_record
 
 CONTRACT = """\
 metadata:

@@ -54,8 +54,9 @@ def test_hand_edited_promotions_are_unsupported(repo, capsys) -> None:
 
 
 def test_a_later_failure_voids_the_promotion(repo, capsys) -> None:
-    from pv.falsify.evidence import write_record
     from tests_falsify_records import make_record
+
+    from pv.falsify.evidence import write_record
 
     write_record(repo.evidence, make_record("failed", falsifier="FALSIFY-DEMO-001",
                                             finished="2026-11-26T00:00:00.000000Z"))

@@ -8,8 +8,9 @@ several, and a test may carry several markers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pv.errors import PvError
 

@@ -9,9 +9,10 @@ gate reads baseline contracts out of git).
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pv.errors import PvError
 
@@ -48,14 +49,15 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) -> Contract:
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    raw_meta = data.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     version = meta.get("version")
     falsifiers: list[Falsifier] = []
     for raw in data.get("falsification_tests") or []:
         if not isinstance(raw, dict) or raw.get("id") is None:
             continue
-        evidence = raw.get("algorithm_evidence")
-        evidence = evidence if isinstance(evidence, dict) else {}
+        raw_evidence = raw.get("algorithm_evidence")
+        evidence: Mapping[str, Any] = raw_evidence if isinstance(raw_evidence, dict) else {}
         reqs = raw.get("live_requirements")
         status = raw.get("status")
         falsifiers.append(Falsifier(
@@ -91,22 +93,9 @@ def contract_from_text(path: Path, text: str) -> Contract:
 
 def find_contract_files(paths: Iterable[Path]) -> list[Path]:
     """Contract files under ``paths`` (files as given, folders searched recursively)."""
-    try:
-        from pv.contract.discover import find_contracts
-    except ImportError:  # the discovery module is optional to this view
-        find_contracts = None
-    paths = list(paths)
-    if find_contracts is not None:
-        return list(find_contracts(paths))
-    found: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise PvError(f"{p}: no such file or directory")
-    return found
+    from pv.contract.discover import find_contracts
+
+    return find_contracts(paths)
 
 
 def load_contracts(paths: Iterable[Path]) -> list[Contract]:

@@ -18,12 +18,13 @@ import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from pv.errors import PvError
 from pv.falsify.atomic import create_bytes
@@ -90,7 +91,7 @@ class EvidenceRecord:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EvidenceRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> EvidenceRecord:
         validate(data)
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
@@ -98,7 +99,7 @@ class EvidenceRecord:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "EvidenceRecord":
+    def from_json(cls, text: str) -> EvidenceRecord:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -117,7 +118,7 @@ class EvidenceRecord:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     text = resources.files("pv").joinpath("schemas", "evidence.schema.json").read_text("utf-8")
     schema = json.loads(text)

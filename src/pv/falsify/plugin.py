@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,7 @@ class FalsifierRecord:
         self.facts[name] = value
         self._item.user_properties.append((_FACT + name, value))
 
-    def metric(self, name: str, value: float | int | None) -> None:
+    def metric(self, name: str, value: float | None) -> None:
         number = None if value is None else float(value)
         if number is not None and not math.isfinite(number):
             number = None  # JSON has no NaN; a missing number is honest
@@ -194,7 +195,7 @@ def _reason(report: pytest.TestReport) -> str | None:
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3:
         text = str(longrepr[2])
-        return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
+        return text.removeprefix("Skipped: ")
     if longrepr is None:
         return None
     crash = getattr(longrepr, "reprcrash", None)
@@ -258,4 +259,4 @@ def _write_json(path: Path, payload: Any) -> None:
     replace_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
-__all__ = ["FalsifierRecord", "PROGRESS_PREFIX", "falsifier_record", "fixture_absent"]
+__all__ = ["PROGRESS_PREFIX", "FalsifierRecord", "falsifier_record", "fixture_absent"]

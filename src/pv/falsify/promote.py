@@ -21,8 +21,9 @@ question: does the recorded evidence justify the status a contract claims?
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pv.contract import ladder
 from pv.falsify.evidence import FAILED, PASSED, SKIPPED, EvidenceRecord, TestResult

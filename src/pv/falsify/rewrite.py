@@ -15,9 +15,10 @@ old file or the new one, never a mix.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -49,7 +50,7 @@ def _get(mapping: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | N
     return None
 
 
-def _falsifier_nodes(root: yaml.Node, where: str) -> list[yaml.MappingNode]:
+def _falsifier_nodes(root: yaml.Node | None, where: str) -> list[yaml.MappingNode]:
     if not isinstance(root, yaml.MappingNode):
         raise RewriteError(f"{where}: the document is not a mapping")
     entry = _get(root, "falsification_tests")

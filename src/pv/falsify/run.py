@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from pv.errors import ExitCode, PvError
 from pv.falsify import evidence as ev

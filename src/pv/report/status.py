@@ -8,9 +8,10 @@ no torch. ``collect`` returns data; ``render_text``/``render_markdown``/
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pv.contract import ladder
 from pv.falsify import evidence as ev
@@ -31,7 +32,7 @@ class RecordRef:
     stale: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, record: ev.EvidenceRecord, path: Path, root: Path) -> "RecordRef":
+    def of(cls, record: ev.EvidenceRecord, path: Path, root: Path) -> RecordRef:
         try:
             shown = str(path.relative_to(root))
         except ValueError:
@@ -217,9 +218,9 @@ def render_text(report: StatusReport) -> str:
 
 
 def render_markdown(report: StatusReport) -> str:
-    lines = ["## Falsifier status", "",
-             f"**{report.total} falsifiers** in {len(report.contracts)} contract(s); "
-             f"FUNCTIONAL or better: **{report.functional_share:.0%}**", ""]
+    headline = (f"**{report.total} falsifiers** in {len(report.contracts)} contract(s); "
+                f"FUNCTIONAL or better: **{report.functional_share:.0%}**")
+    lines = ["## Falsifier status", "", headline, ""]
     for c in report.contracts:
         lines += [f"### `{c.id}` v{c.version or '?'}"
                   + (f" (metadata.status `{c.metadata_status}`)" if c.metadata_status else ""), ""]
