@@ -73,14 +73,14 @@ def summarize(tests: Sequence[TestResult]) -> RunSummary:
     return RunSummary(SKIPPED, reason, bool(absent), False)
 
 
-def _canon(status: str | None) -> str:
+def canonical(status: str | None) -> str:
     """Unknown or missing statuses count as PROPOSED (``pv validate`` reports them)."""
     return ladder.normalize(status) or ladder.PROPOSED
 
 
 def promote(current: str | None, run: RunSummary) -> str:
     """The status after one run, from the status before it."""
-    old = _canon(current)
+    old = canonical(current)
     if run.outcome == FAILED:
         return ladder.FALSIFIED
     if run.outcome == PASSED:
@@ -118,7 +118,7 @@ def supports(status: str | None, records: Sequence[EvidenceRecord]) -> tuple[boo
     any passing record, in both cases newer than the latest failing record.
     Lower statuses claim nothing and are always supported.
     """
-    canon = _canon(status)
+    canon = canonical(status)
     if canon in _NEEDS_LIVE or canon == ladder.PARTIAL:
         recent = _since_last_failure(records)
         failed_later = len(recent) < len(records)
@@ -136,7 +136,7 @@ def supports(status: str | None, records: Sequence[EvidenceRecord]) -> tuple[boo
 
 def backing(status: str | None, records: Sequence[EvidenceRecord]) -> EvidenceRecord | None:
     """The latest record consistent with ``status`` (the evidence behind it), if any."""
-    canon = _canon(status)
+    canon = canonical(status)
     for record in reversed(records):
         if canon in _NEEDS_LIVE and record.passed and record.live:
             return record

@@ -25,7 +25,7 @@ from pv.errors import ExitCode, PvError
 from pv.falsify import evidence as ev
 from pv.falsify.catalog import Contract, Falsifier
 from pv.falsify.plugin import PROGRESS_PREFIX
-from pv.falsify.promote import _canon, meets, promote, summarize
+from pv.falsify.promote import canonical, meets, promote, summarize
 from pv.falsify.rewrite import rewrite_statuses
 
 Echo = Callable[[str], None]
@@ -154,7 +154,7 @@ def build_record(contract: Contract, falsifier: Falsifier, results: Sequence[Map
     for t in tests:
         metrics.update(t.metrics)
     metrics.update(lead.metrics)
-    old = _canon(falsifier.status)
+    old = canonical(falsifier.status)
     return ev.EvidenceRecord(
         contract_id=contract.id, contract_version=contract.version, falsifier_id=falsifier.id,
         outcome=run.outcome, reason=run.reason, fixture_absent=run.fixture_absent, live=run.live,

@@ -28,7 +28,7 @@ from typing import Any
 from pv.contract import ladder
 from pv.errors import PvError
 from pv.falsify.catalog import Contract, contract_from_text
-from pv.falsify.promote import _canon
+from pv.falsify.promote import canonical
 from pv.report.status import SNAPSHOT_KIND, StatusReport
 
 #: contract id -> falsifier id -> status as written.
@@ -149,9 +149,9 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
             for fid, old in before.items():
                 f = current.get(fid)
                 if f is None:
-                    failures.append(GateFailure(FALSIFIER_REMOVED, cid, fid, f"was {_canon(old)}, now gone"))
-                elif ladder.rank(f.status) < ladder.rank(_canon(old)):
-                    failures.append(GateFailure(REGRESSED, cid, fid, f"{_canon(old)} -> {f.status}"))
+                    failures.append(GateFailure(FALSIFIER_REMOVED, cid, fid, f"was {canonical(old)}, now gone"))
+                elif ladder.rank(f.status) < ladder.rank(canonical(old)):
+                    failures.append(GateFailure(REGRESSED, cid, fid, f"{canonical(old)} -> {f.status}"))
     for c in report.contracts:
         for f in c.falsifiers:
             if not f.supported:

@@ -16,7 +16,7 @@ from typing import Any
 from pv.contract import ladder
 from pv.falsify import evidence as ev
 from pv.falsify.catalog import Contract
-from pv.falsify.promote import _canon, backing, supports
+from pv.falsify.promote import backing, canonical, supports
 
 SNAPSHOT_KIND = "pv-status"
 
@@ -126,7 +126,7 @@ def falsifier_status(contract: Contract, fid: str, written: str | None, evidence
                      root: Path) -> FalsifierStatus:
     pairs = _record_paths(evidence_dir, contract.id, fid)
     records = [r for r, _ in pairs]
-    canon = _canon(written)
+    canon = canonical(written)
     ok, why = supports(canon, records)
     back = backing(canon, records)
     back_ref = next((RecordRef.of(r, p, root) for r, p in pairs if r is back), None)
