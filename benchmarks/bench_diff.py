@@ -42,7 +42,10 @@ def write_pair(root: Path, total_bytes: float) -> tuple[Path, Path, int]:
     rng = np.random.default_rng(0)
     a_dir, b_dir = root / "a", root / "b"
     written = 0
-    with aprt.CaptureWriter(a_dir, {"dtype": "float32"}) as wa, aprt.CaptureWriter(b_dir, {"dtype": "float32"}) as wb:
+    with (
+        aprt.CaptureWriter(a_dir, {"dtype": "float32"}) as wa,
+        aprt.CaptureWriter(b_dir, {"dtype": "float32"}) as wb,
+    ):
         for i in range(n_tensors):
             layer, stage = divmod(i, len(STAGES))
             ref = rng.standard_normal((S, H), dtype=np.float32)
@@ -79,7 +82,9 @@ def best_of(repeat: int, fn) -> float:  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gb", type=float, default=2.1, help="total size of both captures, GB (default 2.1)")
+    ap.add_argument(
+        "--gb", type=float, default=2.1, help="total size of both captures, GB (default 2.1)"
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions; the best is reported")
     ap.add_argument("--dir", default=None, help="where to create the temporary captures")
     args = ap.parse_args(argv)
@@ -98,11 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         t_diff = best_of(args.repeat, lambda: diff_captures(a_dir, b_dir))
         raw_gbs = nbytes / t_raw / 1e9
         one_gbs, diff_gbs = nbytes / t_one / 1e9, nbytes / t_diff / 1e9
-        print(f"raw readinto (one thread, reused 4 MiB buffer): {raw_gbs:6.2f} GB/s  ({t_raw:.2f} s)")
-        print(f"pv diff, one thread:                            {one_gbs:6.2f} GB/s  ({t_one:.2f} s)"
-              f"  ratio {one_gbs / raw_gbs:.2f}x")
-        print(f"pv diff, default ({default_workers()} worker threads):            {diff_gbs:6.2f} GB/s  ({t_diff:.2f} s)"
-              f"  ratio {diff_gbs / raw_gbs:.2f}x  (target >= 0.5x)")
+        print(
+            f"raw readinto (one thread, reused 4 MiB buffer): {raw_gbs:6.2f} GB/s  ({t_raw:.2f} s)"
+        )
+        print(
+            f"pv diff, one thread:                            {one_gbs:6.2f} GB/s  ({t_one:.2f} s)"
+            f"  ratio {one_gbs / raw_gbs:.2f}x"
+        )
+        print(
+            f"pv diff, default ({default_workers()} worker threads):            {diff_gbs:6.2f} GB/s  ({t_diff:.2f} s)"
+            f"  ratio {diff_gbs / raw_gbs:.2f}x  (target >= 0.5x)"
+        )
         print(f"pairs compared: {report.summary()['pairs']}, cpus: {os.cpu_count()}")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -14,12 +14,31 @@ pytest.importorskip("torch")
 TOKENS = "5,9,33,120,77,3,8,250"
 
 
-def test_model_fault_json_isolate_plot_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_fault_json_isolate_plot_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("matplotlib")
     png, md = tmp_path / "b.png", tmp_path / "b.md"
-    code = run(["bisect", "--model", "synthetic", "--reference", "pv", "--tokens", TOKENS,
-                "--inject-fault", "score_scale_1_over_d@2", "--isolate", "--plot", str(png),
-                "--report", str(md), "--format", "json"])
+    code = run(
+        [
+            "bisect",
+            "--model",
+            "synthetic",
+            "--reference",
+            "pv",
+            "--tokens",
+            TOKENS,
+            "--inject-fault",
+            "score_scale_1_over_d@2",
+            "--isolate",
+            "--plot",
+            str(png),
+            "--report",
+            str(md),
+            "--format",
+            "json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 1
     assert data["summary"]["first_divergence"] == {"layer": 2, "stage": "attn_scores"}
@@ -32,32 +51,83 @@ def test_model_fault_json_isolate_plot_report(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_model_clean_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run(["bisect", "--model", "synthetic", "--reference", "pv", "--tokens", TOKENS,
-                "--keep", str(tmp_path / "keep")])
+    code = run(
+        [
+            "bisect",
+            "--model",
+            "synthetic",
+            "--reference",
+            "pv",
+            "--tokens",
+            TOKENS,
+            "--keep",
+            str(tmp_path / "keep"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "no divergence" in out
     assert (tmp_path / "keep/test/manifest.json").is_file()
     assert (tmp_path / "keep/reference/manifest.json").is_file()
     # the kept captures bisect the same way from the directories
-    assert run(["bisect", str(tmp_path / "keep/test"), str(tmp_path / "keep/reference"), "--format", "json"]) == 0
+    assert (
+        run(
+            [
+                "bisect",
+                str(tmp_path / "keep/test"),
+                str(tmp_path / "keep/reference"),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["summary"]["first_divergence"] is None
 
 
 def test_default_reference_is_the_oracle(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("transformers")
-    code = run(["bisect", "--model", "synthetic", "--tokens", TOKENS, "--inject-fault", "final_norm_skipped",
-                "--format", "json"])
+    code = run(
+        [
+            "bisect",
+            "--model",
+            "synthetic",
+            "--tokens",
+            TOKENS,
+            "--inject-fault",
+            "final_norm_skipped",
+            "--format",
+            "json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
-    assert code == 1 and data["summary"]["first_divergence"] == {"layer": None, "stage": "final_norm"}
+    assert code == 1 and data["summary"]["first_divergence"] == {
+        "layer": None,
+        "stage": "final_norm",
+    }
 
 
-def test_text_names_first_divergence_and_transitions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run(["bisect", "--model", "synthetic", "--reference", "pv", "--tokens", TOKENS,
-                "--inject-fault", "embedding_scaled"])
+def test_text_names_first_divergence_and_transitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(
+        [
+            "bisect",
+            "--model",
+            "synthetic",
+            "--reference",
+            "pv",
+            "--tokens",
+            TOKENS,
+            "--inject-fault",
+            "embedding_scaled",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "first divergence: embedding" in out and "last good stage:  none" in out
-    assert "later good->bad transitions" in out  # the attention norm hides the scale, the residual shows it
+    assert (
+        "later good->bad transitions" in out
+    )  # the attention norm hides the scale, the residual shows it
 
 
 @pytest.mark.parametrize(
@@ -66,12 +136,21 @@ def test_text_names_first_divergence_and_transitions(tmp_path: Path, capsys: pyt
         ([], "give two capture directories A B, or --model"),
         (["{d}"], "give two capture directories A B, or --model"),
         (["{d}", "{missing}"], "not a capture directory"),
-        (["{d}", "{d}", "--inject-fault", "mask_off_by_one"], "--inject-fault only applies with --model"),
+        (
+            ["{d}", "{d}", "--inject-fault", "mask_off_by_one"],
+            "--inject-fault only applies with --model",
+        ),
         (["{d}", "{d}", "--isolate"], "--isolate needs --model"),
-        (["--model", "synthetic", "--tokens", "1", "--prompt", "x"], "at most one of --tokens and --prompt"),
+        (
+            ["--model", "synthetic", "--tokens", "1", "--prompt", "x"],
+            "at most one of --tokens and --prompt",
+        ),
         (["--model", "synthetic", "--plot", "{d}/x.jpg"], "must end in .png"),
         (["--model", "synthetic", "--report", "{missing}/r.md"], "does not exist"),
-        (["--model", "synthetic", "--inject-fault", "no_such_fault"], "unknown fault 'no_such_fault'"),
+        (
+            ["--model", "synthetic", "--inject-fault", "no_such_fault"],
+            "unknown fault 'no_such_fault'",
+        ),
         (["--model", "synthetic", "--inject-fault", "mask_off_by_one@9"], "out of range"),
         (["--model", "synthetic", "--keep", "{d}"], "must be a new or empty directory"),
         (["--model", "synthetic", "--tokens", "1,x"], "bad token id"),
@@ -79,8 +158,9 @@ def test_text_names_first_divergence_and_transitions(tmp_path: Path, capsys: pyt
         (["{d}", "{d}", "--plot-metric", "psnr"], "Invalid value"),
     ],
 )
-def test_bad_arguments_are_exit_2_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           args: list[str], message: str) -> None:
+def test_bad_arguments_are_exit_2_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     d = tmp_path / "d"
     d.mkdir()
     (d / "x").write_text("occupied", encoding="utf-8")

@@ -14,7 +14,9 @@ from pv.cli import run
 S = 4
 
 
-def capture_dir(root: Path, scale: float = 1.0, *, manifest: bool = True, extra: bool = False) -> Path:
+def capture_dir(
+    root: Path, scale: float = 1.0, *, manifest: bool = True, extra: bool = False
+) -> Path:
     rng = np.random.default_rng(3)
     tensors = {
         ("attn_norm", 0): rng.standard_normal((S, 64)),
@@ -76,7 +78,9 @@ def test_stage_filter_and_verbose(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "per-position cosine" in capsys.readouterr().out
 
 
-def test_model_gives_shapes_to_bare_captures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_gives_shapes_to_bare_captures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = capture_dir(tmp_path / "a", manifest=False), capture_dir(tmp_path / "b", manifest=False)
     assert run(["diff", str(a), str(b), "--model", "synthetic", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -86,7 +90,9 @@ def test_model_gives_shapes_to_bare_captures(tmp_path: Path, capsys: pytest.Capt
 
 def test_single_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = capture_dir(tmp_path / "a"), capture_dir(tmp_path / "b", scale=3)
-    assert run(["diff", str(a / "layer-0/attn_scores.bin"), str(b / "layer-0/attn_scores.bin")]) == 1
+    assert (
+        run(["diff", str(a / "layer-0/attn_scores.bin"), str(b / "layer-0/attn_scores.bin")]) == 1
+    )
     assert run(["diff", str(a / "layer-1/ffn_up.bin"), str(b / "layer-1/ffn_up.bin")]) == 0
     capsys.readouterr()
 
@@ -98,7 +104,9 @@ def test_one_sided_stage_is_shown(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "L1.ffn_gate" in out and "A only" in out
 
 
-def test_shape_mismatch_is_a_finding_not_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shape_mismatch_is_a_finding_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = capture_dir(tmp_path / "a"), capture_dir(tmp_path / "b")
     aprt.write(b / "layer-1/ffn_up.bin", 1, np.zeros(7, np.float32))
     (b / "manifest.json").unlink()
@@ -120,8 +128,9 @@ def test_shape_mismatch_is_a_finding_not_a_crash(tmp_path: Path, capsys: pytest.
         (["{a}", "{a}", "--format", "xml"], "Invalid value"),
     ],
 )
-def test_trouble_is_exit_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                        args: list[str], message: str) -> None:
+def test_trouble_is_exit_2_and_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     a = capture_dir(tmp_path / "a")
     (tmp_path / "empty").mkdir()
     paths = {"a": str(a), "missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty")}
@@ -131,7 +140,9 @@ def test_trouble_is_exit_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert message in err and "Traceback" not in err
 
 
-def test_corrupt_file_in_capture_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_file_in_capture_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = capture_dir(tmp_path / "a"), capture_dir(tmp_path / "b")
     (b / "layer-1/ffn_up.bin").write_bytes(b"APRX" + bytes(8))
     assert run(["diff", str(a), str(b)]) == 2

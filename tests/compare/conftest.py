@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,13 @@ from pv.capture import aprt
 SMOLLM2_DEFAULT = Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def write_capture(root: Path, tensors: dict[tuple[str, int | None], np.ndarray], *,
-                  manifest: bool = True, dtype: str = "float32") -> Path:
+def write_capture(
+    root: Path,
+    tensors: dict[tuple[str, int | None], np.ndarray],
+    *,
+    manifest: bool = True,
+    dtype: str = "float32",
+) -> Path:
     """Write ``{(stage, layer): array}`` as a capture directory (with or without a manifest)."""
     root.mkdir(parents=True, exist_ok=True)
     if manifest:
@@ -35,7 +41,9 @@ def write_capture(root: Path, tensors: dict[tuple[str, int | None], np.ndarray],
 @pytest.fixture
 def make_capture(tmp_path: Path) -> Callable[..., Path]:
     def make(name: str, tensors: dict[tuple[str, int | None], Any], **kw: Any) -> Path:
-        return write_capture(tmp_path / name, {k: np.asarray(v, np.float32) for k, v in tensors.items()}, **kw)
+        return write_capture(
+            tmp_path / name, {k: np.asarray(v, np.float32) for k, v in tensors.items()}, **kw
+        )
 
     return make
 

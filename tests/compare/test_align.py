@@ -12,8 +12,14 @@ from pv.capture.config import SYNTHETIC
 from pv.compare.align import PairError, Side, View, plan_view
 
 
-def side(stage: str | None, count: int, *, layer: int | None = 0, shape: tuple[int, ...] | None = None,
-         header_layer: int | None = None) -> Side:
+def side(
+    stage: str | None,
+    count: int,
+    *,
+    layer: int | None = 0,
+    shape: tuple[int, ...] | None = None,
+    header_layer: int | None = None,
+) -> Side:
     hl = header_layer if header_layer is not None else (layer if layer is not None else 0xFFFFFFFF)
     layout = None
     if shape is not None and stage is not None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import pytest
 
 from pv.compare.bisect import bisect, walk
@@ -88,7 +87,9 @@ def test_no_fault_no_divergence(clean: Path) -> None:
 
 
 @pytest.mark.parametrize("name", _catalogue())
-def test_every_fault_is_found_at_its_stage_and_layer(name: str, synthetic: Any, clean: Path, tmp_path: Path) -> None:
+def test_every_fault_is_found_at_its_stage_and_layer(
+    name: str, synthetic: Any, clean: Path, tmp_path: Path
+) -> None:
     from pv.capture.faults import parse_fault
     from pv.capture.trace import capture
 
@@ -96,7 +97,9 @@ def test_every_fault_is_found_at_its_stage_and_layer(name: str, synthetic: Any, 
     out = tmp_path / "faulty"
     capture(synthetic, tokens=TOKENS, output=out, engine="pv", fault=spec)
     r = bisect(out, clean)
-    assert r.first_divergence == {"layer": spec.layer, "stage": spec.fault.stage}, r.first and r.first.reasons
+    assert r.first_divergence == {"layer": spec.layer, "stage": spec.fault.stage}, (
+        r.first and r.first.reasons
+    )
 
 
 def test_fault_in_another_layer_and_hf_reference(synthetic: Any, tmp_path: Path) -> None:
@@ -114,7 +117,9 @@ def test_fault_in_another_layer_and_hf_reference(synthetic: Any, tmp_path: Path)
     assert bisect(bad, ref).first_divergence == {"layer": 3, "stage": "attn_scores"}
 
 
-def test_isolate_separates_the_layer_that_introduces_a_bug(synthetic: Any, clean: Path, tmp_path: Path) -> None:
+def test_isolate_separates_the_layer_that_introduces_a_bug(
+    synthetic: Any, clean: Path, tmp_path: Path
+) -> None:
     from pv.capture import aprt
     from pv.capture.engine import Engine
     from pv.capture.trace import capture
@@ -148,18 +153,35 @@ def test_isolate_notes_missing_inputs(synthetic: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_fault_is_found(smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_smollm2_fault_is_found(
+    smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Real weights: pv bisect captures engine and oracle, and names the injected fault's stage."""
     import json
 
     from pv.cli import run
 
     png = tmp_path / "smol.png"
-    code = run(["bisect", "--model", str(smollm2_path), "--inject-fault", "rope_theta_wrong@7",
-                "--prompt", "The capital of France is", "--format", "json", "--plot", str(png)])
+    code = run(
+        [
+            "bisect",
+            "--model",
+            str(smollm2_path),
+            "--inject-fault",
+            "rope_theta_wrong@7",
+            "--prompt",
+            "The capital of France is",
+            "--format",
+            "json",
+            "--plot",
+            str(png),
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 1
     assert out["summary"]["first_divergence"] == {"layer": 7, "stage": "q_post_rope"}
     assert png.stat().st_size > 10_000
-    stats = [r for r in out["records"] if r["layer"] is not None and r["layer"] < 7 and r["metrics"]]
+    stats = [
+        r for r in out["records"] if r["layer"] is not None and r["layer"] < 7 and r["metrics"]
+    ]
     assert stats and all(r["status"] == "pass" for r in stats)

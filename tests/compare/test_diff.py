@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -33,7 +33,13 @@ def test_identical_captures_pass(make_capture: Callable[..., Path]) -> None:
     t = base()
     rep = diff_captures(make_capture("a", t), make_capture("b", t))
     assert rep.ok and [r.status for r in rep.records] == ["pass"] * 5
-    assert [r.label for r in rep.records] == ["embedding", "L0.attn_norm", "L0.attn_scores", "L1.ffn_up", "lm_head"]
+    assert [r.label for r in rep.records] == [
+        "embedding",
+        "L0.attn_norm",
+        "L0.attn_scores",
+        "L1.ffn_up",
+        "lm_head",
+    ]
     assert rep.records[0].dtype == "float32"
     json.dumps(rep.to_dict())  # strict JSON (no Infinity)
     assert "inf" in json.dumps(rep.to_dict())
@@ -82,10 +88,22 @@ def test_zero_matched_pairs_is_an_error(make_capture: Callable[..., Path], tmp_p
 
 
 def test_mismatched_counts_and_shapes_are_pair_errors(make_capture: Callable[..., Path]) -> None:
-    a = make_capture("a", {("ffn_up", 0): np.ones((S, 160)), ("ffn_gate", 0): np.ones((2, 240)),
-                           ("attn_norm", 0): np.ones((S, 64))})
-    b = make_capture("b", {("ffn_up", 0): np.ones((S + 1, 160)), ("ffn_gate", 0): np.ones((3, 160)),
-                           ("attn_norm", 0): np.ones((S, 64))})
+    a = make_capture(
+        "a",
+        {
+            ("ffn_up", 0): np.ones((S, 160)),
+            ("ffn_gate", 0): np.ones((2, 240)),
+            ("attn_norm", 0): np.ones((S, 64)),
+        },
+    )
+    b = make_capture(
+        "b",
+        {
+            ("ffn_up", 0): np.ones((S + 1, 160)),
+            ("ffn_gate", 0): np.ones((3, 160)),
+            ("attn_norm", 0): np.ones((S, 64)),
+        },
+    )
     rep = diff_captures(a, b)
     by = {r.stage: r for r in rep.records}
     assert by["ffn_up"].status == "error" and "element counts differ" in by["ffn_up"].reasons[0]
@@ -114,10 +132,14 @@ def test_no_manifest_uses_model_config_or_compares_flat(make_capture: Callable[.
 def test_dtype_from_manifest_loosens_tolerances(make_capture: Callable[..., Path]) -> None:
     x = RNG.standard_normal((S, 64)).astype(np.float32)
     y = (x * (1 + 5e-3 * RNG.standard_normal(x.shape))).astype(np.float32)
-    strict = diff_captures(make_capture("a", {("attn_norm", 0): y}), make_capture("b", {("attn_norm", 0): x}))
+    strict = diff_captures(
+        make_capture("a", {("attn_norm", 0): y}), make_capture("b", {("attn_norm", 0): x})
+    )
     assert not strict.ok
-    loose = diff_captures(make_capture("c", {("attn_norm", 0): y}, dtype="bfloat16"),
-                          make_capture("d", {("attn_norm", 0): x}))
+    loose = diff_captures(
+        make_capture("c", {("attn_norm", 0): y}, dtype="bfloat16"),
+        make_capture("d", {("attn_norm", 0): x}),
+    )
     assert loose.ok and loose.records[0].tolerance == DEFAULTS["bfloat16"]
 
 

@@ -111,7 +111,10 @@ def test_named_index_top_k_and_per_position_cosine() -> None:
     a[0, 3] -= 1.0
     m = compare(a.ravel(), b.ravel(), View((3, 4), ("S", "H")), top_k=3)
     assert m.max_index == {"position": 2, "hidden": 1}
-    assert [t["index"] for t in m.top] == [{"position": 2, "hidden": 1}, {"position": 0, "hidden": 3}]
+    assert [t["index"] for t in m.top] == [
+        {"position": 2, "hidden": 1},
+        {"position": 0, "hidden": 3},
+    ]
     assert m.positions == (0, 1, 2)
     assert m.position_cosine[1] == 1.0
     row0a, row0b = a[0].astype(float), b[0].astype(float)
@@ -169,7 +172,9 @@ def test_chunking_gives_the_same_answer() -> None:
         assert part.position_rms == pytest.approx(whole.position_rms, rel=1e-12)
         assert (part.nan_a, part.nan_mismatch, part.inf_a, part.inf_b) == (1, 1, 1, 1)
     flat_view = View((a.size,), ("N",))
-    assert compare(a.ravel(), b.ravel(), flat_view, chunk=13).cosine == pytest.approx(whole.cosine, abs=1e-15)
+    assert compare(a.ravel(), b.ravel(), flat_view, chunk=13).cosine == pytest.approx(
+        whole.cosine, abs=1e-15
+    )
 
 
 def test_float64_accumulation_resolves_one_ulp() -> None:

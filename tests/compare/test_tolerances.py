@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,15 @@ import pytest
 
 from pv.compare.align import View
 from pv.compare.metrics import compare
-from pv.compare.tolerances import DEFAULTS, Tolerance, Tolerances, dtype_class, judge, load_config, looser
+from pv.compare.tolerances import (
+    DEFAULTS,
+    Tolerance,
+    Tolerances,
+    dtype_class,
+    judge,
+    load_config,
+    looser,
+)
 from pv.errors import PvError
 
 F32 = DEFAULTS["float32"]
@@ -24,7 +33,7 @@ def test_dtype_classes_and_ordering() -> None:
     assert looser("quantized", "float16") == "quantized"
     assert looser(None, None) is None
     order = list(DEFAULTS.values())
-    assert all(x.rtol < y.rtol and x.cosine > y.cosine for x, y in zip(order, order[1:]))
+    assert all(x.rtol < y.rtol and x.cosine > y.cosine for x, y in itertools.pairwise(order))
 
 
 def test_identical_passes_and_uniform_scale_fails_despite_cosine_one() -> None:
@@ -63,8 +72,11 @@ def test_nonfinite_disagreement_fails() -> None:
 
 def test_precedence_defaults_config_stage_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "tol.yaml"
-    cfg.write_text("rtol: 1e-2\nstages:\n  attn_scores: {rtol: 5.0e-2, cosine: 0.99}\n"
-                   "dtypes:\n  bf16: {atol: 0.5}\n", encoding="utf-8")
+    cfg.write_text(
+        "rtol: 1e-2\nstages:\n  attn_scores: {rtol: 5.0e-2, cosine: 0.99}\n"
+        "dtypes:\n  bf16: {atol: 0.5}\n",
+        encoding="utf-8",
+    )
     tols = load_config(cfg)
     assert tols.for_stage("ffn_up", "float32") == Tolerance(F32.cosine, 1e-2, F32.atol)
     assert tols.for_stage("attn_scores", "float32") == Tolerance(0.99, 5e-2, F32.atol)
@@ -78,7 +90,9 @@ def test_json_config_and_assume_dtype(tmp_path: Path) -> None:
     cfg = tmp_path / "tol.json"
     cfg.write_text('{"assume_dtype": "bf16", "threshold": 0.5}', encoding="utf-8")
     tols = load_config(cfg)
-    assert tols.for_stage("ffn_up", None) == Tolerance(0.5, DEFAULTS["bfloat16"].rtol, DEFAULTS["bfloat16"].atol)
+    assert tols.for_stage("ffn_up", None) == Tolerance(
+        0.5, DEFAULTS["bfloat16"].rtol, DEFAULTS["bfloat16"].atol
+    )
 
 
 @pytest.mark.parametrize(

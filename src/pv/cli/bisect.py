@@ -61,9 +61,23 @@ def _check_out_file(path: str | None, suffix: str, flag: str) -> Path | None:
     return p
 
 
-def make_plan(a: str | None, b: str | None, *, model: str | None, tokens: str | None, prompt: str | None,
-              fault: str | None, reference: str, isolate: bool, plot: str | None, metric: str,
-              report: str | None, keep: str | None, device: str, dtype: str) -> BisectPlan:
+def make_plan(
+    a: str | None,
+    b: str | None,
+    *,
+    model: str | None,
+    tokens: str | None,
+    prompt: str | None,
+    fault: str | None,
+    reference: str,
+    isolate: bool,
+    plot: str | None,
+    metric: str,
+    report: str | None,
+    keep: str | None,
+    device: str,
+    dtype: str,
+) -> BisectPlan:
     """Check the arguments' combination before anything runs."""
     if (a is None) != (b is None):
         raise PvError("give two capture directories A B, or --model to capture both sides")
@@ -73,9 +87,16 @@ def make_plan(a: str | None, b: str | None, *, model: str | None, tokens: str | 
         for p in (a, b):
             if not Path(p).is_dir():
                 raise PvError(f"{p}: not a capture directory")
-        for flag, v in (("--inject-fault", fault), ("--tokens", tokens), ("--prompt", prompt), ("--keep", keep)):
+        for flag, v in (
+            ("--inject-fault", fault),
+            ("--tokens", tokens),
+            ("--prompt", prompt),
+            ("--keep", keep),
+        ):
             if v is not None:
-                raise PvError(f"{flag} only applies with --model and no A B (it controls the captures)")
+                raise PvError(
+                    f"{flag} only applies with --model and no A B (it controls the captures)"
+                )
     if isolate and model is None:
         raise PvError("--isolate needs --model: it reruns this project's engine layer by layer")
     if tokens is not None and prompt is not None:
@@ -85,11 +106,20 @@ def make_plan(a: str | None, b: str | None, *, model: str | None, tokens: str | 
         if k.exists() and (not k.is_dir() or any(k.iterdir())):
             raise PvError(f"--keep {k}: must be a new or empty directory")
     return BisectPlan(
-        Path(a) if a else None, Path(b) if b else None, model, tokens,
+        Path(a) if a else None,
+        Path(b) if b else None,
+        model,
+        tokens,
         prompt if (prompt is not None or tokens is not None or a is not None) else DEFAULT_PROMPT,
-        fault, reference.lower(), isolate,
-        _check_out_file(plot, ".png", "--plot"), metric.lower(), _check_out_file(report, ".md", "--report"),
-        Path(keep) if keep else None, device, dtype,
+        fault,
+        reference.lower(),
+        isolate,
+        _check_out_file(plot, ".png", "--plot"),
+        metric.lower(),
+        _check_out_file(report, ".md", "--report"),
+        Path(keep) if keep else None,
+        device,
+        dtype,
     )
 
 
@@ -97,8 +127,12 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
     from pv.capture.trace import capture
 
     test_dir, ref_dir = root / "test", root / "reference"
-    common: dict[str, Any] = {"tokens": plan.tokens, "prompt": plan.prompt if plan.tokens is None else None,
-                              "device": plan.device, "dtype": plan.dtype}
+    common: dict[str, Any] = {
+        "tokens": plan.tokens,
+        "prompt": plan.prompt if plan.tokens is None else None,
+        "device": plan.device,
+        "dtype": plan.dtype,
+    }
     capture(loaded, engine=plan.reference, output=ref_dir, **common)
     capture(loaded, engine="pv", output=test_dir, fault=plan.fault, **common)
     return test_dir, ref_dir
@@ -110,31 +144,100 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
 @click.option("--model", default=None, help="'synthetic', a HF model directory or a .gguf file.")
 @click.option("--tokens", default=None, help="Token ids for the captures, e.g. 1,2,3.")
 @click.option("--prompt", default=None, help="Text for the captures (default: a fixed sentence).")
-@click.option("--inject-fault", "fault", default=None, metavar="NAME[@LAYER]",
-              help="Catalogued bug injected into the engine under test.")
-@click.option("--reference", type=click.Choice(["hf", "pv"], case_sensitive=False), default="hf",
-              show_default=True, help="Reference engine: the transformers oracle, or a clean pv run.")
-@click.option("--isolate", is_flag=True, help="Rerun each layer from the reference input: local vs cumulative.")
-@click.option("--plot", default=None, metavar="FILE.png", help="Write a heatmap of layers x stages.")
-@click.option("--plot-metric", "metric", type=click.Choice(["sqnr", "cosine"], case_sensitive=False),
-              default="sqnr", show_default=True, help="What the heatmap shows.")
-@click.option("--report", default=None, metavar="FILE.md", help="Write a markdown summary (with the plot).")
-@click.option("--keep", default=None, metavar="DIR", help="Keep the two captures in DIR instead of a temp dir.")
+@click.option(
+    "--inject-fault",
+    "fault",
+    default=None,
+    metavar="NAME[@LAYER]",
+    help="Catalogued bug injected into the engine under test.",
+)
+@click.option(
+    "--reference",
+    type=click.Choice(["hf", "pv"], case_sensitive=False),
+    default="hf",
+    show_default=True,
+    help="Reference engine: the transformers oracle, or a clean pv run.",
+)
+@click.option(
+    "--isolate",
+    is_flag=True,
+    help="Rerun each layer from the reference input: local vs cumulative.",
+)
+@click.option(
+    "--plot", default=None, metavar="FILE.png", help="Write a heatmap of layers x stages."
+)
+@click.option(
+    "--plot-metric",
+    "metric",
+    type=click.Choice(["sqnr", "cosine"], case_sensitive=False),
+    default="sqnr",
+    show_default=True,
+    help="What the heatmap shows.",
+)
+@click.option(
+    "--report", default=None, metavar="FILE.md", help="Write a markdown summary (with the plot)."
+)
+@click.option(
+    "--keep",
+    default=None,
+    metavar="DIR",
+    help="Keep the two captures in DIR instead of a temp dir.",
+)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="float32", show_default=True,
-              type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False), default="text",
-              show_default=True)
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False),
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+)
 @click.option("--verbose", "-v", is_flag=True, help="Details for every stage.")
 @tolerance_options
-def command(a: str | None, b: str | None, model: str | None, tokens: str | None, prompt: str | None,
-            fault: str | None, reference: str, isolate: bool, plot: str | None, metric: str,
-            report: str | None, keep: str | None, device: str, dtype: str, fmt: str, verbose: bool,
-            threshold: float | None, rtol: float | None, atol: float | None, config_file: str | None) -> int:
+def command(
+    a: str | None,
+    b: str | None,
+    model: str | None,
+    tokens: str | None,
+    prompt: str | None,
+    fault: str | None,
+    reference: str,
+    isolate: bool,
+    plot: str | None,
+    metric: str,
+    report: str | None,
+    keep: str | None,
+    device: str,
+    dtype: str,
+    fmt: str,
+    verbose: bool,
+    threshold: float | None,
+    rtol: float | None,
+    atol: float | None,
+    config_file: str | None,
+) -> int:
     """Name the first stage where A (under test) diverges from B (reference)."""
-    plan = make_plan(a, b, model=model, tokens=tokens, prompt=prompt, fault=fault, reference=reference,
-                     isolate=isolate, plot=plot, metric=metric, report=report, keep=keep,
-                     device=device, dtype=dtype)
+    plan = make_plan(
+        a,
+        b,
+        model=model,
+        tokens=tokens,
+        prompt=prompt,
+        fault=fault,
+        reference=reference,
+        isolate=isolate,
+        plot=plot,
+        metric=metric,
+        report=report,
+        keep=keep,
+        device=device,
+        dtype=dtype,
+    )
     tols = build_tolerances(threshold, rtol, atol, config_file)
     config = None
     if plan.model is not None:
@@ -162,8 +265,9 @@ def command(a: str | None, b: str | None, model: str | None, tokens: str | None,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: Any,
-            fmt: str, verbose: bool) -> int:
+def _finish(
+    plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: Any, fmt: str, verbose: bool
+) -> int:
     from pv.capture import aprt
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown
@@ -176,12 +280,16 @@ def _finish(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: 
         from pv.compare.isolate import isolate
 
         engine = Engine(loaded, device=plan.device, dtype=plan.dtype, fault=plan.fault)
-        iso = isolate(engine, ref_capture, cumulative=result.report, tolerances=tols, config=loaded.config)
+        iso = isolate(
+            engine, ref_capture, cumulative=result.report, tolerances=tols, config=loaded.config
+        )
     context = []
     if plan.model is not None:
         context.append(f"model: `{plan.model}`")
-        context.append(f"engine under test: pv{' with fault ' + plan.fault if plan.fault else ''}; "
-                       f"reference: {plan.reference}")
+        context.append(
+            f"engine under test: pv{' with fault ' + plan.fault if plan.fault else ''}; "
+            f"reference: {plan.reference}"
+        )
         context.append(f"input: {'tokens ' + plan.tokens if plan.tokens else repr(plan.prompt)}")
     title = "pv bisect" + (f" ({plan.fault})" if plan.fault else "")
     if plan.plot is not None:
@@ -189,7 +297,14 @@ def _finish(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: 
 
         plot_bisect(result, plan.plot, metric=plan.metric, title=title)
     if plan.report is not None:
-        text = markdown(result, title=title, plot=plan.plot, report_path=plan.report, isolate=iso, context=context)
+        text = markdown(
+            result,
+            title=title,
+            plot=plan.plot,
+            report_path=plan.report,
+            isolate=iso,
+            context=context,
+        )
         try:
             aprt.atomic_write_text(plan.report, text)
         except OSError as exc:
@@ -198,23 +313,32 @@ def _finish(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: 
         out = result.to_dict()
         if iso is not None:
             out["isolate"] = iso.to_dict()
-        out["files"] = {"plot": str(plan.plot) if plan.plot else None,
-                        "report": str(plan.report) if plan.report else None,
-                        "captures": [str(a), str(b)] if plan.keep else None}
+        out["files"] = {
+            "plot": str(plan.plot) if plan.plot else None,
+            "report": str(plan.report) if plan.report else None,
+            "captures": [str(a), str(b)] if plan.keep else None,
+        }
         click.echo(json.dumps(out, indent=1))
     else:
-        lines = [*context] if context else []
-        click.echo("\n".join(lines + ([""] if lines else []) + [bisect_text(result, verbose=verbose)]))
+        lines = [c.replace("`", "") for c in context]
+        click.echo(
+            "\n".join(lines + ([""] if lines else []) + [bisect_text(result, verbose=verbose)])
+        )
         if iso is not None:
             from pv.compare.isolate import isolate_rows
             from pv.compare.report import table
 
             headers, rows = isolate_rows(iso)
             click.echo("")
-            click.echo("local (each layer rerun from the reference input) vs cumulative error, layer output:")
+            click.echo(
+                "local (each layer rerun from the reference input) vs cumulative error, layer output:"
+            )
             click.echo(table(rows, headers))
             intro = iso.introduced
-            click.echo("bug introduced in layer(s): " + (", ".join(map(str, intro)) if intro else "none (no layer fails on its own)"))
+            click.echo(
+                "bug introduced in layer(s): "
+                + (", ".join(map(str, intro)) if intro else "none (no layer fails on its own)")
+            )
         for label, p in (("plot", plan.plot), ("report", plan.report)):
             if p is not None:
                 click.echo(f"{label}: {p}")

@@ -19,21 +19,35 @@ FORMATS = ["text", "json"]
 def tolerance_options(func: Any) -> Any:
     """The flags ``pv diff`` and ``pv bisect`` share for tolerances and shapes."""
     options = [
-        click.option("--threshold", type=float, default=None,
-                     help="Minimum cosine for every stage (overrides the dtype default)."),
-        click.option("--rtol", type=float, default=None,
-                     help="Relative tolerance: per-position RMS(d) <= atol + rtol*RMS(ref)."),
+        click.option(
+            "--threshold",
+            type=float,
+            default=None,
+            help="Minimum cosine for every stage (overrides the dtype default).",
+        ),
+        click.option(
+            "--rtol",
+            type=float,
+            default=None,
+            help="Relative tolerance: per-position RMS(d) <= atol + rtol*RMS(ref).",
+        ),
         click.option("--atol", type=float, default=None, help="Absolute tolerance (see --rtol)."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML/JSON tolerance file: cosine/rtol/atol, per-stage and per-dtype overrides."),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="YAML/JSON tolerance file: cosine/rtol/atol, per-stage and per-dtype overrides.",
+        ),
     ]
     for opt in reversed(options):
         func = opt(func)
     return func
 
 
-def build_tolerances(threshold: float | None, rtol: float | None, atol: float | None,
-                     config_file: str | None) -> Any:
+def build_tolerances(
+    threshold: float | None, rtol: float | None, atol: float | None, config_file: str | None
+) -> Any:
     from pv.compare.tolerances import Tolerances, load_config
 
     tols = load_config(config_file) if config_file else Tolerances()
@@ -43,17 +57,43 @@ def build_tolerances(threshold: float | None, rtol: float | None, atol: float | 
 @click.command(name="diff")
 @click.argument("a", type=click.Path(exists=False))
 @click.argument("b", type=click.Path(exists=False))
-@click.option("--model", default=None,
-              help="Model ('synthetic', HF dir, .gguf) whose config gives shapes when A/B have no manifest.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False), default="text",
-              show_default=True)
+@click.option(
+    "--model",
+    default=None,
+    help="Model ('synthetic', HF dir, .gguf) whose config gives shapes when A/B have no manifest.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+)
 @click.option("--stages", default=None, help="Only these stages (comma-separated names or 'all').")
-@click.option("--top-k", type=click.IntRange(0, 1000), default=5, show_default=True,
-              help="How many largest |d| to report per stage.")
-@click.option("--verbose", "-v", is_flag=True, help="Details for every stage, not only failing ones.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="How many largest |d| to report per stage.",
+)
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Details for every stage, not only failing ones."
+)
 @tolerance_options
-def command(a: str, b: str, model: str | None, fmt: str, stages: str | None, top_k: int, verbose: bool,
-            threshold: float | None, rtol: float | None, atol: float | None, config_file: str | None) -> int:
+def command(
+    a: str,
+    b: str,
+    model: str | None,
+    fmt: str,
+    stages: str | None,
+    top_k: int,
+    verbose: bool,
+    threshold: float | None,
+    rtol: float | None,
+    atol: float | None,
+    config_file: str | None,
+) -> int:
     """Compare A (engine under test) with B (reference): files or capture directories."""
     from pv import stages as stage_table
     from pv.compare.diff import diff_paths

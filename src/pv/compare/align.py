@@ -16,9 +16,10 @@ given with ``--model``, or not at all (then the pair is compared flat).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,9 @@ class Side:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _dims_from_count(stage: stage_table.Stage, count: int, config: ModelConfig) -> tuple[int, ...] | None:
+def _dims_from_count(
+    stage: stage_table.Stage, count: int, config: ModelConfig
+) -> tuple[int, ...] | None:
     """Solve the layout for S given a model config; None when the count does not fit."""
     d = config.dims(1)
     other = 1
@@ -153,14 +156,16 @@ def _dims_from_count(stage: stage_table.Stage, count: int, config: ModelConfig) 
     elif s_power == 1:
         s = rest
     else:
-        root = int(round(math.sqrt(rest)))
+        root = round(math.sqrt(rest))
         s = root if root * root == rest else None
     if s is None or s <= 0:
         return None
     return stage.shape(config.dims(s))
 
 
-def _split_heads(stage: stage_table.Stage, shape: tuple[int, ...], config: ModelConfig | None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+def _split_heads(
+    stage: stage_table.Stage, shape: tuple[int, ...], config: ModelConfig | None
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """``attention`` is [S, NH*D]; read it as [S, NH, D] when heads are known."""
     layout = stage.layout
     if stage.name == "attention" and config is not None and len(shape) == 2:
@@ -170,7 +175,9 @@ def _split_heads(stage: stage_table.Stage, shape: tuple[int, ...], config: Model
     return shape, layout
 
 
-def shape_of(side: Side, config: ModelConfig | None) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+def shape_of(
+    side: Side, config: ModelConfig | None
+) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
     """The shape one side carries (manifest) or that the config implies; None if unknown."""
     stage = stage_table.BY_NAME.get(side.stage or "")
     if side.shape is not None:
@@ -237,7 +244,9 @@ def _last_row_view(a: Side, b: Side, sa: Any, sb: Any, config: ModelConfig | Non
         )
     rows = big // vocab
     offset = big - vocab
-    note = f"last-row rule: compared position {rows - 1} of the {rows}-row side against the 1-row side"
+    note = (
+        f"last-row rule: compared position {rows - 1} of the {rows}-row side against the 1-row side"
+    )
     return View(
         (1, vocab),
         ("S", "V"),

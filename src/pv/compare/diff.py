@@ -10,10 +10,12 @@ as a table or JSON, bisect walks it.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +90,10 @@ class DiffReport:
         return bool(self.compared) and not any(r.bad for r in self.records)
 
     def summary(self) -> dict[str, Any]:
-        counts = {s: sum(1 for r in self.records if r.status == s) for s in (PASS, FAIL, ERROR, ONLY_A, ONLY_B)}
+        counts = {
+            s: sum(1 for r in self.records if r.status == s)
+            for s in (PASS, FAIL, ERROR, ONLY_A, ONLY_B)
+        }
         return {"a": self.a, "b": self.b, "pairs": len(self.compared), **counts, "ok": self.ok}
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class DiffReport:
 def _jsonable(value: Any) -> Any:
     """Infinities as strings: strict JSON has no Infinity."""
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return "nan"
         if value in (float("inf"), float("-inf")):
             return "inf" if value > 0 else "-inf"
@@ -155,16 +160,16 @@ def compare_sides(
     try:
         view = align.plan_view(a, b, config)
     except align.PairError as exc:
-        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+        return StageRecord(
+            stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype
+        )
     tol = tolerances.for_stage(stage, dtype)
     try:
-        _, va = aprt.memmap(a.path)
-        _, vb = aprt.memmap(b.path)
-        m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+        m = _compare_files(a.path, b.path, view, top_k, chunk)
     except PvError as exc:
-        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
-    finally:
-        va = vb = None  # noqa: F841 - drop the maps promptly
+        return StageRecord(
+            stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype
+        )
     verdict = judge(m, tol)
     status = PASS if verdict.ok else FAIL
     return StageRecord(stage, a.layer, status, m, tol, dtype, verdict.reasons, pa, pb)
@@ -174,9 +179,27 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _compare_files(pa: Path, pb: Path, view: align.View, top_k: int, chunk: int) -> metrics.Metrics:
+    """Map both files read-only (the maps close when they go out of scope here)."""
+    try:
+        _, va = aprt.memmap(pa)
+        _, vb = aprt.memmap(pb)
+    except OSError as exc:
+        raise PvError(f"cannot map {pa} or {pb}: {exc.strerror or exc}") from None
+    return metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+
+
 def _side(entry: aprt.Entry, manifest: dict[str, Any] | None) -> align.Side:
-    return align.Side(entry.path, entry.stage, entry.layer, entry.header, entry.shape,
-                      entry.layout, _side_dtype(entry.meta, manifest), entry.meta)
+    return align.Side(
+        entry.path,
+        entry.stage,
+        entry.layer,
+        entry.header,
+        entry.shape,
+        entry.layout,
+        _side_dtype(entry.meta, manifest),
+        entry.meta,
+    )
 
 
 def _open(path: str | Path | aprt.Capture) -> aprt.Capture:
@@ -212,8 +235,14 @@ def diff_captures(
     pairs = [k for k in keys if k in ea and k in eb]
 
     def one(key: tuple[str, int | None]) -> StageRecord:
-        return compare_sides(_side(ea[key], ca.manifest), _side(eb[key], cb.manifest),
-                             config=config, tolerances=tols, top_k=top_k, chunk=chunk)
+        return compare_sides(
+            _side(ea[key], ca.manifest),
+            _side(eb[key], cb.manifest),
+            config=config,
+            tolerances=tols,
+            top_k=top_k,
+            chunk=chunk,
+        )
 
     n_workers = max(1, min(workers if workers is not None else default_workers(), len(pairs)))
     if n_workers > 1:
@@ -229,11 +258,25 @@ def diff_captures(
         if key in done:
             records.append(done[key])
         elif key in ea:
-            records.append(StageRecord(key[0], key[1], ONLY_A, path_a=str(ea[key].path),
-                                       reasons=("captured by A only",)))
+            records.append(
+                StageRecord(
+                    key[0],
+                    key[1],
+                    ONLY_A,
+                    path_a=str(ea[key].path),
+                    reasons=("captured by A only",),
+                )
+            )
         else:
-            records.append(StageRecord(key[0], key[1], ONLY_B, path_b=str(eb[key].path),
-                                       reasons=("captured by B only",)))
+            records.append(
+                StageRecord(
+                    key[0],
+                    key[1],
+                    ONLY_B,
+                    path_b=str(eb[key].path),
+                    reasons=("captured by B only",),
+                )
+            )
     notes = list(_absent_notes(ca, cb, wanted))
     if not ca.entries:
         notes.append(f"A ({ca.root}) holds no APRT stage files")
@@ -253,8 +296,11 @@ def diff_captures(
 def _absent_notes(ca: aprt.Capture, cb: aprt.Capture, wanted: set[str] | None) -> Iterable[str]:
     present = {e.stage for e in ca.entries} | {e.stage for e in cb.entries}
     na = dict.fromkeys(ca.not_applicable) | dict.fromkeys(cb.not_applicable)
-    absent = [s.name for s in stage_table.STAGES if s.name not in present
-              and (wanted is None or s.name in wanted)]
+    absent = [
+        s.name
+        for s in stage_table.STAGES
+        if s.name not in present and (wanted is None or s.name in wanted)
+    ]
     if not present:
         return
     for name in absent:
@@ -287,15 +333,21 @@ def diff_files(
     pa, pb = Path(a), Path(b)
     sa, sb = _file_side(pa), _file_side(pb)
     if sa.stage != sb.stage and sa.stage is not None and sb.stage is not None:
-        record = StageRecord(sa.stage, sa.layer, ERROR,
-                             reasons=(f"stages differ: A is {sa.stage}, B is {sb.stage}",),
-                             path_a=str(pa), path_b=str(pb))
+        record = StageRecord(
+            sa.stage,
+            sa.layer,
+            ERROR,
+            reasons=(f"stages differ: A is {sa.stage}, B is {sb.stage}",),
+            path_a=str(pa),
+            path_b=str(pb),
+        )
     else:
         stage = sa.stage or sb.stage
         sa = align.Side(sa.path, stage, sa.layer if sa.stage else sb.layer, sa.header)
         sb = align.Side(sb.path, stage, sb.layer if sb.stage else sa.layer, sb.header)
-        record = compare_sides(sa, sb, config=_config(model), tolerances=tolerances or Tolerances(),
-                               top_k=top_k)
+        record = compare_sides(
+            sa, sb, config=_config(model), tolerances=tolerances or Tolerances(), top_k=top_k
+        )
     return DiffReport(str(pa), str(pb), (record,), (), (tolerances or Tolerances()).to_dict())
 
 
@@ -311,8 +363,13 @@ def diff_paths(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
         kwargs.pop("stages", None)
         kwargs.pop("chunk", None)
         return diff_files(pa, pb, **kwargs)
-    kind = lambda p: "a directory" if p.is_dir() else "a file"  # noqa: E731
-    raise PvError(f"cannot compare {kind(pa)} ({pa}) with {kind(pb)} ({pb}): give two files or two capture directories")
+
+    def kind(p: Path) -> str:
+        return "a directory" if p.is_dir() else "a file"
+
+    raise PvError(
+        f"cannot compare {kind(pa)} ({pa}) with {kind(pb)} ({pb}): give two files or two capture directories"
+    )
 
 
 def compare_arrays(
@@ -342,4 +399,6 @@ def compare_arrays(
         return StageRecord(stage, layer, ERROR, reasons=(str(exc),))
     m = metrics.compare(fa, fb, view)
     verdict = judge(m, tolerance)
-    return StageRecord(stage, layer, PASS if verdict.ok else FAIL, m, tolerance, None, verdict.reasons)
+    return StageRecord(
+        stage, layer, PASS if verdict.ok else FAIL, m, tolerance, None, verdict.reasons
+    )

@@ -18,7 +18,7 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture import aprt
 from pv.capture.config import ModelConfig
-from pv.compare.diff import PASS, DiffReport, StageRecord, compare_arrays, _side_dtype
+from pv.compare.diff import PASS, DiffReport, StageRecord, _side_dtype, compare_arrays
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
 
@@ -84,8 +84,12 @@ def _brief(rec: StageRecord | None) -> dict[str, Any] | None:
         return None
     m = rec.metrics
     worst = m.worst_position
-    return {"status": rec.status, "cosine": m.cosine, "rel_err": m.rel_err,
-            "worst_position_rel_err": worst[1] if worst else m.rel_err}
+    return {
+        "status": rec.status,
+        "cosine": m.cosine,
+        "rel_err": m.rel_err,
+        "worst_position_rel_err": worst[1] if worst else m.rel_err,
+    }
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,14 @@ def isolate(
     for layer in range(n_layers):
         src = ("embedding", 0) if layer == 0 else ("post_ffn_residual", layer - 1)
         if src not in entries:
-            out.append(LayerIsolation(layer, (), cum.get(("post_ffn_residual", layer)),
-                                      note=f"reference has no {src[0]} for layer {src[1]}: not rerun"))
+            out.append(
+                LayerIsolation(
+                    layer,
+                    (),
+                    cum.get(("post_ffn_residual", layer)),
+                    note=f"reference has no {src[0]} for layer {src[1]}: not rerun",
+                )
+            )
             continue
         hidden = _read(entries[src], cfg)
         tap = MemoryTap(layer)
@@ -133,11 +143,19 @@ def isolate(
             ref_entry = entries[key]
             dtype = _side_dtype(ref_entry.meta, reference.manifest)
             ref = _read(ref_entry, cfg)
-            rec = compare_arrays(tap.tensors[st.name], ref, st.name, layer, config=cfg,
-                                 tolerance=tols.for_stage(st.name, dtype))
+            rec = compare_arrays(
+                tap.tensors[st.name],
+                ref,
+                st.name,
+                layer,
+                config=cfg,
+                tolerance=tols.for_stage(st.name, dtype),
+            )
             records.append(rec)
         note = "" if records else "no stage of this layer is in both the rerun and the reference"
-        out.append(LayerIsolation(layer, tuple(records), cum.get(("post_ffn_residual", layer)), note))
+        out.append(
+            LayerIsolation(layer, tuple(records), cum.get(("post_ffn_residual", layer)), note)
+        )
     return IsolateResult(tuple(out))
 
 
@@ -149,7 +167,9 @@ def _read(entry: aprt.Entry, config: ModelConfig | None) -> np.ndarray:
     if shape is None and config is not None:
         shape = _dims_from_count(stage_table.BY_NAME[entry.stage], entry.header.count, config)
     if shape is None:
-        raise PvError(f"{entry.path}: shape unknown (no manifest); give --model so it can be inferred")
+        raise PvError(
+            f"{entry.path}: shape unknown (no manifest); give --model so it can be inferred"
+        )
     _, arr = aprt.read(entry.path)
     return arr.reshape(shape)
 
@@ -158,21 +178,31 @@ def isolate_rows(result: IsolateResult) -> tuple[list[str], list[list[str]]]:
     """Table rows: layer, local verdict and first locally failing stage, local vs cumulative error."""
     from pv.compare.report import fmt, fmt_cos
 
-    headers = ["layer", "local", "first local failure", "local cos", "local rel.err",
-               "cumulative cos", "cumulative rel.err", "cumulative"]
+    headers = [
+        "layer",
+        "local",
+        "first local failure",
+        "local cos",
+        "local rel.err",
+        "cumulative cos",
+        "cumulative rel.err",
+        "cumulative",
+    ]
     rows: list[list[str]] = []
     for x in result.layers:
         out, cum, first = x.output, x.cumulative, x.first_local
-        rows.append([
-            str(x.layer),
-            ("ok" if x.local_ok else "FAIL") if x.records else "-",
-            first.stage or "?" if first else ("-" if x.records else x.note),
-            fmt_cos(out.metrics.cosine) if out and out.metrics else "-",
-            fmt(_worst(out)) if out and out.metrics else "-",
-            fmt_cos(cum.metrics.cosine) if cum and cum.metrics else "-",
-            fmt(_worst(cum)) if cum and cum.metrics else "-",
-            ("ok" if cum.status == PASS else "FAIL") if cum else "-",
-        ])
+        rows.append(
+            [
+                str(x.layer),
+                ("ok" if x.local_ok else "FAIL") if x.records else "-",
+                first.stage or "?" if first else ("-" if x.records else x.note),
+                fmt_cos(out.metrics.cosine) if out and out.metrics else "-",
+                fmt(_worst(out)) if out and out.metrics else "-",
+                fmt_cos(cum.metrics.cosine) if cum and cum.metrics else "-",
+                fmt(_worst(cum)) if cum and cum.metrics else "-",
+                ("ok" if cum.status == PASS else "FAIL") if cum else "-",
+            ]
+        )
     return headers, rows
 
 

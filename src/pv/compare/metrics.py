@@ -24,8 +24,9 @@ Why these choices:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -186,13 +187,18 @@ def _update_top(acc: _Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int)
     else:
         cand = np.arange(T.size)
     if cand.size > k:
-        cand = cand[np.argpartition(T[cand], cand.size - k)[cand.size - k:]]
+        cand = cand[np.argpartition(T[cand], cand.size - k)[cand.size - k :]]
     allv = np.concatenate([acc.top_abs, T[cand]])
     alli = np.concatenate([acc.top_idx, cand.astype(np.int64) + lo])
     alla = np.concatenate([acc.top_a, A[cand]])
     allb = np.concatenate([acc.top_b, B[cand]])
     order = np.lexsort((alli, -allv))[: acc.top_k]
-    acc.top_abs, acc.top_idx, acc.top_a, acc.top_b = allv[order], alli[order], alla[order], allb[order]
+    acc.top_abs, acc.top_idx, acc.top_a, acc.top_b = (
+        allv[order],
+        alli[order],
+        alla[order],
+        allb[order],
+    )
 
 
 def _num(x: Any) -> float:
@@ -200,10 +206,14 @@ def _num(x: Any) -> float:
 
 
 def _rowsq(X: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", X, X)
+    """Sum of squares of each row, in the rows' (float64) dtype."""
+    out: np.ndarray = np.einsum("ij,ij->i", X, X)
+    return out
 
 
-def compare(a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: int = CHUNK) -> Metrics:
+def compare(
+    a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: int = CHUNK
+) -> Metrics:
     """Compare flat float32 values ``a`` (candidate) with ``b`` (reference) as ``view`` says.
 
     ``a``/``b`` may be memory maps; only ``chunk``-sized pieces are ever
@@ -225,8 +235,8 @@ def compare(a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: 
         hi = min(n_total, lo + step)
         n = hi - lo
         A, B, D, T = bufA[:n], bufB[:n], bufD[:n], bufT[:n]
-        np.copyto(A, a[view.offset_a + lo: view.offset_a + hi])
-        np.copyto(B, b[view.offset_b + lo: view.offset_b + hi])
+        np.copyto(A, a[view.offset_a + lo : view.offset_a + hi])
+        np.copyto(B, b[view.offset_b + lo : view.offset_b + hi])
         row_lo = lo // row_len if rows_mode else 0
         if causal:
             assert cols is not None
@@ -242,9 +252,9 @@ def compare(a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: 
                 ra, rb = _rowsq(A.reshape(r, row_len)), _rowsq(B.reshape(r, row_len))
             np.subtract(A, B, out=D)
             rd = _rowsq(D.reshape(r, row_len))
-            acc.row_aa[row_lo: row_lo + r] += ra
-            acc.row_bb[row_lo: row_lo + r] += rb
-            acc.row_dd[row_lo: row_lo + r] += rd
+            acc.row_aa[row_lo : row_lo + r] += ra
+            acc.row_bb[row_lo : row_lo + r] += rb
+            acc.row_dd[row_lo : row_lo + r] += rd
         else:
             sa, sb = float(np.dot(A, A)), float(np.dot(B, B))
             if not (math.isfinite(sa) and math.isfinite(sb)):
@@ -288,8 +298,10 @@ def _finish(acc: _Acc) -> Metrics:
         pos = np.zeros(1, dtype=np.int64)
     if pos is not None:
         uniq, inv = np.unique(pos, return_inverse=True)
-        p_aa, p_bb, p_dd, p_n = (np.bincount(inv, weights=w, minlength=uniq.size)
-                                 for w in (acc.row_aa, acc.row_bb, acc.row_dd, acc.row_cnt.astype(float)))
+        p_aa, p_bb, p_dd, p_n = (
+            np.bincount(inv, weights=w, minlength=uniq.size)
+            for w in (acc.row_aa, acc.row_bb, acc.row_dd, acc.row_cnt.astype(float))
+        )
         positions = tuple(int(x) for x in uniq) if view.has_rows else ()
         pcos = _cosines(p_aa, p_bb, p_dd)
         safe_n = np.maximum(p_n, 1.0)
@@ -299,8 +311,10 @@ def _finish(acc: _Acc) -> Metrics:
             pcos = ()
     if head is not None:
         uniq_h, inv_h = np.unique(head, return_inverse=True)
-        h_aa, h_bb, h_dd = (np.bincount(inv_h, weights=w, minlength=uniq_h.size)
-                            for w in (acc.row_aa, acc.row_bb, acc.row_dd))
+        h_aa, h_bb, h_dd = (
+            np.bincount(inv_h, weights=w, minlength=uniq_h.size)
+            for w in (acc.row_aa, acc.row_bb, acc.row_dd)
+        )
         hcos = _cosines(h_aa, h_bb, h_dd)
     top = tuple(
         {"index": view.unravel(int(i)), "a": float(x), "b": float(y), "abs_diff": float(v)}
@@ -352,12 +366,27 @@ class MetricDef:
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
-        MetricDef("cosine", "cosine", True, lambda m: m.cosine,
-                  "direction agreement; blind to a uniform scale"),
-        MetricDef("sqnr", "SQNR dB", True, lambda m: m.sqnr_db,
-                  "10 log10(sum b^2 / sum d^2); +inf when identical"),
-        MetricDef("rel_err", "relative RMS error", False, lambda m: m.rel_err,
-                  "RMS(a-b) / RMS(b): sees scale errors that cosine cannot"),
+        MetricDef(
+            "cosine",
+            "cosine",
+            True,
+            lambda m: m.cosine,
+            "direction agreement; blind to a uniform scale",
+        ),
+        MetricDef(
+            "sqnr",
+            "SQNR dB",
+            True,
+            lambda m: m.sqnr_db,
+            "10 log10(sum b^2 / sum d^2); +inf when identical",
+        ),
+        MetricDef(
+            "rel_err",
+            "relative RMS error",
+            False,
+            lambda m: m.rel_err,
+            "RMS(a-b) / RMS(b): sees scale errors that cosine cannot",
+        ),
         MetricDef("max_abs", "max |d|", False, lambda m: m.max_abs, "largest absolute difference"),
         MetricDef("rms", "RMS d", False, lambda m: m.rms, "root mean square of the difference"),
         MetricDef("mean_abs", "mean |d|", False, lambda m: m.mean_abs, "mean absolute difference"),

@@ -28,7 +28,7 @@ PLOT_METRICS = ("sqnr", "cosine")
 _CAP = {"sqnr": 140.0, "cosine": 12.0}
 
 
-def value(rec: "StageRecord", metric: str) -> float:
+def value(rec: StageRecord, metric: str) -> float:
     """The plotted number for one record (NaN when it was not compared)."""
     m = rec.metrics
     if m is None:
@@ -39,10 +39,18 @@ def value(rec: "StageRecord", metric: str) -> float:
     return _CAP["cosine"] if gap <= 10 ** -_CAP["cosine"] else min(-math.log10(gap), _CAP["cosine"])
 
 
-def _grid(result: "BisectResult", metric: str) -> tuple[np.ndarray, list[str], list[str], dict[tuple[int, int], "StageRecord"]]:
+def _grid(
+    result: BisectResult, metric: str
+) -> tuple[np.ndarray, list[str], list[str], dict[tuple[int, int], StageRecord]]:
     records = [r for r in result.report.records if r.stage is not None]
-    layers = sorted({r.layer for r in records if r.layer is not None and not stage_table.BY_NAME[r.stage].whole_model})
-    present = {r.stage for r in records}
+    layers = sorted(
+        {
+            r.layer
+            for r in records
+            if r.layer is not None and not stage_table.BY_NAME[str(r.stage)].whole_model
+        }
+    )
+    present = {str(r.stage) for r in records}
     columns = [s.name for s in stage_table.STAGES if s.name in present]
     rows = [f"layer {x}" for x in layers]
     has_model = any(stage_table.BY_NAME[s].whole_model for s in present)
@@ -59,7 +67,9 @@ def _grid(result: "BisectResult", metric: str) -> tuple[np.ndarray, list[str], l
     return grid, rows, columns, where
 
 
-def plot_bisect(result: "BisectResult", path: str | Path, *, metric: str = "sqnr", title: str | None = None) -> Path:
+def plot_bisect(
+    result: BisectResult, path: str | Path, *, metric: str = "sqnr", title: str | None = None
+) -> Path:
     """Write the PNG; returns its path. ``metric`` is ``sqnr`` or ``cosine``."""
     metric = metric.strip().lower()
     if metric not in PLOT_METRICS:
@@ -78,12 +88,24 @@ def plot_bisect(result: "BisectResult", path: str | Path, *, metric: str = "sqnr
     n_rows, n_cols = grid.shape
     fig_w = max(9.0, 0.62 * n_cols + 3.0)
     heat_h = max(2.4, 0.42 * n_rows + 1.9)
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(fig_w, heat_h + 4.0), dpi=110, layout="constrained",
-                                  gridspec_kw={"height_ratios": [heat_h, 3.4]})
+    fig, (ax, ax2) = plt.subplots(
+        2,
+        1,
+        figsize=(fig_w, heat_h + 4.0),
+        dpi=110,
+        layout="constrained",
+        gridspec_kw={"height_ratios": [heat_h, 3.4]},
+    )
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#d9d9d9")
     vmin = -20.0 if metric == "sqnr" else 0.0
-    img = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=vmin, vmax=cap,
-                    interpolation="nearest")
+    img = ax.imshow(
+        np.ma.masked_invalid(grid),
+        aspect="auto",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=cap,
+        interpolation="nearest",
+    )
     cb = fig.colorbar(img, ax=ax, fraction=0.03, pad=0.01)
     cb.set_label(label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
@@ -97,11 +119,14 @@ def plot_bisect(result: "BisectResult", path: str | Path, *, metric: str = "sqnr
     if first is not None:
         for (i, j), rec in where.items():
             if rec is first:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="blue", linewidth=3))
+                ax.add_patch(
+                    Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="blue", linewidth=3)
+                )
     heading = title or "pv bisect"
     verdict = "no divergence" if first is None else f"first divergence: {first.label}"
-    ax.set_title(f"{heading}: {verdict} (blue box)\nx = outside tolerance, grey = not compared",
-                 fontsize=9)
+    ax.set_title(
+        f"{heading}: {verdict} (blue box)\nx = outside tolerance, grey = not compared", fontsize=9
+    )
     _sequence(ax2, result, metric, cap, label)
     out = Path(path)
     try:
@@ -113,16 +138,24 @@ def plot_bisect(result: "BisectResult", path: str | Path, *, metric: str = "sqnr
     return out
 
 
-def _sequence(ax: Any, result: "BisectResult", metric: str, cap: float, label: str) -> None:
+def _sequence(ax: Any, result: BisectResult, metric: str, cap: float, label: str) -> None:
     """Per-stage line for the divergent layer (or the last layer when nothing diverged)."""
     first = result.first
     records = [r for r in result.report.records if r.stage is not None and r.metrics is not None]
     layer_records = [r for r in records if not stage_table.BY_NAME[r.stage].whole_model]  # type: ignore[index]
-    if first is not None and first.stage is not None and stage_table.BY_NAME[first.stage].whole_model:
+    if (
+        first is not None
+        and first.stage is not None
+        and stage_table.BY_NAME[first.stage].whole_model
+    ):
         chosen = [r for r in records if stage_table.BY_NAME[r.stage].whole_model]  # type: ignore[index]
         name = "whole-model stages"
     else:
-        layer = first.layer if first is not None else max((r.layer for r in layer_records if r.layer is not None), default=None)
+        layer = (
+            first.layer
+            if first is not None
+            else max((r.layer for r in layer_records if r.layer is not None), default=None)
+        )
         chosen = [r for r in layer_records if r.layer == layer]
         name = f"layer {layer}"
     xs = list(range(len(chosen)))
@@ -132,17 +165,33 @@ def _sequence(ax: Any, result: "BisectResult", metric: str, cap: float, label: s
         if r.bad:
             ax.plot([x], [y], marker="o", color="red", markersize=8)
         if r is first:
-            ax.annotate("first divergence", xy=(x, y), xytext=(x, y + 0.12 * cap), ha="center",
-                        fontsize=8, color="red", arrowprops={"arrowstyle": "->", "color": "red"})
+            ax.annotate(
+                "first divergence",
+                xy=(x, y),
+                xytext=(x, y + 0.12 * cap),
+                ha="center",
+                fontsize=8,
+                color="red",
+                arrowprops={"arrowstyle": "->", "color": "red"},
+            )
     tol = next((r.tolerance for r in chosen if r.tolerance is not None), None)
     if tol is not None and metric == "cosine" and tol.cosine < 1.0:
         ax.axhline(-math.log10(1 - tol.cosine), color="grey", linestyle="--", linewidth=1)
-        ax.text(0, -math.log10(1 - tol.cosine), " cosine threshold", fontsize=7, color="grey", va="bottom")
+        ax.text(
+            0,
+            -math.log10(1 - tol.cosine),
+            " cosine threshold",
+            fontsize=7,
+            color="grey",
+            va="bottom",
+        )
     ax.set_xticks(xs)
     ax.set_xticklabels([r.stage for r in chosen], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel(label, fontsize=8)
     ax.set_ylim(-22 if metric == "sqnr" else 0, cap * 1.25)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{name}: stage by stage (red = outside tolerance; the top of the scale means identical)",
-                 fontsize=9)
+    ax.set_title(
+        f"{name}: stage by stage (red = outside tolerance; the top of the scale means identical)",
+        fontsize=9,
+    )

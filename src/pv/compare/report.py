@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pv.compare.diff import DiffReport, StageRecord
 
@@ -69,7 +70,9 @@ HEADERS = ["stage", "verdict", "cosine", "rel.err (worst pos)", "max |d| [at]", 
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     widths[-1] = 0  # last column is free text
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines.append("  ".join("-" * max(w, len(h)) for h, w in zip(headers, widths)))
@@ -89,7 +92,9 @@ def diff_text(report: DiffReport, *, verbose: bool = False) -> str:
         out.extend(detail(rec))
     if not verbose and len(failing) > DETAILS:
         out.append("")
-        out.append(f"({len(failing) - DETAILS} more failing stages: --verbose shows the details of every stage)")
+        out.append(
+            f"({len(failing) - DETAILS} more failing stages: --verbose shows the details of every stage)"
+        )
     if report.notes:
         out.append("")
         out.extend(f"note: {n}" for n in report.notes)
@@ -106,9 +111,15 @@ def detail(rec: StageRecord) -> list[str]:
     m = rec.metrics
     assert m is not None
     tol = rec.tolerance
-    lines = [f"{rec.label}: {_MARK[rec.status]}"
-             + (f" (tolerance cosine>={tol.cosine}, rtol={tol.rtol:g}, atol={tol.atol:g}"
-                f", dtype {rec.dtype or 'unknown'})" if tol else "")]
+    lines = [
+        f"{rec.label}: {_MARK[rec.status]}"
+        + (
+            f" (tolerance cosine>={tol.cosine}, rtol={tol.rtol:g}, atol={tol.atol:g}"
+            f", dtype {rec.dtype or 'unknown'})"
+            if tol
+            else ""
+        )
+    ]
     lines.append(
         f"  n={m.count}  RMS d={fmt(m.rms)}  mean|d|={fmt(m.mean_abs)}  rel={fmt(m.rel_err)}"
         f"  NMSE={fmt(m.nmse)}  RMS ref={fmt(m.ref_rms)}"
@@ -119,12 +130,19 @@ def detail(rec: StageRecord) -> list[str]:
             f"Inf A={m.inf_a} B={m.inf_b} (disagree {m.inf_mismatch})"
         )
     for ex in m.nonfinite_examples:
-        lines.append(f"    non-finite mismatch at [{fmt_index(ex['index'])}]: A={ex['a']} B={ex['b']}")
+        lines.append(
+            f"    non-finite mismatch at [{fmt_index(ex['index'])}]: A={ex['a']} B={ex['b']}"
+        )
     for t in m.top:
-        lines.append(f"    |d|={fmt(t['abs_diff'])} at [{fmt_index(t['index'])}]: A={t['a']:.6g} B={t['b']:.6g}")
+        lines.append(
+            f"    |d|={fmt(t['abs_diff'])} at [{fmt_index(t['index'])}]: A={t['a']:.6g} B={t['b']:.6g}"
+        )
     if m.position_cosine and len(m.position_cosine) > 1:
-        lines.append("  per-position cosine: " + " ".join(fmt_cos(c) for c in m.position_cosine[:32])
-                     + (" ..." if len(m.position_cosine) > 32 else ""))
+        lines.append(
+            "  per-position cosine: "
+            + " ".join(fmt_cos(c) for c in m.position_cosine[:32])
+            + (" ..." if len(m.position_cosine) > 32 else "")
+        )
     if m.head_cosine:
         lines.append("  per-head cosine:     " + " ".join(fmt_cos(c) for c in m.head_cosine))
     for r in rec.reasons:
@@ -138,7 +156,7 @@ def _where(d: dict[str, Any] | None) -> str:
     return d["stage"] if d["layer"] is None else f"layer {d['layer']} {d['stage']}"
 
 
-def bisect_text(result: "BisectResult", *, verbose: bool = False) -> str:
+def bisect_text(result: BisectResult, *, verbose: bool = False) -> str:
     report = result.report
     out = [diff_text(report, verbose=verbose), ""]
     if result.first is None:
@@ -150,8 +168,12 @@ def bisect_text(result: "BisectResult", *, verbose: bool = False) -> str:
             out.append(f"  because: {'; '.join(result.first.reasons)}")
         later = result.transitions[1:]
         if later:
-            out.append("later good->bad transitions: "
-                       + ", ".join(f"{_where(t.to_dict()['from'])} -> {_where(t.to_dict()['to'])}" for t in later))
+            out.append(
+                "later good->bad transitions: "
+                + ", ".join(
+                    f"{_where(t.to_dict()['from'])} -> {_where(t.to_dict()['to'])}" for t in later
+                )
+            )
     return "\n".join(out)
 
 
@@ -162,24 +184,34 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(result: "BisectResult", *, title: str = "pv bisect", plot: Path | None = None,
-             report_path: Path | None = None, isolate: "IsolateResult | None" = None,
-             context: Sequence[str] = ()) -> str:
+def markdown(
+    result: BisectResult,
+    *,
+    title: str = "pv bisect",
+    plot: Path | None = None,
+    report_path: Path | None = None,
+    isolate: IsolateResult | None = None,
+    context: Sequence[str] = (),
+) -> str:
     """A self-contained markdown summary: verdict, the picture, the stage table."""
     s = result.summary()
     lines = [f"# {title}", ""]
     lines.extend(f"- {c}" for c in context)
     lines.append(f"- A (under test): `{result.report.a}`")
     lines.append(f"- B (reference): `{result.report.b}`")
-    lines.append(f"- pairs compared: {s['pairs']} ({s['pass']} within tolerance, {s['fail']} not, "
-                 f"{s['error']} not comparable)")
+    lines.append(
+        f"- pairs compared: {s['pairs']} ({s['pass']} within tolerance, {s['fail']} not, "
+        f"{s['error']} not comparable)"
+    )
     lines.append(f"- **first divergence: {_where(s['first_divergence'])}**")
     lines.append(f"- last good stage: {_where(s['last_good'])}")
     if result.first is not None and result.first.reasons:
         lines.append(f"- why: {_md_escape('; '.join(result.first.reasons))}")
     if len(result.transitions) > 1:
-        steps = ", ".join(f"{_where(t.to_dict()['from'])} → {_where(t.to_dict()['to'])}"
-                          for t in result.transitions[1:])
+        steps = ", ".join(
+            f"{_where(t.to_dict()['from'])} → {_where(t.to_dict()['to'])}"
+            for t in result.transitions[1:]
+        )
         lines.append(f"- later good→bad transitions: {steps}")
     lines.append("")
     if plot is not None:
@@ -194,8 +226,12 @@ def markdown(result: "BisectResult", *, title: str = "pv bisect", plot: Path | N
         lines.append("|" + "---|" * len(headers))
         lines.extend("| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows)
         lines.append("")
-    lines += ["## Stages", "", "| " + " | ".join(_md_escape(h) for h in HEADERS) + " |",
-              "|" + "---|" * len(HEADERS)]
+    lines += [
+        "## Stages",
+        "",
+        "| " + " | ".join(_md_escape(h) for h in HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
     first = result.first
     for rec in result.report.records:
         cells = [_md_escape(c) for c in row(rec)]

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pv import stages as stage_table
 from pv.compare.metrics import EPS, Metrics
@@ -61,11 +62,21 @@ DEFAULTS: dict[str, Tolerance] = {
 _RANK = {name: i for i, name in enumerate(DEFAULTS)}
 
 _ALIASES = {
-    "float32": "float32", "f32": "float32", "fp32": "float32", "torch.float32": "float32",
-    "float": "float32", "float64": "float32", "f64": "float32",
-    "float16": "float16", "f16": "float16", "fp16": "float16", "half": "float16",
+    "float32": "float32",
+    "f32": "float32",
+    "fp32": "float32",
+    "torch.float32": "float32",
+    "float": "float32",
+    "float64": "float32",
+    "f64": "float32",
+    "float16": "float16",
+    "f16": "float16",
+    "fp16": "float16",
+    "half": "float16",
     "torch.float16": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "torch.bfloat16": "bfloat16",
 }
 
 
@@ -141,8 +152,9 @@ class Tolerances:
             tol = replace(tol, **self.per_stage.get(stage, {}))
         return replace(tol, **self.flags)
 
-    def with_flags(self, *, cosine: float | None = None, rtol: float | None = None,
-                   atol: float | None = None) -> "Tolerances":
+    def with_flags(
+        self, *, cosine: float | None = None, rtol: float | None = None, atol: float | None = None
+    ) -> Tolerances:
         raw = {"cosine": cosine, "rtol": rtol, "atol": atol}
         flags = _partial({k: v for k, v in raw.items() if v is not None}, "command line")
         return replace(self, flags={**self.flags, **flags})
@@ -158,7 +170,9 @@ def parse_config(data: Any, where: str) -> Tolerances:
     data = dict(data)
     if "tolerances" in data and isinstance(data["tolerances"], Mapping) and len(data) == 1:
         data = dict(data["tolerances"])
-    base = _partial({k: v for k, v in data.items() if str(k).lower() in (*_KEYS, "threshold")}, where)
+    base = _partial(
+        {k: v for k, v in data.items() if str(k).lower() in (*_KEYS, "threshold")}, where
+    )
     per_stage: dict[str, dict[str, float]] = {}
     per_dtype: dict[str, dict[str, float]] = {}
     assume = "float32"
@@ -181,12 +195,16 @@ def parse_config(data: Any, where: str) -> Tolerances:
             for name, sub in value.items():
                 klass = dtype_class(str(name)) or str(name).lower()
                 if klass not in DEFAULTS:
-                    raise PvError(f"{where}.dtypes: unknown dtype '{name}'; valid: {', '.join(DEFAULTS)}")
+                    raise PvError(
+                        f"{where}.dtypes: unknown dtype '{name}'; valid: {', '.join(DEFAULTS)}"
+                    )
                 per_dtype[klass] = _partial(sub, f"{where}.dtypes.{name}")
         elif k == "assume_dtype":
             klass = dtype_class(str(value)) or str(value).lower()
             if klass not in DEFAULTS:
-                raise PvError(f"{where}.assume_dtype: unknown dtype '{value}'; valid: {', '.join(DEFAULTS)}")
+                raise PvError(
+                    f"{where}.assume_dtype: unknown dtype '{value}'; valid: {', '.join(DEFAULTS)}"
+                )
             assume = klass
         else:
             raise PvError(
@@ -214,7 +232,7 @@ def load_config(path: str | Path) -> Tolerances:
 
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+            data = yaml.load(text, Loader=loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             loc = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
