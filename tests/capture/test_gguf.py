@@ -9,8 +9,9 @@ transformers' own GGUF loader, an independent implementation.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest

@@ -14,14 +14,19 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pv import stages as stage_table  # noqa: E402
-from pv.capture.config import SYNTHETIC  # noqa: E402
-from pv.capture.models import LoadedModel, fingerprint, synthetic_model  # noqa: E402
-from pv.capture.oracle import (  # noqa: E402
-    ATTN_IMPLEMENTATION, OBSERVED, RECOMPUTED, HFOracle, hf_config, provenance,
+from pv import stages as stage_table
+from pv.capture.config import SYNTHETIC
+from pv.capture.models import LoadedModel, fingerprint, synthetic_model
+from pv.capture.oracle import (
+    ATTN_IMPLEMENTATION,
+    OBSERVED,
+    RECOMPUTED,
+    HFOracle,
+    hf_config,
+    provenance,
 )
-from pv.capture.synthetic import synthetic_state_dict  # noqa: E402
-from pv.errors import PvError  # noqa: E402
+from pv.capture.synthetic import synthetic_state_dict
+from pv.errors import PvError
 
 #: The synthetic model as a Llama with tied embeddings (no bias): the other code paths.
 LLAMA = dataclasses.replace(SYNTHETIC, architecture="llama", attention_bias=False,

@@ -19,13 +19,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pv import stages as stage_table  # noqa: E402
-from pv.capture import aprt  # noqa: E402
-from pv.capture.config import SYNTHETIC  # noqa: E402
-from pv.capture.engine import Engine  # noqa: E402
-from pv.capture.models import LoadedModel, fingerprint, synthetic_model  # noqa: E402
-from pv.capture.oracle import HFOracle  # noqa: E402
-from pv.capture.synthetic import synthetic_state_dict  # noqa: E402
+from pv import stages as stage_table
+from pv.capture import aprt
+from pv.capture.config import SYNTHETIC
+from pv.capture.engine import Engine
+from pv.capture.models import LoadedModel, fingerprint, synthetic_model
+from pv.capture.oracle import HFOracle
+from pv.capture.synthetic import synthetic_state_dict
 
 MIN_COSINE = 0.99999
 CONTINUATION = 32

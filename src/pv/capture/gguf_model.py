@@ -65,7 +65,7 @@ class GGUFContents:
     metadata: dict[str, Any]
     #: Quantisation type of each source tensor, by Hugging Face name ("Q4_1", "F32", ...).
     quant_types: dict[str, str]
-    tokenizer: "GGUFTokenizer | None"
+    tokenizer: GGUFTokenizer | None
 
 
 def hf_name(gguf_name: str) -> str | None:
@@ -189,7 +189,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
 
     try:
         reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # the reader raises ValueError/struct.error/... on damage
+    except Exception as exc:  # noqa: BLE001 - GGUFReader raises ValueError, struct.error, IndexError... on damage
         raise PvError(f"{path}: unreadable GGUF file ({type(exc).__name__}: {exc})") from None
 
     arch = _field(reader, "general.architecture")
@@ -263,7 +263,7 @@ def _supported_quant_types(gguf: Any) -> set[Any]:
     return {q.F32, q.F16} | set(traits)
 
 
-def load_gguf(path: str | Path) -> "LoadedModel":
+def load_gguf(path: str | Path) -> LoadedModel:
     """A ``LoadedModel`` with real (dequantised) weights from a GGUF file."""
     from pv.capture.models import LoadedModel, fingerprint
 

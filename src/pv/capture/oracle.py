@@ -36,8 +36,9 @@ import contextlib
 import contextvars
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ RECOMPUTED = "recomputed"
 _CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
 
 #: The capture that the attention function reports to; set only inside ``HFOracle._capturing``.
-_ACTIVE: contextvars.ContextVar["_Capture | None"] = contextvars.ContextVar("pv_oracle_capture",
+_ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("pv_oracle_capture",
                                                                            default=None)
 
 
@@ -80,7 +81,7 @@ def _capturing_attention(module: Any, query: Any, key: Any, value: Any, attentio
     returned weights are the post-mask, post-softmax probabilities that produced
     the returned output [B, S, NH, D].
     """
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+    eager = sys.modules[type(module).__module__].eager_attention_forward
     out, weights = eager(module, query, key, value, attention_mask, scaling=scaling,
                          dropout=dropout, **kwargs)
     capture = _ACTIVE.get()
@@ -146,13 +147,14 @@ def _skipping_init() -> Iterator[None]:
     are allocated but left for ``_load`` to fill, and ``_load`` refuses any it
     cannot fill.
     """
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:
-        try:
-            from transformers.modeling_utils import no_init_weights  # older transformers
-        except ImportError:
-            no_init_weights = contextlib.nullcontext
+    import importlib
+
+    no_init_weights: Any = contextlib.nullcontext
+    for where in ("transformers.initialization", "transformers.modeling_utils"):  # new, old
+        found = getattr(importlib.import_module(where), "no_init_weights", None)
+        if found is not None:
+            no_init_weights = found
+            break
     with no_init_weights():
         yield
 
@@ -189,21 +191,23 @@ class HFOracle:
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, token_ids: Sequence[int], tap: Any = None) -> "torch.Tensor":
+    def forward(self, token_ids: Sequence[int], tap: Any = None) -> torch.Tensor:
         """Logits [S, V] float32; ``tap`` receives the requested stages with their provenance."""
-        torch = self.torch
         ids = self._ids(token_ids)
-        with torch.inference_mode(), self._capturing(tap):
+        with self.torch.inference_mode(), self._capturing(tap):
             out = self.model(input_ids=ids, use_cache=False)
-        return out.logits[0].float()
+        logits: torch.Tensor = out.logits[0].float()
+        return logits
 
     def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
         """Greedy continuation by transformers' own ``generate`` (no sampling, no early stop)."""
         from transformers import GenerationConfig
 
         ids = self._ids(token_ids)
-        gen = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens),
-                               eos_token_id=None, pad_token_id=0, use_cache=True)
+        gen = GenerationConfig(  # type: ignore[no-untyped-call]
+            do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens),
+            eos_token_id=None, pad_token_id=0, use_cache=True,
+        )
         with self.torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=self.torch.ones_like(ids),
                                       generation_config=gen)
@@ -219,14 +223,15 @@ class HFOracle:
 
     # ------------------------------------------------------------------ internals
 
-    def _ids(self, token_ids: Sequence[int]) -> "torch.Tensor":
+    def _ids(self, token_ids: Sequence[int]) -> torch.Tensor:
         ids = [int(i) for i in token_ids]
         if not ids:
             raise PvError("no tokens to run")
         bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
         if bad:
             raise PvError(f"token id {bad[0]} out of range for a vocabulary of {self.config.vocab_size}")
-        return self.torch.tensor([ids], dtype=self.torch.long, device=self.device)
+        tensor: torch.Tensor = self.torch.tensor([ids], dtype=self.torch.long, device=self.device)
+        return tensor
 
     def _load(self, state_dict: Any) -> None:
         """Copy pv's float32 weights into the module; refuse anything that does not fit."""
@@ -357,24 +362,24 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
     if cfg.architecture not in _CLASSES:
         raise PvError(f"the transformers oracle has no class for architecture '{cfg.architecture}'")
     config_cls = getattr(transformers, _CLASSES[cfg.architecture][0])
-    kwargs: dict[str, Any] = dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads,
-        head_dim=cfg.head_dim,
-        hidden_act="silu",
-        rms_norm_eps=cfg.rms_norm_eps,
-        max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=cfg.tie_word_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-        use_cache=True,
-    )
+    kwargs: dict[str, Any] = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "use_cache": True,
+    }
     if cfg.architecture == "llama":
         kwargs["attention_bias"] = cfg.attention_bias
         kwargs["mlp_bias"] = False

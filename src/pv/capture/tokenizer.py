@@ -82,10 +82,10 @@ def build_byte_level_bpe(tokens: list[str], merges: list[str], token_types: list
             f"unknown pre-tokenizer '{pre}'; pv rebuilds {', '.join(sorted(PRE_TOKENIZERS))}"
         )
     vocab = {token: index for index, token in enumerate(tokens)}
-    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    pairs: list[tuple[str, str]] = [(a, b) for a, b in (m.split(" ", 1) for m in merges)]
     bpe = models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, ignore_merges=False)
     tokenizer = tk.Tokenizer(bpe)
-    steps = []
+    steps: list[Any] = []
     for step in PRE_TOKENIZERS[pre]:
         if step == "digits":
             steps.append(pre_tokenizers.Digits(individual_digits=True))
@@ -148,6 +148,6 @@ def load_gguf_tokenizer(path: str | Path) -> GGUFTokenizer | None:
         reader = gguf.GGUFReader(str(path), "r")
     except FileNotFoundError:
         raise PvError(f"model file not found: {path}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - GGUFReader raises many types on a damaged file
         raise PvError(f"{path}: unreadable GGUF file ({type(exc).__name__}: {exc})") from None
     return tokenizer_from_gguf_fields(reader, path)
