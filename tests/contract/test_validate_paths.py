@@ -12,8 +12,9 @@ from pv.contract.discover import find_contracts, repo_root
 from pv.contract.validate import Report, validate_files, validate_paths
 from pv.errors import PvError
 
-CORPUS = Path("/work/shared/corpus/contracts-in-the-wild")
 REPO = Path(__file__).resolve().parents[2]
+#: Real-world contracts kept beside the checkout (read-only); tests skip without them.
+CORPUS = REPO.parent / "shared" / "corpus" / "contracts-in-the-wild"
 
 
 def _contract(fid: str, cid: str | None = None) -> str:

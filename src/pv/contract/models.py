@@ -24,18 +24,25 @@ class _NoNulls(BaseModel):
     for every declared field except the free-form (``Any``) ones.
     """
 
-    _free_form: ClassVar[frozenset[str]] = frozenset()
+    #: Declared fields that must not be null (all but the free-form ``Any`` ones).
+    _not_null: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._not_null = tuple(n for n, f in cls.model_fields.items() if f.annotation is not Any)
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_nulls(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
-                if name in data and data[name] is None and field.annotation is not Any:
+            for name in cls._not_null:
+                if name in data and data[name] is None:
                     raise ValueError(f"{name} may be absent but not null")
-            if not all(isinstance(key, str) for key in data):
-                # YAML allows `1:` as a key; JSON (and so the schema) sees the string "1".
-                data = {key if isinstance(key, str) else str(key): value for key, value in data.items()}
+            for key in data:
+                if type(key) is not str:
+                    # YAML allows `1:` as a key; JSON (and so the schema) sees the string "1".
+                    return {k if isinstance(k, str) else str(k): v for k, v in data.items()}
         return data
 
 
