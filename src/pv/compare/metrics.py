@@ -205,9 +205,15 @@ def _num(x: Any) -> float:
     return float(x)
 
 
+#: numpy >= 2 has a vectorised row-wise dot (2-3x faster than einsum here);
+#: older numpy falls back to einsum. BLAS ``dot`` is avoided on purpose: its
+#: thread pool spins and stalls when the machine is busy.
+_VECDOT = getattr(np, "vecdot", None)
+
+
 def _rowsq(X: np.ndarray) -> np.ndarray:
-    """Sum of squares of each row, in the rows' (float64) dtype."""
-    out: np.ndarray = np.einsum("ij,ij->i", X, X)
+    """Sum of squares of each row (or of a 1-D array), in the rows' float64 dtype."""
+    out: np.ndarray = _VECDOT(X, X) if _VECDOT is not None else np.einsum("...i,...i->...", X, X)
     return out
 
 
@@ -227,14 +233,14 @@ def compare(
     row_len = view.row_len
     step = max(1, chunk // row_len) * row_len if rows_mode else chunk
     cap = min(step, max(n_total, 1))
-    bufA, bufB, bufD, bufT = (np.empty(cap) for _ in range(4))
+    bufA, bufB, bufD = (np.empty(cap) for _ in range(3))
     causal = view.causal
     s = view.shape[-1] if causal else 0
     cols = np.arange(s) if causal else None
     for lo in range(0, n_total, step):
         hi = min(n_total, lo + step)
         n = hi - lo
-        A, B, D, T = bufA[:n], bufB[:n], bufD[:n], bufT[:n]
+        A, B, D = bufA[:n], bufB[:n], bufD[:n]
         np.copyto(A, a[view.offset_a + lo : view.offset_a + hi])
         np.copyto(B, b[view.offset_b + lo : view.offset_b + hi])
         row_lo = lo // row_len if rows_mode else 0
@@ -256,15 +262,15 @@ def compare(
             acc.row_bb[row_lo : row_lo + r] += rb
             acc.row_dd[row_lo : row_lo + r] += rd
         else:
-            sa, sb = float(np.dot(A, A)), float(np.dot(B, B))
+            sa, sb = float(_rowsq(A)), float(_rowsq(B))
             if not (math.isfinite(sa) and math.isfinite(sb)):
                 _nonfinite(acc, A, B, lo, 0)
-                sa, sb = float(np.dot(A, A)), float(np.dot(B, B))
+                sa, sb = float(_rowsq(A)), float(_rowsq(B))
             np.subtract(A, B, out=D)
             acc.aa += sa
             acc.bb += sb
-            acc.dd += float(np.dot(D, D))
-        np.abs(D, out=T)
+            acc.dd += float(_rowsq(D))
+        T = np.abs(D, out=D)  # d is not needed any more: |d| in place keeps three buffers in cache
         acc.sum_abs += float(T.sum())
         m = float(T.max()) if n else 0.0
         if m > acc.max_abs:
