@@ -169,3 +169,46 @@ def test_bad_arguments_are_exit_2_one_line(
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
+
+
+def test_isolate_on_existing_captures_reruns_pv_against_b(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep = tmp_path / "keep"
+    assert (
+        run(
+            [
+                "bisect",
+                "--model",
+                "synthetic",
+                "--reference",
+                "pv",
+                "--tokens",
+                TOKENS,
+                "--inject-fault",
+                "attn_residual_dropped@0",
+                "--keep",
+                str(keep),
+            ]
+        )
+        == 1
+    )
+    capsys.readouterr()
+    code = run(
+        [
+            "bisect",
+            str(keep / "test"),
+            str(keep / "reference"),
+            "--model",
+            "synthetic",
+            "--isolate",
+            "--format",
+            "json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["summary"]["first_divergence"] == {
+        "layer": 0,
+        "stage": "post_attn_residual",
+    }
+    assert data["isolate"]["introduced_in"] == []  # the clean engine reproduces B layer by layer

@@ -184,3 +184,13 @@ def test_diff_paths_errors(make_capture: Callable[..., Path], tmp_path: Path) ->
     broken.write_bytes(b"APRT\x00\x00\x00\x00\x05\x00\x00\x00abc")
     with pytest.raises(PvError, match="truncated"):
         diff_paths(broken, a / "lm_head.bin")
+
+
+def test_files_without_stage_names_and_empty_tensors(tmp_path: Path) -> None:
+    a, b = tmp_path / "x.bin", tmp_path / "y.bin"
+    aprt.write(a, 0, np.zeros(0, np.float32))
+    aprt.write(b, 0, np.zeros(0, np.float32))
+    rec = diff_files(a, b).records[0]
+    assert rec.label == "x.bin" and rec.status == "pass"
+    assert rec.metrics is not None and rec.metrics.count == 0
+    assert any("nothing to measure" in n for n in rec.metrics.notes)

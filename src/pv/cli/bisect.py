@@ -248,9 +248,12 @@ def command(
             from pv.capture.faults import check_fault, parse_fault
 
             check_fault(parse_fault(plan.fault), config.num_hidden_layers, config.features)
-    if plan.a is not None and plan.b is not None:
-        return _finish(plan, plan.a, plan.b, config, tols, None, fmt, verbose)
     from pv.capture.models import load_model
+
+    if plan.a is not None and plan.b is not None:
+        # With --isolate, this project's engine is rerun against reference B layer by layer.
+        loaded_ab = load_model(plan.model) if plan.isolate and plan.model else None
+        return _finish(plan, plan.a, plan.b, config, tols, loaded_ab, fmt, verbose)
 
     loaded = load_model(plan.model or "synthetic")
     if plan.keep is not None:

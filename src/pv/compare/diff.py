@@ -54,7 +54,9 @@ class StageRecord:
 
     @property
     def label(self) -> str:
-        name = self.stage or "?"
+        if self.stage is None:
+            return Path(self.path_a or self.path_b or "?").name
+        name = self.stage
         if self.layer is None or (self.stage and stage_table.BY_NAME[self.stage].whole_model):
             return name
         return f"L{self.layer}.{name}"

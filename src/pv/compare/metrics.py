@@ -354,7 +354,8 @@ def _finish(acc: _Acc) -> Metrics:
         position_rms=prms,
         position_ref_rms=pref,
         head_cosine=hcos,
-        notes=view.notes,
+        notes=view.notes
+        + (("no finite elements on both sides: nothing to measure",) if count == 0 else ()),
     )
 
 
