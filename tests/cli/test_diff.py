@@ -148,3 +148,18 @@ def test_corrupt_file_in_capture_is_exit_2(
     assert run(["diff", str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pv: error:") and "bad magic" in err and err.count("\n") == 1
+
+
+def test_diff_imports_neither_torch_nor_matplotlib(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    a = capture_dir(tmp_path / "a")
+    code = (
+        "import sys\nfrom pv.cli import run\n"
+        f"rc = run(['diff', {str(a)!r}, {str(a)!r}, '--model', 'synthetic', '--format', 'json'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
+        "print(rc, heavy, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "0 []"
