@@ -10,7 +10,7 @@ directory, then measures, side by side in one run:
 - the same with one worker, to show the single-core cost;
 - ``pv validate DIR`` as a subprocess, start-up and imports included.
 
-Each figure is the best of ``--repeat`` runs, as wall-clock time and as CPU time
+Each figure is the best of ``--repeat`` interleaved rounds, as wall-clock time and as CPU time
 (this process and its workers, user + system): on a machine shared with other
 work the wall-clock ratio of the pool moves with the load, the CPU ratio does not.
 Usage:
@@ -43,15 +43,22 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, float]:
-    """(best wall seconds, best CPU seconds) over ``repeat`` runs."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        cpu, start = _cpu(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - start)
-        cpus.append(_cpu() - cpu)
-    return min(walls), min(cpus)
+def interleaved_best(repeat: int, variants: list[Callable[[], object]]) -> list[tuple[float, float]]:
+    """(best wall seconds, best CPU seconds) per variant.
+
+    Rounds run every variant once, in rotating order, so a burst of load from
+    elsewhere on a shared machine hits all variants alike instead of one.
+    """
+    walls: list[list[float]] = [[] for _ in variants]
+    cpus: list[list[float]] = [[] for _ in variants]
+    for r in range(repeat):
+        for k in range(len(variants)):
+            i = (k + r) % len(variants)
+            cpu, start = _cpu(), time.perf_counter()
+            variants[i]()
+            walls[i].append(time.perf_counter() - start)
+            cpus[i].append(_cpu() - cpu)
+    return [(min(w), min(c)) for w, c in zip(walls, cpus)]
 
 
 def main() -> int:
@@ -81,13 +88,14 @@ def main() -> int:
                                   capture_output=True, text=True, check=False)
             assert done.returncode == 0, done.stdout[-500:] + done.stderr[-500:]
 
-        base, base_cpu = best_of(args.repeat, bare_parse)
-        rows = [
-            ("bare CSafeLoader parse (1 process)", (base, base_cpu)),
-            ("pv validate, library call, default workers", best_of(args.repeat, pv_default)),
-            ("pv validate, library call, 1 worker", best_of(args.repeat, pv_one_worker)),
-            ("pv validate, subprocess (start-up included)", best_of(args.repeat, pv_subprocess)),
-        ]
+        names = ["bare CSafeLoader parse (1 process)",
+                 "pv validate, library call, default workers",
+                 "pv validate, library call, 1 worker",
+                 "pv validate, subprocess (start-up included)"]
+        timings = interleaved_best(args.repeat, [bare_parse, pv_default, pv_one_worker,
+                                                 pv_subprocess])
+        rows = list(zip(names, timings))
+        base, base_cpu = timings[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{len(paths)} contracts, {total / 1e6:.1f} MB, {cores} cores "
