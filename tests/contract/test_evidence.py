@@ -86,13 +86,12 @@ def test_cited_evidence_that_exists_passes(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     repo = _repo(tmp_path)
     path = _contract(repo, {"file_paths": ["src/pv/stages.py", "src/pv/gone.py", "/etc/passwd",
-                                           "../outside.py"],
+                                           "../outside.py", "src/pv"],
                             "function_names": ["parse_stages"]})
     found = _rules(path)
-    assert [(r, p) for r, p, _ in found] == [("PV022", BASE + ("file_paths", 1)),
-                                            ("PV022", BASE + ("file_paths", 2)),
-                                            ("PV022", BASE + ("file_paths", 3))]
+    assert [(r, p) for r, p, _ in found] == [("PV022", BASE + ("file_paths", i)) for i in (1, 2, 3, 4)]
     assert "does not exist" in found[0][2] and "relative to the repository root" in found[1][2]
+    assert "relative to the repository root" in found[2][2] and "not a regular file" in found[3][2]
 
 
 def test_undefined_function_is_reported(tmp_path):

@@ -291,6 +291,8 @@ def rule_evidence_files(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
                 continue
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 why = "must be relative to the repository root, without '..'"
+            elif (ctx.repo_root / rel).exists():
+                why = "is not a regular file"
             else:
                 why = f"does not exist (repository root {ctx.repo_root})"
             yield Issue(base + ("file_paths", j), f"evidence file '{rel}' {why}")
