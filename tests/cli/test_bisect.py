@@ -156,6 +156,7 @@ def test_text_names_first_divergence_and_transitions(
         (["--model", "synthetic", "--tokens", "1,x"], "bad token id"),
         (["--model", "nowhere.gguf"], "not found"),
         (["{d}", "{d}", "--plot-metric", "psnr"], "Invalid value"),
+        (["--model", "synthetic", "--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
 def test_bad_arguments_are_exit_2_one_line(
@@ -212,3 +213,29 @@ def test_isolate_on_existing_captures_reruns_pv_against_b(
         "stage": "post_attn_residual",
     }
     assert data["isolate"]["introduced_in"] == []  # the clean engine reproduces B layer by layer
+
+
+@pytest.mark.cuda
+def test_bisect_on_cuda_finds_the_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device available")
+    code = run(
+        [
+            "bisect",
+            "--model",
+            "synthetic",
+            "--reference",
+            "pv",
+            "--device",
+            "cuda",
+            "--tokens",
+            TOKENS,
+            "--inject-fault",
+            "swiglu_silu_on_up@2",
+            "--format",
+            "json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["summary"]["first_divergence"] == {"layer": 2, "stage": "ffn_silu"}

@@ -244,6 +244,10 @@ def command(
         from pv.capture.models import model_config
 
         config = model_config(plan.model)
+        if plan.a is None or plan.isolate:
+            from pv.capture.engine import resolve_device
+
+            resolve_device(plan.device)  # a missing GPU fails here, before the weights load
         if plan.fault is not None:
             from pv.capture.faults import check_fault, parse_fault
 
