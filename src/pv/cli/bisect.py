@@ -298,6 +298,10 @@ def _finish(
             f"reference: {plan.reference}"
         )
         context.append(f"input: {'tokens ' + plan.tokens if plan.tokens else repr(plan.prompt)}")
+        if plan.a is None and plan.keep is None:
+            context.append(
+                "captures: in a temporary directory, deleted afterwards (--keep DIR keeps them)"
+            )
     title = "pv bisect" + (f" ({plan.fault})" if plan.fault else "")
     if plan.plot is not None:
         from pv.compare.plot import plot_bisect
