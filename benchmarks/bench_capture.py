@@ -3,7 +3,7 @@
     python benchmarks/bench_capture.py [--tokens 128] [--repeat 5] [--model PATH]
 
 For the synthetic model and (when present) SmolLM2-135M, at 128 tokens on the
-CPU in float32, prints the median wall time of
+CPU in float32, prints the best wall time of
 
 - the engine's plain forward (no tap),
 - a full capture (all stages, all layers) to a fresh directory, files and
@@ -11,7 +11,7 @@ CPU in float32, prints the median wall time of
 - transformers' eager forward of the same weights, and the ratio engine /
   transformers (target: <= 1.0x).
 
-Times are medians over ``--repeat`` runs after one warm-up run. Only ratios
+Times are the best of ``--repeat`` interleaved runs after one warm-up run. Only ratios
 measured in the same run mean anything; absolute times depend on the machine.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -31,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median wall time of each function, run in alternation so that load from
-    other processes hits every contender alike (ratios stay meaningful)."""
+def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best (minimum) wall time of each function, run in alternation so that load
+    from other processes hits every contender alike; the minimum is the run least
+    disturbed by that load, which keeps ratios meaningful on a shared machine."""
     for fn in fns.values():
         fn()  # warm-up: allocator, thread pool, page cache
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -42,7 +42,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> di
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def transformers_forward(model):  # type: ignore[no-untyped-def]
@@ -108,7 +108,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
         return result
 
     hf_run = transformers_forward(model)
-    t = interleaved_medians({"plain": lambda: engine.forward(ids), "full": full_capture,
+    t = interleaved_best({"plain": lambda: engine.forward(ids), "full": full_capture,
                              "e2e": end_to_end, "hf": lambda: hf_run(ids)}, repeat)
     plain, full, e2e, hf = t["plain"], t["full"], t["e2e"], t["hf"]
     probe = capture(model, tokens=ids, output=scratch / "size")
@@ -116,7 +116,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
     shutil.rmtree(scratch / "size")
     name = Path(spec).name
     print(f"{name}: {n_tokens} tokens, {model.config.num_hidden_layers} layers, float32 CPU, "
-          f"median of {repeat}")
+          f"best of {repeat}")
     print(f"  engine forward            {plain * 1e3:9.1f} ms")
     print(f"  full capture ({probe.files} files, {mib:.0f} MiB) {full * 1e3:9.1f} ms   "
           f"ratio {full / plain:.2f}x  (target <= 2x)")

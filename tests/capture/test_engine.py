@@ -172,7 +172,9 @@ def test_run_layer_with_a_tap(tmp_path: Path, qwen: LoadedModel) -> None:
     writer = aprt.CaptureWriter(tmp_path, {})
     tap = Tap(CapturePlan.parse("attn_norm,ffn_out", "2"), writer)
     engine.run_layer(2, np.ones((5, 64), dtype=np.float32), tap)
+    tap.finish()
     assert sorted(tap.fired) == [("attn_norm", 2), ("ffn_out", 2)]
+    assert [(f["stage"], f["layer"]) for f in writer.files] == [("attn_norm", 2), ("ffn_out", 2)]
     writer.abort()
 
 

@@ -34,6 +34,7 @@ def run(model: LoadedModel, fault: str | None, root: Path) -> dict[tuple[str, in
     writer = aprt.CaptureWriter(root, {})
     tap = Tap(CapturePlan.parse("all"), writer)
     engine.forward(TOKENS, tap)
+    tap.finish()
     writer.close()
     return {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root).entries}
 

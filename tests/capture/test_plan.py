@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,12 @@ def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tu
     return Tap(CapturePlan.parse(stage_spec, layers), writer, dtype_captured="bfloat16"), writer
 
 
-def test_tap_copies_and_writes_at_once(tmp_path: Path) -> None:
+def test_tap_copies_and_writes_in_the_background(tmp_path: Path) -> None:
     tap, writer = make_tap(tmp_path, "attn_norm", "0")
     t = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)
     tap("attn_norm", 0, t)
     t.mul_(0)  # the engine may reuse its buffer: the file must hold the values at tap time
+    tap.finish()
     path = tmp_path / "cap" / "layer-0" / "attn_norm.bin"
     assert path.exists()
     _, values = aprt.read(path, (2, 3))
@@ -67,12 +69,46 @@ def test_tap_ignores_unwanted_and_rejects_twice(tmp_path: Path) -> None:
     tap("attn_norm", 0, torch.ones(2))
     with pytest.raises(PvError, match="captured twice"):
         tap("attn_norm", 0, torch.ones(2))
+    tap.finish()
+    assert len(writer.files) == 1
+
+
+def test_memory_in_flight_is_bounded_and_order_kept(tmp_path: Path) -> None:
+    tap, writer = make_tap(tmp_path, "all", "all")
+    tap.MAX_IN_FLIGHT = 1000  # bytes: every stage waits for the one before
+    for layer in range(5):
+        tap("ffn_up", layer, torch.full((10, 30), float(layer)))
+        assert tap._inflight_bytes <= 1200
+    tap.finish()
+    assert [f["layer"] for f in writer.files] == [0, 1, 2, 3, 4]
+    for layer in range(5):
+        assert aprt.read(tmp_path / "cap" / f"layer-{layer}" / "ffn_up.bin")[1].tolist() == [float(layer)] * 300
+
+
+def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tap, writer = make_tap(tmp_path, "all", "all")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise PvError("write failed: No space left on device")
+
+    monkeypatch.setattr(writer, "write", full_disk)
+    tap("attn_norm", 0, torch.ones(4))
+    with pytest.raises(PvError, match="No space left"):
+        tap.finish()
+    tap2, writer2 = make_tap(tmp_path / "second", "all", "all")
+    monkeypatch.setattr(writer2, "write", full_disk)
+    with pytest.raises(PvError, match="No space left"):
+        for layer in range(1000):  # the error surfaces at a later tap call, not only at finish
+            tap2("attn_norm", layer, torch.ones(4))
+            time.sleep(0.001)
+    tap2.abort()
 
 
 def test_tap_passes_metadata_to_the_manifest(tmp_path: Path) -> None:
     tap, writer = make_tap(tmp_path, "attn_scores", "0,1")
     tap("attn_scores", 0, torch.zeros(1, 2, 2), provenance="recomputed")
     tap("attn_scores", 1, torch.zeros(1, 2, 2))
+    tap.finish()
     writer.close()
     manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
     assert [f["provenance"] for f in manifest["files"]] == ["recomputed", "observed"]
@@ -86,9 +122,9 @@ def test_not_applicable_and_missing(tmp_path: Path) -> None:
     tap("attn_norm", 0, torch.zeros(2, 4))
     tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
     tap.not_applicable("ffn_up", "not requested, so not recorded")
+    tap.finish()
     assert tap.missing(2) == [("attn_norm", 1), ("lm_head", None)]
     assert writer.not_applicable == [{"stage": "qkv_bias", "reason": "the model has no q/k/v bias"}]
-    tap.finish()
 
 
 @pytest.mark.cuda

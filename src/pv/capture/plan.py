@@ -3,24 +3,25 @@
 An engine calls ``tap.wants(stage, layer)`` at each capture point and, only when
 that is true, ``tap(stage, layer, tensor)``. Without a tap the forward pays one
 ``is None`` check per point. The tap never changes the tensor it sees: it copies
-it to float32 host memory and hands it to a ``CaptureWriter``, which writes it
-at once, so memory stays bounded by about one stage.
+it to float32 host memory and hands it to one writer thread, which writes it
+through a ``CaptureWriter`` (hashing and file I/O release the GIL, so they
+overlap with the forward). A bound on the bytes waiting to be written keeps
+memory near one stage: the forward waits when the disk falls behind.
 
 On CUDA the copy is queued on a side stream into pinned host memory after an
-event on the compute stream; the forward keeps running while the copy runs and
-the file is written when the copy's event has completed. A small bound on the
-bytes in flight keeps memory bounded even when the GPU outruns the disk.
+event on the compute stream; the forward keeps running while the copy runs,
+and the writer thread waits for the copy's event before writing the file.
 Because that copy is asynchronous, an engine must not modify a tapped tensor
 in place afterwards (the pv engine never does: every step makes a new tensor).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
-
-import numpy as np
 
 from pv import stages as stage_table
 from pv.capture.aprt import CaptureWriter
@@ -73,11 +74,15 @@ class Tap:
     Each file records ``dtype_captured``, the dtype of the tensor the engine
     handed over (or the fixed ``dtype_captured`` given here): the values on disk
     are always float32, widened exactly from that dtype.
+
+    Call ``finish()`` after the forward (before ``writer.close()``) so that every
+    stage is on disk, or ``abort()`` when the forward failed.
     """
 
-    #: Bytes of pinned host memory that may be in flight on CUDA before the
-    #: tap waits for the oldest copy (about one large stage).
-    MAX_IN_FLIGHT = 256 << 20
+    #: Bytes of captured data that may wait for the writer thread before the
+    #: forward waits for the oldest write; with one stage on its way this bounds
+    #: the capture's extra memory, whatever the model size or number of stages.
+    MAX_IN_FLIGHT = 64 << 20
 
     def __init__(
         self,
@@ -95,8 +100,10 @@ class Tap:
         self._layers = None if plan.layers is None else frozenset(plan.layers)
         self.fired: set[tuple[str, int | None]] = set()
         self.skipped: dict[str, str] = {}
-        self._pending: deque[tuple[Any, Any, str, int | None, dict[str, Any]]] = deque()
-        self._pending_bytes = 0
+        self._inflight: deque[tuple[Future[None], int]] = deque()
+        self._inflight_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._failed = threading.Event()
         self._stream: Any = None
 
     def wants(self, stage: str, layer: int | None) -> bool:
@@ -116,11 +123,12 @@ class Tap:
         meta.setdefault("dtype_captured", self.dtype_captured or str(tensor.dtype).replace("torch.", ""))
         meta.setdefault("provenance", "observed")
         if tensor.device.type == "cuda":
-            self._queue_cuda(stage, key[1], tensor, meta)
-            self._drain(block=False)
+            host, done = self._copy_cuda(tensor)
         else:
-            host = tensor.detach().to(dtype=_float32(), copy=True).numpy()
-            self._write(stage, key[1], host, meta)
+            # A private float32 copy: the writer thread may still be reading it
+            # when the forward has moved on.
+            host, done = tensor.detach().to(dtype=_float32(), copy=True), None
+        self._submit(stage, key[1], host, done, meta)
 
     def not_applicable(self, stage: str, reason: str) -> None:
         name = stage_table.get(stage).name
@@ -129,8 +137,25 @@ class Tap:
             self.writer.mark_not_applicable(name, reason)
 
     def finish(self) -> None:
-        """Wait for every queued copy and write it (call once after the forward)."""
-        self._drain(block=True)
+        """Wait until every captured stage is on disk; re-raise the first write error."""
+        try:
+            while self._inflight:
+                self._wait_oldest()
+        finally:
+            self._shutdown()
+
+    def abort(self) -> None:
+        """After a failed forward: stop writing, wait for the writer thread, swallow its errors."""
+        self._failed.set()
+        while self._inflight:
+            fut, _ = self._inflight.popleft()
+            fut.cancel()
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001 - the forward's own error is the one to report
+                pass
+        self._inflight_bytes = 0
+        self._shutdown()
 
     def missing(self, n_layers: int) -> list[tuple[str, int | None]]:
         """Requested (stage, layer) pairs that neither fired nor were declared not applicable."""
@@ -138,12 +163,50 @@ class Tap:
 
     # ------------------------------------------------------------------ internals
 
-    def _write(self, stage: str, layer: int | None, host: np.ndarray, meta: dict[str, Any]) -> None:
-        self.writer.write(stage, layer, host, **meta)
+    def _submit(self, stage: str, layer: int | None, host: "torch.Tensor", done: Any,
+                meta: dict[str, Any]) -> None:
+        self._reap()
+        nbytes = host.numel() * 4
+        while self._inflight and self._inflight_bytes + nbytes > self.MAX_IN_FLIGHT:
+            self._wait_oldest()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pv-capture-writer")
+        fut = self._pool.submit(self._write, stage, layer, host, done, meta)
+        self._inflight.append((fut, nbytes))
+        self._inflight_bytes += nbytes
+
+    def _write(self, stage: str, layer: int | None, host: "torch.Tensor", done: Any,
+               meta: dict[str, Any]) -> None:
+        """Runs on the writer thread, one stage at a time, in the order they were tapped."""
+        if self._failed.is_set():
+            return
+        try:
+            if done is not None:
+                done.synchronize()
+            self.writer.write(stage, layer, host.numpy(), **meta)
+        except BaseException:
+            self._failed.set()
+            raise
         if self.on_write is not None:
             self.on_write(stage, layer)
 
-    def _queue_cuda(self, stage: str, layer: int | None, tensor: "torch.Tensor", meta: dict[str, Any]) -> None:
+    def _reap(self) -> None:
+        """Collect finished writes: frees their budget and surfaces a write error early."""
+        while self._inflight and self._inflight[0][0].done():
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        fut, nbytes = self._inflight.popleft()
+        self._inflight_bytes -= nbytes
+        fut.result()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _copy_cuda(self, tensor: "torch.Tensor") -> tuple["torch.Tensor", Any]:
+        """Queue a device-to-host copy on a side stream; returns the pinned buffer and its event."""
         import torch
 
         if self._stream is None:
@@ -162,24 +225,7 @@ class Tap:
         # The compute stream may free and reuse ``tensor`` once the forward moves
         # on; tell the caching allocator that the side stream still reads it.
         tensor.record_stream(self._stream)
-        self._pending.append((done, host, stage, layer, meta))
-        self._pending_bytes += host.numel() * 4
-        while self._pending_bytes > self.MAX_IN_FLIGHT and len(self._pending) > 1:
-            self._pop(block=True)
-
-    def _pop(self, block: bool) -> bool:
-        done, host, stage, layer, meta = self._pending[0]
-        if not block and not done.query():
-            return False
-        done.synchronize()
-        self._pending.popleft()
-        self._pending_bytes -= host.numel() * 4
-        self._write(stage, layer, host.numpy(), meta)
-        return True
-
-    def _drain(self, block: bool) -> None:
-        while self._pending and self._pop(block):
-            pass
+        return host, done
 
 
 def _float32() -> Any:

@@ -274,6 +274,7 @@ def run_plan(
                           + (f" (+{len(names) - 8} more)" if len(names) > 8 else ""))
         writer.close()
     except BaseException:
+        tap.abort()
         writer.abort()
         _remove_written(plan.output, writer.files, created)
         raise
