@@ -151,3 +151,18 @@ def test_concurrent_runs_never_overwrite_each_other(demo) -> None:
     assert len(paths) == 9 and len({p.name for p in paths}) == 9
     for p in paths:
         read_record(p)  # every one complete and valid
+
+
+def test_metadata_status_follows_the_weakest_falsifier(demo, capsys) -> None:
+    text = demo.contract.read_text().replace("  description: demo contract for pv falsify\n",
+                                             "  description: demo contract for pv falsify\n  status: PROPOSED\n")
+    demo.contract.write_text(text)
+    demo.behave(two_live="skip-absent", three="pass")
+    assert run(demo.args()) == 0
+    assert "metadata.status: PROPOSED -> PARTIAL_ALGORITHM_LEVEL" in capsys.readouterr().out
+    assert yaml.safe_load(demo.contract.read_text())["metadata"]["status"] == "PARTIAL_ALGORITHM_LEVEL"
+    assert run(["validate", "--strict", str(demo.contract)]) == 0, capsys.readouterr()
+    # A free-form contract status (not on the ladder) is left to its author.
+    demo.contract.write_text(text.replace("  status: PROPOSED\n", "  status: ACTIVE\n", 1))
+    assert run(demo.args()) == 0
+    assert yaml.safe_load(demo.contract.read_text())["metadata"]["status"] == "ACTIVE"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pv.falsify.rewrite import RewriteError, rewrite_statuses, rewrite_text
+from pv.falsify.rewrite import METADATA, RewriteError, rewrite_statuses, rewrite_text
 
 CORPUS = Path("/work/shared/corpus/contracts-in-the-wild")
 
@@ -163,3 +163,18 @@ def test_killed_writer_leaves_old_or_new_file(tmp_path: Path) -> None:
         for p in leftovers:
             p.unlink()
     assert torn_writes > 0, "no kill landed inside a write: the test proved nothing"
+
+
+def test_metadata_status_is_edited_in_place() -> None:
+    doc = DOC.replace("  version: 1.0   # a float on purpose\n",
+                      "  version: 1.0   # a float on purpose\n  status: PROPOSED  # contract level\n")
+    out, changes = rewrite_text(doc, {"A": "FUNCTIONAL"}, metadata_status="PARTIAL_ALGORITHM_LEVEL")
+    assert sorted(changed_lines(doc, out)) == sorted([
+        "-   status: PROPOSED  # contract level",
+        "+   status: PARTIAL_ALGORITHM_LEVEL  # contract level",
+        '-   status: "PROPOSED"  # double quoted',
+        '+   status: "FUNCTIONAL"  # double quoted',
+    ])
+    assert [c.falsifier_id for c in changes] == [METADATA, "A"]
+    with pytest.raises(RewriteError, match="metadata has no status"):
+        rewrite_text(DOC, {}, metadata_status="FUNCTIONAL")

@@ -15,7 +15,7 @@ def test_text_report(repo, capsys) -> None:
     assert "demo-v1 (v1.0.0, metadata.status FUNCTIONAL) contracts/demo-v1.yaml" in out
     assert "FALSIFY-DEMO-001  FUNCTIONAL" in out and "(live)" in out
     assert "blocked: fixture absent: no GPU" in out
-    assert "mismatch: metadata.status is FUNCTIONAL but 2 falsifier(s) are below it" in out
+    assert "mismatch: metadata.status FUNCTIONAL is ahead of its falsifiers: the contract stands at BLOCKER_FIXTURE_ABSENT" in out
     assert "total: 3 falsifiers: 1 FUNCTIONAL, 1 PARTIAL_ALGORITHM_LEVEL, 1 BLOCKER_FIXTURE_ABSENT; " \
            "FUNCTIONAL or better: 33%" in out
     assert "stale" not in out

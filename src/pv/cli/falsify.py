@@ -64,7 +64,9 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
         rows = [{"id": r.falsifier_id, "outcome": r.outcome, "reason": r.reason, "facts": dict(r.facts),
                  "live": r.live, "old": r.old, "new": r.new,
                  "record": str(r.record_path) if r.record_path else None} for r in result.rows]
+        meta = list(result.metadata_status) if result.metadata_status else None
         click.echo(json.dumps({"contract": contract.id, "updated": plan.update, "falsifiers": rows,
+                               "metadata_status": meta,
                                "exit_code": result.exit_code}, indent=2))
         return result.exit_code
     header = ("falsifier", "outcome", "facts", "status")
@@ -78,6 +80,9 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     for r in result.rows:
         if r.outcome in ("failed", "skipped") and r.reason:
             click.echo(f"{r.falsifier_id}: {r.outcome}: {r.reason}")
+    if result.metadata_status is not None:
+        old, new = result.metadata_status
+        click.echo(f"metadata.status: {old} -> {new} (the contract stands where its weakest falsifier stands)")
     n_failed = sum(r.outcome == "failed" for r in result.rows)
     click.echo(f"{len(result.records)} evidence record(s) written; "
                f"{'contract updated' if plan.update else 'contract left unchanged (--no-update)'}; "

@@ -26,6 +26,8 @@ from pv.errors import PvError
 from pv.falsify.atomic import replace_bytes
 
 _SAFE_STATUS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+#: The ``Change.falsifier_id`` of a ``metadata.status`` update (no falsifier id has this form).
+METADATA = "<metadata>"
 
 
 class RewriteError(PvError):
@@ -66,13 +68,35 @@ def _newline(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
-def _plan_edits(text: str, statuses: Mapping[str, str], where: str) -> tuple[list[tuple[int, int, str]], list[Change]]:
+def _scalar_edit(value: yaml.Node, new: str, what: str, where: str) -> tuple[int, int, str]:
+    if not isinstance(value, yaml.ScalarNode):
+        raise RewriteError(f"{where}: status of {what} is not a scalar")
+    quote = value.style if value.style in ("'", '"') else ""
+    return (value.start_mark.index, value.end_mark.index, f"{quote}{new}{quote}")
+
+
+def _check_status(new: str, where: str) -> None:
+    if not new or not set(new) <= _SAFE_STATUS:
+        raise RewriteError(f"{where}: refusing to write status {new!r}")
+
+
+def _plan_edits(text: str, statuses: Mapping[str, str], where: str,
+                metadata_status: str | None = None) -> tuple[list[tuple[int, int, str]], list[Change]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise RewriteError(f"{where}: not valid YAML: {exc}".splitlines()[0]) from None
     edits: list[tuple[int, int, str]] = []
     changes: list[Change] = []
+    if metadata_status is not None:
+        _check_status(metadata_status, where)
+        meta = _get(root, "metadata") if isinstance(root, yaml.MappingNode) else None
+        entry = _get(meta[1], "status") if meta and isinstance(meta[1], yaml.MappingNode) else None
+        if entry is None:
+            raise RewriteError(f"{where}: metadata has no status to update")
+        if _scalar(entry[1]) != metadata_status:
+            edits.append(_scalar_edit(entry[1], metadata_status, "metadata", where))
+            changes.append(Change(METADATA, _scalar(entry[1]), metadata_status))
     seen: set[str] = set()
     nl = _newline(text)
     for fnode in _falsifier_nodes(root, where):
@@ -84,18 +108,14 @@ def _plan_edits(text: str, statuses: Mapping[str, str], where: str) -> tuple[lis
             raise RewriteError(f"{where}: falsifier id {fid} appears twice")
         seen.add(fid)
         new = statuses[fid]
-        if not new or not set(new) <= _SAFE_STATUS:
-            raise RewriteError(f"{where}: refusing to write status {new!r}")
+        _check_status(new, where)
         status_entry = _get(fnode, "status")
         if status_entry is not None:
-            value = status_entry[1]
-            if not isinstance(value, yaml.ScalarNode):
-                raise RewriteError(f"{where}: status of {fid} is not a scalar")
-            if value.value == new:
+            old = _scalar(status_entry[1])
+            if old == new:
                 continue
-            quote = value.style if value.style in ("'", '"') else ""
-            edits.append((value.start_mark.index, value.end_mark.index, f"{quote}{new}{quote}"))
-            changes.append(Change(fid, value.value, new))
+            edits.append(_scalar_edit(status_entry[1], new, fid, where))
+            changes.append(Change(fid, old, new))
             continue
         assert id_entry is not None
         if fnode.flow_style:
@@ -131,6 +151,8 @@ def _strip_statuses(data: Any, ids: set[str]) -> Any:
     if not isinstance(data, dict):
         return data
     copy = dict(data)
+    if METADATA in ids and isinstance(copy.get("metadata"), dict):
+        copy["metadata"] = {k: v for k, v in copy["metadata"].items() if k != "status"}
     tests = []
     for f in copy.get("falsification_tests") or []:
         if isinstance(f, dict) and str(f.get("id")) in ids:
@@ -141,9 +163,10 @@ def _strip_statuses(data: Any, ids: set[str]) -> Any:
     return copy
 
 
-def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract>") -> tuple[str, list[Change]]:
-    """The contract text with the given falsifier statuses, and what changed."""
-    edits, changes = _plan_edits(text, statuses, where)
+def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract>",
+                 metadata_status: str | None = None) -> tuple[str, list[Change]]:
+    """The contract text with the given falsifier (and metadata) statuses, and what changed."""
+    edits, changes = _plan_edits(text, statuses, where, metadata_status)
     out = text
     for start, end, repl in sorted(edits, reverse=True):
         out = out[:start] + repl + out[end:]
@@ -151,6 +174,8 @@ def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract
         before = yaml.load(text, Loader=yaml.SafeLoader)
         after = yaml.load(out, Loader=yaml.SafeLoader)
         got = _statuses_of(after)
+        if isinstance(after, dict) and isinstance(after.get("metadata"), dict):
+            got[METADATA] = after["metadata"].get("status")
         wrong = [c.falsifier_id for c in changes if got.get(c.falsifier_id) != c.new]
         ids = {c.falsifier_id for c in changes}
         if wrong or _strip_statuses(before, ids) != _strip_statuses(after, ids):
@@ -158,15 +183,19 @@ def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract
     return out, changes
 
 
-def rewrite_statuses(path: str | os.PathLike[str], statuses: Mapping[str, str]) -> list[Change]:
-    """Set falsifier statuses in the contract at ``path`` in place; returns the changes made."""
+def rewrite_statuses(path: str | os.PathLike[str], statuses: Mapping[str, str],
+                     metadata_status: str | None = None) -> list[Change]:
+    """Set falsifier statuses (and ``metadata.status``) in the contract at ``path`` in place.
+
+    Returns the changes made; ``metadata.status`` changes carry the id ``METADATA``.
+    """
     p = Path(path)
     try:
         raw = p.read_bytes()
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RewriteError(f"{p}: cannot read contract: {exc}") from None
-    new_text, changes = rewrite_text(text, statuses, str(p))
+    new_text, changes = rewrite_text(text, statuses, str(p), metadata_status)
     if changes:
         replace_bytes(p, new_text.encode("utf-8"))
     return changes

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pv.contract import ladder
 from pv.errors import ExitCode, PvError
 from pv.falsify import evidence as ev
 from pv.falsify.catalog import Contract, Falsifier
@@ -66,6 +67,8 @@ class FalsifyResult:
     rows: tuple[Row, ...]
     exit_code: int
     records: tuple[Path, ...] = field(default_factory=tuple)
+    #: (old, new) when ``metadata.status`` was brought in step with the falsifiers.
+    metadata_status: tuple[str | None, str] | None = None
 
 
 def pytest_argv(plan: RunPlan, spool: Path) -> list[str]:
@@ -168,6 +171,25 @@ def build_record(contract: Contract, falsifier: Falsifier, results: Sequence[Map
     )
 
 
+def standing(contract: Contract, updates: Mapping[str, str]) -> str | None:
+    """The ``metadata.status`` to write after ``updates``, or None to leave it alone.
+
+    A contract stands where its weakest falsifier stands (unset counts as
+    PROPOSED; the blocker family shares one rung), which is what ``pv validate``
+    checks. Only a ``metadata.status`` already on the ladder is kept in step;
+    a free-form one (``ACTIVE``) or none at all is the author's business.
+    """
+    claimed = ladder.normalize(contract.metadata_status)
+    if claimed is None:
+        return None
+    statuses = [ladder.normalize(updates.get(f.id, f.status or ladder.PROPOSED)) for f in contract.falsifiers]
+    known = [s for s in statuses if s is not None]
+    if not known:
+        return None
+    weakest = min(known, key=ladder.rank)
+    return None if ladder.rank(claimed) == ladder.rank(weakest) else weakest
+
+
 def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
     """Run, record, promote. Raises PvError on trouble (nothing written then)."""
     if not plan.contract.falsifiers:
@@ -214,10 +236,13 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
             updates[f.id] = new
         rows.append(Row(f.id, record.outcome, record.reason, record.facts, f.status, new,
                         record.live, path, bool(f.live_requirements)))
-    if updates:
-        rewrite_statuses(plan.contract.path, updates)
+    meta = standing(plan.contract, updates) if plan.update else None
+    if updates or meta is not None:
+        rewrite_statuses(plan.contract.path, updates, metadata_status=meta)
     failed = any(r.outcome == ev.FAILED for r in rows)
-    return FalsifyResult(tuple(rows), int(ExitCode.FINDINGS if failed else ExitCode.OK), tuple(records))
+    meta_change = (plan.contract.metadata_status, meta) if meta is not None else None
+    return FalsifyResult(tuple(rows), int(ExitCode.FINDINGS if failed else ExitCode.OK), tuple(records),
+                         meta_change)
 
 
 __all__ = ["FalsifyResult", "Row", "RunPlan", "build_record", "falsify", "pytest_argv", "read_spool"]

@@ -111,15 +111,15 @@ def _record_paths(evidence_dir: Path, cid: str, fid: str) -> list[tuple[ev.Evide
 
 
 def _mismatch(meta: str | None, statuses: Sequence[str]) -> str | None:
-    """A contract claiming more than its weakest falsifier shows."""
+    """A contract stands where its weakest falsifier stands; say so when metadata disagrees."""
     canon = ladder.normalize(meta) if meta else None
     if canon is None or not statuses:
         return None
     weakest = min(statuses, key=ladder.rank)
-    if ladder.rank(canon) > ladder.rank(weakest):
-        n = sum(ladder.rank(s) < ladder.rank(canon) for s in statuses)
-        return f"metadata.status is {canon} but {n} falsifier(s) are below it (lowest: {weakest})"
-    return None
+    if ladder.rank(canon) == ladder.rank(weakest):
+        return None
+    direction = "ahead of" if ladder.rank(canon) > ladder.rank(weakest) else "behind"
+    return f"metadata.status {canon} is {direction} its falsifiers: the contract stands at {weakest}"
 
 
 def falsifier_status(contract: Contract, fid: str, written: str | None, evidence_dir: Path,
