@@ -30,6 +30,8 @@ class RecordRef:
     finished_at: str
     live: bool
     stale: tuple[str, ...] = ()
+    #: The falsifier named live requirements (otherwise every pass counts as live).
+    requirements: bool = True
 
     @classmethod
     def of(cls, record: ev.EvidenceRecord, path: Path, root: Path) -> RecordRef:
@@ -38,7 +40,7 @@ class RecordRef:
         except ValueError:
             shown = str(path)
         return cls(shown, record.outcome, record.finished_at, record.live,
-                   tuple(ev.stale_files(record, root)))
+                   tuple(ev.stale_files(record, root)), bool(record.live_requirements))
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def to_json(report: StatusReport) -> str:
 def _evidence_text(f: FalsifierStatus) -> str:
     if f.latest is None:
         return "no evidence"
-    live = "live" if f.latest.live else "not live"
+    live = ("live" if f.latest.live else "not live") if f.latest.requirements else "no live requirements"
     text = f"latest {f.latest.outcome} {f.latest.finished_at[:19]}Z ({live})"
     if f.backing is not None and f.backing.path != f.latest.path:
         text += f"; backed by {f.backing.outcome} {f.backing.finished_at[:19]}Z"
