@@ -58,7 +58,11 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
         pytest_args=tuple(a for a in pytest_args if a != "--"), in_process=in_process,
     )
     echo = (lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo
-    echo(f"pv falsify: {contract.id} ({len(contract.falsifiers)} falsifiers) from {contract.path}")
+    try:
+        shown = contract.path.resolve().relative_to(root)
+    except ValueError:
+        shown = contract.path
+    echo(f"pv falsify: {contract.id} ({len(contract.falsifiers)} falsifiers) from {shown}")
     result = falsify(plan, echo=echo)
     if fmt == "json":
         rows = [{"id": r.falsifier_id, "outcome": r.outcome, "reason": r.reason, "facts": dict(r.facts),
