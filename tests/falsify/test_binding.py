@@ -85,3 +85,17 @@ def test_plain_pytest_run_with_the_plugin(pytester: pytest.Pytester) -> None:
     """)
     result = pytester.runpytest("--strict-markers")
     result.assert_outcomes(passed=1)
+
+
+def test_malformed_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.falsifies()
+        def test_a():
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*needs at least one falsifier id*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

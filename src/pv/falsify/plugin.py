@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pv.falsify.binding import FIXTURE_ABSENT_PREFIX, MARKER, binding_for, check
+from pv.falsify.binding import FIXTURE_ABSENT_PREFIX, MARKER, BindingError, binding_for, check
 
 _FACT = "pv:fact:"
 _METRIC = "pv:metric:"
@@ -152,13 +152,20 @@ def _worker_id(config: pytest.Config) -> str:
     return str(winput.get("workerid", "worker")) if winput else "main"
 
 
+def _ids_of(item: pytest.Item) -> tuple[str, ...]:
+    try:
+        return binding_for(item)
+    except BindingError as exc:  # a usage error of the marker: one line, not a traceback
+        raise pytest.UsageError(str(exc)) from None
+
+
 @pytest.hookimpl(tryfirst=True)  # see every collected item, before -k/-m deselect any
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     spool = config.getoption("--pv-spool")
     if not config.getoption("--pv-contracts") and not config.getoption("--pv-select"):
         for item in items:  # binding still travels with reports in plain runs
-            ids = binding_for(item)
+            ids = _ids_of(item)
             if ids:
                 item.user_properties.append((_IDS, list(ids)))
         return
@@ -167,7 +174,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        ids = binding_for(item)
+        ids = _ids_of(item)
         for fid in ids:
             bound.setdefault(fid, []).append(item.nodeid)
         if ids:
