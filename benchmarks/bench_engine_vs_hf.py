@@ -1,6 +1,7 @@
 """pv's engine against transformers, forward only, on the same weights, measured side by side.
 
-    python benchmarks/bench_engine_vs_hf.py [--model PATH] [--tokens 128] [--repeat 7] [--profile]
+    python benchmarks/bench_engine_vs_hf.py [--model PATH] [--tokens 128] [--repeat 7]
+                                            [--threads N] [--profile]
 
 Contenders, all float32 on the CPU, one sequence of ``--tokens`` tokens, no tap:
 
@@ -16,7 +17,9 @@ processes hits each alike; the script prints each median and the median of the
 per-round ratios engine / hf-eager (target <= 1.0x). ``--profile`` adds
 torch.profiler's top operators for one forward of the engine and of hf-eager,
 which shows where a slower engine spends its time. Absolute times depend on the
-machine; only the ratios of one run mean anything.
+machine; only the ratios of one run mean anything. On a machine shared with
+other busy processes, ``--threads 1`` gives far steadier ratios: oversubscribed
+intra-op thread pools make every contender's time swing by several times.
 """
 
 from __future__ import annotations
@@ -88,11 +91,15 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model spec (default: SmolLM2, else synthetic)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from pv.capture.engine import Engine
     from pv.capture.models import load_model
