@@ -1,18 +1,25 @@
 """Capture overhead and engine speed, measured side by side in one run.
 
-    python benchmarks/bench_capture.py [--tokens 128] [--repeat 5] [--model PATH]
+    python benchmarks/bench_capture.py [--tokens 128] [--repeat 5] [--threads N] [--model SPEC]
 
 For the synthetic model and (when present) SmolLM2-135M, at 128 tokens on the
-CPU in float32, prints the best wall time of
+CPU in float32, prints for
 
 - the engine's plain forward (no tap),
-- a full capture (all stages, all layers) to a fresh directory, files and
-  manifest included, and their ratio (target: <= 2x);
-- transformers' eager forward of the same weights, and the ratio engine /
-  transformers (target: <= 1.0x).
+- a full capture (all stages, all layers) streamed to a fresh directory, files
+  and manifest included, with the same engine: ratio to the plain forward
+  (target <= 2x),
+- ``capture()`` end to end as ``pv trace`` runs it (plan checks, engine build),
+- transformers' eager forward of the same weights: ratio engine / transformers
+  (target <= 1.0x),
 
-Times are the best of ``--repeat`` interleaved runs after one warm-up run. Only ratios
-measured in the same run mean anything; absolute times depend on the machine.
+the best wall time and the best process CPU time (all threads, the capture's
+writer thread included) over ``--repeat`` interleaved runs after a warm-up.
+Running the contenders in alternation exposes each to the same load from other
+processes, and the best run is the least disturbed one; the CPU-time ratio is
+the total work and so an upper bound for the wall ratio on an idle machine with
+a core to spare for the writer thread. Only ratios from one run mean anything.
+Deleting the capture directories happens outside the timed region.
 """
 
 from __future__ import annotations
@@ -30,19 +37,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
-def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Best (minimum) wall time of each function, run in alternation so that load
-    from other processes hits every contender alike; the minimum is the run least
-    disturbed by that load, which keeps ratios meaningful on a shared machine."""
+def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int,
+                     cleanup: Callable[[], None]) -> dict[str, tuple[float, float]]:
+    """name -> (best wall seconds, best CPU seconds), contenders run in alternation."""
     for fn in fns.values():
-        fn()  # warm-up: allocator, thread pool, page cache
-    times: dict[str, list[float]] = {name: [] for name in fns}
+        fn()  # warm-up: allocator, thread pools, page cache
+        cleanup()
+    best = {name: (float("inf"), float("inf")) for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            cleanup()
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def transformers_forward(model):  # type: ignore[no-untyped-def]
@@ -83,58 +92,58 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
     model = load_model(spec)
     engine = Engine(model)
     ids = [(7 * i + 3) % model.config.vocab_size for i in range(n_tokens)]
-    counter = [0]
-
     plan = CapturePlan.parse("all", "all")
+    out = scratch / "cap"
 
     def full_capture() -> object:
         """The engine's forward with every stage of every layer streamed to disk."""
-        counter[0] += 1
-        out = scratch / f"cap-{counter[0]}"
         writer = CaptureWriter(out, {"bench": True})
         tap = Tap(plan, writer)
         logits = engine.forward(ids, tap)
         tap.finish()
         writer.close()
-        shutil.rmtree(out)
         return logits
 
     def end_to_end() -> object:
         """``capture()`` as pv trace runs it: plan checks, engine build, files, manifest."""
-        counter[0] += 1
-        out = scratch / f"cap-{counter[0]}"
-        result = capture(model, tokens=ids, stages="all", layers="all", output=out)
-        shutil.rmtree(out)
-        return result
+        return capture(model, tokens=ids, stages="all", layers="all", output=out)
+
+    def cleanup() -> None:
+        shutil.rmtree(out, ignore_errors=True)
 
     hf_run = transformers_forward(model)
     t = interleaved_best({"plain": lambda: engine.forward(ids), "full": full_capture,
-                             "e2e": end_to_end, "hf": lambda: hf_run(ids)}, repeat)
-    plain, full, e2e, hf = t["plain"], t["full"], t["e2e"], t["hf"]
-    probe = capture(model, tokens=ids, output=scratch / "size")
+                          "e2e": end_to_end, "hf": lambda: hf_run(ids)}, repeat, cleanup)
+    probe = capture(model, tokens=ids, output=out)
+    cleanup()
+    (pw, pc), (fw, fc), (ew, ec), (hw, hc) = t["plain"], t["full"], t["e2e"], t["hf"]
     mib = probe.bytes_written / (1 << 20)
-    shutil.rmtree(scratch / "size")
-    name = Path(spec).name
-    print(f"{name}: {n_tokens} tokens, {model.config.num_hidden_layers} layers, float32 CPU, "
-          f"best of {repeat}")
-    print(f"  engine forward            {plain * 1e3:9.1f} ms")
-    print(f"  full capture ({probe.files} files, {mib:.0f} MiB) {full * 1e3:9.1f} ms   "
-          f"ratio {full / plain:.2f}x  (target <= 2x)")
-    print(f"  capture() incl. engine build {e2e * 1e3:6.1f} ms   ratio {e2e / plain:.2f}x")
-    print(f"  transformers eager        {hf * 1e3:9.1f} ms   "
-          f"engine/transformers {plain / hf:.2f}x  (target <= 1.0x)")
+    print(f"\n{Path(spec).name}: {n_tokens} tokens, {model.config.num_hidden_layers} layers, "
+          f"float32 CPU, best of {repeat}")
+    print(f"  {'':34} {'wall ms':>9} {'ratio':>7} {'cpu ms':>9} {'ratio':>7}")
+    rows = [("engine forward", pw, pc, None),
+            (f"full capture ({probe.files} files, {mib:.0f} MiB)", fw, fc, "<= 2x"),
+            ("capture() incl. engine build", ew, ec, None),
+            ("transformers eager forward", hw, hc, None)]
+    for label, wall, cpu, _ in rows:
+        print(f"  {label:34} {wall * 1e3:9.1f} {wall / pw:6.2f}x {cpu * 1e3:9.1f} {cpu / pc:6.2f}x")
+    print(f"  full capture / forward: wall {fw / pw:.2f}x, cpu {fc / pc:.2f}x (target <= 2x)")
+    print(f"  engine / transformers:  wall {pw / hw:.2f}x, cpu {pc / hc:.2f}x (target <= 1.0x)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--model", action="append", help="model spec (repeatable); default synthetic + SmolLM2")
     parser.add_argument("--scratch", default=None, help="directory for the captures (default: a temp dir)")
     args = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     specs = args.model or ["synthetic"] + ([str(SMOLLM2)] if SMOLLM2.is_file() else [])
     if not args.model and not SMOLLM2.is_file():
         print(f"(SmolLM2 not found at {SMOLLM2}; synthetic only)")

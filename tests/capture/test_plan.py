@@ -76,6 +76,7 @@ def test_tap_ignores_unwanted_and_rejects_twice(tmp_path: Path) -> None:
 def test_memory_in_flight_is_bounded_and_order_kept(tmp_path: Path) -> None:
     tap, writer = make_tap(tmp_path, "all", "all")
     tap.MAX_IN_FLIGHT = 1000  # bytes: every stage waits for the one before
+    tap.INLINE_BELOW = 0  # every stage through the writer thread
     for layer in range(5):
         tap("ffn_up", layer, torch.full((10, 30), float(layer)))
         assert tap._inflight_bytes <= 1200
@@ -92,16 +93,22 @@ def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.M
         raise PvError("write failed: No space left on device")
 
     monkeypatch.setattr(writer, "write", full_disk)
-    tap("attn_norm", 0, torch.ones(4))
-    with pytest.raises(PvError, match="No space left"):
-        tap.finish()
+    with pytest.raises(PvError, match="No space left"):  # a small stage is written inline
+        tap("attn_norm", 0, torch.ones(4))
+    tap.abort()
     tap2, writer2 = make_tap(tmp_path / "second", "all", "all")
     monkeypatch.setattr(writer2, "write", full_disk)
+    big = torch.ones(Tap.INLINE_BELOW // 4 + 1)  # goes through the writer thread
     with pytest.raises(PvError, match="No space left"):
         for layer in range(1000):  # the error surfaces at a later tap call, not only at finish
-            tap2("attn_norm", layer, torch.ones(4))
+            tap2("attn_norm", layer, big)
             time.sleep(0.001)
     tap2.abort()
+    tap3, writer3 = make_tap(tmp_path / "third", "all", "all")
+    monkeypatch.setattr(writer3, "write", full_disk)
+    tap3("attn_norm", 0, big)
+    with pytest.raises(PvError, match="No space left"):
+        tap3.finish()
 
 
 def test_tap_passes_metadata_to_the_manifest(tmp_path: Path) -> None:

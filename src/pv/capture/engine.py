@@ -320,9 +320,12 @@ class Engine:
         want_probs = tap is not None and tap.wants("attn_softmax", i)
         if fault in ATTENTION_FAULTS:
             return self._explicit_attention(i, qh, kh, vh, fault, tap, want_scores, want_probs, True)
+        # 4-D inputs: on the CPU that selects the fused (flash) kernel, which never
+        # materialises [NH, S, S]; 3-D inputs would fall back to the math kernel.
         out = torch.nn.functional.scaled_dot_product_attention(
-            qh, kh, vh, is_causal=True, scale=1.0 / math.sqrt(d), enable_gqa=nh != kh.shape[0]
-        )
+            qh[None], kh[None], vh[None], is_causal=True, scale=1.0 / math.sqrt(d),
+            enable_gqa=nh != kh.shape[0],
+        )[0]
         if want_scores or want_probs:
             # Capture only: the same scores the eager formula gives, never fed forward.
             self._explicit_attention(i, qh, kh, vh, None, tap, want_scores, want_probs, False)

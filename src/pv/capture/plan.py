@@ -83,6 +83,9 @@ class Tap:
     #: forward waits for the oldest write; with one stage on its way this bounds
     #: the capture's extra memory, whatever the model size or number of stages.
     MAX_IN_FLIGHT = 64 << 20
+    #: CPU stages smaller than this are written on the forward's thread when
+    #: the writer thread is idle (thread hand-off costs more than the write).
+    INLINE_BELOW = 256 << 10
 
     def __init__(
         self,
@@ -167,6 +170,11 @@ class Tap:
                 meta: dict[str, Any]) -> None:
         self._reap()
         nbytes = host.numel() * 4
+        if done is None and nbytes < self.INLINE_BELOW and not self._inflight:
+            # Handing a small stage to the thread costs more than writing it;
+            # with nothing queued, writing it here keeps the tap order too.
+            self._write(stage, layer, host, None, meta)
+            return
         while self._inflight and self._inflight_bytes + nbytes > self.MAX_IN_FLIGHT:
             self._wait_oldest()
         if self._pool is None:
