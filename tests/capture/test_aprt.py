@@ -218,10 +218,9 @@ def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
 
 def test_aborted_capture_has_no_manifest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with pytest.raises(RuntimeError):
-        with aprt.CaptureWriter(root, {}) as w:
-            w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
-            raise RuntimeError("forward failed")
+    with pytest.raises(RuntimeError), aprt.CaptureWriter(root, {}) as w:
+        w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
+        raise RuntimeError("forward failed")
     assert not (root / aprt.MANIFEST).exists()
 
 

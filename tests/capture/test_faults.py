@@ -113,6 +113,6 @@ def test_fault_must_fit_the_model(model: LoadedModel) -> None:
 
 def test_a_fault_only_touches_its_layer(model: LoadedModel, clean: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
     bad = run(model, "attn_norm_no_weight@3", tmp_path)
-    for key in clean:
+    for key, value in clean.items():
         if key[1] is not None and key[1] < 3 and key[0] != "embedding":
-            assert bad[key].tobytes() == clean[key].tobytes()
+            assert bad[key].tobytes() == value.tobytes()

@@ -55,7 +55,7 @@ def test_synthetic_model() -> None:
 def test_byte_tokenizer_round_trip() -> None:
     tok = models.load_model("synthetic").tokenizer
     ids = tok.encode("héllo")
-    assert ids == list("héllo".encode("utf-8")) and max(ids) < 256
+    assert ids == list("héllo".encode()) and max(ids) < 256
     assert tok.decode(ids) == "héllo"
 
 
@@ -161,7 +161,7 @@ def test_corrupt_safetensors(tmp_path: Path) -> None:
 
 
 def test_gguf_goes_to_the_gguf_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pv.capture.gguf_model as gguf_model
+    from pv.capture import gguf_model
 
     seen: list[Path] = []
     syn = models.load_model("synthetic")

@@ -25,8 +25,9 @@ Why it is built this way:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,12 +37,13 @@ from pv.errors import PvError, require
 
 if TYPE_CHECKING:
     import torch
+else:  # the engine is torch through and through; say which extra provides it
+    torch = require("torch")
 
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def torch_dtype(name: str) -> "torch.dtype":
-    torch = require("torch")
+def torch_dtype(name: str) -> torch.dtype:
     key = name.strip().lower()
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if key not in table:
@@ -49,9 +51,8 @@ def torch_dtype(name: str) -> "torch.dtype":
     return table[key]
 
 
-def resolve_device(name: str) -> "torch.device":
+def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; refuse CUDA cleanly when there is none."""
-    torch = require("torch")
     text = name.strip().lower()
     if text == "cpu":
         return torch.device("cpu")
@@ -90,8 +91,6 @@ class Engine:
         dtype: str = "float32",
         fault: FaultSpec | str | None = None,
     ):
-        torch = require("torch")
-        self.torch = torch
         self.model = model
         self.config = cfg = model.config
         self.device = resolve_device(device)
@@ -105,7 +104,7 @@ class Engine:
 
         sd = model.state_dict
 
-        def t(name: str) -> "torch.Tensor":
+        def t(name: str) -> torch.Tensor:
             arr = np.asarray(sd[name], dtype=np.float32)
             src = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
             return src.to(device=self.device, dtype=self.dtype)
@@ -144,9 +143,8 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, token_ids: Sequence[int], tap: Any = None) -> "torch.Tensor":
+    def forward(self, token_ids: Sequence[int], tap: Any = None) -> torch.Tensor:
         """Logits [S, V] float32 for one sequence; ``tap`` receives requested stages."""
-        torch = self.torch
         ids = self._ids(token_ids)
         with torch.inference_mode():
             x = torch.nn.functional.embedding(ids, self.embed)
@@ -172,7 +170,6 @@ class Engine:
 
     def run_layer(self, layer: int, hidden: np.ndarray, tap: Any = None) -> np.ndarray:
         """One decoder layer from a given input [S, H] (for ``pv bisect --isolate``)."""
-        torch = self.torch
         n = self.config.num_hidden_layers
         if not 0 <= layer < n:
             raise PvError(f"layer {layer} out of range: the model has {n} layers (0..{n - 1})")
@@ -192,12 +189,12 @@ class Engine:
         out: list[int] = []
         for _ in range(int(max_new_tokens)):
             logits = self.forward(ids + out)
-            out.append(int(self.torch.argmax(logits[-1]).item()))
+            out.append(int(torch.argmax(logits[-1]).item()))
         return out
 
     # ------------------------------------------------------------------ internals
 
-    def _ids(self, token_ids: Sequence[int]) -> "torch.Tensor":
+    def _ids(self, token_ids: Sequence[int]) -> torch.Tensor:
         ids = [int(i) for i in token_ids]
         if not ids:
             raise PvError("no tokens to run")
@@ -205,17 +202,15 @@ class Engine:
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
             raise PvError(f"token id {bad[0]} out of range for a vocabulary of {vocab}")
-        return self.torch.tensor(ids, dtype=self.torch.long, device=self.device)
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
 
-    def _inverse_frequencies(self, theta: float) -> "torch.Tensor":
-        torch = self.torch
+    def _inverse_frequencies(self, theta: float) -> torch.Tensor:
         d = self.config.head_dim
         exponents = torch.arange(0, d, 2, dtype=torch.int64, device=self.device).float() / d
         return 1.0 / (theta ** exponents)
 
-    def _rope_tables(self, seq_len: int) -> dict[str, "torch.Tensor"]:
+    def _rope_tables(self, seq_len: int) -> dict[str, torch.Tensor]:
         """cos/sin [S, 1, D] in the compute dtype, computed in float32 as transformers does."""
-        torch = self.torch
         pos = torch.arange(seq_len, device=self.device, dtype=torch.float32)
         tables: dict[str, torch.Tensor] = {}
         for key, inv in (("", self._inv_freq), ("faulty_", self._inv_freq_faulty)):
@@ -227,26 +222,23 @@ class Engine:
             tables[key + "sin"] = emb.sin().to(self.dtype)[:, None, :]
         return tables
 
-    def _rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor | None") -> "torch.Tensor":
-        torch = self.torch
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.config.rms_norm_eps)
         h = h.to(x.dtype)
         return h if weight is None else weight * h
 
-    def _rope(self, x: "torch.Tensor", cos: "torch.Tensor", sin: "torch.Tensor", interleaved: bool) -> "torch.Tensor":
-        torch = self.torch
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
         half = x.shape[-1] // 2
         if interleaved:  # the fault: rotate adjacent pairs with the per-pair frequency
-            pairs = x.unflatten(-1, (half, 2))
+            pairs = x.view(*x.shape[:-1], half, 2)
             a, b = pairs[..., 0], pairs[..., 1]
             c, s = cos[..., :half], sin[..., :half]
             return torch.stack((a * c - b * s, b * c + a * s), dim=-1).flatten(-2)
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _layer(self, i: int, w: _LayerWeights, x: "torch.Tensor", rope: dict[str, "torch.Tensor"], tap: Any) -> "torch.Tensor":
-        torch = self.torch
+    def _layer(self, i: int, w: _LayerWeights, x: torch.Tensor, rope: dict[str, torch.Tensor], tap: Any) -> torch.Tensor:
         F = torch.nn.functional
         cfg = self.config
         fault = self._fault_name if self._fault_layer == i else None
@@ -261,9 +253,10 @@ class Engine:
                 qkv = qkv + w.bqkv
             if tap is not None and tap.wants("qkv_bias", i):
                 tap("qkv_bias", i, qkv)
-        q = qkv[:, : self._nq].unflatten(-1, (cfg.num_attention_heads, cfg.head_dim))
-        k = qkv[:, self._nq : self._nq + self._nk].unflatten(-1, (cfg.num_key_value_heads, cfg.head_dim))
-        v = qkv[:, self._nq + self._nk :].unflatten(-1, (cfg.num_key_value_heads, cfg.head_dim))
+        s, nh, kvh, d = qkv.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        q = qkv[:, : self._nq].view(s, nh, d)  # views into the fused output, no copies
+        k = qkv[:, self._nq : self._nq + self._nk].view(s, kvh, d)
+        v = qkv[:, self._nq + self._nk :].view(s, kvh, d)
         prefix = "faulty_" if fault == "rope_theta_wrong" else ""
         cos, sin = rope[prefix + "cos"], rope[prefix + "sin"]
         interleaved = fault == "rope_interleaved"
@@ -311,9 +304,8 @@ class Engine:
             tap("post_ffn_residual", i, x)
         return x
 
-    def _attention(self, i: int, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", fault: str | None, tap: Any) -> "torch.Tensor":
+    def _attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fault: str | None, tap: Any) -> torch.Tensor:
         """Causal GQA attention; q [S, NH, D], k/v [S, KVH, D] -> [S, NH*D]."""
-        torch = self.torch
         s, nh, d = q.shape
         qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
         want_scores = tap is not None and tap.wants("attn_scores", i)
@@ -331,11 +323,10 @@ class Engine:
             self._explicit_attention(i, qh, kh, vh, None, tap, want_scores, want_probs, False)
         return out.transpose(0, 1).reshape(s, nh * d)
 
-    def _explicit_attention(self, i: int, qh: "torch.Tensor", kh: "torch.Tensor", vh: "torch.Tensor",
+    def _explicit_attention(self, i: int, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
                             fault: str | None, tap: Any, want_scores: bool, want_probs: bool,
-                            used: bool) -> "torch.Tensor":
+                            used: bool) -> torch.Tensor:
         """Materialised [NH, S, S] scores and probabilities (eager math, float32 softmax)."""
-        torch = self.torch
         nh, s, d = qh.shape
         meta = {} if used else {"provenance": "recomputed"}
         kv_of = self._kv_of_faulty if fault == "gqa_head_mapping" else self._kv_of

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def fingerprint(state_dict: Mapping[str, np.ndarray]) -> str:
         arr = np.ascontiguousarray(state_dict[name])
         digest.update(name.encode("utf-8"))
         digest.update(repr((tuple(arr.shape), arr.dtype.str)).encode("ascii"))
-        digest.update(memoryview(arr.reshape(-1)).cast("B"))
+        digest.update(arr.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -189,7 +190,7 @@ def _load_safetensors(files: list[Path]) -> dict[str, np.ndarray]:
     for f in files:
         try:
             with safetensors.safe_open(str(f), framework="pt") as handle:
-                for name in handle.keys():
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                     t = handle.get_tensor(name)
                     out[name] = t.float().numpy()
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types

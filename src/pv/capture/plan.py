@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pv import stages as stage_table
 from pv.capture.aprt import CaptureWriter
@@ -39,7 +40,7 @@ class CapturePlan:
     layers: tuple[int, ...] | None = None
 
     @classmethod
-    def parse(cls, stages: str = "all", layers: str = "all", n_layers: int | None = None) -> "CapturePlan":
+    def parse(cls, stages: str = "all", layers: str = "all", n_layers: int | None = None) -> CapturePlan:
         return cls(stage_table.parse_stages(stages), stage_table.parse_layers(layers, n_layers))
 
     @property
@@ -116,7 +117,7 @@ class Tap:
             return True
         return layer in self._layers
 
-    def __call__(self, stage: str, layer: int | None, tensor: "torch.Tensor", **meta: Any) -> None:
+    def __call__(self, stage: str, layer: int | None, tensor: torch.Tensor, **meta: Any) -> None:
         if not self.wants(stage, layer):
             return
         key = (stage, 0 if stage == "embedding" else layer)
@@ -155,7 +156,7 @@ class Tap:
             fut.cancel()
             try:
                 fut.result()
-            except BaseException:  # noqa: BLE001 - the forward's own error is the one to report
+            except BaseException:  # noqa: BLE001, S110 - the forward's own error is the one to report
                 pass
         self._inflight_bytes = 0
         self._shutdown()
@@ -166,7 +167,7 @@ class Tap:
 
     # ------------------------------------------------------------------ internals
 
-    def _submit(self, stage: str, layer: int | None, host: "torch.Tensor", done: Any,
+    def _submit(self, stage: str, layer: int | None, host: torch.Tensor, done: Any,
                 meta: dict[str, Any]) -> None:
         self._reap()
         nbytes = host.numel() * 4
@@ -183,7 +184,7 @@ class Tap:
         self._inflight.append((fut, nbytes))
         self._inflight_bytes += nbytes
 
-    def _write(self, stage: str, layer: int | None, host: "torch.Tensor", done: Any,
+    def _write(self, stage: str, layer: int | None, host: torch.Tensor, done: Any,
                meta: dict[str, Any]) -> None:
         """Runs on the writer thread, one stage at a time, in the order they were tapped."""
         if self._failed.is_set():
@@ -213,13 +214,13 @@ class Tap:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _copy_cuda(self, tensor: "torch.Tensor") -> tuple["torch.Tensor", Any]:
+    def _copy_cuda(self, tensor: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Queue a device-to-host copy on a side stream; returns the pinned buffer and its event."""
         import torch
 
         if self._stream is None:
-            self._stream = torch.cuda.Stream(device=tensor.device)
-        ready = torch.cuda.Event()
+            self._stream = torch.cuda.Stream(device=tensor.device)  # type: ignore[no-untyped-call]
+        ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
         ready.record(torch.cuda.current_stream(tensor.device))
         host = torch.empty(tuple(tensor.shape), dtype=torch.float32, pin_memory=True)
         with torch.cuda.stream(self._stream):
@@ -228,7 +229,7 @@ class Tap:
             if src.dtype != torch.float32:
                 src = src.to(torch.float32)  # exact widening, on the side stream
             host.copy_(src, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
             done.record(self._stream)
         # The compute stream may free and reuse ``tensor`` once the forward moves
         # on; tell the caching allocator that the side stream still reads it.

@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
