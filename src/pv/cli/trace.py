@@ -30,9 +30,12 @@ from pv.errors import ExitCode
 def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,
             output: str, device: str, dtype: str, fault: str | None, force: bool, dry_run: bool) -> int:
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
-    from pv.capture.models import load_model, model_config
-    from pv.capture.trace import make_plan, run_plan
+    from pathlib import Path
 
+    from pv.capture.models import load_model, model_config
+    from pv.capture.trace import check_output, make_plan, run_plan
+
+    check_output(Path(output), force)  # cheap, and before a GGUF file is dequantised
     config = model_config(model)
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
