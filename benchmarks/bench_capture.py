@@ -20,6 +20,10 @@ processes, and the best run is the least disturbed one; the CPU-time ratio is
 the total work and so an upper bound for the wall ratio on an idle machine with
 a core to spare for the writer thread. Only ratios from one run mean anything.
 Deleting the capture directories happens outside the timed region.
+
+``pv trace`` runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets
+it (spinning OpenMP workers starve the capture's writer thread); run this
+script with and without that variable to see both.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     specs = args.model or ["synthetic"] + ([str(SMOLLM2)] if SMOLLM2.is_file() else [])
     if not args.model and not SMOLLM2.is_file():
         print(f"(SmolLM2 not found at {SMOLLM2}; synthetic only)")
