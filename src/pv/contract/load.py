@@ -238,6 +238,11 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
             return _fail(path, "PV008", f"tag {name} is refused: pv never constructs Python objects",
                          line, col)
         return _fail(path, "PV008", f"unsupported YAML tag {name}: {problem}", line, col)
+    if "nesting depth" in problem:
+        # Newer libyaml releases stop deep nesting themselves (in the scanner,
+        # possibly before our event scan reaches MAX_DEPTH): the same finding.
+        return _fail(path, "PV009", f"collections nested too deep for the YAML parser "
+                     f"(pv allows {MAX_DEPTH}); refused", line, col)
     context = getattr(exc, "context", None)
     detail = f"{context}: {problem}" if context else problem
     return _fail(path, "PV004", f"invalid YAML: {detail}", line, col)
