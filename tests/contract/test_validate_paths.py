@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from pv.contract import ladder
-
 from pv.contract import validate as validate_mod
 from pv.contract.discover import find_contracts, repo_root
 from pv.contract.validate import Report, validate_files, validate_paths

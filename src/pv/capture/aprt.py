@@ -23,9 +23,13 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 import numpy as np
 
@@ -132,7 +136,7 @@ def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
         with os.fdopen(fd, "wb") as f:
             f.write(header)
             digest.update(header)
-            view = memoryview(arr.reshape(-1)).cast("B")
+            view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
             f.write(view)
             digest.update(view)
         os.replace(tmp, p)
@@ -248,9 +252,9 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
     for child in sorted(base.iterdir()):
         m = _LAYER_DIR.match(child.name)
         if child.is_dir() and m:
-            layer = int(m.group(1))
+            layer_no = int(m.group(1))
             for f in sorted(child.glob("*.bin")):
-                candidates.append((f.stem, layer, f))
+                candidates.append((f.stem, layer_no, f))
         elif child.is_file() and child.suffix == ".bin":
             candidates.append((child.stem, None, child))
     for stem, layer, path in candidates:
@@ -378,10 +382,10 @@ class CaptureWriter:
     def abort(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> "CaptureWriter":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -397,7 +401,7 @@ def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[
         f.seek(HEADER_SIZE)
         while remaining:
             n = min(chunk, remaining)
-            view = memoryview(buf[:n]).cast("B")
+            view = memoryview(buf[:n]).cast("B")  # type: ignore[arg-type]
             got = f.readinto(view)
             if got != 4 * n:
                 raise AprtError(f"{path}: truncated while reading")

@@ -55,7 +55,7 @@ ATTN_IMPLEMENTATION = "pv_capture"
 OBSERVED = "observed"
 RECOMPUTED = "recomputed"
 
-_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
+HF_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
 
 #: The capture that the attention function reports to; set only inside ``HFOracle._capturing``.
 _ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("pv_oracle_capture",
@@ -178,11 +178,11 @@ class HFOracle:
         self.device = resolve_device(device)
         self.dtype = torch_dtype(dtype)
         self.dtype_name = dtype.strip().lower()
-        if cfg.architecture not in _CLASSES:
+        if cfg.architecture not in HF_CLASSES:
             raise PvError(f"the transformers oracle has no class for architecture '{cfg.architecture}'")
         _register(transformers)
         self.hf_config = hf_config(cfg, transformers)
-        model_cls = getattr(transformers, _CLASSES[cfg.architecture][1])
+        model_cls = getattr(transformers, HF_CLASSES[cfg.architecture][1])
         with _skipping_init():  # every parameter is overwritten by _load
             self.model = model_cls(self.hf_config)
         self._load(model.state_dict)
@@ -359,9 +359,9 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
     early: parity compares a fixed number of greedy tokens.
     """
     transformers = transformers or require("transformers")
-    if cfg.architecture not in _CLASSES:
+    if cfg.architecture not in HF_CLASSES:
         raise PvError(f"the transformers oracle has no class for architecture '{cfg.architecture}'")
-    config_cls = getattr(transformers, _CLASSES[cfg.architecture][0])
+    config_cls = getattr(transformers, HF_CLASSES[cfg.architecture][0])
     kwargs: dict[str, Any] = {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,

@@ -23,7 +23,8 @@ def synthetic_state_dict(config: ModelConfig = SYNTHETIC, seed: int = SEED) -> d
     kv_out = config.num_key_value_heads * config.head_dim
 
     def linear(out: int, fan_in: int, gain: float = 1.0) -> np.ndarray:
-        return (rng.standard_normal((out, fan_in)) * gain / np.sqrt(fan_in)).astype(np.float32)
+        weights: np.ndarray = rng.standard_normal((out, fan_in)) * gain / np.sqrt(fan_in)
+        return weights.astype(np.float32)
 
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)

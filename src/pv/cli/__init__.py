@@ -76,7 +76,7 @@ def run(args: list[str] | None = None, prog_name: str = "pv") -> int:
         return 130
     except BrokenPipeError:
         return int(ExitCode.OK)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
+    except Exception as exc:
         if os.environ.get("PV_DEBUG"):
             raise
         click.echo(f"pv: internal error: {type(exc).__name__}: {exc} (PV_DEBUG=1 for a traceback)", err=True)
