@@ -198,3 +198,75 @@ def test_metric_registry_lookup() -> None:
     assert set(METRICS) >= {"cosine", "sqnr", "rel_err", "max_abs", "rms", "mean_abs", "nmse"}
     with pytest.raises(PvError, match="valid names: cosine"):
         get_metric("psnr")
+
+
+def _reference(a: np.ndarray, b: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+    """Plain whole-array float64 sums per row, for checking the chunked kernel."""
+    a64, b64 = a.astype(np.float64).reshape(rows, -1), b.astype(np.float64).reshape(rows, -1)
+    d = a64 - b64
+    return {
+        "aa": (a64 * a64).sum(axis=1),
+        "bb": (b64 * b64).sum(axis=1),
+        "dd": (d * d).sum(axis=1),
+        "abs": np.abs(d),
+    }
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        ((64, 4096), ("S", "H")),  # rows cut into 512-long pieces (the GIL-free dot)
+        ((600, 576), ("S", "H")),  # 256-long pieces plus a tail
+        ((3, 20_000), ("S", "V")),  # long rows: 4096-long pieces plus a tail
+        ((300_001,), ("N",)),  # flat, odd length
+    ],
+)
+def test_piecewise_sums_match_a_plain_float64_computation(
+    shape: tuple[int, ...], layout: tuple[str, ...]
+) -> None:
+    rng = np.random.default_rng(1)
+    n = int(np.prod(shape))
+    b = rng.standard_normal(n).astype(np.float32)
+    a = (b + 1e-4 * rng.standard_normal(n)).astype(np.float32)
+    rows = shape[0] if len(shape) > 1 else 1
+    ref = _reference(a, b, rows)
+    m = compare(a, b, View(shape, layout), top_k=7, chunk=1 << 18)
+    aa, bb, dd = ref["aa"].sum(), ref["bb"].sum(), ref["dd"].sum()
+    assert m.cosine == pytest.approx(cosine_from_sums(aa, bb, dd), rel=1e-13)
+    assert m.rms == pytest.approx(math.sqrt(dd / n), rel=1e-12)
+    assert m.mean_abs == pytest.approx(ref["abs"].sum() / n, rel=1e-12)
+    flat_abs = ref["abs"].ravel()
+    assert m.max_abs == flat_abs.max()
+    i = int(flat_abs.argmax())
+    assert (m.max_a, m.max_b) == (float(a[i]), float(b[i]))
+    expected_top = np.sort(flat_abs)[::-1][:7]
+    assert [t["abs_diff"] for t in m.top] == expected_top.tolist()
+    if rows > 1:
+        assert m.position_rms == pytest.approx(np.sqrt(ref["dd"] / shape[1]).tolist(), rel=1e-12)
+        assert m.position_ref_rms == pytest.approx(
+            np.sqrt(ref["bb"] / shape[1]).tolist(), rel=1e-12
+        )
+
+
+def test_top_k_is_found_in_the_first_chunk_and_across_chunks() -> None:
+    rng = np.random.default_rng(2)
+    n = 50_000
+    b = rng.standard_normal(n).astype(np.float32)
+    a = b.copy()
+    spikes = {10: 3.0, 70: 2.0, 20_000: 5.0, 49_999: 4.0, 64 * 3 + 1: 1.5}
+    for i, v in spikes.items():
+        a[i] += np.float32(v)
+    for chunk in (1 << 18, 4096, 1000):
+        m = compare(a, b, flat(n), top_k=4, chunk=chunk)
+        assert [t["index"]["element"] for t in m.top] == [20_000, 49_999, 10, 70]
+        assert m.max_index == {"element": 20_000}
+
+
+def test_values_next_to_the_largest_difference_come_from_the_inputs() -> None:
+    # A NaN in the same chunk sends it through the slow path: the reported
+    # values must still be the finite ones at the position of the max.
+    a = f32(np.nan, 1.0, 10.0, 3.0)
+    b = f32(np.nan, 1.0, 2.0, 3.0)
+    m = compare(a, b, flat(4))
+    assert (m.max_a, m.max_b, m.max_index) == (10.0, 2.0, {"element": 2})
+    assert m.top[0]["a"] == 10.0 and m.top[0]["b"] == 2.0

@@ -13,9 +13,13 @@ Why these choices:
 * the dot product is never accumulated: ``a.b = (|a|^2 + |b|^2 - |d|^2) / 2``.
   Near cosine 1 this is more accurate than a direct dot (the small quantity
   |d|^2 is computed directly) and it saves a pass.
-* chunks of ``CHUNK`` elements converted into reused float64 buffers keep
-  memory flat whatever the tensor size; reading goes through ``np.memmap``
-  because mapping page-cached files is cheaper than copying them.
+* chunks of ``CHUNK`` elements converted into two reused float64 buffers
+  keep memory flat whatever the tensor size; reading goes through
+  ``np.memmap`` because mapping page-cached files is cheaper than copying
+  them. The cost is memory traffic, so each chunk takes as few passes as
+  numpy allows (see :func:`compare`), all sums are BLAS dots short enough to
+  stay on the calling thread, and NaN/Inf bookkeeping runs only for a chunk
+  whose sums of squares come out non-finite.
 * values that are not finite on either side are counted (NaN and Inf per
   side, positions whose NaN-ness or Inf value disagrees) and left out of the
   finite metrics, so one NaN does not turn every number into NaN.
@@ -31,10 +35,14 @@ from typing import Any
 import numpy as np
 
 from pv.compare.align import View
+from pv.compare.reductions import kth_bound, row_sumsq
 
-#: Elements per chunk: 64K float64 values = 512 KiB per buffer, so the four
-#: working buffers stay in a core's L2 cache while every pass runs over them.
-CHUNK = 1 << 16
+#: Elements per chunk: 256K float64 values = 2 MiB per buffer (two buffers).
+#: Every numpy call costs a few microseconds whatever its size, and the worker
+#: threads contend for the GIL between calls; measured on the benchmark,
+#: 256K-element chunks beat L2-sized 64K ones by ~10% on one thread and ~25%
+#: on two, while 1M-element chunks fall out of the cache and lose again.
+CHUNK = 1 << 18
 #: Guard for divisions by a reference norm that may be zero.
 EPS = 1e-30
 #: How many disagreeing non-finite positions are kept as examples.
@@ -107,7 +115,7 @@ def _cosines(aa: np.ndarray, bb: np.ndarray, dd: np.ndarray) -> tuple[float, ...
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.clip(0.5 * (aa + bb - dd) / np.sqrt(aa * bb), -1.0, 1.0)
     cos = np.where((aa == 0) & (bb == 0), 1.0, np.where((aa == 0) | (bb == 0), 0.0, cos))
-    return tuple(float(x) for x in cos)
+    return tuple(cos.tolist())  # tolist: Python floats in one C call
 
 
 def sqnr_db(bb: float, dd: float) -> float:
@@ -177,7 +185,8 @@ def _update_top(acc: _Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int)
 
     Only values above the current K-th largest can enter, so a cheap
     comparison pass usually leaves a handful of candidates and the
-    partial sort runs on those, not on the whole chunk.
+    partial sort runs on those, not on the whole chunk. Before K values
+    are known, :func:`~pv.compare.reductions.kth_bound` supplies the threshold.
     """
     k = min(acc.top_k, T.size)
     if k <= 0:
@@ -185,7 +194,7 @@ def _update_top(acc: _Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int)
     if acc.top_abs.size >= acc.top_k:
         cand = np.flatnonzero(T > acc.top_abs[-1])
     else:
-        cand = np.arange(T.size)
+        cand = np.flatnonzero(T >= kth_bound(T, k))
     if cand.size > k:
         cand = cand[np.argpartition(T[cand], cand.size - k)[cand.size - k :]]
     allv = np.concatenate([acc.top_abs, T[cand]])
@@ -205,80 +214,80 @@ def _num(x: Any) -> float:
     return float(x)
 
 
-#: numpy >= 2 has a vectorised row-wise dot (2-3x faster than einsum here);
-#: older numpy falls back to einsum. BLAS ``dot`` is avoided on purpose: its
-#: thread pool spins and stalls when the machine is busy.
-_VECDOT = getattr(np, "vecdot", None)
-
-
-def _rowsq(X: np.ndarray) -> np.ndarray:
-    """Sum of squares of each row (or of a 1-D array), in the rows' float64 dtype."""
-    out: np.ndarray = _VECDOT(X, X) if _VECDOT is not None else np.einsum("...i,...i->...", X, X)
-    return out
-
-
 def compare(
     a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: int = CHUNK
 ) -> Metrics:
     """Compare flat float32 values ``a`` (candidate) with ``b`` (reference) as ``view`` says.
 
     ``a``/``b`` may be memory maps; only ``chunk``-sized pieces are ever
-    converted, so memory use is a few times ``chunk`` float64 values.
+    converted, so memory use is two ``chunk``-sized float64 buffers.
+
+    Per chunk, in order: both sides are converted to float64 (one buffer
+    each), the row sums of a^2 and b^2 are taken (and, only when they are not
+    finite, the rare NaN/Inf bookkeeping runs), then ``a``'s buffer is turned
+    into d = a - b in place, then into |d| in place; the row sums of d^2, the
+    sum and the maximum of |d| read it there. The values reported next to the
+    largest differences are read back from the float32 sources, which the
+    float64 conversion represents exactly.
     """
     n_total = view.count
     if a.size < view.offset_a + n_total or b.size < view.offset_b + n_total:
         raise ValueError("view does not fit the tensors")
+    # Plain ndarray views: slicing an np.memmap goes through Python-level hooks.
+    a, b = np.asarray(a), np.asarray(b)
     acc = _Acc(view, top_k)
     rows_mode = view.has_rows
     row_len = view.row_len
     step = max(1, chunk // row_len) * row_len if rows_mode else chunk
     cap = min(step, max(n_total, 1))
-    bufA, bufB, bufD = (np.empty(cap) for _ in range(3))
+    bufX, bufY = np.empty(cap), np.empty(cap)
     causal = view.causal
     s = view.shape[-1] if causal else 0
     cols = np.arange(s) if causal else None
     for lo in range(0, n_total, step):
         hi = min(n_total, lo + step)
         n = hi - lo
-        A, B, D = bufA[:n], bufB[:n], bufD[:n]
-        np.copyto(A, a[view.offset_a + lo : view.offset_a + hi])
-        np.copyto(B, b[view.offset_b + lo : view.offset_b + hi])
+        src_a = a[view.offset_a + lo : view.offset_a + hi]
+        src_b = b[view.offset_b + lo : view.offset_b + hi]
+        X, Y = bufX[:n], bufY[:n]
+        np.copyto(X, src_a)
+        np.copyto(Y, src_b)
         row_lo = lo // row_len if rows_mode else 0
+        r = n // row_len if rows_mode else 1
+        X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
         if causal:
             assert cols is not None
-            q = np.arange(row_lo, row_lo + n // row_len) % s
-            upper = (cols[None, :] > q[:, None]).reshape(-1)
-            A[upper] = 0.0
-            B[upper] = 0.0
+            q = np.arange(row_lo, row_lo + r) % s
+            upper = cols[None, :] > q[:, None]
+            np.copyto(X2, 0.0, where=upper)
+            np.copyto(Y2, 0.0, where=upper)
+        ra, rb = row_sumsq(X2), row_sumsq(Y2)
+        vals_a: np.ndarray = src_a
+        vals_b: np.ndarray = src_b
+        if not math.isfinite(float(ra.sum()) + float(rb.sum())):
+            _nonfinite(acc, X, Y, lo, row_lo)
+            ra, rb = row_sumsq(X2), row_sumsq(Y2)
+            # Excluded positions read as 0 from here on, as in the sums.
+            vals_a, vals_b = X.copy(), Y.copy()
+        np.subtract(X, Y, out=X)
+        rd = row_sumsq(X2)
         if rows_mode:
-            r = n // row_len
-            ra, rb = _rowsq(A.reshape(r, row_len)), _rowsq(B.reshape(r, row_len))
-            if not (math.isfinite(float(ra.sum())) and math.isfinite(float(rb.sum()))):
-                _nonfinite(acc, A, B, lo, row_lo)
-                ra, rb = _rowsq(A.reshape(r, row_len)), _rowsq(B.reshape(r, row_len))
-            np.subtract(A, B, out=D)
-            rd = _rowsq(D.reshape(r, row_len))
             acc.row_aa[row_lo : row_lo + r] += ra
             acc.row_bb[row_lo : row_lo + r] += rb
             acc.row_dd[row_lo : row_lo + r] += rd
         else:
-            sa, sb = float(_rowsq(A)), float(_rowsq(B))
-            if not (math.isfinite(sa) and math.isfinite(sb)):
-                _nonfinite(acc, A, B, lo, 0)
-                sa, sb = float(_rowsq(A)), float(_rowsq(B))
-            np.subtract(A, B, out=D)
-            acc.aa += sa
-            acc.bb += sb
-            acc.dd += float(_rowsq(D))
-        T = np.abs(D, out=D)  # d is not needed any more: |d| in place keeps three buffers in cache
+            acc.aa += float(ra[0])
+            acc.bb += float(rb[0])
+            acc.dd += float(rd[0])
+        T = np.abs(X, out=X)
         acc.sum_abs += float(T.sum())
         m = float(T.max()) if n else 0.0
         if m > acc.max_abs:
             i = int(T.argmax())
             acc.max_abs, acc.max_flat = m, lo + i
-            acc.max_a, acc.max_b = float(A[i]), float(B[i])
+            acc.max_a, acc.max_b = float(vals_a[i]), float(vals_b[i])
         if acc.top_k and (acc.top_abs.size < acc.top_k or m > acc.top_abs[-1]):
-            _update_top(acc, T, A, B, lo)
+            _update_top(acc, T, vals_a, vals_b, lo)
     return _finish(acc)
 
 
@@ -308,11 +317,11 @@ def _finish(acc: _Acc) -> Metrics:
             np.bincount(inv, weights=w, minlength=uniq.size)
             for w in (acc.row_aa, acc.row_bb, acc.row_dd, acc.row_cnt.astype(float))
         )
-        positions = tuple(int(x) for x in uniq) if view.has_rows else ()
+        positions = tuple(uniq.tolist()) if view.has_rows else ()
         pcos = _cosines(p_aa, p_bb, p_dd)
         safe_n = np.maximum(p_n, 1.0)
-        prms = tuple(float(x) for x in np.sqrt(p_dd / safe_n))
-        pref = tuple(float(x) for x in np.sqrt(p_bb / safe_n))
+        prms = tuple(np.sqrt(p_dd / safe_n).tolist())
+        pref = tuple(np.sqrt(p_bb / safe_n).tolist())
         if not view.has_rows:
             pcos = ()
     if head is not None:
