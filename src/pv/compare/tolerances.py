@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pv import stages as stage_table
 from pv.compare.metrics import EPS, Metrics
 from pv.errors import PvError
@@ -260,16 +262,26 @@ def judge(m: Metrics, tol: Tolerance) -> Verdict:
     if m.cosine < tol.cosine:
         reasons.append(f"cosine {m.cosine:.6f} < {tol.cosine}")
     worst = 0.0
-    worst_at: int | None = None
-    for pos, d, r in zip(m.positions, m.position_rms, m.position_ref_rms):
-        allowed = tol.atol + tol.rtol * r
-        used = d / allowed if allowed > 0 else (math.inf if d > 0 else 0.0)
-        if used > worst:
-            worst, worst_at = used, pos
-    if worst > 1.0:
-        idx = m.positions.index(worst_at) if worst_at is not None else 0
-        d, r = m.position_rms[idx], m.position_ref_rms[idx]
-        where = f"position {worst_at}" if len(m.positions) > 1 or m.position_cosine else "tensor"
+    worst_i: int | None = None
+    n = min(len(m.positions), len(m.position_rms), len(m.position_ref_rms))
+    if n:
+        # One numpy pass instead of a Python loop over thousands of positions;
+        # the same IEEE operations, and the first position wins a tie.
+        d_arr = np.asarray(m.position_rms[:n], dtype=np.float64)
+        allowed = tol.atol + tol.rtol * np.asarray(m.position_ref_rms[:n], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            used = np.where(allowed > 0, d_arr / allowed, np.where(d_arr > 0, math.inf, 0.0))
+        used = np.where(np.isnan(used), 0.0, used)
+        i = int(np.argmax(used))
+        if used[i] > 0.0:
+            worst, worst_i = float(used[i]), i
+    if worst > 1.0 and worst_i is not None:
+        d, r = m.position_rms[worst_i], m.position_ref_rms[worst_i]
+        where = (
+            f"position {m.positions[worst_i]}"
+            if len(m.positions) > 1 or m.position_cosine
+            else "tensor"
+        )
         reasons.append(
             f"{where}: RMS error {d:.3g} > atol + rtol*RMS(ref) = {tol.atol:g} + {tol.rtol:g}*{r:.3g}"
             f" (relative {d / max(r, EPS):.3g})"
