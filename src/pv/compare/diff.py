@@ -251,8 +251,11 @@ def diff_captures(
         # numpy releases the GIL inside each pass, so stage pairs compare in parallel.
         from concurrent.futures import ThreadPoolExecutor
 
+        # Largest tensors first (stable, so computation order among equals):
+        # the last pair to finish is then a small one, not a lone big lm_head.
+        order = sorted(pairs, key=lambda k: -ea[k].header.count)
         with ThreadPoolExecutor(n_workers) as pool:
-            done = dict(zip(pairs, pool.map(one, pairs)))
+            done = dict(zip(order, pool.map(one, order)))
     else:
         done = {k: one(k) for k in pairs}
     records: list[StageRecord] = []
