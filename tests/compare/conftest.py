@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,6 @@ import numpy as np
 import pytest
 
 from pv.capture import aprt
-
-SMOLLM2_DEFAULT = Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def write_capture(
@@ -48,12 +45,3 @@ def make_capture(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-@pytest.fixture(scope="session")
-def smollm2_path() -> Path:
-    """The SmolLM2 GGUF: skipped when absent locally, a failure when absent under CI."""
-    path = Path(os.environ.get("PV_SMOLLM2_GGUF", SMOLLM2_DEFAULT))
-    if path.is_file():
-        return path
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs the SmolLM2 GGUF at {path} (scripts/fetch_smollm2.py)")
-    pytest.skip(f"SmolLM2 GGUF not present at {path}")
