@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from pv.cli.diff import FORMATS, build_tolerances, tolerance_options
+from pv.cli.diff import build_tolerances, format_option, tolerance_options
 from pv.errors import ExitCode, PvError
 
 #: Prompt used when --model is given without --tokens or --prompt.
@@ -190,13 +190,7 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
     show_default=True,
     type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False),
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS, case_sensitive=False),
-    default="text",
-    show_default=True,
-)
+@format_option
 @click.option("--verbose", "-v", is_flag=True, help="Details for every stage.")
 @tolerance_options
 def command(

@@ -15,6 +15,11 @@ from pv.errors import ExitCode
 
 FORMATS = ["text", "json"]
 
+#: ``--format text|json``, shared by diff and bisect.
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS, case_sensitive=False), default="text", show_default=True
+)
+
 
 def tolerance_options(func: Any) -> Any:
     """The flags ``pv diff`` and ``pv bisect`` share for tolerances and shapes."""
@@ -62,13 +67,7 @@ def build_tolerances(
     default=None,
     help="Model ('synthetic', HF dir, .gguf) whose config gives shapes when A/B have no manifest.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS, case_sensitive=False),
-    default="text",
-    show_default=True,
-)
+@format_option
 @click.option("--stages", default=None, help="Only these stages (comma-separated names or 'all').")
 @click.option(
     "--top-k",
