@@ -236,6 +236,9 @@ def command(
     config = None
     if plan.model is not None:
         from pv.capture.models import model_config
+        from pv.capture.runtime import prefer_passive_openmp
+
+        prefer_passive_openmp()  # bisect --model captures both sides
 
         config = model_config(plan.model)
         if plan.a is None or plan.isolate:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -33,14 +32,9 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
     from pathlib import Path
 
-    if "torch" not in sys.modules:
-        # The tap's writer thread hashes and writes files while torch computes.
-        # OpenMP workers that spin-wait between kernels starve that thread when
-        # torch uses every core (full SmolLM2 capture on 2 cores: 3.8x the
-        # forward with spinning, 2.0x without). Only read when torch loads;
-        # a user's own setting wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from pv.capture.runtime import prefer_passive_openmp
 
+    prefer_passive_openmp()
     from pv.capture.models import load_model, model_config
     from pv.capture.trace import check_output, make_plan, run_plan
 
