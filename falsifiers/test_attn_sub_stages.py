@@ -337,26 +337,31 @@ def test_bisect_localises_faults_live(tmp_path: Path, falsifier_record: Falsifie
 # --------------------------------------------------------------------------- 005
 
 
-@pytest.mark.falsifies("FALSIFY-ATTN-SUB-005")
-def test_capture_is_additive(synthetic: Any, tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
+def _assert_additive(model: Any, tokens: list[int], device: str, workdir: Path, steps: int,
+                     rec: FalsifierRecord) -> None:
+    """Logits and greedy tokens are byte-identical with no plan and with every stage captured."""
     from pv.capture.engine import Engine
 
-    engine = Engine(synthetic)
-    plain = engine.forward(TOKENS).numpy()
-    captured = _capture(synthetic, tmp_path / "full")
+    engine = Engine(model, device=device)
+    plain = engine.forward(tokens).cpu().numpy()
+    captured = _capture(model, workdir / "full", tokens=tokens, device=device)
     assert captured.files > 0
     assert plain.dtype == captured.logits.dtype and plain.tobytes() == captured.logits.tobytes(), \
-        "logits differ with a full capture plan"
-    steps = 4
-    greedy = engine.generate(TOKENS, steps)
+        f"logits differ with a full capture plan on {device}"
+    greedy = engine.generate(tokens, steps)
     ids: list[int] = []
     for step in range(steps):  # the same greedy loop, every forward fully captured
-        out = _capture(synthetic, tmp_path / f"step-{step}", tokens=TOKENS + ids)
+        out = _capture(model, workdir / f"step-{step}", tokens=tokens + ids, device=device)
         ids.append(int(np.argmax(out.logits[-1])))
-    assert ids == greedy, f"greedy tokens differ with capture: {ids} vs {greedy}"
-    _record_model(falsifier_record, synthetic)
-    falsifier_record.fact("greedy_tokens", greedy)
-    falsifier_record.metric("stage_files", captured.files)
+    assert ids == greedy, f"greedy tokens differ with capture on {device}: {ids} vs {greedy}"
+    _record_model(rec, model, device=device)
+    rec.fact("greedy_tokens", greedy)
+    rec.metric("stage_files", captured.files)
+
+
+@pytest.mark.falsifies("FALSIFY-ATTN-SUB-005")
+def test_capture_is_additive(synthetic: Any, tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
+    _assert_additive(synthetic, TOKENS, "cpu", tmp_path, 4, falsifier_record)
 
 
 @pytest.mark.cuda
@@ -364,21 +369,6 @@ def test_capture_is_additive(synthetic: Any, tmp_path: Path, falsifier_record: F
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-005")
 def test_capture_is_additive_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
     torch = _cuda_or_absent()
-    from pv.capture.engine import Engine
-
     model, tokens = _load_smollm2()
-    engine = Engine(model, device="cuda")
-    plain = engine.forward(tokens).cpu().numpy()
-    captured = _capture(model, tmp_path / "full", tokens=tokens, device="cuda")
-    assert plain.tobytes() == captured.logits.tobytes(), "logits differ with a full capture plan on CUDA"
-    steps = 3
-    greedy = engine.generate(tokens, steps)
-    ids: list[int] = []
-    for step in range(steps):
-        out = _capture(model, tmp_path / f"step-{step}", tokens=tokens + ids, device="cuda")
-        ids.append(int(np.argmax(out.logits[-1])))
-    assert ids == greedy, f"greedy tokens differ with capture on CUDA: {ids} vs {greedy}"
-    _record_model(falsifier_record, model, device="cuda")
+    _assert_additive(model, tokens, "cuda", tmp_path, 3, falsifier_record)
     falsifier_record.fact("gpu", torch.cuda.get_device_name(0))
-    falsifier_record.fact("greedy_tokens", greedy)
-    falsifier_record.metric("stage_files", captured.files)
