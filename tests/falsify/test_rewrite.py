@@ -124,7 +124,7 @@ def test_corpus_contracts_round_trip_byte_for_byte() -> None:
 
 WRITER = """
 import sys, time
-import pv.falsify.atomic as atomic
+import pv.files as atomic
 from pv.falsify.rewrite import rewrite_statuses
 
 # A slow disk: each flush to disk takes a while, so kills land inside writes.

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 import numpy as np
 
+from pv import files
 from pv import stages as stage_table
 from pv.errors import PvError
 
@@ -161,27 +162,8 @@ def relpath_for(stage: str, layer: int | None) -> str:
     return f"layer-{layer}/{st.name}.bin"
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+sha256_file = files.sha256_file
+atomic_write_text = files.replace_text
 
 
 # --------------------------------------------------------------------------- directories

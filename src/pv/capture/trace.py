@@ -15,17 +15,15 @@ prompt, device, dtype, engine, fault, and library versions.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pv import __version__
+from pv import environment
 from pv import stages as stage_table
 from pv.capture import aprt
 from pv.capture.config import ModelConfig
@@ -169,13 +167,8 @@ def versions(engine: str, model: LoadedModel) -> dict[str, str]:
         names.append("transformers")
     if model.source.lower().endswith(".gguf"):
         names.append("gguf")
-    out = {"pv": __version__, "python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    found = environment.versions(["pv", *names])
+    return {name: version or "absent" for name, version in found.items()}
 
 
 def tokenize(model: LoadedModel, prompt: str) -> list[int]:

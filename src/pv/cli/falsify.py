@@ -42,7 +42,8 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     Arguments after `--` go to pytest (e.g. `-- -n 2`). Exit 0 when every
     falsifier that ran passed (or skipped), 1 when any failed, 2 on trouble.
     """
-    from pv.falsify.catalog import load_contracts, repo_root, select
+    from pv.falsify.catalog import load_contracts, select
+    from pv.repo import repo_root
     from pv.falsify.run import RunPlan, falsify
 
     root = repo_root()

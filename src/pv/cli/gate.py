@@ -19,7 +19,8 @@ import click
 def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, evidence_dir: Path | None,
             fmt: str) -> int:
     """Compare statuses with a baseline and with the evidence; exit 1 naming each failure."""
-    from pv.falsify.catalog import load_contracts, repo_root
+    from pv.falsify.catalog import load_contracts
+    from pv.repo import repo_root
     from pv.report import gate, status
 
     root = repo_root()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from pv.errors import PvError
+from pv.repo import find_root
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -48,12 +48,4 @@ def _walk(root: Path) -> Iterable[Path]:
                 yield Path(folder) / name
 
 
-@functools.lru_cache(maxsize=256)
-def repo_root(start: Path) -> Path | None:
-    """The nearest ancestor of ``start`` holding ``.git`` (what ``git rev-parse --show-toplevel``
-    answers for a normal checkout or worktree), found without running git."""
-    folder = Path(os.path.abspath(start))
-    for candidate in (folder, *folder.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
+repo_root = find_root

@@ -8,7 +8,6 @@ gate reads baseline contracts out of git).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,14 +115,3 @@ def select(contracts: Iterable[Contract], contract_id: str) -> Contract:
             return c
     known = ", ".join(sorted(c.id for c in contracts)) or "none found"
     raise PvError(f"no contract with id '{contract_id}' (known: {known})")
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The git work tree containing ``start`` (default: cwd), else ``start`` itself."""
-    here = (start or Path.cwd()).resolve()
-    try:
-        done = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return here
-    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else here

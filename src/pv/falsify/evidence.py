@@ -10,24 +10,22 @@ atomically under a name no other run can take:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
 import secrets
 import socket
 import subprocess
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pv import environment, files
 from pv.errors import PvError
-from pv.falsify.atomic import create_bytes
+from pv.files import create_bytes
 
 FORMAT_VERSION = 1
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -149,15 +147,7 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def versions() -> dict[str, str | None]:
-    """Python and package versions, read from metadata so torch is never imported for it."""
-    out: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
-    for dist in ("pv", "torch", "transformers", "numpy", "pytest"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+versions = environment.versions
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -177,12 +167,7 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = files.sha256_file
 
 
 def hash_files(root: Path, rel_paths: Iterable[str]) -> dict[str, str | None]:

@@ -260,7 +260,7 @@ class _ResultSpool:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from pv.falsify.atomic import replace_bytes
+    from pv.files import replace_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_bytes(path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode("utf-8"))

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from pv.errors import PvError
-from pv.falsify.atomic import replace_bytes
+from pv.files import replace_bytes
 
 _SAFE_STATUS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 #: The ``Change.falsifier_id`` of a ``metadata.status`` update (no falsifier id has this form).

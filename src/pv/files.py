@@ -1,0 +1,137 @@
+"""The one place pv touches files at the byte level: atomic writes, hashing, safe reads.
+
+Atomic writes serve evidence records, rewritten contracts, capture files and
+manifests: a reader (or a crash) must only ever see the old file or the new one: data goes
+to a temporary file in the destination folder, is flushed to disk, and then
+takes the final name in one ``rename``/``link`` system call. Same folder means
+same filesystem, so the rename cannot degrade into a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def replace_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, keeping the file's permission bits."""
+    target = Path(path)
+    tmp = _write_temp(target, data)
+    try:
+        try:
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def create_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Create ``path`` with ``data`` atomically; FileExistsError if the name is taken.
+
+    ``os.link`` refuses an existing destination, so two writers that somehow
+    chose the same name can never overwrite each other's record.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(target, data)
+    try:
+        os.link(tmp, target)
+    finally:
+        _unlink_quietly(tmp)
+    _fsync_dir(target.parent)
+
+
+def replace_text(path: str | os.PathLike[str], text: str) -> None:
+    """``replace_bytes`` for UTF-8 text."""
+    replace_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a regular file's bytes (FIFOs and devices are refused, see ``open_regular``)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class NotRegularFileError(OSError):
+    """A path that is a FIFO, device, socket or folder where a data file is expected."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for binary reading only if it is a regular file.
+
+    The check is made on the opened descriptor (``O_NONBLOCK`` so a FIFO with no
+    writer cannot block the open itself), so a path swapped between a check and
+    the open cannot smuggle in a FIFO or a device.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{os.fspath(path)}: not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (``ValueError`` beyond it)."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{os.fspath(path)}: larger than {limit} bytes")
+    return data
+
+
+def is_regular(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file (following symlinks), without opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
