@@ -38,13 +38,19 @@ class Finding:
         """The same finding counted as an error (``--strict``)."""
         return self if self.severity == ERROR else replace(self, severity=ERROR)
 
+    @property
+    def display_file(self) -> str:
+        """``file`` as valid text (see ``display_path``)."""
+        return display_path(self.file)
+
     def format(self) -> str:
         """``file:line:col: severity RULE: message``, the form editors and CI annotate."""
-        return f"{self.file}:{self.line}:{self.column}: {self.severity} {self.rule}: {self.message}"
+        return (f"{self.display_file}:{self.line}:{self.column}: {self.severity} {self.rule}: "
+                f"{self.message}")
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "file": self.file,
+            "file": self.display_file,
             "line": self.line,
             "column": self.column,
             "path": [p if isinstance(p, (int, str)) else str(p) for p in self.path],
@@ -70,3 +76,17 @@ def dotted(path: KeyPath) -> str:
     """``falsification_tests[2].id``: the path as a reader would write it in a message."""
     text = json_path(path)[1:]
     return text[1:] if text.startswith(".") else (text or "<document>")
+
+
+def display_path(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes shown as ``\\xff``.
+
+    POSIX file names are bytes; Python keeps the undecodable ones as lone
+    surrogates, which no UTF-8 writer (a terminal, a JSON or SARIF file) accepts.
+    ``file`` itself keeps them, so the path still opens.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name

@@ -58,6 +58,62 @@ def _construct_timestamp_as_text(loader: Any, node: yaml.Node) -> str:
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 
+#: Longest integer literal accepted. Python refuses to turn more than 4300 decimal
+#: digits into an int (and back into text); hex and sexagesimal literals have no
+#: such limit but grow without bound. No contract needs more than a few digits.
+MAX_INT_CHARS = 1000
+
+
+class ValueProblem(yaml.constructor.ConstructorError):
+    """A scalar whose text does not fit its tag (``!!int abc``) or pv's bounds."""
+
+
+def _construct_bounded_int(loader: Any, node: yaml.Node) -> int:
+    text = str(node.value)
+    if len(text) > MAX_INT_CHARS:
+        raise ValueProblem(None, None, f"integer literal of {len(text)} characters, over the "
+                           f"{MAX_INT_CHARS}-character bound", node.start_mark)
+    try:
+        value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueProblem(None, None, f"{_clip(text)!r} is not a valid !!int",
+                           node.start_mark) from None
+    return value
+
+
+def _checked(kind: str, construct: Any) -> Any:
+    def run(loader: Any, node: yaml.Node) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, TypeError, OverflowError, KeyError, IndexError):
+            text = node.value if isinstance(node, yaml.ScalarNode) else "..."
+            raise ValueProblem(None, None, f"{_clip(str(text))!r} is not a valid !!{kind}",
+                               node.start_mark) from None
+    return run
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+for _kind, _fn in (("float", yaml.constructor.SafeConstructor.construct_yaml_float),
+                   ("bool", yaml.constructor.SafeConstructor.construct_yaml_bool),
+                   ("null", yaml.constructor.SafeConstructor.construct_yaml_null)):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_kind}", _checked(_kind, _fn))
+
+
+def _refuse_tag(loader: Any, node: yaml.Node) -> Any:
+    name = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+    raise ValueProblem(None, None, f"tag {name} is not supported in a contract (it builds a "
+                       "value that is not plain data)", node.start_mark)
+
+
+# Bytes, sets and pairs lists are not JSON data: every later reader (the schema,
+# --format json, the status rewrite) would have to special-case them.
+for _kind in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_kind}", _refuse_tag)
+
 
 class ContractLoadError(PvError):
     """The file cannot be read as one YAML mapping; ``finding`` says where and why."""
@@ -68,15 +124,23 @@ class ContractLoadError(PvError):
 
 
 class Document:
-    """One parsed contract: plain data from the fast loader, located on demand."""
+    """One parsed contract: plain data and the YAML node tree it was built from.
 
-    __slots__ = ("_root", "data", "path", "text")
+    The tree comes free with the parse (libyaml composes it, the constructor
+    turns it into ``data``), so locating a finding never parses the file again;
+    a mapping's keys are indexed the first time a finding points into it, so
+    locating many findings in a mapping of thousands of keys stays linear.
+    """
 
-    def __init__(self, path: Path, data: dict[str, Any], text: str) -> None:
+    __slots__ = ("_index", "_root", "data", "path", "text")
+
+    def __init__(self, path: Path, data: dict[str, Any], text: str,
+                 root: yaml.Node | None = None) -> None:
         self.path = path
         self.data = data
         self.text = text
-        self._root: yaml.Node | None = None
+        self._root = root
+        self._index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
 
     @property
     def stem(self) -> str:
@@ -89,11 +153,21 @@ class Document:
         cid = meta.get("id") if isinstance(meta, dict) else None
         return cid if isinstance(cid, str) and cid.strip() else self.path.stem
 
+    def _keys(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        index = self._index.get(id(node))
+        if index is None:
+            index = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    index.setdefault(str(key_node.value), (key_node, value_node))
+            self._index[id(node)] = index
+        return index
+
     def locate(self, path: KeyPath) -> tuple[int, int]:
         """1-based (line, column) of the deepest key or item of ``path`` present in the file.
 
         A mapping key points at the key itself (the offending key, not its value);
-        a list index points at the item. Composition is done once, lazily.
+        a list index points at the item.
         """
         if self._root is None:
             self._root = yaml.compose(self.text, Loader=_Loader)
@@ -103,12 +177,10 @@ class Document:
         mark = node.start_mark
         for part in path:
             if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
-                        mark, node = key_node.start_mark, value_node
-                        break
-                else:
+                hit = self._keys(node).get(str(part))
+                if hit is None:
                     break
+                mark, node = hit[0].start_mark, hit[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 if not 0 <= part < len(node.value):
                     break
@@ -183,11 +255,14 @@ def _check_structure(path: Path, text: str) -> None:
         return
     sizes: dict[str, int] = {}
     stack: list[list[Any]] = []  # [anchor, size] per open collection
-    total = aliases = 0
+    aliases = expanded = 0
+    open_anchors: list[str] = []
     try:
         for event in yaml.parse(text, Loader=_Loader):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 stack.append([event.anchor, 1])
+                if event.anchor is not None:
+                    open_anchors.append(event.anchor)
                 if len(stack) > MAX_DEPTH:
                     raise _fail(path, "PV009", f"collections nested more than {MAX_DEPTH} deep; "
                                 "refused", *_position(event.start_mark))
@@ -196,14 +271,20 @@ def _check_structure(path: Path, text: str) -> None:
                 anchor, size = stack.pop()
                 if anchor is not None:
                     sizes[anchor] = size
+                    open_anchors.remove(anchor)
                 if stack:
                     stack[-1][1] += size
-                else:
-                    total += size
                 continue
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
+                if event.anchor in open_anchors:
+                    # The node would contain itself: every reader that walks it
+                    # (the schema, JSON output, a status rewrite) recurses forever.
+                    raise _fail(path, "PV007", f"alias *{event.anchor} refers to a node that "
+                                "contains it (a recursive structure); refused",
+                                *_position(event.start_mark))
                 size = sizes.get(event.anchor or "", 1)
+                expanded += size
                 if aliases > MAX_ALIASES:
                     raise _fail(path, "PV007", f"more than {MAX_ALIASES} YAML aliases; refused "
                                 "(alias bomb guard)", *_position(event.start_mark))
@@ -215,9 +296,7 @@ def _check_structure(path: Path, text: str) -> None:
                 continue
             if stack:
                 stack[-1][1] += size
-            else:
-                total += size
-            if total + sum(entry[1] for entry in stack) > MAX_EXPANDED_NODES:
+            if expanded > MAX_EXPANDED_NODES:
                 raise _fail(path, "PV007", f"YAML aliases expand past {MAX_EXPANDED_NODES} nodes; "
                             "refused (alias bomb guard)", *_position(event.start_mark))
     except yaml.YAMLError:
@@ -230,6 +309,10 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
     if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
         return _fail(path, "PV005", "several YAML documents in one file; a contract is exactly "
                      "one document", line, col)
+    if isinstance(exc, ValueProblem):
+        refused = problem.startswith("tag ")
+        return _fail(path, "PV008" if refused else "PV004",
+                     problem if refused else f"invalid YAML value: {problem}", line, col)
     if isinstance(exc, yaml.constructor.ConstructorError):
         tag = re.search(r"tag '([^']*)'", problem)
         name = tag.group(1) if tag else "?"
@@ -251,19 +334,24 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
 def parse_text(path: Path, text: str) -> Document:
     """Parse already-decoded text as one contract document (see ``load_document``)."""
     _check_structure(path, text)
+    loader = _Loader(text)
     try:
-        data = yaml.load(text, Loader=_Loader)
+        # What yaml.load does, keeping the composed tree for locating findings.
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     except (RecursionError, MemoryError):
         raise _fail(path, "PV004", "invalid YAML: nested too deeply to parse") from None
+    finally:
+        loader.dispose()
     if data is None:
         raise _fail(path, "PV006", "empty file: a contract is a YAML mapping with at least "
                     "'metadata'")
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a scalar ({type(data).__name__})"
         raise _fail(path, "PV006", f"the document is {kind}; a contract is a YAML mapping")
-    return Document(path, data, text)
+    return Document(path, data, text, root)
 
 
 def load_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Document:

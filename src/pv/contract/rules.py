@@ -10,11 +10,9 @@ are listed in ``RULE_TABLE`` with the load-time ones, which the docs mirror.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,14 @@ from pv.contract import ladder
 from pv.contract.evidence import is_defined
 from pv.contract.findings import ERROR, WARNING, Finding, KeyPath
 from pv.contract.load import Document
+from pv.contract.rulebase import (
+    Issue,
+    Rule,
+    RuleContext,
+    close_match,
+    falsifiers,
+    metadata,
+)
 
 #: The issue's list plus the Hoare/Dafny-style kinds real contracts use
 #: (pre/postconditions, frames, loop (in)variants, ``old`` state, termination...).
@@ -46,52 +52,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_ID_LENGTH = 128
 
 
-@dataclass(frozen=True)
-class Issue:
-    """A rule's raw output: where (key path) and what; located later, only if reported."""
-
-    path: KeyPath
-    message: str
-    severity: str = ERROR
-
-
-@dataclass
-class RuleContext:
-    """What rules may know beyond the document: the repository root for evidence."""
-
-    repo_root: Path | None = None
-    check_evidence: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-RuleFn = Callable[[Document, RuleContext], Iterator[Issue]]
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    name: str
-    severity: str
-    summary: str
-    fn: RuleFn | None = None  # None: applied by the loader or across the set
-
-
-def close_match(word: str, known: tuple[str, ...] | frozenset[str], cutoff: float = 0.75) -> str | None:
-    hits = difflib.get_close_matches(word, sorted(known), n=1, cutoff=cutoff)
-    return hits[0] if hits else None
-
-
-def _falsifiers(doc: Document) -> Iterator[tuple[int, dict[str, Any]]]:
-    tests = doc.data.get("falsification_tests")
-    if isinstance(tests, list):
-        for i, test in enumerate(tests):
-            if isinstance(test, dict):
-                yield i, test
-
-
-def _metadata(doc: Document) -> dict[str, Any]:
-    meta = doc.data.get("metadata")
-    return meta if isinstance(meta, dict) else {}
+_falsifiers = falsifiers
+_metadata = metadata
 
 
 def id_problem(value: str) -> str | None:

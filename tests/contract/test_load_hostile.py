@@ -1,0 +1,89 @@
+"""Hostile contract YAML: each input found by fuzzing is one located finding, never an internal error."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from pv.cli import run
+from pv.contract.load import ContractLoadError, load_document
+from pv.contract.validate import validate_paths
+
+HEAD = "metadata:\n  version: '1'\n  description: d\n"
+
+
+def _finding(path: Path) -> tuple[str, int, str]:
+    with pytest.raises(ContractLoadError) as info:
+        load_document(path)
+    f = info.value.finding
+    return f.rule, f.line, f.message
+
+
+@pytest.mark.parametrize("value, words", [
+    ("!!int abc", "'abc' is not a valid !!int"),
+    ("!!bool maybe", "'maybe' is not a valid !!bool"),
+    ("!!float x", "'x' is not a valid !!float"),
+    ("!!int 0b12", "is not a valid !!int"),
+])
+def test_bad_values_for_type_tags_are_one_finding(write, value, words):
+    rule, line, message = _finding(write(HEAD + f"  kind: {value}\n"))
+    assert (rule, line) == ("PV004", 4) and words in message
+
+
+@pytest.mark.parametrize("tag", ["!!binary aGk=", "!!set {a: null}", "!!omap [a: 1]", "!!pairs [a: 1]"])
+def test_tags_that_build_non_json_values_are_refused(write, tag):
+    rule, line, message = _finding(write(HEAD + f"  kind: {tag}\n"))
+    assert rule == "PV008" and line == 4 and "not supported" in message
+
+
+@pytest.mark.parametrize("literal", ["1" * 5000, "0x" + "f" * 5000, "1:" * 800 + "1"])
+def test_huge_integers_are_refused_not_a_crash(write, literal):
+    rule, line, message = _finding(write(HEAD + f"  kind: {literal}\n"))
+    assert rule == "PV004" and line == 4 and "over the 1000-character bound" in message
+
+
+def test_integers_under_the_bound_still_format_in_messages(write, capsys):
+    # 990 hex digits: far past Python's 4300-digit text limit? No: ~1190 decimal digits.
+    path = write("metadata:\n  version: 0x" + "f" * 990 + "\n  description: d\n")
+    assert run(["validate", "--format", "json", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["findings"][0]["rule"] == "PV011"
+
+
+@pytest.mark.parametrize("text", [
+    "metadata: &m\n  version: '1'\n  description: d\n  self: *m\n",
+    "metadata:\n  version: '1'\n  description: d\nx: &l [1, *l]\n",
+    "metadata:\n  version: '1'\n  description: d\nx: &m\n  <<: *m\n",
+])
+def test_self_referencing_alias_is_refused(write, text):
+    rule, _, message = _finding(write(text))
+    assert rule == "PV007" and "recursive structure" in message
+
+
+def test_plain_long_list_is_not_an_alias_bomb(write):
+    path = write(HEAD + "items:\n" + "- 1\n" * 200_000)
+    assert len(load_document(path).data["items"]) == 200_000
+
+
+def test_many_keys_with_many_findings_stay_linear(write):
+    # Every key is a near-miss of a known one: 20,000 located findings.
+    body = "".join(f"metadat{i}: 1\n" for i in range(20_000))
+    path = write(HEAD + body)
+    start = time.perf_counter()
+    report = validate_paths([path], check_evidence=False)
+    assert time.perf_counter() - start < 30  # quadratic locating took minutes
+    assert report.files == 1
+
+
+def test_undecodable_file_name_prints_as_escapes(tmp_path, capsys):
+    name = tmp_path / "bad\udcffname.yaml"
+    name.write_text("metadata:\n  version: 1.0\n  description: d\n", encoding="utf-8")
+    assert run(["validate", str(name)]) == 0
+    out = capsys.readouterr().out
+    assert "bad\\xffname.yaml:2:3: warning PV011" in out
+    assert run(["validate", "--format", "json", str(name)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["findings"][0]["file"].endswith("bad\\xffname.yaml")
