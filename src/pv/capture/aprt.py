@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -26,14 +27,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 import numpy as np
 
-from pv import files
+from pv import bounded, files
 from pv import stages as stage_table
 from pv.errors import PvError
 
@@ -60,44 +61,62 @@ class Header:
         return HEADER_SIZE + 4 * self.count
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
-    """Read and check a header against the file's real size.
+def _checked_open(path: str | os.PathLike[str]) -> tuple[BinaryIO, Header]:
+    """Open a regular file, read its header and check it against the file's real size.
 
+    The size comes from the opened descriptor, so the values read afterwards
+    through the returned file are the ones the header was checked against.
     Never allocates what the header claims: a header that promises more data
     than the file holds, or a size that disagrees with the count, is refused.
+    The file is positioned at the first value.
     """
-    p = Path(path)
+    p = bounded.show_path(path)
     try:
-        with open(p, "rb") as f:
+        f = bounded.open_data(path, "APRT file")
+    except bounded.DataFileError as exc:
+        raise AprtError(str(exc)) from None
+    try:
+        try:
             raw = f.read(HEADER_SIZE)
             size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise AprtError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) < HEADER_SIZE:
-        raise AprtError(f"{p}: truncated APRT header ({len(raw)} of {HEADER_SIZE} bytes)")
-    magic, layer, count = HEADER.unpack(raw)
-    if magic != MAGIC:
-        raise AprtError(f"{p}: bad magic {magic!r}, expected {MAGIC!r}")
-    expected = HEADER_SIZE + 4 * count
-    if size < expected:
-        raise AprtError(
-            f"{p}: header claims {count} float32 values ({expected} bytes) "
-            f"but the file holds {size} bytes (truncated)"
-        )
-    if size > expected:
-        raise AprtError(
-            f"{p}: file is {size} bytes but its header claims {count} values "
-            f"({expected} bytes): length disagrees with the header"
-        )
-    return Header(layer=layer, count=count)
+        except OSError as exc:
+            raise AprtError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        if len(raw) < HEADER_SIZE:
+            raise AprtError(f"{p}: truncated APRT header ({len(raw)} of {HEADER_SIZE} bytes)")
+        magic, layer, count = HEADER.unpack(raw)
+        if magic != MAGIC:
+            raise AprtError(f"{p}: bad magic {magic!r}, expected {MAGIC!r}")
+        expected = HEADER_SIZE + 4 * count
+        if size < expected:
+            raise AprtError(
+                f"{p}: header claims {count} float32 values ({expected} bytes) "
+                f"but the file holds {size} bytes (truncated)"
+            )
+        if size > expected:
+            raise AprtError(
+                f"{p}: file is {size} bytes but its header claims {count} values "
+                f"({expected} bytes): length disagrees with the header"
+            )
+    except BaseException:
+        f.close()
+        raise
+    return f, Header(layer=layer, count=count)
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Read and check a header (see ``_checked_open``); FIFOs and devices are refused."""
+    f, header = _checked_open(path)
+    f.close()
+    return header
 
 
 def read(path: str | os.PathLike[str], shape: tuple[int, ...] | None = None) -> tuple[Header, np.ndarray]:
     """Read a whole APRT file into a float32 array (reshaped when ``shape`` is given)."""
-    header = read_header(path)
-    if shape is not None and int(np.prod(shape, dtype=np.int64)) != header.count:
-        raise AprtError(f"{path}: {header.count} values do not fit shape {list(shape)}")
-    data = np.fromfile(path, dtype="<f4", count=header.count, offset=HEADER_SIZE)
+    f, header = _checked_open(path)
+    with f:
+        if shape is not None and math.prod(shape) != header.count:
+            raise AprtError(f"{path}: {header.count} values do not fit shape {list(shape)}")
+        data = np.fromfile(f, dtype="<f4", count=header.count)
     if data.size != header.count:  # the file shrank under us
         raise AprtError(f"{path}: truncated while reading")
     arr = data.astype(np.float32, copy=False)
@@ -106,10 +125,11 @@ def read(path: str | os.PathLike[str], shape: tuple[int, ...] | None = None) -> 
 
 def memmap(path: str | os.PathLike[str]) -> tuple[Header, np.ndarray]:
     """Map the values read-only, without reading them (for chunked comparison)."""
-    header = read_header(path)
-    if header.count == 0:
-        return header, np.zeros(0, dtype="<f4")
-    arr = np.memmap(path, dtype="<f4", mode="r", offset=HEADER_SIZE, shape=(header.count,))
+    f, header = _checked_open(path)
+    with f:
+        if header.count == 0:
+            return header, np.zeros(0, dtype="<f4")
+        arr = np.memmap(f, dtype="<f4", mode="r", offset=HEADER_SIZE, shape=(header.count,))
     return header, arr
 
 
@@ -201,17 +221,97 @@ class Capture:
         return {e.key: e for e in self.entries}
 
 
+#: Bounds on a manifest (a 100-layer capture of every stage writes ~1 MiB).
+MANIFEST_MAX_BYTES = 64 * 1024 * 1024
+MANIFEST_MAX_DEPTH = 32
+MANIFEST_MAX_FILES = 1_000_000
+#: Dimensions a manifest shape may have, and the largest one: an APRT count is a u32.
+MAX_RANK = 8
+MAX_DIM = 0xFFFFFFFF
+
+
 def load_manifest(root: Path) -> dict[str, Any] | None:
+    """``manifest.json`` of a capture directory, checked field by field; None if absent.
+
+    Only the fields pv reads are checked, and each before it is used: a
+    manifest written by another tool may carry more.
+    """
     path = root / MANIFEST
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AprtError(f"{path}: unreadable manifest: {exc}") from None
+        data = bounded.load_json(
+            path,
+            "manifest",
+            limit=MANIFEST_MAX_BYTES,
+            max_depth=MANIFEST_MAX_DEPTH,
+            max_items=16 * MANIFEST_MAX_FILES,
+        )
+    except bounded.DataFileError as exc:
+        raise AprtError(f"unreadable manifest: {exc}") from None
+    shown = bounded.show_path(path)
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise AprtError(f"{path}: not a pv capture manifest (format != {MANIFEST_FORMAT!r})")
+        raise AprtError(f"{shown}: not a pv capture manifest (format != {MANIFEST_FORMAT!r})")
+    check_manifest(data, shown)
     return data
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's fields, or None."""
+    run = data.get("run")
+    if run is not None and not isinstance(run, dict):
+        return f"'run' must be an object, not {bounded.brief(run)}"
+    for key in ("dtype", "weights_dtype", "quantization"):
+        value = (run or {}).get(key)
+        if value is not None and not isinstance(value, str):
+            return f"'run.{key}' must be a string, not {bounded.brief(value)}"
+    records = data.get("files", [])
+    if not isinstance(records, list):
+        return f"'files' must be a list, not {bounded.brief(records)}"
+    if len(records) > MANIFEST_MAX_FILES:
+        return f"'files' lists {len(records)} entries (at most {MANIFEST_MAX_FILES})"
+    for i, rec in enumerate(records):
+        problem = _file_record_problem(rec)
+        if problem:
+            return f"files[{i}]: {problem}"
+    na = data.get("not_applicable", [])
+    if not isinstance(na, list):
+        return f"'not_applicable' must be a list, not {bounded.brief(na)}"
+    for i, rec in enumerate(na):
+        if not isinstance(rec, dict) or not isinstance(rec.get("stage"), str):
+            return f"not_applicable[{i}] must be an object with a string 'stage'"
+    return None
+
+
+def _file_record_problem(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"must be an object, not {bounded.brief(rec)}"
+    if not isinstance(rec.get("path"), str):
+        return f"'path' must be a string, not {bounded.brief(rec.get('path'))}"
+    shape = rec.get("shape")
+    if "shape" in rec:
+        if not isinstance(shape, list) or len(shape) > MAX_RANK:
+            return f"'shape' must be a list of at most {MAX_RANK} integers, not {bounded.brief(shape)}"
+        for dim in shape:
+            if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim <= MAX_DIM:
+                return f"'shape' {bounded.brief(shape)}: {bounded.brief(dim)} is not an integer in 0..{MAX_DIM}"
+    if "layout" in rec:
+        layout = rec.get("layout")
+        if not isinstance(layout, list) or not all(isinstance(x, str) and len(x) <= 16 for x in layout):
+            return f"'layout' must be a list of short dimension names, not {bounded.brief(layout)}"
+        if isinstance(shape, list) and len(layout) != len(shape):
+            return f"'layout' {bounded.brief(layout)} does not match 'shape' {bounded.brief(shape)}"
+    value = rec.get("dtype_captured")
+    if value is not None and not isinstance(value, str):
+        return f"'dtype_captured' must be a string, not {bounded.brief(value)}"
+    return None
+
+
+def check_manifest(data: dict[str, Any], where: str) -> None:
+    """Raise ``AprtError`` naming the first field of ``data`` that pv cannot use."""
+    problem = _manifest_problem(data)
+    if problem:
+        raise AprtError(f"{where}: {problem}")
 
 
 def open_capture(root: str | os.PathLike[str]) -> Capture:
@@ -227,8 +327,7 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
     meta_by_path: dict[str, dict[str, Any]] = {}
     if manifest is not None:
         for rec in manifest.get("files", []):
-            if isinstance(rec, dict) and "path" in rec:
-                meta_by_path[str(rec["path"])] = rec
+            meta_by_path[rec["path"]] = rec
     found: list[Entry] = []
     candidates: list[tuple[str, int | None, Path]] = []
     for child in sorted(base.iterdir()):
@@ -237,7 +336,7 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
             layer_no = int(m.group(1))
             for f in sorted(child.glob("*.bin")):
                 candidates.append((f.stem, layer_no, f))
-        elif child.is_file() and child.suffix == ".bin":
+        elif not child.is_dir() and child.suffix == ".bin":
             candidates.append((child.stem, None, child))
     for stem, layer, path in candidates:
         key = stem.lower()
@@ -259,16 +358,16 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
             layer_key = layer
         rel = path.relative_to(base).as_posix()
         meta = meta_by_path.get(rel, {})
-        shape = tuple(int(x) for x in meta["shape"]) if "shape" in meta else None
-        layout = tuple(str(x) for x in meta["layout"]) if "layout" in meta else None
+        shape = tuple(meta["shape"]) if "shape" in meta else None
+        layout = tuple(meta["layout"]) if "layout" in meta else None
         header = read_header(path)
-        if shape is not None and int(np.prod(shape, dtype=np.int64)) != header.count:
+        if shape is not None and math.prod(shape) != header.count:
             raise AprtError(
                 f"{path}: manifest shape {list(shape)} disagrees with {header.count} values"
             )
         found.append(Entry(st.name, layer_key, path, header, shape, layout, meta))
     found.sort(key=lambda e: stage_table.sort_key(e.stage, e.layer))
-    na = tuple(str(x.get("stage")) for x in (manifest or {}).get("not_applicable", []))
+    na = tuple(x["stage"] for x in (manifest or {}).get("not_applicable", []))
     return Capture(base, tuple(found), manifest, na)
 
 
@@ -376,15 +475,14 @@ class CaptureWriter:
 
 def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[np.ndarray]:
     """Yield the values of an APRT file in float32 chunks of at most ``chunk`` elements."""
-    header = read_header(path)
-    buf = np.empty(chunk, dtype="<f4")
+    f, header = _checked_open(path)
+    buf = np.empty(min(chunk, max(header.count, 1)), dtype="<f4")
     remaining = header.count
-    with open(path, "rb", buffering=0) as f:
-        f.seek(HEADER_SIZE)
+    with f:
         while remaining:
             n = min(chunk, remaining)
             view = memoryview(buf[:n]).cast("B")  # type: ignore[arg-type]
-            got = f.readinto(view)
+            got = f.readinto(view)  # type: ignore[attr-defined]
             if got != 4 * n:
                 raise AprtError(f"{path}: truncated while reading")
             remaining -= n

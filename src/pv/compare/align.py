@@ -212,6 +212,9 @@ def plan_view(a: Side, b: Side, config: ModelConfig | None = None) -> View:
         raise PairError(f"element counts differ: A has {na}, B has {nb}")
     if sa is not None and sb is not None and sa[0] != sb[0]:
         raise PairError(f"shapes differ: A is {list(sa[0])}, B is {list(sb[0])}")
+    if na == 0:
+        # Nothing to read as rows (a zero dimension would divide by zero below).
+        return View((0,), ("N",), notes=("both tensors are empty: nothing to compare",))
     known = sa or sb
     causal = stage is not None and stage.mask == "causal"
     if known is None:
@@ -237,6 +240,11 @@ def _last_row_view(a: Side, b: Side, sa: Any, sb: Any, config: ModelConfig | Non
             vocab = known[0][1]
     if vocab is None:
         vocab = small
+    if small == 0 or vocab <= 0:
+        raise PairError(
+            f"element counts differ: A has {na}, B has {nb} "
+            "(an empty tensor cannot be compared with a non-empty one)"
+        )
     if small != vocab or big % vocab:
         raise PairError(
             f"element counts differ: A has {na}, B has {nb} "

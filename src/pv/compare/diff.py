@@ -364,7 +364,8 @@ def diff_paths(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
             raise PvError(f"{p}: no such file or directory")
     if pa.is_dir() and pb.is_dir():
         return diff_captures(pa, pb, **kwargs)
-    if pa.is_file() and pb.is_file():
+    if not pa.is_dir() and not pb.is_dir():
+        # Not only regular files: a FIFO or device is refused by the APRT reader, by name.
         kwargs.pop("stages", None)
         kwargs.pop("chunk", None)
         return diff_files(pa, pb, **kwargs)

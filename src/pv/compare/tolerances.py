@@ -25,7 +25,6 @@ adjust them; see ``docs/compare.md``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
+from pv.bounded import brief, load_data, show_path
 from pv.compare.metrics import EPS, Metrics
 from pv.errors import PvError
 
@@ -102,12 +102,14 @@ def looser(a: str | None, b: str | None) -> str | None:
 
 
 def _num(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PvError(f"{where}: expected a number, got {brief(value)}")
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        raise PvError(f"{where}: expected a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PvError(f"{where}: expected a number, got {brief(value)}") from None
     if math.isnan(out) or out < 0:
-        raise PvError(f"{where}: expected a non-negative number, got {value!r}")
+        raise PvError(f"{where}: expected a non-negative number, got {brief(value)}")
     return out
 
 
@@ -123,7 +125,7 @@ def _partial(data: Any, where: str) -> dict[str, float]:
         if k == "threshold":
             k = "cosine"
         if k not in _KEYS:
-            raise PvError(f"{where}: unknown key '{key}'; valid keys: {', '.join(_KEYS)}")
+            raise PvError(f"{where}: unknown key {brief(key)}; valid keys: {', '.join(_KEYS)}")
         out[k] = _num(value, f"{where}.{key}")
     if "cosine" in out and out["cosine"] > 1.0:
         raise PvError(f"{where}.cosine: a cosine threshold must be at most 1.0")
@@ -165,6 +167,14 @@ class Tolerances:
         return {"defaults": {k: v.to_dict() for k, v in DEFAULTS.items()}, **asdict(self)}
 
 
+def _dtype_key(name: Any) -> str | None:
+    """The dtype class a config key names, or None (only short strings can name one)."""
+    if not isinstance(name, str) or len(name) > 32:
+        return None
+    klass = dtype_class(name) or name.lower()
+    return klass if klass in DEFAULTS else None
+
+
 def parse_config(data: Any, where: str) -> Tolerances:
     """Build tolerances from a config mapping (see ``docs/compare.md`` for the format)."""
     if not isinstance(data, Mapping):
@@ -186,8 +196,10 @@ def parse_config(data: Any, where: str) -> Tolerances:
             if not isinstance(value, Mapping):
                 raise PvError(f"{where}.stages: expected a mapping of stage name to tolerances")
             for name, sub in value.items():
+                if not isinstance(name, str) or not name.isprintable() or len(name) > 64:
+                    raise PvError(f"{where}.stages: {brief(name)} is not a stage name")
                 try:
-                    st = stage_table.get(str(name)).name
+                    st = stage_table.get(name).name
                 except PvError as exc:
                     raise PvError(f"{where}.stages: {exc}") from None
                 per_stage[st] = _partial(sub, f"{where}.stages.{name}")
@@ -195,53 +207,45 @@ def parse_config(data: Any, where: str) -> Tolerances:
             if not isinstance(value, Mapping):
                 raise PvError(f"{where}.dtypes: expected a mapping of dtype to tolerances")
             for name, sub in value.items():
-                klass = dtype_class(str(name)) or str(name).lower()
-                if klass not in DEFAULTS:
+                klass = _dtype_key(name)
+                if klass is None:
                     raise PvError(
-                        f"{where}.dtypes: unknown dtype '{name}'; valid: {', '.join(DEFAULTS)}"
+                        f"{where}.dtypes: unknown dtype {brief(name)}; valid: {', '.join(DEFAULTS)}"
                     )
                 per_dtype[klass] = _partial(sub, f"{where}.dtypes.{name}")
         elif k == "assume_dtype":
-            klass = dtype_class(str(value)) or str(value).lower()
-            if klass not in DEFAULTS:
+            klass = _dtype_key(value)
+            if klass is None:
                 raise PvError(
-                    f"{where}.assume_dtype: unknown dtype '{value}'; valid: {', '.join(DEFAULTS)}"
+                    f"{where}.assume_dtype: unknown dtype {brief(value)}; valid: {', '.join(DEFAULTS)}"
                 )
             assume = klass
         else:
             raise PvError(
-                f"{where}: unknown key '{key}'; valid keys: cosine, rtol, atol, stages, dtypes, assume_dtype"
+                f"{where}: unknown key {brief(key)}; valid keys: cosine, rtol, atol, stages, dtypes, assume_dtype"
             )
     return Tolerances(base=base, per_stage=per_stage, per_dtype=per_dtype, assume=assume)
 
 
-def load_config(path: str | Path) -> Tolerances:
-    """Read a YAML or JSON tolerance file (safe loader; no code runs)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PvError(f"{p}: cannot read tolerance config: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise PvError(f"{p}: tolerance config is not UTF-8 text") from None
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PvError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    else:
-        import yaml
+#: Bounds on a tolerance file: a few dozen keys in practice.
+CONFIG_MAX_BYTES = 1024 * 1024
+CONFIG_MAX_DEPTH = 8
+CONFIG_MAX_ITEMS = 100_000
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        try:
-            data = yaml.load(text, Loader=loader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            loc = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-            raise PvError(f"{p}{loc}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+def load_config(path: str | Path) -> Tolerances:
+    """Read a YAML or JSON tolerance file (safe loader, bounded; see ``pv.bounded``)."""
+    data = load_data(
+        path,
+        "tolerance config",
+        limit=CONFIG_MAX_BYTES,
+        max_depth=CONFIG_MAX_DEPTH,
+        max_items=CONFIG_MAX_ITEMS,
+    )
+    where = show_path(path)
     if data is None:
-        raise PvError(f"{p}: tolerance config is empty")
-    return parse_config(data, str(p))
+        raise PvError(f"{where}: tolerance config is empty")
+    return parse_config(data, where)
 
 
 @dataclass(frozen=True)
