@@ -1,0 +1,262 @@
+"""``pv import``: tensors dumped by any engine, turned into an APRT capture through a mapping.
+
+The steps: read every dump file (``pv.capture.dumps``, no pickle), find each
+file's tensor-parallel rank when the mapping has a ``tensor_parallel`` block,
+match every tensor name against the mapping's rules (first match wins), apply
+the rule's layout transforms to each shard, put the shards back together along
+the stage's axis (or check that replicated shards agree), join q, k and v into
+the fused ``qkv_matmul`` row, check the result against the stage's layout (and
+against the model's sizes when a config is given), and write the files and a
+manifest with ``CaptureWriter``. Only numpy is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pv import environment, files
+from pv import stages as stage_table
+from pv.capture import aprt, dumps
+from pv.capture.config import ModelConfig
+from pv.capture.mapping import Mapping, Rule, Transform
+from pv.errors import PvError
+
+#: Replicated shards may differ by all-reduce order; beyond this they are not replicas.
+REPLICA_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    output: Path
+    files: int
+    stages: list[str]
+    ignored: list[str]
+    ranks: int
+
+
+def _dims(config: ModelConfig | None, seq: int | None) -> dict[str, int]:
+    if config is None:
+        return {}
+    d = config.dims(seq or 1)
+    out = {name: d.size(name) for name in ("H", "NH", "KVH", "D", "I", "V", "NHD", "QKV")}
+    if seq is not None:
+        out["S"] = seq
+    return out
+
+
+def apply(arr: np.ndarray, transforms: Sequence[Transform], config: ModelConfig | None,
+          where: str) -> np.ndarray:
+    """Run a rule's transforms in order; each failure names the tensor and the step."""
+    x = np.asarray(arr, dtype=np.float32)
+    for i, t in enumerate(transforms):
+        here = f"{where}: transform[{i}] {t.name}"
+        if t.name == "drop_batch":
+            if x.ndim == 0 or x.shape[0] != 1:
+                raise PvError(f"{here}: leading axis is {x.shape[:1]}, not a batch of 1")
+            x = x[0]
+        elif t.name == "select":
+            axis, index = int(t.arg["axis"]), int(t.arg["index"])
+            if not -x.ndim <= axis < x.ndim or not -x.shape[axis] <= index < x.shape[axis]:
+                raise PvError(f"{here}: axis {axis} index {index} out of range for {list(x.shape)}")
+            x = np.take(x, index, axis=axis)
+        elif t.name == "reshape":
+            dims = _dims(config, None)
+            shape: list[int] = []
+            for d in t.arg:
+                if isinstance(d, int):
+                    shape.append(d)
+                elif d == "S":  # positions: the leading axis of the tensor as it stands
+                    shape.append(int(x.shape[0]) if x.ndim else 1)
+                elif d in dims:
+                    shape.append(dims[d])
+                else:
+                    raise PvError(f"{here}: dim {d} needs --model (the model's sizes)")
+            if shape.count(-1) > 1:
+                raise PvError(f"{here}: more than one unknown dim in {t.arg}")
+            try:
+                x = x.reshape(shape)
+            except ValueError:
+                raise PvError(f"{here}: {list(x.shape)} cannot be read as {t.arg}") from None
+        elif t.name == "transpose":
+            if len(t.arg) != x.ndim:
+                raise PvError(f"{here}: {len(t.arg)} axes given for a {x.ndim}-d tensor")
+            x = np.ascontiguousarray(x.transpose(t.arg))
+        elif t.name == "halves_from_pairs":
+            if x.shape[-1] % 2:
+                raise PvError(f"{here}: last axis {x.shape[-1]} is odd")
+            x = np.concatenate((x[..., 0::2], x[..., 1::2]), axis=-1)
+        elif t.name == "crop_keys":
+            if x.ndim < 2 or x.shape[-1] < x.shape[-2]:
+                raise PvError(f"{here}: {list(x.shape)} has fewer keys than queries")
+            x = x[..., : x.shape[-2]]
+        elif t.name == "scale":
+            if t.arg == "inv_sqrt_head_dim":
+                if config is None:
+                    raise PvError(f"{here}: inv_sqrt_head_dim needs --model (the head dim)")
+                factor = 1.0 / math.sqrt(config.head_dim)
+            else:
+                factor = float(t.arg)
+            x = x * np.float32(factor)
+        elif t.name == "causal_fill":
+            if x.ndim < 2:
+                raise PvError(f"{here}: needs at least two axes")
+            q, k = x.shape[-2], x.shape[-1]
+            upper = np.triu(np.ones((q, k), dtype=bool), k=k - q + 1)
+            x = np.where(upper, np.float32(t.arg), x)
+        else:  # pragma: no cover - the mapping loader refuses unknown names
+            raise PvError(f"{here}: unknown transform")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _unshard(rule: Rule, shards: list[np.ndarray], config: ModelConfig | None, where: str,
+             notes: list[str]) -> np.ndarray:
+    if len(shards) == 1:
+        return shards[0]
+    if rule.shard == "replicated":
+        first = shards[0]
+        for r, other in enumerate(shards[1:], start=1):
+            if other.shape != first.shape or not np.allclose(other, first, rtol=REPLICA_RTOL,
+                                                             atol=1e-6, equal_nan=True):
+                raise PvError(f"{where}: rank {r} differs from rank 0, but {rule.stage} is "
+                              "replicated (all-reduced); set shard: AXIS in the mapping rule")
+        return first
+    if rule.shard == "qkv" and rule.part is None:
+        if config is None:
+            raise PvError(f"{where}: unsharding a fused q|k|v tensor needs --model (head counts)")
+        n = len(shards)
+        q_w = config.num_attention_heads * config.head_dim // n
+        k_w = config.num_key_value_heads * config.head_dim // n
+        parts = [(s[..., :q_w], s[..., q_w:q_w + k_w], s[..., q_w + k_w:]) for s in shards]
+        return np.concatenate([np.concatenate([p[i] for p in parts], axis=-1) for i in range(3)],
+                              axis=-1)
+    axis = -1 if rule.shard == "qkv" else int(rule.shard)
+    try:
+        return np.concatenate(shards, axis=axis)
+    except ValueError as exc:
+        raise PvError(f"{where}: shards do not concatenate along axis {axis}: {exc}") from None
+
+
+def _rank(path: Path, mapping: Mapping) -> int:
+    tp = mapping.tensor_parallel
+    if tp is None:
+        return 0
+    m = tp.rank_pattern.search(str(path))
+    if m is None:
+        raise PvError(f"{path}: tensor_parallel.rank '{tp.rank_pattern.pattern}' finds no rank in "
+                      "this path")
+    rank = int(m.group("rank"))
+    if not 0 <= rank < tp.size:
+        raise PvError(f"{path}: rank {rank} out of range for tensor_parallel.size {tp.size}")
+    return rank
+
+
+def _check_shape(stage: str, arr: np.ndarray, config: ModelConfig | None, where: str) -> None:
+    st = stage_table.get(stage)
+    if arr.ndim != len(st.layout):
+        raise PvError(f"{where}: {stage} is {list(st.layout)} but the transformed tensor is "
+                      f"{list(arr.shape)}; fix the rule's transform")
+    if config is None:
+        return
+    seq = arr.shape[st.layout.index("S")] if "S" in st.layout else 1
+    expected = st.shape(config.dims(seq))
+    if tuple(arr.shape) != expected:
+        raise PvError(f"{where}: {stage} should be {list(expected)} for this model, got "
+                      f"{list(arr.shape)}")
+
+
+def import_dumps(
+    paths: Sequence[str | os.PathLike[str]],
+    mapping: Mapping,
+    output: str | os.PathLike[str],
+    *,
+    config: ModelConfig | None = None,
+) -> ImportResult:
+    """Import dump files into a capture directory (see the module docstring)."""
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PvError(f"{out}: output must be a new or empty directory")
+    dump_files = dumps.expand(paths)
+    tp_size = mapping.tensor_parallel.size if mapping.tensor_parallel else 1
+    by_rank: dict[int, list[Path]] = {}
+    for p in dump_files:
+        by_rank.setdefault(_rank(p, mapping), []).append(p)
+    missing = [r for r in range(tp_size) if r not in by_rank]
+    if missing:
+        raise PvError(f"tensor_parallel.size is {tp_size} but no dump file has rank {missing[0]}")
+    # (stage, layer, part) -> rank -> array
+    found: dict[tuple[str, int | None, str | None], dict[int, tuple[Rule, np.ndarray, str]]] = {}
+    ignored: list[str] = []
+    for rank, group in sorted(by_rank.items()):
+        for path in group:
+            for name, arr in dumps.read_dump(path).items():
+                hit = mapping.rule_for(name)
+                if hit is None:
+                    ignored.append(name)
+                    continue
+                rule, layer = hit
+                if stage_table.get(rule.stage).name == "embedding":
+                    layer = 0
+                key = (rule.stage, layer, rule.part)
+                slot = found.setdefault(key, {})
+                if rank in slot:
+                    raise PvError(f"{path}: '{name}' and '{slot[rank][2]}' both map to {rule.stage}"
+                                  f"{'' if layer is None else '@' + str(layer)}"
+                                  f"{'' if rule.part is None else ' part ' + rule.part}")
+                where = f"{path}: '{name}'"
+                slot[rank] = (rule, apply(arr, rule.transforms, config, where), name)
+    if not found:
+        raise PvError(f"no tensor name matched mapping {mapping.name} "
+                      f"(first names: {', '.join(sorted(set(ignored))[:5])})")
+    notes: list[str] = []
+    tensors: dict[tuple[str, int | None], np.ndarray] = {}
+    parts: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
+    for (stage, layer, part), slot in found.items():
+        where = f"{stage}{'' if layer is None else '@' + str(layer)}"
+        if len(slot) != tp_size:
+            raise PvError(f"{where}: found on {len(slot)} of {tp_size} ranks")
+        rule = slot[0][0]
+        whole = _unshard(rule, [slot[r][1] for r in range(tp_size)], config, where, notes)
+        if part is None:
+            tensors[(stage, layer)] = whole
+        else:
+            parts.setdefault((stage, layer), {})[part] = whole.reshape(whole.shape[0], -1)
+    for key, qkv in parts.items():
+        if set(qkv) != {"q", "k", "v"}:
+            raise PvError(f"{key[0]}@{key[1]}: has part(s) {', '.join(sorted(qkv))}; "
+                          "needs all of q, k and v")
+        if key in tensors:
+            raise PvError(f"{key[0]}@{key[1]}: given both fused and as q/k/v parts")
+        tensors[key] = np.concatenate([qkv["q"], qkv["k"], qkv["v"]], axis=-1)
+    for (stage, layer), arr in tensors.items():
+        _check_shape(stage, arr, config, f"{stage}{'' if layer is None else '@' + str(layer)}")
+    run: dict[str, Any] = {
+        "engine": f"import:{mapping.name}",
+        "mapping": {"path": mapping.source, "sha256": files.sha256_file(mapping.source)},
+        "dumps": [{"path": str(p), "sha256": files.sha256_file(p)} for p in dump_files],
+        "tensor_parallel": tp_size,
+        "model": None if config is None else {"config": config.to_dict()},
+        "versions": {k: v or "absent" for k, v in environment.versions(["pv", "numpy"]).items()},
+        "notes": notes,
+    }
+    out = Path(output)
+    writer = aprt.CaptureWriter(out, run)
+    order = sorted(tensors, key=lambda k: stage_table.sort_key(k[0], k[1]))
+    try:
+        for stage, layer in order:
+            writer.write(stage, layer, tensors[(stage, layer)], dtype_captured="float32",
+                         provenance="imported")
+        writer.close()
+    except BaseException:
+        writer.abort()
+        for rec in writer.files:
+            (out / rec["path"]).unlink(missing_ok=True)
+        raise
+    return ImportResult(out, len(order), sorted({s for s, _ in order},
+                        key=lambda s: stage_table.get(s).order), sorted(set(ignored)), tp_size)
