@@ -363,7 +363,8 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
         header = read_header(path)
         if shape is not None and math.prod(shape) != header.count:
             raise AprtError(
-                f"{path}: manifest shape {list(shape)} disagrees with {header.count} values"
+                f"{bounded.show_path(base / MANIFEST)}: shape {list(shape)} of {rel} "
+                f"disagrees with {header.count} values in that file"
             )
         found.append(Entry(st.name, layer_key, path, header, shape, layout, meta))
     found.sort(key=lambda e: stage_table.sort_key(e.stage, e.layer))
