@@ -85,15 +85,41 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, tuple[Any, ...], s
     ("PV019", lambda d: d["metadata"].__setitem__("status", "FUNCTIONAL"), "warning",
      ("metadata", "status"), "FUNCTIONAL is ahead of its falsifiers (2 PROPOSED"),
     ("PV020", lambda d: d["metadata"].__setitem__("depends_on", ["no-such-contract-v1"]), "warning",
-     ("metadata", "depends_on", 0), "no contract no-such-contract-v1.yaml next to this file"),
-    ("PV021", lambda d: d.__setitem__("falsification_test", []), "warning", ("falsification_test",),
-     "did you mean 'falsification_tests'"),
-    ("PV021", lambda d: d["falsification_tests"][0].__setitem__("predicton", "x"), "warning",
+     ("metadata", "depends_on", 0), "no contract with id or file name no-such-contract-v1 in the "
+     "validated set or next to this file"),
+    ("PV021", lambda d: d.__setitem__("falsification_test", d.pop("falsification_tests")),
+     "warning", ("falsification_test",), "did you mean 'falsification_tests'"),
+    ("PV021", lambda d: _ft(0)(d).__setitem__("predicton", _ft(0)(d).pop("prediction")), "warning",
      ("falsification_tests", 0, "predicton"), "did you mean 'prediction'"),
-    ("PV021", lambda d: d["metadata"].__setitem__("descripton", "x"), "warning",
-     ("metadata", "descripton"), "did you mean 'description'"),
-    ("PV021", lambda d: d.__setitem__("status", "ACTIVE"), "warning", ("status",),
-     "did you mean 'metadata.status'"),
+    ("PV021", lambda d: d["metadata"].__setitem__("auther", "x"), "warning",
+     ("metadata", "auther"), "did you mean 'author'"),
+    ("PV021", lambda d: d.__setitem__("author", "me"), "warning", ("author",),
+     "did you mean 'metadata.author' (which is missing)"),
+    ("PV025", lambda d: _ft(1)(d).__setitem__("discharge_status", "FUNCTIONAL"), "warning",
+     ("falsification_tests", 1, "discharge_status"), "pv reads only falsification_tests[1].status"),
+    ("PV025", lambda d: _ft(1)(d).__setitem__("evidence", {"status": "FUNCTIONAL"}), "warning",
+     ("falsification_tests", 1, "evidence", "status"), "counts as PROPOSED"),
+    ("PV025", lambda d: d.__setitem__("status", d["metadata"].pop("status")), "warning",
+     ("status",), "pv reads only metadata.status"),
+    ("PV026", lambda d: d["metadata"].__setitem__("status", "SHIPPED"), "warning",
+     ("metadata", "status"), "'SHIPPED' is not on the ladder and has no clear rung"),
+    ("PV027", lambda d: d.pop("falsification_tests"), "warning", (), "no falsification tests"),
+    ("PV028", lambda d: d["equations"]["scale"].__setitem__("formula", "y = TBD"), "warning",
+     ("equations", "scale", "formula"), "placeholder text (TBD)"),
+    ("PV028", lambda d: _ft(0)(d).__setitem__("prediction", "TODO: decide"), "warning",
+     ("falsification_tests", 0, "prediction"), "placeholder text (TODO)"),
+    ("PV029", lambda d: d.__setitem__("version", "2.0"), "warning", ("version",),
+     "'version' is set twice with different values: top-level '2.0' and metadata.version '1.0.0'"),
+    ("PV030", lambda d: d.__setitem__("kani_harnesses", [{"id": "K-1", "obligation": "DEMO-OB-2"}]),
+     "error", ("kani_harnesses", 0, "obligation"), "did you mean 'DEMO-OB-1'?"),
+    ("PV030", lambda d: _ft(0)(d).__setitem__("algorithm_evidence",
+                                              {"invariants_enforced": ["DEMO-OB-9"]}),
+     "error", ("falsification_tests", 0, "algorithm_evidence", "invariants_enforced", 0),
+     "enforces DEMO-OB-9, which no proof obligation"),
+    ("PV030", lambda d: _ft(0)(d).__setitem__("binds_to", "FALSIFY-NOPE-001"), "error",
+     ("falsification_tests", 0, "binds_to"), "nor any validated contract or falsifier"),
+    ("PV031", lambda d: _ft(1)(d).pop("test"), "warning", ("falsification_tests", 1),
+     "names no 'test'"),
 ]
 
 
@@ -110,7 +136,7 @@ def test_rule_catches_and_locates(write, valid_text, rule, change, severity, pat
     expected = load_document(contract).locate(path)
     assert (hit.line, hit.column) == expected
     line = contract.read_text(encoding="utf-8").splitlines()[hit.line - 1]
-    if isinstance(path[-1], str):
+    if path and isinstance(path[-1], str):
         assert line[hit.column - 1:].startswith(f"{path[-1]}:"), line
 
 
@@ -145,8 +171,9 @@ def test_status_mismatch_behind(write, valid_text):
 
 
 def test_non_ladder_metadata_status_is_not_compared(write, valid_text):
+    # Flagged once (PV026) as having no rung, and never compared with the falsifiers (PV019).
     text = _mutate(valid_text, lambda d: d["metadata"].__setitem__("status", "ACTIVE"))
-    assert _findings(write(text), strict=True, check_evidence=False) == []
+    assert [f.rule for f in _findings(write(text), check_evidence=False)] == ["PV026"]
 
 
 @pytest.mark.parametrize("value, ok", [
@@ -190,3 +217,62 @@ def test_check_document_yields_located_findings(write, valid_text):
     found = list(check_document(doc, RuleContext()))
     assert [(f.rule, f.path) for f in found] == [("PV011", ("metadata", "version"))]
     assert found[0].format().startswith(f"{doc.path}:")
+
+
+def test_references_resolve_with_notes_and_property_text(write, valid_text):
+    text = _mutate(valid_text, lambda d: [
+        d.__setitem__("kani_harnesses", [
+            {"id": "K-1", "obligation": "DEMO-OB-1 (the finite bound)"},
+            {"id": "K-2", "obligation": "output is finite"},
+            {"id": "K-3", "obligation": "scale"}]),
+        _ft(0)(d).__setitem__("algorithm_evidence", {"invariants_enforced": ["DEMO-OB-1"]}),
+        _ft(1)(d).__setitem__("binds_to", ["FALSIFY-DEMO-001", "scale"])])
+    assert _findings(write(text), strict=True, check_evidence=False) == []
+
+
+def test_obligations_cited_by_id_need_ids(write, valid_text):
+    text = _mutate(valid_text, lambda d: [
+        d["proof_obligations"][0].pop("id"),
+        d.__setitem__("kani_harnesses", [{"id": "K-1", "obligation": "DEMO-OB-1"}])])
+    [hit] = [f for f in _findings(write(text), check_evidence=False) if f.rule == "PV030"]
+    assert "no proof obligation has an id" in hit.message
+
+
+@pytest.mark.parametrize("key", ["discharge_status", "status_v1_2_0", "verdict", "current_status"])
+def test_status_key_variants_are_recognised(write, valid_text, key):
+    text = _mutate(valid_text, lambda d: _ft(1)(d).__setitem__(key, "FUNCTIONAL"))
+    [hit] = [f for f in _findings(write(text), check_evidence=False) if f.rule == "PV025"]
+    assert hit.path == ("falsification_tests", 1, key) and "--fix renames it" in hit.message
+
+
+def test_depends_on_resolves_across_the_set_and_ignores_notes(tmp_path, write, valid_text):
+    other = tmp_path / "elsewhere"
+    write("metadata: {id: base-contract, version: '1', description: base}\n"
+          "falsification_tests: [{id: F-B, rule: r, prediction: p, test: t, if_fails: f}]\n",
+          "base.yaml", other)
+    text = _mutate(valid_text, lambda d: d["metadata"].__setitem__(
+        "depends_on", ["base-contract (for the scale)", "base"]))
+    report = validate_files([write(text), other / "base.yaml"], check_evidence=False)
+    assert [f for f in report.findings if f.rule == "PV020"] == []
+
+
+def test_every_unknown_key_of_a_closed_mapping_in_one_run(write, valid_text):
+    text = _mutate(valid_text, lambda d: _ft(0)(d).__setitem__(
+        "algorithm_evidence", {"file_path": ["x"], "function_name": ["f"], "notes": "n"}))
+    hits = [f.path[-1] for f in _findings(write(text), check_evidence=False) if f.rule == "PV010"]
+    assert hits == ["file_path", "function_name"]
+
+
+def test_synonym_statuses_map_to_a_rung(write, valid_text):
+    # 'partial' has a clear rung: compared with the falsifiers (PV019), not flagged as unknown.
+    text = _mutate(valid_text, lambda d: d["metadata"].__setitem__("status", "partial"))
+    rules = {f.rule: f for f in _findings(write(text), check_evidence=False)}
+    assert set(rules) == {"PV019"} and "'partial' (read as PARTIAL_ALGORITHM_LEVEL)" in \
+        rules["PV019"].message
+
+
+def test_free_form_falsifier_status_is_flagged_once(write, valid_text):
+    text = _mutate(valid_text, lambda d: [t.__setitem__("status", "proved")
+                                          for t in d["falsification_tests"]])
+    hits = [f for f in _findings(write(text), check_evidence=False) if f.rule == "PV018"]
+    assert len(hits) == 1 and "(and 1 more falsifier)" in hits[0].message

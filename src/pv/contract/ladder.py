@@ -63,3 +63,34 @@ def at_least(status: str, floor: str) -> bool:
 def is_progress(status: str) -> bool:
     """Counts toward the share of work done: PARTIAL_ALGORITHM_LEVEL or better."""
     return rank(status) >= _RANK[PARTIAL]
+
+
+#: Words real contracts use for a status, with the rung each clearly means.
+#: Words with no clear rung (``ACTIVE``, ``SHIPPED``, ``ENFORCED``) are left out on
+#: purpose: they say a contract is in use, not how well its claims were tested.
+SYNONYMS: dict[str, str] = {
+    "PARTIAL": PARTIAL,
+    "PARTIAL_ALGORITHM": PARTIAL,
+    "ALGORITHM_LEVEL": PARTIAL,
+    "ACTIVE_FUNCTIONAL": FUNCTIONAL,
+    "DRAFT": PROPOSED,
+    "PENDING": PROPOSED,
+    "PROPOSAL": PROPOSED,
+    "PLANNED": PROPOSED,
+    "BLOCKED": "BLOCKER_UNSPECIFIED",
+    "REFUTED": FALSIFIED,
+    "FAILED": FALSIFIED,
+}
+
+
+def interpret(status: object) -> str | None:
+    """The rung a status written by hand means: its canonical spelling, a clear
+    synonym's rung (``partial`` -> PARTIAL_ALGORITHM_LEVEL, ``draft`` -> PROPOSED), or None.
+
+    Only reports use this; promotion and the gate read ``normalize`` alone, so a
+    synonym never moves a falsifier.
+    """
+    canon = normalize(status)
+    if canon is not None or not isinstance(status, str):
+        return canon
+    return SYNONYMS.get(re.sub(r"[\s\-]+", "_", status.strip()).upper())

@@ -74,7 +74,7 @@ def _construct_bounded_int(loader: Any, node: yaml.Node) -> int:
         raise ValueProblem(None, None, f"integer literal of {len(text)} characters, over the "
                            f"{MAX_INT_CHARS}-character bound", node.start_mark)
     try:
-        value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+        value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)  # type: ignore[arg-type]
     except (ValueError, TypeError, OverflowError):
         raise ValueProblem(None, None, f"{_clip(text)!r} is not a valid !!int",
                            node.start_mark) from None

@@ -109,8 +109,8 @@ class FalsificationTest(_Open):
     id: str
     rule: str
     prediction: str
-    test: str
     if_fails: str
+    test: str | None = None
     status: str | None = None
     algorithm_evidence: AlgorithmEvidence | StrList | None = None
     live_requirements: LiveRequirements | None = None

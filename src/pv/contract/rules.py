@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pv.contract import ladder
+from pv.contract import hygiene, ladder, references, statuses
 from pv.contract.evidence import is_defined
 from pv.contract.findings import ERROR, WARNING, Finding, KeyPath
 from pv.contract.load import Document
@@ -28,6 +28,7 @@ from pv.contract.rulebase import (
     falsifiers,
     metadata,
 )
+from pv.contract.statuses import contract_status
 
 #: The issue's list plus the Hoare/Dafny-style kinds real contracts use
 #: (pre/postconditions, frames, loop (in)variants, ``old`` state, termination...).
@@ -137,22 +138,32 @@ def rule_obligation_types(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
 
 
 def rule_status_vocabulary(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    """A falsifier status off the ladder, flagged once per distinct value (at its first use)."""
+    uses: dict[str, list[int]] = {}
     for i, test in _falsifiers(doc):
         status = test.get("status")
-        if not isinstance(status, str) or ladder.normalize(status) is not None:
-            continue
-        rungs = [r for r in ladder.RUNGS if r != "BLOCKER_*"]
-        guess = close_match(str(status).upper().replace("-", "_"), tuple(rungs), 0.6)
-        hint = f"; did you mean {guess}?" if guess else ""
-        yield Issue(("falsification_tests", i, "status"),
-                    f"status {status!r} is not on the ladder ({', '.join(ladder.RUNGS)}){hint}",
-                    WARNING)
+        if isinstance(status, str) and ladder.normalize(status) is None:
+            uses.setdefault(status, []).append(i)
+    for status, where in uses.items():
+        rung = ladder.interpret(status)
+        if rung is not None:
+            hint = f"; it means {rung}: write that"
+        else:
+            rungs = [r for r in ladder.RUNGS if r != "BLOCKER_*"]
+            guess = close_match(str(status).upper().replace("-", "_"), tuple(rungs), 0.6)
+            hint = f"; did you mean {guess}?" if guess else ""
+        more = f" (and {len(where) - 1} more falsifier{'s' if len(where) > 2 else ''})" \
+            if len(where) > 1 else ""
+        yield Issue(("falsification_tests", where[0], "status"),
+                    f"status {status!r}{more} is not on the ladder ({', '.join(ladder.RUNGS)}); "
+                    f"pv falsify and pv gate count it as PROPOSED{hint}", WARNING)
 
 
 def rule_status_mismatch(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     """The contract stands where its weakest falsifier stands; say so when metadata disagrees."""
-    claimed = ladder.normalize(_metadata(doc).get("status"))
-    if claimed is None:
+    written = contract_status(doc)
+    claimed = ladder.interpret(written[1]) if written is not None else None
+    if written is None or claimed is None:
         return
     statuses = []
     for _, test in _falsifiers(doc):
@@ -169,42 +180,20 @@ def rule_status_mismatch(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
         counts[s] = counts.get(s, 0) + 1
     shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: ladder.rank(kv[0])))
     direction = "ahead of" if ladder.rank(claimed) > ladder.rank(weakest) else "behind"
-    yield Issue(("metadata", "status"),
-                f"metadata.status {claimed} is {direction} its falsifiers ({shown}; unset counts "
+    where = ".".join(written[0])
+    as_read = claimed if claimed == written[1] else f"{written[1]!r} (read as {claimed})"
+    yield Issue(written[0],
+                f"{where} {as_read} is {direction} its falsifiers ({shown}; unset counts "
                 f"as PROPOSED): the contract stands at {weakest}", WARNING)
 
 
-def rule_depends_on(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
-    """A dependency is a contract stem found next to this file (``<stem>.yaml`` or ``.yml``).
-
-    Resolution is two ``stat`` calls per stem; the folder is listed only to
-    suggest a close name when a stem does not resolve.
-    """
-    deps = _metadata(doc).get("depends_on")
-    if not isinstance(deps, list):
-        return
-    folder = doc.path.parent
-    for i, dep in enumerate(deps):
-        if not isinstance(dep, str) or not dep.strip():
-            continue
-        stem = dep[: -len(Path(dep).suffix)] if Path(dep).suffix in (".yaml", ".yml") else dep
-        if "/" not in stem and any((folder / f"{stem}{sfx}").is_file() for sfx in (".yaml", ".yml")):
-            continue
-        try:
-            stems = frozenset(p.stem for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
-        except OSError:
-            stems = frozenset()
-        guess = close_match(stem, stems, 0.8)
-        hint = f"; did you mean '{guess}'?" if guess else ""
-        yield Issue(("metadata", "depends_on", i),
-                    f"depends_on '{dep}': no contract {stem}.yaml next to this file{hint}", WARNING)
-
-
 def _typos(mapping: dict[str, Any], known: tuple[str, ...], prefix: KeyPath) -> Iterator[Issue]:
+    # A key that is already present is never the suggestion: it cannot be the one meant.
+    absent = tuple(k for k in known if k not in mapping)
     for key in mapping:
         if not isinstance(key, str) or key in known or (not prefix and key in _META_AT_TOP):
             continue
-        guess = close_match(key, known, 0.75)
+        guess = close_match(key, absent, 0.75)
         if guess is not None:
             where = ".".join(str(p) for p in prefix) + "." if prefix else ""
             yield Issue(prefix + (key,), f"unknown key '{where}{key}'; did you mean '{guess}'?",
@@ -214,10 +203,12 @@ def _typos(mapping: dict[str, Any], known: tuple[str, ...], prefix: KeyPath) -> 
 def rule_typo_keys(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     meta = _metadata(doc)
     for key in doc.data:
-        if isinstance(key, str) and key in _META_AT_TOP:
-            state = "which is also set" if key in meta else "which is missing"
+        # Set in both places: PV029 when the values differ, nothing when they agree.
+        # A top-level status is PV025's (status written elsewhere).
+        if isinstance(key, str) and key in _META_AT_TOP and key not in meta and key != "status" \
+                and "metadata" in doc.data:
             yield Issue((key,), f"top-level '{key}' is not read; did you mean 'metadata.{key}' "
-                        f"({state})?", WARNING)
+                        "(which is missing)?", WARNING)
     yield from _typos(doc.data, TOP_LEVEL_KEYS, ())
     yield from _typos(meta, METADATA_KEYS, ("metadata",))
     for i, test in _falsifiers(doc):
@@ -299,12 +290,28 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV017", "obligation-type", ERROR, "unknown proof obligation type", rule_obligation_types),
     Rule("PV018", "status-vocabulary", WARNING, "falsifier status not on the ladder", rule_status_vocabulary),
     Rule("PV019", "status-mismatch", WARNING, "metadata.status disagrees with the falsifiers", rule_status_mismatch),
-    Rule("PV020", "depends-on", WARNING, "a depends_on stem has no contract next to this file", rule_depends_on),
+    Rule("PV020", "depends-on", WARNING, "a depends_on entry names no validated contract and no "
+         "file next to this one"),
     Rule("PV021", "typo-key", WARNING, "an unknown key looks like a known one (did you mean)", rule_typo_keys),
     Rule("PV022", "evidence-file", ERROR, "a cited evidence file does not exist", rule_evidence_files),
     Rule("PV023", "evidence-function", ERROR, "a cited function is not defined in the cited files",
          rule_evidence_functions),
     Rule("PV024", "duplicate-contract-id", ERROR, "two validated files have the same contract id"),
+    Rule("PV025", "status-elsewhere", WARNING, "a status written under another key, which pv does "
+         "not read (--fix renames it)", statuses.rule_status_elsewhere),
+    Rule("PV026", "contract-status", WARNING, "a contract status with no clear rung on the ladder",
+         statuses.rule_contract_status),
+    Rule("PV027", "no-falsifiers", WARNING, "the contract has no falsification tests",
+         hygiene.rule_no_falsifiers),
+    Rule("PV028", "placeholder", WARNING, "TBD/TODO/FIXME/XXX in a formula or prediction",
+         hygiene.rule_placeholders),
+    Rule("PV029", "set-twice", WARNING, "a key set at the top level and in metadata, differently",
+         hygiene.rule_set_twice),
+    Rule("PV030", "dangling-reference", ERROR, "a cited obligation, falsifier or contract id does "
+         "not exist (Kani obligation, invariants_enforced, binds_to)", references.rule_references),
+    Rule("PV031", "no-test", WARNING, "a falsifier names no test, so pv falsify cannot bind it",
+         hygiene.rule_test_missing),
+    Rule("PV032", "binding-registry", ERROR, "a binding.yaml entry lacks what it binds"),
 )
 RULES: dict[str, Rule] = {rule.id: rule for rule in RULE_TABLE}
 

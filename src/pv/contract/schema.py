@@ -62,7 +62,9 @@ def _message(error: Any) -> tuple[KeyPath, str]:
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
         names = " or ".join({"object": "mapping", "array": "list"}.get(str(t), str(t)) for t in wanted)
-        return path, f"{where}: expected {names}, got {_kind(instance)} {_short(instance)}"
+        hint = (" (write equations as a mapping: name -> {formula: ...})"
+                if path == ("equations",) and isinstance(instance, list) else "")
+        return path, f"{where}: expected {names}, got {_kind(instance)} {_short(instance)}{hint}"
     if kind == "enum":
         return path, f"{where}: {_short(instance)} is not one of {', '.join(map(str, expected))}"
     if kind == "additionalProperties" and isinstance(instance, dict):
@@ -100,14 +102,64 @@ def schema_errors(data: Any) -> Iterator[tuple[KeyPath, str, str]]:
     """
     errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     missing: dict[KeyPath, list[str]] = {}
+    instances: dict[KeyPath, Any] = {}
     for error in errors:
         if error.validator == "required":
             found = re.match(r"^'(.*)' is a required property", error.message)
             missing.setdefault(tuple(error.absolute_path), []).append(found.group(1) if found else "?")
+            instances[tuple(error.absolute_path)] = error.instance
     for path, names in missing.items():
         keys = ", ".join(f"'{n}'" for n in names)
-        yield path, f"{dotted(path)}: missing required key{'s' if len(names) > 1 else ''} {keys}", ERROR
+        yield path, (f"{dotted(path)}: missing required key{'s' if len(names) > 1 else ''} {keys}"
+                     f"{_dialect_hint(instances[path], names)}"), ERROR
     for error in errors:
-        if error.validator != "required":
+        error = _best(error)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # Every unknown key of the mapping, each at its own line, in one run.
+            path = tuple(error.absolute_path)
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(str(k) for k in error.instance if k not in allowed):
+                yield path + (key,), (f"{dotted(path + (key,))}: unknown key; allowed here: "
+                                      f"{', '.join(sorted(allowed))}"), ERROR
+        elif error.validator != "required":
             path, message = _message(error)
             yield path, message, ERROR
+
+
+def _best(error: Any) -> Any:
+    """For anyOf/oneOf, the branch complaint that is the news (as ``_message`` picks it)."""
+    while error.validator in ("anyOf", "oneOf"):
+        inner = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+        if not inner:
+            break
+        error = max(reversed(inner), key=lambda e: len(e.absolute_path))
+    return error
+
+
+#: Keys other contract dialects use for a required one: canonical key -> its aliases.
+DIALECT: dict[str, tuple[str, ...]] = {
+    "prediction": ("expected", "expectation", "predicts", "claim"),
+    "test": ("method", "test_harness", "harness", "command", "tests"),
+    "if_fails": ("fails_if", "failure_means", "on_failure", "if_failed"),
+    "rule": ("name", "title", "statement"),
+    "property": ("statement", "description", "claim"),
+    "type": ("kind", "category"),
+    "formula": ("equation", "statement", "expression"),
+    "description": ("summary", "title"),
+}
+
+
+def _dialect_hint(instance: Any, missing: list[str]) -> str:
+    """`` (this mapping writes 'expected': pv reads 'prediction')`` when another dialect's key is there."""
+    if not isinstance(instance, dict):
+        return ""
+    pairs = []
+    for name in missing:
+        alias = next((a for a in DIALECT.get(name, ()) if a in instance), None)
+        if alias is not None:
+            pairs.append((alias, name))
+    if not pairs:
+        return ""
+    written = ", ".join(f"'{a}'" for a, _ in pairs)
+    wanted = ", ".join(f"'{n}'" for _, n in pairs)
+    return f" (it writes {written}, another dialect: pv reads {wanted})"

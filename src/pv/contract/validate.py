@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pv.contract import ladder
+from pv.contract import ladder, references, registry, rulebase
 from pv.contract.discover import find_contracts, repo_root
-from pv.contract.findings import ERROR, WARNING, Finding
+from pv.contract.findings import ERROR, WARNING, Finding, display_path
 from pv.contract.load import ContractLoadError, Document, load_document
 from pv.contract.models import conforms
-from pv.contract.rules import RuleContext, check_document
+from pv.contract.rulebase import RuleContext
+from pv.contract.rules import check_document
 from pv.contract.schema import RULE as SCHEMA_RULE
 from pv.contract.schema import schema_errors
 
@@ -31,19 +32,36 @@ from pv.contract.schema import schema_errors
 PARALLEL_MIN_FILES = 48
 
 
+#: (key path, 1-based line, 1-based column): where a set-level rule points.
+Located = tuple[tuple[Any, ...], int, int]
+
+
 @dataclass(frozen=True)
 class ContractSummary:
-    """What the set-level rules and reports need from one valid-enough contract."""
+    """What the set-level rules and reports need from one valid-enough contract.
+
+    Workers send these back instead of documents; the locations that set-level
+    rules may report are taken while the worker still holds the parsed tree, so
+    the parent never parses a file a second time.
+    """
 
     file: str
     id: str
     stem: str
     status: str | None
     falsifiers: tuple[tuple[str, str | None], ...]  # (id, status as written)
+    id_at: Located = ((), 1, 1)
+    falsifier_at: tuple[Located, ...] = ()  # parallel to ``falsifiers``
+    depends_on: tuple[tuple[str, Located], ...] = ()
+    #: References no name in the file resolves, that a contract id may: (value, where, what).
+    open_refs: tuple[tuple[str, Located, str], ...] = ()
+    errors: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "file": self.file, "id": self.id, "status": self.status,
+            "file": display_path(self.file), "id": display_path(self.id), "status": self.status,
+            "rung": ladder.interpret(self.status) if self.status else None,
+            "valid": self.errors == 0,
             "falsifiers": [
                 {"id": fid, "status": status, "rung": ladder.normalize(status or ladder.PROPOSED)}
                 for fid, status in self.falsifiers
@@ -99,17 +117,31 @@ class Report:
         }
 
 
-def _summary(doc: Document) -> ContractSummary:
+def _at(doc: Document, path: tuple[Any, ...]) -> Located:
+    return (path, *doc.locate(path))
+
+
+def _summary(doc: Document, ctx: RuleContext, errors: int) -> ContractSummary:
     meta = doc.data.get("metadata")
     status = meta.get("status") if isinstance(meta, dict) else None
-    tests = doc.data.get("falsification_tests")
-    falsifiers = tuple(
-        (t["id"], t.get("status") if isinstance(t.get("status"), str) else None)
-        for t in (tests if isinstance(tests, list) else [])
-        if isinstance(t, dict) and isinstance(t.get("id"), str)
-    )
+    falsifiers: list[tuple[str, str | None]] = []
+    falsifier_at: list[Located] = []
+    for i, test in rulebase.falsifiers(doc):
+        fid = test.get("id")
+        if isinstance(fid, str):
+            falsifiers.append((fid, test.get("status") if isinstance(test.get("status"), str)
+                               else None))
+            falsifier_at.append(_at(doc, ("falsification_tests", i, "id")))
+    deps = meta.get("depends_on") if isinstance(meta, dict) else None
+    depends_on = tuple((dep, _at(doc, ("metadata", "depends_on", i)))
+                       for i, dep in enumerate(deps if isinstance(deps, list) else [])
+                       if isinstance(dep, str) and dep.strip())
+    open_refs = tuple((value, _at(doc, path), what)
+                      for value, path, what in ctx.extra.get("open_refs", ()))
     return ContractSummary(str(doc.path), doc.contract_id, doc.stem,
-                           status if isinstance(status, str) else None, falsifiers)
+                           status if isinstance(status, str) else None, tuple(falsifiers),
+                           _at(doc, ("metadata", "id")), tuple(falsifier_at), depends_on,
+                           open_refs, errors)
 
 
 def check_file(path: Path, check_evidence: bool | None) -> FileResult:
@@ -118,6 +150,8 @@ def check_file(path: Path, check_evidence: bool | None) -> FileResult:
         doc = load_document(path)
     except ContractLoadError as exc:
         return FileResult(str(path), (exc.finding,), None)
+    if registry.is_binding_registry(doc):
+        return FileResult(str(path), tuple(registry.check_registry(doc)), None)
     findings: list[Finding] = []
     if not conforms(doc.data):
         for key_path, message, severity in schema_errors(doc.data):
@@ -129,7 +163,8 @@ def check_file(path: Path, check_evidence: bool | None) -> FileResult:
     ctx = RuleContext(repo_root=root, check_evidence=bool(check_evidence if check_evidence
                                                           is not None else root is not None))
     findings.extend(check_document(doc, ctx))
-    return FileResult(str(path), tuple(findings), _summary(doc))
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    return FileResult(str(path), tuple(findings), _summary(doc, ctx, errors))
 
 
 def _check_chunk(paths: Sequence[Path], check_evidence: bool | None) -> list[FileResult]:
@@ -173,50 +208,32 @@ def _check_all(paths: list[Path], check_evidence: bool | None, jobs: int | None)
     return [results[str(p)] for p in paths]
 
 
-def _locate_in(file: str, path: tuple[Any, ...]) -> tuple[int, int]:
-    try:
-        return load_document(file).locate(path)
-    except ContractLoadError:
-        return (1, 1)
-
-
 def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
-    """Rules over the whole validated set: falsifier ids and contract ids are unique."""
+    """Rules over the whole validated set: ids unique, dependencies and contract references resolve."""
     findings: list[Finding] = []
     first_falsifier: dict[str, str] = {}
     for summary in summaries:
         seen_here: set[str] = set()
-        for index, (fid, _) in enumerate(summary.falsifiers):
+        for (fid, _), (key, line, col) in zip(summary.falsifiers, summary.falsifier_at):
             if fid in seen_here:
                 continue  # a repeat inside one file is PV014's finding
             seen_here.add(fid)
             other = first_falsifier.setdefault(fid, summary.file)
             if other != summary.file:
-                key = _falsifier_path(summary.file, fid)
-                line, col = _locate_in(summary.file, key)
                 findings.append(Finding(summary.file, line, col, key, "PV015",
-                                        f"falsifier id {fid} is also defined in {other}; ids must "
-                                        "be unique across contracts (they name evidence files)"))
+                                        f"falsifier id {fid} is also defined in "
+                                        f"{display_path(other)}; ids must be unique across "
+                                        "contracts (they name evidence files)"))
     first_contract: dict[str, str] = {}
     for summary in summaries:
         other = first_contract.setdefault(summary.id, summary.file)
         if other != summary.file:
-            id_path: tuple[Any, ...] = ("metadata", "id")
-            line, col = _locate_in(summary.file, id_path)
-            findings.append(Finding(summary.file, line, col, id_path, "PV024",
-                                    f"contract id {summary.id} is also the id of {other}"))
+            key, line, col = summary.id_at
+            findings.append(Finding(summary.file, line, col, key, "PV024",
+                                    f"contract id {summary.id} is also the id of "
+                                    f"{display_path(other)}"))
+    findings.extend(references.set_references(summaries, first_contract))
     return findings
-
-
-def _falsifier_path(file: str, fid: str) -> tuple[Any, ...]:
-    try:
-        tests = load_document(file).data.get("falsification_tests")
-    except ContractLoadError:
-        return ()
-    for i, test in enumerate(tests if isinstance(tests, list) else []):
-        if isinstance(test, dict) and test.get("id") == fid:
-            return ("falsification_tests", i, "id")
-    return ("falsification_tests",)
 
 
 def validate_files(files: Iterable[Path], *, strict: bool = False,
