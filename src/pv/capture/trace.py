@@ -33,7 +33,7 @@ from pv.capture.models import LoadedModel, load_model, model_config
 from pv.capture.plan import CapturePlan, Tap, stage_keys
 from pv.errors import PvError
 
-ENGINES = ("pv", "hf")
+ENGINES = ("pv", "hf", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,13 @@ def make_plan(
     if dtype_name not in DTYPES:
         raise PvError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     resolve_device(device)
-    spec = parse_fault(fault) if isinstance(fault, str) else fault
-    if spec is not None:
+    if engine_name == "llama.cpp":
+        from pv.capture.llamacpp import check_plan
+
+        spec: Any = check_plan(model, device, dtype_name, fault, config.num_hidden_layers)
+    else:
+        spec = parse_fault(fault) if isinstance(fault, str) else fault
+    if spec is not None and engine_name != "llama.cpp":
         if engine_name != "pv":
             raise PvError("--inject-fault works with --engine pv only (the reference stays clean)")
         check_fault(spec, config.num_hidden_layers, config.features)
@@ -165,6 +170,8 @@ def versions(engine: str, model: LoadedModel) -> dict[str, str]:
     names = ["numpy", "torch"]
     if engine == "hf":
         names.append("transformers")
+    if engine == "llama.cpp":
+        names.append("llama-cpp-python")
     if model.source.lower().endswith(".gguf"):
         names.append("gguf")
     found = environment.versions(["pv", *names])
@@ -227,7 +234,11 @@ def run_plan(
     token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
     parse_tokens(token_ids, model.config.vocab_size)
     runner: Any
-    if plan.engine == "hf":
+    if plan.engine == "llama.cpp":
+        from pv.capture.llamacpp import LlamaCppRunner
+
+        runner = LlamaCppRunner(plan.model, model.config, fault=plan.fault)
+    elif plan.engine == "hf":
         try:
             from pv.capture.oracle import HFOracle
         except ImportError as exc:
@@ -251,6 +262,8 @@ def run_plan(
         "layers": None if plan.capture.layers is None else list(plan.capture.layers),
         "versions": versions(plan.engine, model),
     }
+    if plan.engine == "llama.cpp":
+        run_info.update(runner.run_info())
     created = not plan.output.exists()
     if plan.overwrite:
         _clear_old_capture(plan.output)

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class BisectPlan:
     keep: Path | None
     device: str
     dtype: str
+    engine: str = "pv"
+    generate: int = 0
 
 
 def _check_out_file(path: str | None, suffix: str, flag: str) -> Path | None:
@@ -134,7 +136,7 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
         "dtype": plan.dtype,
     }
     capture(loaded, engine=plan.reference, output=ref_dir, **common)
-    capture(loaded, engine="pv", output=test_dir, fault=plan.fault, **common)
+    capture(loaded, engine=plan.engine, output=test_dir, fault=plan.fault, **common)
     return test_dir, ref_dir
 
 
@@ -152,11 +154,18 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
     help="Catalogued bug injected into the engine under test.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["pv", "hf", "llama.cpp"], case_sensitive=False),
+    default="pv",
+    show_default=True,
+    help="Engine under test (with --model): this project's engine, the oracle, or llama.cpp.",
+)
+@click.option(
     "--reference",
-    type=click.Choice(["hf", "pv"], case_sensitive=False),
+    type=click.Choice(["hf", "pv", "llama.cpp"], case_sensitive=False),
     default="hf",
     show_default=True,
-    help="Reference engine: the transformers oracle, or a clean pv run.",
+    help="Reference engine: the transformers oracle, a clean pv run, or a clean llama.cpp run.",
 )
 @click.option(
     "--isolate",
@@ -200,6 +209,7 @@ def command(
     tokens: str | None,
     prompt: str | None,
     fault: str | None,
+    engine: str,
     reference: str,
     isolate: bool,
     plot: str | None,
@@ -232,6 +242,9 @@ def command(
         device=device,
         dtype=dtype,
     )
+    plan = replace(plan, engine=engine.lower())
+    if plan.isolate and plan.engine != "pv":
+        raise PvError("--isolate reruns this project's engine layer by layer: it needs --engine pv")
     tols = build_tolerances(threshold, rtol, atol, config_file)
     config = None
     if plan.model is not None:
@@ -245,7 +258,11 @@ def command(
             from pv.capture.engine import resolve_device
 
             resolve_device(plan.device)  # a missing GPU fails here, before the weights load
-        if plan.fault is not None:
+        if plan.fault is not None and plan.engine == "llama.cpp":
+            from pv.capture.llamacpp import parse_llama_fault
+
+            parse_llama_fault(plan.fault, config.num_hidden_layers)
+        elif plan.fault is not None:
             from pv.capture.faults import check_fault, parse_fault
 
             check_fault(parse_fault(plan.fault), config.num_hidden_layers, config.features)
@@ -291,7 +308,7 @@ def _finish(
     if plan.model is not None:
         context.append(f"model: `{plan.model}`")
         context.append(
-            f"engine under test: pv{' with fault ' + plan.fault if plan.fault else ''}; "
+            f"engine under test: {plan.engine}{' with fault ' + plan.fault if plan.fault else ''}; "
             f"reference: {plan.reference}"
         )
         context.append(f"input: {'tokens ' + plan.tokens if plan.tokens else repr(plan.prompt)}")

@@ -12,8 +12,10 @@ from pv.errors import ExitCode
 @click.command(name="trace")
 @click.option("--model", "model", default="synthetic", show_default=True,
               help="'synthetic', a Hugging Face model directory, or a .gguf file.")
-@click.option("--engine", default="pv", show_default=True, type=click.Choice(["pv", "hf"], case_sensitive=False),
-              help="pv: this project's engine; hf: the transformers reference.")
+@click.option("--engine", default="pv", show_default=True,
+              type=click.Choice(["pv", "hf", "llama.cpp"], case_sensitive=False),
+              help="pv: this project's engine; hf: the transformers reference; llama.cpp: a GGUF "
+                   "run by llama.cpp (the [llamacpp] extra).")
 @click.option("--prompt", default=None, help="Text to tokenise with the model's tokenizer.")
 @click.option("--tokens", default=None, help="Token ids, e.g. 1,2,3 (instead of --prompt).")
 @click.option("--save-tensor", "stages", required=True, metavar="STAGES",
@@ -24,7 +26,8 @@ from pv.errors import ExitCode
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False))
 @click.option("--inject-fault", "fault", default=None, metavar="NAME[@LAYER]",
-              help="Inject a catalogued bug into the pv engine (see docs/capture.md).")
+              help="Inject a catalogued bug into the pv engine, or with --engine llama.cpp into "
+                   "llama.cpp's graph (docs/capture.md, docs/engines.md).")
 @click.option("--force", is_flag=True, help="Replace the capture in a non-empty output directory.")
 @click.option("--dry-run", is_flag=True, help="Check and print the plan; load no weights, run nothing.")
 def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,

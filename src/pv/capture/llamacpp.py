@@ -1,0 +1,520 @@
+"""llama.cpp as a captured engine: its own intermediate tensors, read through ``cb_eval``.
+
+llama.cpp names the nodes of its compute graph (``attn_norm-3``, ``Qcur-3``,
+``kq_soft_max-3``, ``l_out-3``, ``result_output``) and calls a graph-evaluation
+callback for each node it is asked about, right after computing it. This
+module runs a GGUF model through the C API of ``llama-cpp-python`` (ctypes,
+the ``[llamacpp]`` extra) with such a callback, copies the nodes that map to pv
+stages, converts ggml's layouts into pv's canonical ones and hands them to the
+same ``Tap`` the pv engine and the oracle use. What a probe of
+llama-cpp-python 0.3.36 found, and how it is handled here:
+
+- One ggml name covers several ops (``Qcur-N`` is the MUL_MAT, then a RESHAPE,
+  then the ROPE; ``norm-N`` comes twice per layer), so a node is identified by
+  name, op and occurrence (:data:`RULES`).
+- Flash attention fuses ``kq``/``kq_soft_max`` into one node: the context is
+  created with it off. The KV cache is float32, so no extra rounding happens
+  between ``Kcur`` and the scores.
+- ``kq-N`` is ``K·Q`` before the scale and the mask (both live in the softmax
+  op) and spans the whole padded KV length. ``attn_scores`` is ``kq`` times the
+  softmax op's own scale (read from its op parameters), cut to the cells that
+  hold this sequence; ``attn_softmax`` is cut the same way.
+- llama.cpp's Llama GGUF converter permutes the rows of Wq and Wk so that RoPE
+  rotates adjacent pairs; pv (and transformers) rotate the two halves of each
+  head. Q and K (before and after RoPE) are put back into the halves order per
+  head, as the GGUF loader does for the weights.
+- Buffers are reused once the callback returns, so values are copied inside it.
+- Every position of the batch asks for logits, so ``result_output`` and the
+  last layer keep all rows (no ``inp_out_ids`` row selection).
+
+Stages llama.cpp does not expose (``ffn_silu``: its SwiGLU is one fused op)
+are recorded in the manifest under ``not_exposed``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pv.capture.config import ModelConfig
+from pv.capture.ggml import Ggml, GgmlTensor, tensor_at
+from pv.errors import PvError
+
+#: Stages no llama.cpp node holds, and why.
+NOT_EXPOSED: dict[str, str] = {
+    "ffn_silu": "llama.cpp computes SiLU and the product in one fused SWIGLU op",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A llama.cpp graph node that feeds a pv stage."""
+
+    name: str  # ggml base name, without the ``-LAYER`` suffix
+    op: str  # ggml op name, as ggml_op_name() returns it
+    stage: str  # pv stage (or a qkv part)
+    per_layer: bool = True
+    occurrence: int = 0  # which node of this name and op, in graph order
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("embd", "GET_ROWS", "embedding", per_layer=False),
+    Rule("attn_norm", "MUL", "attn_norm"),
+    Rule("Qcur", "MUL_MAT", "qkv_matmul:q"),
+    Rule("Kcur", "MUL_MAT", "qkv_matmul:k"),
+    Rule("Vcur", "MUL_MAT", "qkv_matmul:v"),
+    Rule("Qcur", "ADD", "qkv_bias:q"),
+    Rule("Kcur", "ADD", "qkv_bias:k"),
+    Rule("Vcur", "ADD", "qkv_bias:v"),
+    Rule("Qcur", "ROPE", "q_post_rope"),
+    Rule("Kcur", "ROPE", "k_post_rope"),
+    Rule("kq", "MUL_MAT", "attn_scores"),
+    Rule("kq_soft_max", "SOFT_MAX", "attn_softmax"),
+    Rule("kqv_out", "CONT", "attention"),
+    Rule("attn_out", "MUL_MAT", "attn_out"),
+    Rule("ffn_inp", "ADD", "post_attn_residual"),
+    Rule("ffn_norm", "MUL", "ffn_norm"),
+    Rule("ffn_gate", "MUL_MAT", "ffn_gate"),
+    Rule("ffn_up", "MUL_MAT", "ffn_up"),
+    Rule("ffn_swiglu", "GLU", "ffn_swiglu"),
+    Rule("ffn_out", "MUL_MAT", "ffn_out"),
+    Rule("l_out", "ADD", "post_ffn_residual"),
+    Rule("result_norm", "MUL", "final_norm", per_layer=False),
+    Rule("result_output", "MUL_MAT", "lm_head", per_layer=False),
+)
+#: pv stages some llama.cpp node feeds.
+MAPPED = frozenset(r.stage.split(":")[0] for r in RULES)
+_BY_NAME: dict[str, list[Rule]] = {}
+for _r in RULES:
+    _BY_NAME.setdefault(_r.name, []).append(_r)
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    """``attn_norm-3`` -> (``attn_norm``, 3); ``result_norm`` -> (``result_norm``, None)."""
+    base, sep, tail = name.rpartition("-")
+    if sep and tail.isdigit():
+        return base, int(tail)
+    return name, None
+
+
+def halves_from_pairs(x: np.ndarray) -> np.ndarray:
+    """Reorder the last axis (one head's dims) from ggml's pairs to transformers' halves.
+
+    llama.cpp's row ``2i`` / ``2i+1`` of a head is transformers' ``i`` / ``i + D/2``.
+    """
+    return np.concatenate((x[..., 0::2], x[..., 1::2]), axis=-1)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class LlamaFault:
+    """A bug planted inside llama.cpp's graph: a node's values changed in the callback."""
+
+    name: str
+    node: str  # ggml base name
+    op: str
+    stage: str  # the first pv stage that differs
+    description: str
+
+
+LLAMA_FAULTS: dict[str, LlamaFault] = {f.name: f for f in (
+    LlamaFault("attn_norm_scaled", "attn_norm", "MUL", "attn_norm",
+               "the attention RMSNorm output multiplied by 1.5"),
+    LlamaFault("k_rope_head_zeroed", "Kcur", "ROPE", "k_post_rope",
+               "key head 0 after RoPE set to zero before it enters the KV cache"),
+    LlamaFault("ffn_up_scaled", "ffn_up", "MUL_MAT", "ffn_up",
+               "the MLP up projection multiplied by 1.5"),
+)}
+
+
+@dataclass(frozen=True)
+class LlamaFaultSpec:
+    fault: LlamaFault
+    layer: int
+
+    @property
+    def name(self) -> str:
+        return self.fault.name
+
+    def __str__(self) -> str:
+        return f"{self.fault.name}@{self.layer}"
+
+
+def parse_llama_fault(text: str, n_layers: int | None = None) -> LlamaFaultSpec:
+    """``name`` or ``name@LAYER`` (default layer 1) from :data:`LLAMA_FAULTS`."""
+    name, sep, layer_text = text.strip().partition("@")
+    fault = LLAMA_FAULTS.get(name.strip().lower())
+    if fault is None:
+        raise PvError(f"unknown llama.cpp fault '{name.strip()}'; valid faults: "
+                      f"{', '.join(LLAMA_FAULTS)}")
+    layer = 1
+    if sep:
+        try:
+            layer = int(layer_text.strip())
+            if layer < 0:
+                raise ValueError
+        except ValueError:
+            raise PvError(f"bad fault layer '{layer_text}' in '{text}'; use NAME@LAYER") from None
+    if n_layers is not None and layer >= n_layers:
+        raise PvError(f"fault {fault.name}@{layer}: layer out of range: the model has {n_layers} "
+                      f"layers (0..{n_layers - 1})")
+    return LlamaFaultSpec(fault, layer)
+
+
+def _apply_fault(spec: LlamaFaultSpec, values: np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=np.float32, copy=True)
+    if spec.fault.name == "k_rope_head_zeroed":
+        out[:, 0, :] = 0.0  # [S, KVH, D]
+    else:
+        out *= 1.5
+    return out
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def check_plan(model: str, device: str, dtype: str, fault: Any, n_layers: int) -> LlamaFaultSpec | None:
+    """What ``pv trace --engine llama.cpp`` can do, checked before anything loads."""
+    if not str(model).lower().endswith(".gguf"):
+        raise PvError(f"--engine llama.cpp runs GGUF files; '{model}' is not a .gguf file")
+    if device.strip().lower() != "cpu":
+        raise PvError("--engine llama.cpp captures on the CPU only (--device cpu)")
+    if dtype != "float32":
+        raise PvError("--engine llama.cpp computes in the GGUF's own types; leave --dtype float32")
+    load_library()
+    if fault is None or isinstance(fault, LlamaFaultSpec):
+        return fault
+    return parse_llama_fault(str(fault), n_layers)
+
+
+
+def load_library() -> Any:
+    """The ``llama_cpp`` module, or a clear error naming the extra."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise PvError(f"--engine llama.cpp needs llama-cpp-python: pip install 'pv[llamacpp]' ({exc})") \
+            from None
+    return llama_cpp
+
+
+def _ggml(llama_cpp: Any) -> Ggml:
+    from llama_cpp import _ggml as ggml_module
+
+    g = Ggml(ggml_module.libggml)
+    g.check_layout()
+    return g
+
+
+_QUIET: list[Any] = []
+
+
+def _silence(llama_cpp: Any) -> None:
+    """Route llama.cpp's log lines to nowhere (pv prints its own)."""
+    if _QUIET:
+        return
+    cb = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    _QUIET.append(cb)  # keep the callback alive for the process
+    llama_cpp.llama_log_set(cb, None)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class _Pass:
+    """State of one llama_decode call: where it starts, what it feeds, what came out."""
+
+    tap: Any
+    pos0: int
+    n_tokens: int
+    fault: LlamaFaultSpec | None
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    parts: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    kq: dict[int, np.ndarray] = field(default_factory=dict)
+    error: BaseException | None = None
+    names: list[str] = field(default_factory=list)
+
+
+class LlamaCppRunner:
+    """A GGUF model in llama.cpp, with the Tap protocol of the pv engine.
+
+    ``forward(ids, tap)`` runs one prefill from an empty KV cache;
+    ``step(token, tap)`` then decodes one more token on top of the cache (scores
+    span every cached position). Logits are float32 ``[S, V]`` / ``[1, V]``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
+                 n_ctx: int = 512, threads: int | None = None,
+                 fault: LlamaFaultSpec | str | None = None, record_names: bool = False):
+        self.llama_cpp = lc = load_library()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PvError(f"{self.path}: no such GGUF file")
+        self.config = config
+        self.fault = parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) \
+            else fault
+        self.record_names = record_names
+        self.ggml = _ggml(lc)
+        _silence(lc)
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise PvError(f"{self.path}: llama.cpp could not load this GGUF file")
+        self.n_ctx = int(n_ctx)
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = self.n_ctx
+        cparams.n_ubatch = self.n_ctx  # one prefill is one graph: one callback per node
+        cparams.n_seq_max = 1
+        n_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        cparams.n_threads = cparams.n_threads_batch = n_threads
+        cparams.flash_attn_type = 0  # disabled: kq and kq_soft_max stay separate nodes
+        cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32 cache: no rounding of K and V
+        cparams.no_perf = True
+        self._callback = lc.ggml_backend_sched_eval_callback(self._on_node)
+        cparams.cb_eval = self._callback
+        cparams.cb_eval_user_data = None
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            lc.llama_model_free(self._model)
+            raise PvError(f"{self.path}: llama.cpp could not create a context")
+        self.n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self._model)))
+        buf = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self._model, buf, ctypes.sizeof(buf))
+        self.description = buf.value.decode("utf-8", "replace")
+        self.threads = n_threads
+        self._pass: _Pass | None = None
+        self.pos = 0
+        self.dtype_name = "float32"
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(self, token_ids: Sequence[int], tap: Any = None) -> Any:
+        """Prefill ``token_ids`` from an empty cache; logits [S, V] as a torch tensor."""
+        self.reset()
+        return self._decode([int(t) for t in token_ids], tap)
+
+    def step(self, token_id: int, tap: Any = None) -> Any:
+        """Decode one token at the next position, reading every cached position."""
+        if self.pos == 0:
+            raise PvError("step() needs a prefill first")
+        return self._decode([int(token_id)], tap)
+
+    def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
+        """Greedy continuation with llama.cpp's KV cache."""
+        logits = self.forward(token_ids)
+        out: list[int] = []
+        for _ in range(int(max_new_tokens)):
+            nxt = int(logits[-1].argmax())
+            out.append(nxt)
+            if len(out) < int(max_new_tokens):
+                logits = self.step(nxt)
+        return out
+
+    def run_info(self) -> dict[str, Any]:
+        """The manifest's record of how llama.cpp ran (the quantization sets the tolerance class)."""
+        return {
+            "quantization": self.description.split()[-1] if self.description else None,
+            "llama_cpp": {"model": self.description, "flash_attn": False, "kv_cache": "f32",
+                          "n_ctx": self.n_ctx, "threads": self.threads},
+            "not_exposed": dict(NOT_EXPOSED),
+        }
+
+    def reset(self) -> None:
+        lc = self.llama_cpp
+        lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+        self.pos = 0
+
+    def close(self) -> None:
+        lc = self.llama_cpp
+        if getattr(self, "_ctx", None):
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - nothing useful to do at teardown
+            pass
+
+    # ------------------------------------------------------------------ internals
+
+    def _decode(self, ids: list[int], tap: Any) -> Any:
+        import torch
+
+        lc = self.llama_cpp
+        if not ids:
+            raise PvError("no tokens to run")
+        bad = [i for i in ids if not 0 <= i < self.n_vocab]
+        if bad:
+            raise PvError(f"token id {bad[0]} out of range for a vocabulary of {self.n_vocab}")
+        if self.pos + len(ids) > self.n_ctx:
+            raise PvError(f"{self.pos + len(ids)} positions exceed llama.cpp's context of {self.n_ctx}")
+        batch = lc.llama_batch_init(len(ids), 0, 1)
+        try:
+            for i, tok in enumerate(ids):
+                batch.token[i] = tok
+                batch.pos[i] = self.pos + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1  # every position: logits and the last layer keep all rows
+            batch.n_tokens = len(ids)
+            if tap is not None:
+                self._mark_not_exposed(tap)
+            self._pass = _Pass(tap, self.pos, len(ids), self.fault)
+            rc = lc.llama_decode(self._ctx, batch)
+            state, self._pass = self._pass, None
+        finally:
+            lc.llama_batch_free(batch)
+        if state.error is not None:
+            raise state.error
+        if rc != 0:
+            raise PvError(f"llama_decode failed with code {rc}")
+        self.last_names = state.names
+        ptr = lc.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(ptr, shape=(len(ids) * self.n_vocab,)).copy()
+        self.pos += len(ids)
+        return torch.from_numpy(logits.reshape(len(ids), self.n_vocab))
+
+    def _mark_not_exposed(self, tap: Any) -> None:
+        for stage, reason in NOT_EXPOSED.items():
+            tap.not_applicable(stage, f"not exposed by llama.cpp: {reason}")
+        if not self.config.attention_bias:
+            tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
+        plan = getattr(tap, "plan", None)
+        for st in getattr(plan, "stages", ()):
+            if st.name not in MAPPED and st.name not in NOT_EXPOSED:
+                tap.not_applicable(st.name, "llama.cpp's llama graph has no such node")
+
+    def _rule(self, t: GgmlTensor, state: _Pass) -> tuple[Rule, int | None] | None:
+        base, layer = split_name(t.name.decode("utf-8", "replace"))
+        rules = _BY_NAME.get(base)
+        if not rules:
+            return None
+        op = self.ggml.op_name(int(t.op))
+        for rule in rules:
+            if rule.op == op and (layer is not None) == rule.per_layer:
+                key = (f"{base}-{layer}", op)
+                if state.seen.get(key, 0) != rule.occurrence:
+                    return None
+                return rule, layer
+        return None
+
+    def _wanted(self, rule: Rule, layer: int | None, state: _Pass) -> bool:
+        if self.fault is not None and rule.name == self.fault.fault.node \
+                and rule.op == self.fault.fault.op and layer == self.fault.layer:
+            return True
+        tap = state.tap
+        if tap is None:
+            return False
+        stage = rule.stage.split(":")[0]
+        if stage == "attn_scores":
+            return bool(tap.wants("attn_scores", layer))
+        if stage == "attn_softmax":
+            return bool(tap.wants("attn_softmax", layer) or tap.wants("attn_scores", layer))
+        return bool(tap.wants(stage, 0 if stage == "embedding" else layer))
+
+    def _on_node(self, ptr: int, ask: bool, user_data: Any) -> bool:
+        state = self._pass
+        if state is None or state.error is not None:
+            return bool(ask) is False
+        try:
+            t = tensor_at(ptr)
+            found = self._rule(t, state)
+            if ask:
+                return found is not None and self._wanted(found[0], found[1], state)
+            if self.record_names:
+                state.names.append(f"{t.name.decode()}:{self.ggml.op_name(int(t.op))}")
+            if found is None:
+                return True
+            rule, layer = found
+            base_key = (f"{rule.name}-{layer}", rule.op)
+            state.seen[base_key] = state.seen.get(base_key, 0) + 1
+            values = self.ggml.read(ptr, t)
+            if values is None:
+                raise PvError(f"llama.cpp node {t.name.decode()} has type "
+                              f"{self.ggml.type_name(int(t.type))}; pv reads F32 and F16 only")
+            fault = state.fault
+            if fault is not None and rule.name == fault.fault.node and rule.op == fault.fault.op \
+                    and layer == fault.layer:
+                values = _apply_fault(fault, values)
+                self.ggml.write(ptr, t, values)
+            if state.tap is not None:
+                self._emit(rule, layer, t, values, state)
+            return True
+        except BaseException as exc:  # noqa: BLE001 - re-raised after llama_decode returns
+            state.error = exc
+            return False
+
+    def _emit(self, rule: Rule, layer: int | None, t: GgmlTensor, values: np.ndarray,
+              state: _Pass) -> None:
+        import torch
+
+        tap, cfg = state.tap, self.config
+        s = state.n_tokens
+        stage, _, part = rule.stage.partition(":")
+
+        def send(name: str, arr: np.ndarray, **meta: Any) -> None:
+            key_layer = 0 if name == "embedding" else layer
+            if tap.wants(name, key_layer):
+                meta.setdefault("dtype_captured", "float32")
+                meta.setdefault("source", f"llama.cpp {t.name.decode()} {rule.op}")
+                tap(name, key_layer, torch.from_numpy(np.ascontiguousarray(arr)), **meta)
+
+        if part:  # one of q|k|v: emit the fused row once all three are in
+            assert layer is not None
+            d = cfg.head_dim
+            arr = values.reshape(s, -1)
+            if part in "qk":
+                arr = halves_from_pairs(arr.reshape(s, -1, d)).reshape(s, -1)
+            slot = state.parts.setdefault((stage, layer), {})
+            slot[part] = arr
+            if len(slot) == 3:
+                del state.parts[(stage, layer)]
+                send(stage, np.concatenate([slot["q"], slot["k"], slot["v"]], axis=-1),
+                     source=f"llama.cpp Qcur|Kcur|Vcur-{layer} {rule.op}")
+            return
+        if stage in ("q_post_rope", "k_post_rope"):
+            send(stage, halves_from_pairs(values.reshape(s, -1, cfg.head_dim)))
+            return
+        if stage == "attn_scores":
+            assert layer is not None
+            state.kq[layer] = values  # scaled once the softmax op says by how much
+            return
+        if stage == "attn_softmax":
+            assert layer is not None
+            cells = state.pos0 + s  # cells 0..pos0+s-1 hold this sequence's positions
+            kq = state.kq.pop(layer, None)
+            if kq is not None:
+                scale = float(np.frombuffer(bytes(t.op_params)[:4], dtype="<f4")[0])
+                send("attn_scores", kq.reshape(-1, s, kq.shape[-1])[:, :, :cells] * np.float32(scale),
+                     source=f"llama.cpp kq-{layer} MUL_MAT, times the softmax scale {scale:.6g}, "
+                            f"{cells} of {kq.shape[-1]} KV cells")
+            send("attn_softmax", values.reshape(-1, s, values.shape[-1])[:, :, :cells],
+                 source=f"llama.cpp {t.name.decode()} SOFT_MAX, {cells} of {values.shape[-1]} KV cells")
+            return
+        if stage in ("embedding", "attn_norm", "attention", "attn_out", "post_attn_residual",
+                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out",
+                     "post_ffn_residual", "final_norm", "lm_head"):
+            send(stage, values.reshape(s, -1))
+            return
+        raise PvError(f"no conversion for llama.cpp stage {stage}")  # pragma: no cover
+
+
+__all__ = ["LLAMA_FAULTS", "NOT_EXPOSED", "RULES", "LlamaCppRunner", "LlamaFault", "LlamaFaultSpec",
+           "halves_from_pairs", "parse_llama_fault", "split_name"]
+
