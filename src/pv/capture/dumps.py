@@ -16,6 +16,7 @@ import struct
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from pv.errors import PvError
 SUFFIXES = (".npy", ".npz", ".safetensors")
 
 #: safetensors dtype -> numpy dtype (BF16 is widened by hand, numpy has none).
-_ST_DTYPES = {
+_ST_DTYPES: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
     "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),

@@ -59,7 +59,7 @@ GgmlTensor._fields_ = [
 
 #: ggml element types pv reads (``ggml_type`` values, stable in ggml's enum).
 F32, F16 = 0, 1
-_NUMPY = {F32: np.dtype("<f4"), F16: np.dtype("<f2")}
+_NUMPY: dict[int, np.dtype[Any]] = {F32: np.dtype("<f4"), F16: np.dtype("<f2")}
 
 
 @dataclass

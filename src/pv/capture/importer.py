@@ -227,13 +227,13 @@ def import_dumps(
             tensors[(stage, layer)] = whole
         else:
             parts.setdefault((stage, layer), {})[part] = whole.reshape(whole.shape[0], -1)
-    for key, qkv in parts.items():
+    for fused, qkv in parts.items():
         if set(qkv) != {"q", "k", "v"}:
-            raise PvError(f"{key[0]}@{key[1]}: has part(s) {', '.join(sorted(qkv))}; "
+            raise PvError(f"{fused[0]}@{fused[1]}: has part(s) {', '.join(sorted(qkv))}; "
                           "needs all of q, k and v")
-        if key in tensors:
-            raise PvError(f"{key[0]}@{key[1]}: given both fused and as q/k/v parts")
-        tensors[key] = np.concatenate([qkv["q"], qkv["k"], qkv["v"]], axis=-1)
+        if fused in tensors:
+            raise PvError(f"{fused[0]}@{fused[1]}: given both fused and as q/k/v parts")
+        tensors[fused] = np.concatenate([qkv["q"], qkv["k"], qkv["v"]], axis=-1)
     for (stage, layer), arr in tensors.items():
         _check_shape(stage, arr, config, f"{stage}{'' if layer is None else '@' + str(layer)}")
     run: dict[str, Any] = {
