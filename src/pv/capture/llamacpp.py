@@ -254,14 +254,16 @@ class LlamaCppRunner:
 
     def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
                  n_ctx: int = 512, threads: int | None = None,
-                 fault: LlamaFaultSpec | str | None = None, record_names: bool = False):
+                 fault: Any = None, record_names: bool = False):
         self.llama_cpp = lc = load_library()
         self.path = Path(path)
         if not self.path.is_file():
             raise PvError(f"{self.path}: no such GGUF file")
         self.config = config
-        self.fault = parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) \
-            else fault
+        if fault is not None and not isinstance(fault, (str, LlamaFaultSpec)):
+            raise PvError(f"{fault}: not a llama.cpp fault; valid faults: {', '.join(LLAMA_FAULTS)}")
+        self.fault: LlamaFaultSpec | None = (
+            parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) else fault)
         self.record_names = record_names
         self.ggml = _ggml(lc)
         _silence(lc)

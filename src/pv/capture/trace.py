@@ -51,6 +51,9 @@ class TracePlan:
     dtype: str
     fault: FaultSpec | None
     overwrite: bool
+    #: transformers/accelerate device map for the oracle ("auto" or {module: device}).
+    device_map: Any = None
+    offload_dir: str | None = None
 
     @property
     def expected(self) -> list[tuple[str, int | None]]:
@@ -133,6 +136,8 @@ def make_plan(
     dtype: str = "float32",
     fault: str | FaultSpec | None = None,
     overwrite: bool = False,
+    device_map: Any = None,
+    offload_dir: str | None = None,
 ) -> TracePlan:
     engine_name = engine.strip().lower()
     if engine_name not in ENGINES:
@@ -157,12 +162,15 @@ def make_plan(
         if engine_name != "pv":
             raise PvError("--inject-fault works with --engine pv only (the reference stays clean)")
         check_fault(spec, config.num_hidden_layers, config.features)
+    if device_map is not None and engine_name != "hf":
+        raise PvError("--device-map spreads the transformers oracle: it needs --engine hf")
     out = Path(output)
     check_output(out, overwrite)
     return TracePlan(
         model=model, engine=engine_name, capture=plan, n_layers=config.num_hidden_layers,
         tokens=token_ids, prompt=prompt, output=out, device=device.strip().lower(),
-        dtype=dtype_name, fault=spec, overwrite=overwrite,
+        dtype=dtype_name, fault=spec, overwrite=overwrite, device_map=device_map,
+        offload_dir=offload_dir,
     )
 
 
@@ -243,7 +251,8 @@ def run_plan(
             from pv.capture.oracle import HFOracle
         except ImportError as exc:
             raise PvError(f"--engine hf: the transformers oracle is not available ({exc})") from None
-        runner = HFOracle(model, device=plan.device, dtype=plan.dtype)
+        runner = HFOracle(model, device=plan.device, dtype=plan.dtype, device_map=plan.device_map,
+                          offload_dir=plan.offload_dir)
     else:
         from pv.capture.engine import Engine
 
@@ -264,6 +273,8 @@ def run_plan(
     }
     if plan.engine == "llama.cpp":
         run_info.update(runner.run_info())
+    if plan.device_map is not None:
+        run_info["device_map"] = runner.device_map
     created = not plan.output.exists()
     if plan.overwrite:
         _clear_old_capture(plan.output)
@@ -311,6 +322,8 @@ def capture(
     fault: str | FaultSpec | None = None,
     overwrite: bool = False,
     on_write: Callable[[str, int | None], None] | None = None,
+    device_map: Any = None,
+    offload_dir: str | None = None,
 ) -> TraceResult:
     """Capture ``stages`` x ``layers`` of one forward into ``output`` (see ``make_plan``)."""
     if isinstance(model, LoadedModel):
@@ -322,5 +335,6 @@ def capture(
     plan = make_plan(
         name, loaded.config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
         output=output, engine=engine, device=device, dtype=dtype, fault=fault, overwrite=overwrite,
+        device_map=device_map, offload_dir=offload_dir,
     )
     return run_plan(plan, loaded, on_write=on_write)

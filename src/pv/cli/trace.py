@@ -28,10 +28,16 @@ from pv.errors import ExitCode
 @click.option("--inject-fault", "fault", default=None, metavar="NAME[@LAYER]",
               help="Inject a catalogued bug into the pv engine, or with --engine llama.cpp into "
                    "llama.cpp's graph (docs/capture.md, docs/engines.md).")
+@click.option("--device-map", "device_map", default=None, metavar="auto|JSON",
+              help="--engine hf: spread or offload the oracle with accelerate, e.g. "
+                   "'{\"model.layers.3\": \"disk\", ...}' (module -> cpu|disk|cuda:N).")
+@click.option("--offload-dir", default=None, metavar="DIR",
+              help="Where modules mapped to 'disk' keep their weights.")
 @click.option("--force", is_flag=True, help="Replace the capture in a non-empty output directory.")
 @click.option("--dry-run", is_flag=True, help="Check and print the plan; load no weights, run nothing.")
 def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,
-            output: str, device: str, dtype: str, fault: str | None, force: bool, dry_run: bool) -> int:
+            output: str, device: str, dtype: str, fault: str | None, device_map: str | None,
+            offload_dir: str | None, force: bool, dry_run: bool) -> int:
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
     from pathlib import Path
 
@@ -45,7 +51,7 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     config = model_config(model)
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
-                     overwrite=force)
+                     overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir)
     if dry_run:
         click.echo("pv trace plan (dry run, nothing executed):")
         for line in plan.describe():
@@ -73,3 +79,20 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     for stage, reason in result.not_applicable.items():
         click.echo(f"not applicable: {stage} ({reason})")
     return int(ExitCode.OK)
+
+
+def _device_map(text: str | None) -> object:
+    """``auto`` or a JSON object of module name -> device; anything else is a usage error."""
+    import json
+
+    from pv.errors import PvError
+
+    if text is None or text.strip() == "auto":
+        return None if text is None else "auto"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PvError(f"--device-map: not 'auto' and not a JSON object ({exc.msg})") from None
+    if not isinstance(value, dict) or not value:
+        raise PvError("--device-map: expected 'auto' or a non-empty JSON object")
+    return value
