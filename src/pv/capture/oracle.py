@@ -127,7 +127,8 @@ class _Capture:
         import torch
 
         self.emit("q_post_rope", layer, query[0].transpose(0, 1))
-        self.emit("k_post_rope", layer, key[0].transpose(0, 1))
+        # With a cache, ``key`` holds every cached position: the stage is this step's keys.
+        self.emit("k_post_rope", layer, key[0][:, -query.shape[2]:].transpose(0, 1))
         if self.wants("attn_scores", layer):
             k_rep = key[0].repeat_interleave(groups, dim=0) if groups > 1 else key[0]
             self.emit("attn_scores", layer, torch.matmul(query[0], k_rep.transpose(1, 2)) * scaling)
@@ -202,6 +203,31 @@ class HFOracle:
             out = self.model(input_ids=ids, use_cache=False)
         logits: torch.Tensor = out.logits[0].float()
         return logits
+
+    def start(self) -> Any:
+        """An empty transformers ``DynamicCache`` for ``decode``."""
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def decode(self, token_ids: Sequence[int], cache: Any, tap: Any = None) -> torch.Tensor:
+        """New tokens on top of transformers' own KV cache; logits [S_new, V] float32.
+
+        The first call on an empty cache is the prefill. Scores and probabilities
+        of a decode step span every cached position: ``[NH, S_new, P + S_new]``.
+        """
+        ids = self._ids(token_ids)
+        with self.torch.inference_mode(), self._capturing(tap):
+            out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg(): cache})
+        logits: torch.Tensor = out.logits[0].float()
+        return logits
+
+    def _cache_arg(self) -> str:
+        """``cache`` in newer transformers, ``past_key_values`` before it."""
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
 
     def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
         """Greedy continuation by transformers' own ``generate`` (no sampling, no early stop)."""
