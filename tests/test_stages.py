@@ -8,16 +8,25 @@ from pv import stages
 from pv.errors import PvError
 
 PER_LAYER = [
-    "attn_norm", "qkv_matmul", "qkv_bias", "q_post_rope", "k_post_rope", "attn_scores",
+    "attn_norm", "qkv_matmul", "qkv_bias", "q_norm", "k_norm", "q_post_rope", "k_post_rope",
+    "attn_scores", "attn_softmax", "attention", "attn_out", "post_attn_norm", "post_attn_residual",
+    "ffn_norm", "ffn_gate", "ffn_up", "ffn_silu", "ffn_swiglu", "ffn_out", "router_logits",
+    "moe_experts", "moe_weights", "moe_out", "post_ffn_norm", "post_ffn_residual",
+]
+
+#: The stages of the first release: their names and relative order never change (APRT files).
+ORIGINAL = [
+    "embedding", "attn_norm", "qkv_matmul", "qkv_bias", "q_post_rope", "k_post_rope", "attn_scores",
     "attn_softmax", "attention", "attn_out", "post_attn_residual", "ffn_norm", "ffn_gate",
-    "ffn_up", "ffn_silu", "ffn_swiglu", "ffn_out", "post_ffn_residual",
+    "ffn_up", "ffn_silu", "ffn_swiglu", "ffn_out", "post_ffn_residual", "final_norm", "lm_head",
 ]
 
 
-def test_twenty_stages_in_computation_order() -> None:
+def test_stages_in_computation_order() -> None:
     names = [s.name for s in stages.STAGES]
     assert names == ["embedding", *PER_LAYER, "final_norm", "lm_head"]
-    assert [s.order for s in stages.STAGES] == list(range(20))
+    assert [s.order for s in stages.STAGES] == list(range(28))
+    assert [n for n in names if n in ORIGINAL] == ORIGINAL
     assert [s.name for s in stages.LAYER_STAGES] == PER_LAYER
     assert [s.name for s in stages.MODEL_STAGES] == ["embedding", "final_norm", "lm_head"]
 
@@ -143,3 +152,30 @@ def test_applies() -> None:
     assert not stages.applies(bias, {"qkv_bias": False})
     assert not stages.applies(bias, {})
     assert stages.applies(stages.get("attn_norm"), {})
+
+
+@pytest.mark.parametrize(("stage", "feature"), [
+    ("q_norm", "qk_norm"), ("k_norm", "qk_norm"), ("post_attn_norm", "sandwich_norm"),
+    ("post_ffn_norm", "sandwich_norm"), ("router_logits", "moe"), ("moe_experts", "moe"),
+    ("moe_weights", "moe"), ("moe_out", "moe"),
+])
+def test_new_stages_exist_only_with_their_feature(stage: str, feature: str) -> None:
+    st = stages.get(stage)
+    assert st.requires == feature
+    assert not stages.applies(st, {})
+    assert stages.applies(st, {feature: True})
+
+
+def test_dense_mlp_stages_exist_unless_a_model_says_it_has_none() -> None:
+    for name in ("ffn_gate", "ffn_up", "ffn_silu", "ffn_swiglu", "ffn_out"):
+        assert stages.applies(stages.get(name), {})
+        assert not stages.applies(stages.get(name), {"dense_ffn": False, "moe": True})
+
+
+def test_moe_shapes() -> None:
+    dims = stages.Dims(S=3, H=8, NH=2, KVH=1, D=4, I=16, V=32, E=6, K=2)
+    assert stages.get("router_logits").shape(dims) == (3, 6)
+    assert stages.get("moe_experts").shape(dims) == stages.get("moe_weights").shape(dims) == (3, 2)
+    assert stages.get("moe_out").shape(dims) == (3, 8)
+    assert stages.get("q_norm").shape(dims) == (3, 2, 4)
+    assert stages.get("k_norm").shape(dims) == (3, 1, 4)

@@ -7,7 +7,15 @@ the whole-model ``final_norm`` and ``lm_head``.
 
 Layouts are row-major float32 with named dimensions:
 S tokens, H hidden, NH query heads, KVH key/value heads, D head dim,
-I intermediate, V vocab. ``QKV`` is ``NH*D + 2*KVH*D`` (each row q|k|v).
+I intermediate, V vocab, E experts, K experts chosen per token.
+``QKV`` is ``NH*D + 2*KVH*D`` (each row q|k|v).
+
+Not every family has every stage: ``requires`` names the model feature that
+makes a stage exist (``qkv_bias``, ``qk_norm``, ``sandwich_norm``,
+``dense_ffn``, ``moe``; see ``pv.capture.arch``). A capture marks the stages a
+model lacks as not applicable instead of failing. The attention matrices carry
+``mask="causal"``; a sliding-window layer's files add its window in the
+manifest (``mask: "sliding_window:W"``), which ``pv diff`` applies.
 """
 
 from __future__ import annotations
@@ -61,6 +69,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("attn_norm", "layer", ("S", "H"), doc="RMSNorm before attention"),
     Stage("qkv_matmul", "layer", ("S", "QKV"), doc="x @ [Wq|Wk|Wv]^T, before any bias"),
     Stage("qkv_bias", "layer", ("S", "QKV"), requires="qkv_bias", doc="qkv_matmul + bias"),
+    Stage("q_norm", "layer", ("S", "NH", "D"), requires="qk_norm",
+          doc="per-head RMSNorm of the queries, before RoPE"),
+    Stage("k_norm", "layer", ("S", "KVH", "D"), requires="qk_norm",
+          doc="per-head RMSNorm of the keys, before RoPE"),
     Stage("q_post_rope", "layer", ("S", "NH", "D"), doc="queries after RoPE"),
     Stage("k_post_rope", "layer", ("S", "KVH", "D"), doc="keys after RoPE, not repeated for GQA"),
     Stage("attn_scores", "layer", ("NH", "S", "S"), mask="causal",
@@ -69,14 +81,25 @@ STAGES: tuple[Stage, ...] = (
           doc="softmax over keys after the causal mask"),
     Stage("attention", "layer", ("S", "NHD"), doc="softmax @ v, heads concatenated"),
     Stage("attn_out", "layer", ("S", "H"), doc="o_proj(attention)"),
-    Stage("post_attn_residual", "layer", ("S", "H"), doc="residual + attn_out"),
+    Stage("post_attn_norm", "layer", ("S", "H"), requires="sandwich_norm",
+          doc="RMSNorm of attn_out before the residual add (sandwich norm)"),
+    Stage("post_attn_residual", "layer", ("S", "H"), doc="residual + attn_out (or + post_attn_norm)"),
     Stage("ffn_norm", "layer", ("S", "H"), doc="RMSNorm before the MLP"),
-    Stage("ffn_gate", "layer", ("S", "I"), doc="x @ W_gate^T"),
-    Stage("ffn_up", "layer", ("S", "I"), doc="x @ W_up^T"),
-    Stage("ffn_silu", "layer", ("S", "I"), doc="silu(ffn_gate)"),
-    Stage("ffn_swiglu", "layer", ("S", "I"), doc="ffn_silu * ffn_up"),
-    Stage("ffn_out", "layer", ("S", "H"), doc="down_proj(ffn_swiglu)"),
-    Stage("post_ffn_residual", "layer", ("S", "H"), doc="layer output: residual + ffn_out"),
+    Stage("ffn_gate", "layer", ("S", "I"), requires="dense_ffn", doc="x @ W_gate^T"),
+    Stage("ffn_up", "layer", ("S", "I"), requires="dense_ffn", doc="x @ W_up^T"),
+    Stage("ffn_silu", "layer", ("S", "I"), requires="dense_ffn",
+          doc="act(ffn_gate): SiLU, or tanh-GELU for GeGLU families"),
+    Stage("ffn_swiglu", "layer", ("S", "I"), requires="dense_ffn", doc="ffn_silu * ffn_up"),
+    Stage("ffn_out", "layer", ("S", "H"), requires="dense_ffn", doc="down_proj(ffn_swiglu)"),
+    Stage("router_logits", "layer", ("S", "E"), requires="moe", doc="x @ W_router^T, one logit per expert"),
+    Stage("moe_experts", "layer", ("S", "K"), requires="moe",
+          doc="indices of the chosen experts (as float32), best first"),
+    Stage("moe_weights", "layer", ("S", "K"), requires="moe",
+          doc="routing weights of the chosen experts (softmax, top-k, renormalised if the family does)"),
+    Stage("moe_out", "layer", ("S", "H"), requires="moe", doc="sum over chosen experts of weight * expert(x)"),
+    Stage("post_ffn_norm", "layer", ("S", "H"), requires="sandwich_norm",
+          doc="RMSNorm of the MLP output before the residual add (sandwich norm)"),
+    Stage("post_ffn_residual", "layer", ("S", "H"), doc="layer output: residual + MLP output"),
     Stage("final_norm", "model", ("S", "H"), doc="RMSNorm after the last layer"),
     Stage("lm_head", "model", ("S", "V"), doc="logits"),
 )
@@ -99,6 +122,8 @@ class Dims:
     D: int
     I: int
     V: int
+    E: int = 0
+    K: int = 0
 
     def size(self, name: str) -> int:
         if name == "QKV":
@@ -191,6 +216,12 @@ def sort_key(stage: str, layer: int | None) -> tuple[int, int, int]:
     return (1, layer or 0, st.order)
 
 
+#: What a model has when its features do not say: a dense MLP, nothing optional else.
+DEFAULT_FEATURES: dict[str, bool] = {"dense_ffn": True}
+
+
 def applies(stage: Stage, features: Mapping[str, bool]) -> bool:
     """Whether a stage exists for a model with the given features (e.g. qkv_bias)."""
-    return stage.requires is None or bool(features.get(stage.requires, False))
+    if stage.requires is None:
+        return True
+    return bool(features.get(stage.requires, DEFAULT_FEATURES.get(stage.requires, False)))

@@ -85,11 +85,12 @@ def test_every_stage_has_its_shape(tmp_path: Path, qwen: LoadedModel) -> None:
     _, cap = capture_to(tmp_path, Engine(qwen))
     dims = qwen.config.dims(len(TOKENS))
     keys = [e.key for e in cap.entries]
-    assert keys == CapturePlan.parse("all").expected(4)
+    assert keys == CapturePlan.parse("all").expected(4, qwen.config.features)
     for e in cap.entries:
         assert e.shape == stages.get(e.stage).shape(dims), e.key
         assert e.layout == stages.get(e.stage).layout
-    assert cap.not_applicable == ()
+    assert set(cap.not_applicable) == {"q_norm", "k_norm", "post_attn_norm", "post_ffn_norm",
+                                       "router_logits", "moe_experts", "moe_weights", "moe_out"}
 
 
 def bits(t: torch.Tensor) -> bytes:

@@ -39,7 +39,9 @@ def test_expected_in_computation_order() -> None:
     plan = CapturePlan.parse("lm_head,embedding,ffn_out,attn_norm", "0,2")
     assert plan.expected(3) == [("embedding", 0), ("attn_norm", 0), ("ffn_out", 0),
                                 ("attn_norm", 2), ("ffn_out", 2), ("lm_head", None)]
-    assert len(CapturePlan.parse("all", "all").expected(4)) == 3 + 17 * 4
+    assert len(CapturePlan.parse("all", "all").expected(4)) == 3 + 25 * 4
+    assert len(CapturePlan.parse("all", "all").expected(4, {"qkv_bias": True})) == 3 + 17 * 4
+    assert len(CapturePlan.parse("all", "all").expected(4, {"qkv_bias": False})) == 3 + 16 * 4
     assert stage_keys([("lm_head", None), ("ffn_out", 2)]) == ["lm_head", "ffn_out@2"]
 
 

@@ -1,9 +1,13 @@
-"""The capture engine: a Qwen2/Llama forward pass in PyTorch with a capture point after each step.
+"""The capture engine: a decoder forward pass in PyTorch with a capture point after each step.
 
 The forward reads like the equations, one sequence at a time ([S, H], no batch):
-embedding, then per layer RMSNorm -> fused qkv matmul (+ bias) -> RoPE ->
-causal GQA attention -> o_proj -> residual -> RMSNorm -> gate|up -> SiLU ->
-SwiGLU -> down -> residual, then the final norm and lm_head.
+embedding (scaled by sqrt(H) for Gemma), then per layer RMSNorm -> fused qkv
+matmul (+ bias) -> per-head q/k RMSNorm (Qwen3, Gemma 3) -> RoPE -> causal GQA
+attention (sliding-window on the layers whose mask policy says so) -> o_proj
+(-> sandwich norm) -> residual -> RMSNorm -> gate|up -> SiLU or tanh-GELU ->
+product -> down, or a top-k routed expert block (MoE) (-> sandwich norm) ->
+residual, then the final norm and lm_head. What a family has comes from the
+architecture registry (``pv.capture.arch``) through ``ModelConfig``.
 
 Why it is built this way:
 
@@ -18,20 +22,29 @@ Why it is built this way:
   (every other file is ``observed``: the tensor the forward itself used).
 - **Faults** that change the attention arithmetic switch the faulted layer to
   the explicit path, in which the captured matrices are the ones actually used.
-- **Numerics follow transformers**: RMSNorm in float32 then cast back, RoPE
-  tables computed in float32 then cast, softmax in float32.
+- **Numerics follow transformers**: RMSNorm in float32 then cast back (Gemma:
+  multiplied by ``1 + w`` in float32 before the cast, Llama: by ``w`` after it),
+  RoPE frequencies and tables computed in float32 then cast, softmax in float32.
+  In half precision the RoPE inverse frequencies stay float32 (the reference
+  decision in ``docs/oracle.md``).
+- **Kernels are recorded**: ``kernels()`` says which SDPA backend torch picks
+  for these inputs and whether TF32 was allowed; TF32 is off during a forward
+  unless ``tf32=True``, so a CUDA float32 capture is true float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pv.capture.faults import ATTENTION_FAULTS, FaultSpec, check_fault, parse_fault
+from pv import stages as stage_table
+from pv.capture import blocks, kvcache
+from pv.capture.faults import ATTENTION_FAULTS, FaultSpec, check_fault
 from pv.capture.models import LoadedModel
 from pv.errors import PvError, require
 
@@ -77,8 +90,17 @@ class _LayerWeights:
     bqkv: Any  # [NH*D + 2*KVH*D] or None
     wo: Any
     ffn_norm: Any
-    wgu: Any  # [2*I, H]: W_gate | W_up
+    wgu: Any  # [2*I, H]: W_gate | W_up (None for MoE)
     wdown: Any
+    q_norm: Any = None  # [D] per-head norms (Qwen3, Gemma 3)
+    k_norm: Any = None
+    post_attn_norm: Any = None  # sandwich norms (Gemma 3)
+    post_ffn_norm: Any = None
+    router: Any = None  # [E, H]
+    experts_gu: Any = None  # [E, 2*I_moe, H]: gate | up per expert
+    experts_down: Any = None  # [E, H, I_moe]
+    window: int | None = None  # sliding window of this layer, None: full causal
+    rope: str = ""  # key of this layer's RoPE tables
 
 
 class Engine:
@@ -90,71 +112,118 @@ class Engine:
         device: str = "cpu",
         dtype: str = "float32",
         fault: FaultSpec | str | None = None,
+        *,
+        tf32: bool = False,
     ):
         self.model = model
+        self.tf32 = bool(tf32)
         self.config = cfg = model.config
         self.device = resolve_device(device)
         self.dtype = torch_dtype(dtype)
         self.dtype_name = dtype.strip().lower()
-        self.fault = parse_fault(fault) if isinstance(fault, str) else fault
+        self.fault = kvcache.parse_any_fault(fault) if isinstance(fault, str) else fault
         if self.fault is not None:
             check_fault(self.fault, cfg.num_hidden_layers, cfg.features)
         self._fault_name = self.fault.name if self.fault else None
         self._fault_layer = self.fault.layer if self.fault else None
 
         sd = model.state_dict
+        family = cfg.family
+        self._offset_norm = family.norm_offset
 
         def t(name: str) -> torch.Tensor:
             arr = np.asarray(sd[name], dtype=np.float32)
             src = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
             return src.to(device=self.device, dtype=self.dtype)
 
+        def norm_w(name: str, shift: float = 1.0) -> torch.Tensor:
+            # Gemma: (1 + w) in float32 from the weight as stored in the compute dtype.
+            w = t(name)
+            return w.float() + shift if self._offset_norm else w
+
+        roles = family.roles(cfg.attention_bias)
         self.embed = t("model.embed_tokens.weight")
         self.lm_head = self.embed if cfg.tie_word_embeddings else t("lm_head.weight")
-        self.final_norm = t("model.norm.weight")
+        self.final_norm = norm_w("model.norm.weight")
+        self._embed_scale = (torch.tensor(math.sqrt(cfg.hidden_size), dtype=torch.float32)
+                             .to(self.dtype).to(self.device) if family.embed_scale else None)
+        self._act = blocks.activation(cfg.hidden_act)
+        self._act_fault = blocks.activation(cfg.hidden_act, exact_gelu=True)
         self.layers: list[_LayerWeights] = []
         for i in range(cfg.num_hidden_layers):
             p = f"model.layers.{i}."
-            wq, wk, wv = (t(p + f"self_attn.{n}_proj.weight") for n in "qkv")
+            shift = 0.0 if (self._fault_name, self._fault_layer) == ("norm_weight_no_offset", i) else 1.0
+
+            def opt(role: str, p: str = p, shift: float = shift) -> torch.Tensor | None:
+                return norm_w(p + roles[role], shift) if role in roles else None
+
+            wq, wk, wv = (t(p + roles[n]) for n in "qkv")
             if self._fault_name == "kv_weights_swapped" and self._fault_layer == i:
                 wk, wv = wv, wk
             bqkv = None
             if cfg.attention_bias:
-                bqkv = torch.cat([t(p + f"self_attn.{n}_proj.bias") for n in "qkv"]).contiguous()
+                bqkv = torch.cat([t(p + roles[f"{n}_bias"]) for n in "qkv"]).contiguous()
+            moe = family.moe
             self.layers.append(
                 _LayerWeights(
-                    attn_norm=t(p + "input_layernorm.weight"),
+                    attn_norm=norm_w(p + roles["attn_norm"], shift),
                     wqkv=torch.cat([wq, wk, wv], dim=0).contiguous(),
                     bqkv=bqkv,
-                    wo=t(p + "self_attn.o_proj.weight"),
-                    ffn_norm=t(p + "post_attention_layernorm.weight"),
-                    wgu=torch.cat([t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight")]).contiguous(),
-                    wdown=t(p + "mlp.down_proj.weight"),
+                    wo=t(p + roles["o"]),
+                    ffn_norm=norm_w(p + roles["ffn_norm"], shift),
+                    wgu=None if moe else torch.cat([t(p + roles["gate"]), t(p + roles["up"])]).contiguous(),
+                    wdown=None if moe else t(p + roles["down"]),
+                    q_norm=opt("q_norm"),
+                    k_norm=opt("k_norm"),
+                    post_attn_norm=opt("post_attn_norm"),
+                    post_ffn_norm=opt("post_ffn_norm"),
+                    router=t(p + roles["router"]) if moe else None,
+                    experts_gu=torch.cat([t(p + roles["experts_gate"]), t(p + roles["experts_up"])],
+                                         dim=1).contiguous() if moe else None,
+                    experts_down=t(p + roles["experts_down"]) if moe else None,
+                    window=cfg.layer_window(i),
+                    rope="local" if cfg.layer_theta(i) != cfg.rope_theta else "global",
                 )
             )
+        if self._fault_name == "sliding_window_ignored" and self.layers[self._fault_layer or 0].window is None:
+            raise PvError(f"fault {self.fault}: layer {self._fault_layer} has no sliding window")
         d = cfg.head_dim
         self._nq = cfg.num_attention_heads * d
         self._nk = cfg.num_key_value_heads * d
         group = cfg.num_attention_heads // cfg.num_key_value_heads
         self._kv_of = torch.arange(cfg.num_attention_heads, device=self.device) // group
         self._kv_of_faulty = torch.arange(cfg.num_attention_heads, device=self.device) % cfg.num_key_value_heads
-        self._inv_freq = self._inverse_frequencies(cfg.rope_theta)
-        self._inv_freq_faulty = self._inverse_frequencies(cfg.rope_theta / 10.0)
+        self._inv_freqs = {"global": self._inverse_frequencies(cfg.rope_theta, global_layer=True)}
+        if cfg.rope_local_theta is not None:
+            self._inv_freqs["local"] = self._inverse_frequencies(cfg.rope_local_theta, global_layer=False)
+        if self._fault_name == "rope_theta_wrong":
+            key = self.layers[self._fault_layer or 0].rope
+            self._inv_freqs["faulty_" + key] = self._inverse_frequencies(
+                (cfg.rope_local_theta if key == "local" else cfg.rope_theta) / 10.0,  # type: ignore[operator]
+                global_layer=key == "global")
+        self._absent = [(st.name, f"the model has no {st.requires.replace('_', ' ')}")
+                        for st in stage_table.STAGES
+                        if st.requires and not stage_table.applies(st, cfg.features)]
+        self._sdpa_choice: str | None = None
+        #: Set only inside ``decode``: the cache being extended and the position it starts at.
+        self._cache: kvcache.KVCache | None = None
+        self._past = 0
 
     # ------------------------------------------------------------------ public API
 
     def forward(self, token_ids: Sequence[int], tap: Any = None) -> torch.Tensor:
         """Logits [S, V] float32 for one sequence; ``tap`` receives requested stages."""
         ids = self._ids(token_ids)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._numerics():
             x = torch.nn.functional.embedding(ids, self.embed)
+            if self._embed_scale is not None:
+                x = x * self._embed_scale
             if self._fault_name == "embedding_scaled":
                 x = x * math.sqrt(self.config.hidden_size)
             if tap is not None and tap.wants("embedding", 0):
                 tap("embedding", 0, x)
-            if tap is not None and self.layers[0].bqkv is None:
-                tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
-            rope = self._rope_tables(len(ids))
+            self._mark_absent(tap)
+            rope = self._rope_tables(len(ids), self._past)
             for i, w in enumerate(self.layers):
                 x = self._layer(i, w, x, rope, tap)
             if self._fault_name == "final_norm_skipped":
@@ -168,6 +237,16 @@ class Engine:
                 tap("lm_head", None, logits)
             return logits.float()
 
+    def kernels(self) -> dict[str, Any]:
+        """Which kernels produced a capture: the SDPA backend torch chose, TF32, matmul precision."""
+        return {
+            "sdpa_backend": self._sdpa_choice or "not run yet",
+            "tf32": self.tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                            else "cpu"),
+        }
+
     def run_layer(self, layer: int, hidden: np.ndarray, tap: Any = None) -> np.ndarray:
         """One decoder layer from a given input [S, H] (for ``pv bisect --isolate``)."""
         n = self.config.num_hidden_layers
@@ -176,15 +255,55 @@ class Engine:
         arr = np.asarray(hidden, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != self.config.hidden_size:
             raise PvError(f"run_layer: hidden must be [S, {self.config.hidden_size}], got {list(arr.shape)}")
-        with torch.inference_mode():
+        with torch.inference_mode(), self._numerics():
             x = torch.from_numpy(np.ascontiguousarray(arr)).to(device=self.device, dtype=self.dtype)
-            if tap is not None and self.layers[0].bqkv is None:
-                tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
+            self._mark_absent(tap)
             out = self._layer(layer, self.layers[layer], x, self._rope_tables(arr.shape[0]), tap)
             return out.float().cpu().numpy()
 
+    def start(self) -> kvcache.KVCache:
+        """An empty KV cache for one sequence (see ``decode``)."""
+        return kvcache.KVCache()
+
+    def decode(self, token_ids: Sequence[int], cache: kvcache.KVCache, tap: Any = None) -> torch.Tensor:
+        """Run new tokens at positions ``cache.length ..`` on top of ``cache``; logits [S_new, V].
+
+        With an empty cache this is a prefill (the same arithmetic as ``forward``)
+        that fills the cache; afterwards each call is a decode step whose queries
+        attend to every cached position. The tap sees the new tokens' stages, with
+        scores and probabilities ``[NH, S_new, P + S_new]``. A failed step leaves the
+        cache as it was.
+        """
+        before = cache.length
+        self._cache, self._past = cache, before
+        try:
+            logits = self.forward(token_ids, tap)
+        except BaseException:
+            for store in (cache.keys, cache.values):
+                for layer in list(store):
+                    store[layer] = store[layer][:before]
+            raise
+        finally:
+            self._cache, self._past = None, 0
+        cache.length = before + len(token_ids)
+        return logits
+
     def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
-        """Greedy continuation: re-runs the full forward per new token (exact, no cache)."""
+        """Greedy continuation with the KV cache: one prefill, then one decode step per new token."""
+        n = int(max_new_tokens)
+        out: list[int] = []
+        if n <= 0:
+            return out
+        cache = self.start()
+        logits = self.decode(token_ids, cache)
+        for step in range(n):
+            out.append(int(torch.argmax(logits[-1]).item()))
+            if step + 1 < n:
+                logits = self.decode(out[-1:], cache)
+        return out
+
+    def generate_recompute(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
+        """Greedy continuation that re-runs the full forward per new token (no cache)."""
         ids = [int(i) for i in token_ids]
         out: list[int] = []
         for _ in range(int(max_new_tokens)):
@@ -204,27 +323,52 @@ class Engine:
             raise PvError(f"token id {bad[0]} out of range for a vocabulary of {vocab}")
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
-    def _inverse_frequencies(self, theta: float) -> torch.Tensor:
-        d = self.config.head_dim
-        exponents = torch.arange(0, d, 2, dtype=torch.int64, device=self.device).float() / d
-        return 1.0 / (theta ** exponents)
+    def _mark_absent(self, tap: Any) -> None:
+        if tap is not None:
+            for name, reason in self._absent:
+                tap.not_applicable(name, reason)
 
-    def _rope_tables(self, seq_len: int) -> dict[str, torch.Tensor]:
-        """cos/sin [S, 1, D] in the compute dtype, computed in float32 as transformers does."""
-        pos = torch.arange(seq_len, device=self.device, dtype=torch.float32)
+    @contextlib.contextmanager
+    def _numerics(self) -> Iterator[None]:
+        """TF32 pinned (off unless asked for) for the forward, the user's setting restored after."""
+        before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        torch.backends.cudnn.allow_tf32 = self.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+    def _inverse_frequencies(self, theta: float, global_layer: bool) -> torch.Tensor:
+        cfg = self.config
+        return blocks.inverse_frequencies(
+            cfg.head_dim, theta, self.device,
+            scaling=cfg.rope_scaling if global_layer else None,
+            factors=cfg.rope_freq_factors if global_layer else None)
+
+    def _rope_tables(self, seq_len: int, start: int = 0) -> dict[str, torch.Tensor]:
+        """cos/sin [S, 1, D] per frequency set, in the compute dtype, computed in float32."""
+        pos = torch.arange(start, start + seq_len, device=self.device, dtype=torch.float32)
         tables: dict[str, torch.Tensor] = {}
-        for key, inv in (("", self._inv_freq), ("faulty_", self._inv_freq_faulty)):
-            if key and self._fault_name != "rope_theta_wrong":
-                continue
+        inv_freqs = dict(self._inv_freqs)
+        if self._fault_name == "rope_position_ignores_cache" and start > 0:
+            pos0 = torch.arange(seq_len, device=self.device, dtype=torch.float32)
+            for key, inv in self._inv_freqs.items():
+                emb0 = torch.cat((pos0[:, None] * inv[None, :],) * 2, dim=-1)
+                tables["nocache_" + key + "_cos"] = emb0.cos().to(self.dtype)[:, None, :]
+                tables["nocache_" + key + "_sin"] = emb0.sin().to(self.dtype)[:, None, :]
+        for key, inv in inv_freqs.items():
             freqs = pos[:, None] * inv[None, :]
             emb = torch.cat((freqs, freqs), dim=-1)
-            tables[key + "cos"] = emb.cos().to(self.dtype)[:, None, :]
-            tables[key + "sin"] = emb.sin().to(self.dtype)[:, None, :]
+            tables[key + "_cos"] = emb.cos().to(self.dtype)[:, None, :]
+            tables[key + "_sin"] = emb.sin().to(self.dtype)[:, None, :]
         return tables
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.config.rms_norm_eps)
+        if self._offset_norm:  # Gemma: (x * (1 + w)) in float32, then the cast
+            return (h if weight is None else h * weight).to(x.dtype)
         h = h.to(x.dtype)
         return h if weight is None else weight * h
 
@@ -257,8 +401,17 @@ class Engine:
         q = qkv[:, : self._nq].view(s, nh, d)  # views into the fused output, no copies
         k = qkv[:, self._nq : self._nq + self._nk].view(s, kvh, d)
         v = qkv[:, self._nq + self._nk :].view(s, kvh, d)
-        prefix = "faulty_" if fault == "rope_theta_wrong" else ""
-        cos, sin = rope[prefix + "cos"], rope[prefix + "sin"]
+        if w.q_norm is not None:
+            q = self._rms_norm(q, None if fault == "q_norm_no_weight" else w.q_norm)
+            if tap is not None and tap.wants("q_norm", i):
+                tap("q_norm", i, q)
+            k = self._rms_norm(k, w.q_norm if fault == "k_norm_q_weight" else w.k_norm)
+            if tap is not None and tap.wants("k_norm", i):
+                tap("k_norm", i, k)
+        key = ("faulty_" if fault == "rope_theta_wrong" else "") + w.rope
+        cos, sin = rope[key + "_cos"], rope[key + "_sin"]
+        if fault == "rope_position_ignores_cache" and self._past > 0:
+            cos, sin = rope["nocache_" + w.rope + "_cos"], rope["nocache_" + w.rope + "_sin"]
         interleaved = fault == "rope_interleaved"
         q = self._rope(q, cos, sin, interleaved)
         k = self._rope(k, cos, sin, interleaved)
@@ -266,13 +419,19 @@ class Engine:
             tap("q_post_rope", i, q)
         if tap is not None and tap.wants("k_post_rope", i):
             tap("k_post_rope", i, k)
+        if self._cache is not None:  # decode: attend over every cached position
+            k, v = self._cache.extend(i, k, v, fault if self._past > 0 else None)
 
-        attn = self._attention(i, q, k, v, fault, tap)  # [S, NH*D]
+        attn = self._attention(i, q, k, v, fault, tap, w.window)  # [S, NH*D]
         if tap is not None and tap.wants("attention", i):
             tap("attention", i, attn)
         o = F.linear(attn, w.wo)
         if tap is not None and tap.wants("attn_out", i):
             tap("attn_out", i, o)
+        if w.post_attn_norm is not None and fault != "post_attn_norm_skipped":
+            o = self._rms_norm(o, w.post_attn_norm)
+        if w.post_attn_norm is not None and tap is not None and tap.wants("post_attn_norm", i):
+            tap("post_attn_norm", i, o)
         x = o if fault == "attn_residual_dropped" else x + o
         if tap is not None and tap.wants("post_attn_residual", i):
             tap("post_attn_residual", i, x)
@@ -280,17 +439,37 @@ class Engine:
         h = self._rms_norm(x, w.attn_norm if fault == "ffn_norm_attn_weight" else w.ffn_norm)
         if tap is not None and tap.wants("ffn_norm", i):
             tap("ffn_norm", i, h)
+        if w.router is not None:
+            down = blocks.moe(h, x, w.router, w.experts_gu, w.experts_down, cfg.num_experts_per_tok,
+                              cfg.norm_topk_prob, self._act, i, tap, fault)
+            if tap is not None and tap.wants("moe_out", i):
+                tap("moe_out", i, down)
+        else:
+            down = self._mlp(i, w, h, fault, tap)
+        if w.post_ffn_norm is not None and fault != "post_ffn_norm_skipped":
+            down = self._rms_norm(down, w.post_ffn_norm)
+        if w.post_ffn_norm is not None and tap is not None and tap.wants("post_ffn_norm", i):
+            tap("post_ffn_norm", i, down)
+        x = down if fault == "ffn_residual_dropped" else x + down
+        if tap is not None and tap.wants("post_ffn_residual", i):
+            tap("post_ffn_residual", i, x)
+        return x
+
+    def _mlp(self, i: int, w: _LayerWeights, h: torch.Tensor, fault: str | None, tap: Any) -> torch.Tensor:
+        """gate|up -> activation(gate) * up -> down (SwiGLU, or GeGLU with tanh-GELU)."""
+        F = torch.nn.functional
         gu = F.linear(h, w.wgu)
-        inter = cfg.intermediate_size
+        inter = self.config.intermediate_size
         gate, up = gu[:, :inter], gu[:, inter:]
         if tap is not None and tap.wants("ffn_gate", i):
             tap("ffn_gate", i, gate)
         if tap is not None and tap.wants("ffn_up", i):
             tap("ffn_up", i, up)
+        act_fn = self._act_fault if fault == "gelu_exact" else self._act
         if fault == "swiglu_silu_on_up":
-            act, other = F.silu(up), gate
+            act, other = act_fn(up), gate
         else:
-            act, other = F.silu(gate), up
+            act, other = act_fn(gate), up
         if tap is not None and tap.wants("ffn_silu", i):
             tap("ffn_silu", i, act)
         sw = act * other
@@ -299,46 +478,52 @@ class Engine:
         down = F.linear(sw, w.wdown)
         if tap is not None and tap.wants("ffn_out", i):
             tap("ffn_out", i, down)
-        x = down if fault == "ffn_residual_dropped" else x + down
-        if tap is not None and tap.wants("post_ffn_residual", i):
-            tap("post_ffn_residual", i, x)
-        return x
+        return down
 
-    def _attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fault: str | None, tap: Any) -> torch.Tensor:
-        """Causal GQA attention; q [S, NH, D], k/v [S, KVH, D] -> [S, NH*D]."""
+    def _attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fault: str | None, tap: Any,
+                   window: int | None = None) -> torch.Tensor:
+        """Causal (or sliding-window) GQA attention; q [S, NH, D], k/v [S, KVH, D] -> [S, NH*D]."""
         s, nh, d = q.shape
         qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
         want_scores = tap is not None and tap.wants("attn_scores", i)
         want_probs = tap is not None and tap.wants("attn_softmax", i)
+        if fault == "sliding_window_ignored":
+            window = None
+        if self._cache is not None and self._past > 0:
+            return kvcache.attention(self, i, q, k, v, fault, tap, window)
         if fault in ATTENTION_FAULTS:
-            return self._explicit_attention(i, qh, kh, vh, fault, tap, want_scores, want_probs, True)
+            return self._explicit_attention(i, qh, kh, vh, fault, tap, want_scores, want_probs, True, window)
         # 4-D inputs: on the CPU that selects the fused (flash) kernel, which never
         # materialises [NH, S, S]; 3-D inputs would fall back to the math kernel.
+        mask = None if window is None or window >= s else blocks.allowed_keys(s, window, qh.device)
+        args = (qh[None], kh[None], vh[None], mask, 0.0, mask is None)
+        if self._sdpa_choice is None:
+            self._sdpa_choice = _sdpa_backend(*args, scale=self.config.attention_scale,
+                                              enable_gqa=nh != kh.shape[0])
         out = torch.nn.functional.scaled_dot_product_attention(
-            qh[None], kh[None], vh[None], is_causal=True, scale=1.0 / math.sqrt(d),
-            enable_gqa=nh != kh.shape[0],
+            *args, scale=self.config.attention_scale, enable_gqa=nh != kh.shape[0],
         )[0]
         if want_scores or want_probs:
             # Capture only: the same scores the eager formula gives, never fed forward.
-            self._explicit_attention(i, qh, kh, vh, None, tap, want_scores, want_probs, False)
+            self._explicit_attention(i, qh, kh, vh, None, tap, want_scores, want_probs, False, window)
         return out.transpose(0, 1).reshape(s, nh * d)
 
     def _explicit_attention(self, i: int, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
                             fault: str | None, tap: Any, want_scores: bool, want_probs: bool,
-                            used: bool) -> torch.Tensor:
+                            used: bool, window: int | None = None) -> torch.Tensor:
         """Materialised [NH, S, S] scores and probabilities (eager math, float32 softmax)."""
         nh, s, d = qh.shape
         meta = {} if used else {"provenance": "recomputed"}
         kv_of = self._kv_of_faulty if fault == "gqa_head_mapping" else self._kv_of
         k_rep = kh.index_select(0, kv_of)
-        scale = 1.0 / d if fault == "score_scale_1_over_d" else 1.0 / math.sqrt(d)
+        scale = 1.0 / d if fault == "score_scale_1_over_d" else self.config.attention_scale
         scores = torch.matmul(qh, k_rep.transpose(-1, -2)) * scale
         if want_scores:
             tap("attn_scores", i, scores, **meta)
         if not (used or want_probs):
             return scores
         offset = 1 if fault == "mask_off_by_one" else 0
-        allowed = torch.ones(s, s, dtype=torch.bool, device=scores.device).tril(offset)
+        allowed = blocks.allowed_keys(s, window, scores.device, offset)
         masked = scores.masked_fill(~allowed, float("-inf"))
         axis = -2 if fault == "softmax_wrong_axis" else -1
         probs = torch.softmax(masked, dim=axis, dtype=torch.float32).to(qh.dtype)
@@ -349,3 +534,15 @@ class Engine:
         v_rep = vh.index_select(0, kv_of)
         out = torch.matmul(probs, v_rep)
         return out.transpose(0, 1).reshape(s, nh * d)
+
+
+def _sdpa_backend(*args: Any, scale: float, enable_gqa: bool) -> str:
+    """The name of the SDPA kernel torch picks for these inputs (torch's own dispatch rule)."""
+    from torch.nn.attention import SDPBackend
+
+    names = {int(getattr(SDPBackend, n)): n.lower() for n in dir(SDPBackend) if n.isupper()}
+    try:
+        choice = int(torch._fused_sdp_choice(*args, scale=scale, enable_gqa=enable_gqa))
+    except (AttributeError, RuntimeError, TypeError):  # private API: absent or changed
+        return "unknown"
+    return names.get(choice, f"backend {choice}")

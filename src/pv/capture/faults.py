@@ -1,6 +1,6 @@
 """A catalogue of realistic porting bugs the engine can inject, to prove the instruments.
 
-Each fault is a mistake people make when porting a Qwen2/Llama forward pass:
+Each fault is a mistake people make when porting a decoder forward pass:
 a forgotten norm weight, swapped projections, a wrong RoPE base, a GQA head
 mapping that interleaves instead of groups, 1/D instead of 1/sqrt(D), a mask
 that lets a query see one future key, softmax over the wrong axis, SiLU on the
@@ -80,11 +80,35 @@ _CATALOGUE = (
     Fault("ffn_norm_attn_weight", "ffn_norm",
           "the RMSNorm before the MLP uses the attention norm's weight"),
     Fault("swiglu_silu_on_up", "ffn_silu",
-          "SiLU applied to the up projection instead of the gate"),
+          "SiLU applied to the up projection instead of the gate", requires="dense_ffn"),
     Fault("ffn_residual_dropped", "post_ffn_residual",
           "the MLP output replaces the residual stream instead of adding to it"),
     Fault("final_norm_skipped", "final_norm",
           "the final RMSNorm is skipped before lm_head"),
+    # Families beyond Llama/Qwen2: at least one fault per stage they add.
+    Fault("norm_weight_no_offset", "attn_norm",
+          "RMSNorm multiplies by w instead of Gemma's (1 + w)", requires="norm_offset"),
+    Fault("q_norm_no_weight", "q_norm",
+          "the per-head query RMSNorm forgets its weight", requires="qk_norm"),
+    Fault("k_norm_q_weight", "k_norm",
+          "the per-head key RMSNorm uses the query norm's weight", requires="qk_norm"),
+    Fault("sliding_window_ignored", "attn_softmax",
+          "a sliding-window layer attends to every earlier key (needs more tokens than the window)",
+          requires="sliding_window"),
+    Fault("post_attn_norm_skipped", "post_attn_norm",
+          "the sandwich norm after attention is skipped", requires="sandwich_norm"),
+    Fault("gelu_exact", "ffn_silu",
+          "GeGLU uses exact (erf) GELU instead of the tanh approximation", requires="gelu_tanh"),
+    Fault("post_ffn_norm_skipped", "post_ffn_norm",
+          "the sandwich norm after the MLP is skipped", requires="sandwich_norm"),
+    Fault("router_unnormed_input", "router_logits",
+          "the MoE router reads the residual stream instead of the normed hidden state", requires="moe"),
+    Fault("moe_topk_smallest", "moe_experts",
+          "top-k picks the least likely experts (ascending sort)", requires="moe"),
+    Fault("moe_weights_not_renormalised", "moe_weights",
+          "the chosen experts' weights are not renormalised to sum to 1", requires="norm_topk_prob"),
+    Fault("moe_weights_unapplied", "moe_out",
+          "expert outputs are summed without their routing weights", requires="moe"),
 )
 
 FAULTS: dict[str, Fault] = {f.name: f for f in _CATALOGUE}

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pv.capture import arch
 from pv.capture.config import SYNTHETIC, ModelConfig
 from pv.errors import PvError, require
 
-#: Architectures the engine implements (``config.json``'s ``model_type``).
-SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
+#: Architectures the engine implements (``config.json``'s ``model_type``): the registry's families.
+SUPPORTED_ARCHITECTURES = tuple(arch.FAMILIES)
 
 
 class Tokenizer(Protocol):
@@ -94,30 +95,33 @@ def fingerprint(state_dict: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def check_state_dict(config: ModelConfig, state_dict: Mapping[str, np.ndarray], source: str) -> None:
-    """Refuse weights that do not fit the config before any engine touches them."""
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight a model of ``config`` has, by Hugging Face name, with its shape."""
     h, i, d = config.hidden_size, config.intermediate_size, config.head_dim
     q_out, kv_out = config.num_attention_heads * d, config.num_key_value_heads * d
     expected: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, h),
+    e, mi = config.num_experts, config.moe_intermediate_size
+    by_role: dict[str, tuple[int, ...]] = {
+        "attn_norm": (h,), "q": (q_out, h), "k": (kv_out, h), "v": (kv_out, h), "o": (h, q_out),
+        "q_bias": (q_out,), "k_bias": (kv_out,), "v_bias": (kv_out,), "q_norm": (d,), "k_norm": (d,),
+        "post_attn_norm": (h,), "ffn_norm": (h,), "post_ffn_norm": (h,),
+        "gate": (i, h), "up": (i, h), "down": (h, i), "router": (e, h),
+        "experts_gate": (e, mi, h), "experts_up": (e, mi, h), "experts_down": (e, h, mi),
+    }
                                              "model.norm.weight": (h,)}
     if not config.tie_word_embeddings:
         expected["lm_head.weight"] = (config.vocab_size, h)
     for layer in range(config.num_hidden_layers):
+    roles = config.family.roles(config.attention_bias)
         p = f"model.layers.{layer}."
-        expected[p + "input_layernorm.weight"] = (h,)
-        expected[p + "post_attention_layernorm.weight"] = (h,)
-        expected[p + "self_attn.q_proj.weight"] = (q_out, h)
-        expected[p + "self_attn.k_proj.weight"] = (kv_out, h)
-        expected[p + "self_attn.v_proj.weight"] = (kv_out, h)
-        expected[p + "self_attn.o_proj.weight"] = (h, q_out)
-        expected[p + "mlp.gate_proj.weight"] = (i, h)
-        expected[p + "mlp.up_proj.weight"] = (i, h)
-        expected[p + "mlp.down_proj.weight"] = (h, i)
-        if config.attention_bias:
-            expected[p + "self_attn.q_proj.bias"] = (q_out,)
-            expected[p + "self_attn.k_proj.bias"] = (kv_out,)
-            expected[p + "self_attn.v_proj.bias"] = (kv_out,)
-    for name, shape in expected.items():
+        for role, name in roles.items():
+            expected[p + name] = by_role[role]
+    return expected
+
+
+def check_state_dict(config: ModelConfig, state_dict: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse weights that do not fit the config before any engine touches them."""
+    for name, shape in expected_shapes(config).items():
         if name not in state_dict:
             raise PvError(f"{source}: weight '{name}' is missing")
         got = tuple(state_dict[name].shape)
@@ -125,49 +129,31 @@ def check_state_dict(config: ModelConfig, state_dict: Mapping[str, np.ndarray], 
             raise PvError(f"{source}: weight '{name}' has shape {list(got)}, expected {list(shape)}")
 
 
-def synthetic_model() -> LoadedModel:
-    from pv.capture.synthetic import synthetic_state_dict
+def synthetic_model(family: str | None = None) -> LoadedModel:
+    """The built-in model (Qwen2-style), or ``synthetic:FAMILY``: seeded weights in that family's shape."""
+    from pv.capture.synthetic import family_config, synthetic_state_dict
 
-    sd = synthetic_state_dict(SYNTHETIC)
-    return LoadedModel(SYNTHETIC, sd, "synthetic", "synthetic", fingerprint(sd), ByteTokenizer())
+    config = SYNTHETIC if family is None else family_config(family)
+    sd = synthetic_state_dict(config)
+    name = "synthetic" if family is None else f"synthetic:{config.architecture}"
+    return LoadedModel(config, sd, name, "synthetic", fingerprint(sd), ByteTokenizer())
 
 
 def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
     """Map a transformers ``config.json`` onto ``ModelConfig``; refuse what the engine lacks."""
-    arch = str(data.get("model_type", "")).lower()
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise PvError(
-            f"{source}: unsupported architecture '{arch or '?'}'; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
-    rope_type = str(rope.get("rope_type", rope.get("type", "default")) or "default")
-    if rope_type != "default":
-        raise PvError(f"{source}: rope scaling '{rope_type}' is not supported by the engine")
-    if data.get("hidden_act", "silu") != "silu":
-        raise PvError(f"{source}: activation '{data.get('hidden_act')}' is not supported (silu only)")
+    from pv.capture.hf_config import config_from_hf as mapped
+
     try:
-        hidden = int(data["hidden_size"])
-        heads = int(data["num_attention_heads"])
-        theta = rope.get("rope_theta", data.get("rope_theta", 10000.0))
-        return ModelConfig(
-            architecture=arch,
-            vocab_size=int(data["vocab_size"]),
-            hidden_size=hidden,
-            intermediate_size=int(data["intermediate_size"]),
-            num_hidden_layers=int(data["num_hidden_layers"]),
-            num_attention_heads=heads,
-            num_key_value_heads=int(data.get("num_key_value_heads") or heads),
-            head_dim=int(data.get("head_dim") or hidden // heads),
-            rope_theta=float(theta),
-            rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
-            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
-            # Qwen2 always has q/k/v biases; Llama only when its config says so.
-            attention_bias=True if arch == "qwen2" else bool(data.get("attention_bias", False)),
-            max_position_embeddings=int(data.get("max_position_embeddings", 2048)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PvError(f"{source}: config.json lacks or garbles a field: {exc}") from None
+        return mapped(data, source)
+    except ConfigValueError as exc:  # an impossible value (zero heads, NaN theta): name the file
+        raise PvError(f"{source}: config.json: {exc}") from None
+    except ArithmeticError as exc:  # e.g. hidden_size // 0 heads, int(Infinity)
+        raise PvError(f"{source}: config.json holds an impossible value ({exc})") from None
+
+
+#: A transformers config.json is a few KiB; these bounds leave room for any real one.
+CONFIG_JSON_MAX_BYTES = 4 * 1024 * 1024
+CONFIG_JSON_MAX_DEPTH = 16
 
 
 def _read_config_json(directory: Path) -> dict[str, Any]:
@@ -208,6 +194,10 @@ def load_hf_directory(directory: Path) -> LoadedModel:
         sd.pop("lm_head.weight", None)
     check_state_dict(config, sd, str(directory))
     tokenizer = None
+    if config.family.moe:
+        from pv.capture.hf_config import stack_experts
+
+        sd = stack_experts(sd, config)
     if (directory / "tokenizer.json").is_file():
         tokenizer = HFTokenizer(directory / "tokenizer.json")
     return LoadedModel(config, sd, str(directory), "real", fingerprint(sd), tokenizer)
@@ -221,6 +211,10 @@ def model_config(spec: str) -> ModelConfig:
     if path.is_dir():
         return config_from_hf(_read_config_json(path), str(path))
     return load_model(spec).config
+    if spec.startswith("synthetic:"):
+        from pv.capture.synthetic import family_config
+
+        return family_config(spec.partition(":")[2])
 
 
 _CACHE: dict[tuple[str, float, int], LoadedModel] = {}
@@ -237,8 +231,11 @@ def load_model(spec: str | os.PathLike[str]) -> LoadedModel:
         return synthetic_model()
     path = Path(text)
     if not path.exists():
-        raise PvError(f"model '{text}' not found (use 'synthetic', a HF model directory or a .gguf file)")
+        raise PvError(f"model '{text}' not found (use 'synthetic', 'synthetic:FAMILY', a HF model directory "
+                      "or a .gguf file)")
     if path.is_dir():
+    if text.startswith("synthetic:"):
+        return synthetic_model(text.partition(":")[2])
         return load_hf_directory(path)
     if path.suffix.lower() == ".gguf":
         st = path.stat()

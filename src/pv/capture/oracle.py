@@ -1,16 +1,23 @@
-"""The reference: transformers' own Llama/Qwen2 modules, captured stage by stage.
+"""The reference: transformers' own modules for each registered family, captured stage by stage.
 
-``HFOracle`` builds ``LlamaForCausalLM`` or ``Qwen2ForCausalLM`` from a
-transformers config derived from the same ``ModelConfig`` and loads the same
-float32 state dict the engine runs, so a difference between the two captures is
-a difference in arithmetic, never in weights.
+``HFOracle`` builds the family's transformers class (``LlamaForCausalLM``,
+``Qwen3ForCausalLM``, ``Gemma3ForCausalLM``, ... as the architecture registry
+names it) from a transformers config derived from the same ``ModelConfig`` and
+loads the same float32 state dict the engine runs, so a difference between the
+two captures is a difference in arithmetic, never in weights.
+
+Half precision: the model is cast with ``.to(dtype)``, which would also cast
+the RoPE inverse-frequency buffers; the oracle puts them back in float32, as
+``from_pretrained(dtype=...)`` leaves them and as the engine keeps them, so the
+reference is "weights and activations in the dtype, RoPE frequencies in float32".
 
 How each stage is obtained (recorded per file as ``provenance`` and for the run
 under ``provenance`` in the manifest; ``docs/oracle.md`` explains why):
 
 - *Observed* values are tensors transformers itself computed and used: module
-  outputs seen by forward hooks (embedding, norms, projections, activation,
-  layer outputs, logits), module inputs seen by the same hooks
+  outputs seen by forward hooks (embedding, norms including q/k and sandwich
+  norms, projections, activation, the MoE router's logits, chosen experts and
+  weights, the MoE block's output, layer outputs, logits), module inputs seen by the same hooks
   (``post_attn_residual`` is the input of ``post_attention_layernorm``,
   ``ffn_swiglu`` the input of ``down_proj``), and the arguments and results of
   the attention function: queries/keys after RoPE (keys not repeated for GQA),
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pv.capture import arch
 from pv.capture.config import ModelConfig
 from pv.capture.models import LoadedModel
 from pv.errors import PvError, require
@@ -55,7 +63,7 @@ ATTN_IMPLEMENTATION = "pv_capture"
 OBSERVED = "observed"
 RECOMPUTED = "recomputed"
 
-HF_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
+HF_CLASSES = {f.name: (f.hf_config_class, f.hf_model_class) for f in arch.FAMILIES.values()}
 
 #: The capture that the attention function reports to; set only inside ``HFOracle._capturing``.
 _ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("pv_oracle_capture",
@@ -107,6 +115,8 @@ class _Capture:
     tap: Any
     prov: dict[str, str]
     has_bias: bool
+    #: transformers applies q/k norms to [B, NH, S, D] (Gemma 3) or [B, S, NH, D] (Qwen3).
+    heads_first: bool = False
     pending_silu: dict[int, Any] = field(default_factory=dict)
     qkv: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -188,7 +198,9 @@ class HFOracle:
         with _skipping_init():  # every parameter is overwritten by _load
             self.model = model_cls(self.hf_config)
         self._load(model.state_dict)
+        rope = {n: b.detach().clone() for n, b in self.model.named_buffers() if n.endswith("inv_freq")}
         self.model.to(device=self.device, dtype=self.dtype).eval()
+        self._restore_rope(rope)
         self.device_map = None
         if device_map is not None:
             self.device_map = dispatch(self.model, device_map, self.device, offload_dir)
@@ -263,11 +275,32 @@ class HFOracle:
         tensor: torch.Tensor = self.torch.tensor([ids], dtype=self.torch.long, device=self.device)
         return tensor
 
+    def _restore_rope(self, saved: dict[str, Any]) -> None:
+        """RoPE inverse frequencies back to float32 after a cast (see the module docstring).
+
+        With GGUF per-frequency divisors (``rope_freqs``) the global frequencies are
+        the file's: plain RoPE divided by them, as llama.cpp and the engine apply them.
+        """
+        factors = self.config.rope_freq_factors
+        for name, value in saved.items():
+            owner, _, attr = name.rpartition(".")
+            module = self.model.get_submodule(owner)
+            value = value.to(device=self.device, dtype=self.torch.float32)
+            if factors is not None and not attr.startswith("sliding"):
+                value = value / self.torch.tensor(factors, dtype=self.torch.float32, device=self.device)
+            setattr(module, attr, value)
+
     def _load(self, state_dict: Any) -> None:
         """Copy pv's float32 weights into the module; refuse anything that does not fit."""
         torch = self.torch
         tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
                    for k, v in state_dict.items()}
+        if self.config.family.moe:  # pv keeps gate and up apart; transformers fuses them
+            for layer in range(self.config.num_hidden_layers):
+                p = f"model.layers.{layer}.mlp.experts."
+                gate, up = tensors.pop(p + "gate_proj.weight"), tensors.pop(p + "up_proj.weight")
+                tensors[p + "gate_up_proj"] = torch.cat([gate, up], dim=1)
+                tensors[p + "down_proj"] = tensors.pop(p + "down_proj.weight")
         own = self.model.state_dict()
         # Modules transformers gives a bias the pv model does not have (Llama's o_proj
         # when attention_bias is set, Qwen2's q/k/v when the weights carry none) get zeros.
@@ -292,9 +325,13 @@ class HFOracle:
         if tap is None:
             yield
             return
-        capture = _Capture(tap, self.provenance, self.config.attention_bias)
-        if not self.config.attention_bias:
-            tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
+        capture = _Capture(tap, self.provenance, self.config.attention_bias,
+                           heads_first=self.config.family.name == "gemma3_text")
+        from pv import stages as stage_table
+
+        for st in stage_table.STAGES:
+            if st.requires and not stage_table.applies(st, self.config.features):
+                tap.not_applicable(st.name, f"the model has no {st.requires.replace('_', ' ')}")
         self._record_run(tap)
         handles: list[Any] = []
         token = _ACTIVE.set(capture)
@@ -326,10 +363,11 @@ class HFOracle:
         def add(module: Any, hook: Any) -> None:
             handles.append(module.register_forward_hook(hook))
 
+        roles = {role: name.rsplit(".", 1)[0] for role, name in self.config.family.roles(False).items()}
         add(base.embed_tokens, out_hook("embedding", 0))
         for i, layer in enumerate(base.layers):
             attn, mlp = layer.self_attn, layer.mlp
-            add(layer.input_layernorm, out_hook("attn_norm", i))
+            add(layer.get_submodule(roles["attn_norm"]), out_hook("attn_norm", i))
 
             def qkv_part(part: str, i: int = i, attn: Any = attn) -> Any:
                 def hook(module: Any, args: Any, output: Any) -> None:
@@ -351,59 +389,75 @@ class HFOracle:
             if cap.wants("qkv_matmul", i) or cap.wants("qkv_bias", i):
                 for part in "qkv":
                     add(getattr(attn, f"{part}_proj"), qkv_part(part))
-            add(attn.o_proj, out_hook("attn_out", i))
 
-            def post_attn(module: Any, args: Any, output: Any, i: int = i) -> None:
+            def head_norm(stage: str, i: int = i) -> Any:
+                def hook(module: Any, args: Any, output: Any) -> None:
+                    # [B, NH, S, D] (Gemma 3) or [B, S, NH, D] (Qwen3) -> [S, NH, D]
+                    cap.emit(stage, i, output[0].transpose(0, 1) if cap.heads_first else output[0])
+                return hook
+
+            if "q_norm" in roles:
+                add(layer.get_submodule(roles["q_norm"]), head_norm("q_norm"))
+                add(layer.get_submodule(roles["k_norm"]), head_norm("k_norm"))
+            add(attn.o_proj, out_hook("attn_out", i))
+            if "post_attn_norm" in roles:
+                add(layer.get_submodule(roles["post_attn_norm"]), out_hook("post_attn_norm", i))
+
+            def pre_ffn(module: Any, args: Any, output: Any, i: int = i) -> None:
                 cap.emit("post_attn_residual", i, args[0][0])
                 cap.emit("ffn_norm", i, output[0])
 
-            add(layer.post_attention_layernorm, post_attn)
-            add(mlp.gate_proj, out_hook("ffn_gate", i))
-
-            def silu(module: Any, args: Any, output: Any, i: int = i) -> None:
-                cap.pending_silu[i] = output[0]  # emitted after ffn_up, in computation order
-
-            def up(module: Any, args: Any, output: Any, i: int = i) -> None:
-                cap.emit("ffn_up", i, output[0])
-                if i in cap.pending_silu:
-                    cap.emit("ffn_silu", i, cap.pending_silu.pop(i))
-
-            add(mlp.act_fn, silu)
-            add(mlp.up_proj, up)
-
-            def down(module: Any, args: Any, output: Any, i: int = i) -> None:
-                cap.emit("ffn_swiglu", i, args[0][0])
-                cap.emit("ffn_out", i, output[0])
-
-            add(mlp.down_proj, down)
+            add(layer.get_submodule(roles["ffn_norm"]), pre_ffn)
+            if "router" in roles:
+                self._install_moe(cap, add, layer, i)
+            else:
+                self._install_mlp(cap, add, mlp, i)
+            if "post_ffn_norm" in roles:
+                add(layer.get_submodule(roles["post_ffn_norm"]), out_hook("post_ffn_norm", i))
             add(layer, out_hook("post_ffn_residual", i))
         add(base.norm, out_hook("final_norm", None))
         add(self.model.lm_head, out_hook("lm_head", None))
 
+    @staticmethod
+    def _install_mlp(cap: _Capture, add: Any, mlp: Any, i: int) -> None:
+        def out_hook(stage: str) -> Any:
+            def hook(module: Any, args: Any, output: Any) -> None:
+                cap.emit(stage, i, _first(output)[0])
+            return hook
 
-def dispatch(model: Any, device_map: Any, main_device: Any, offload_dir: str | None) -> dict[str, Any]:
-    """Spread or offload the oracle with accelerate, as ``from_pretrained(device_map=...)`` does.
+        add(mlp.gate_proj, out_hook("ffn_gate"))
 
-    ``device_map`` is ``"auto"`` or ``{module name: device}`` where a device is
-    ``"cpu"``, ``"disk"``, ``"cuda:N"`` or an index; modules on ``"cpu"`` (when
-    the main device is a GPU) or ``"disk"`` keep their weights off the main
-    device and accelerate's hooks bring them in for each forward. Hooks pv adds
-    for capture see the same module outputs, so captures stay comparable.
-    """
-    accelerate = require("accelerate")
-    if device_map == "auto":
-        device_map = accelerate.infer_auto_device_map(model)
-    if not isinstance(device_map, dict) or not device_map:
-        raise PvError("device_map must be 'auto' or a non-empty mapping of module name -> device")
-    names = {n for n, _ in model.named_modules()}
-    unknown = [k for k in device_map if k not in names]
-    if unknown:
-        raise PvError(f"device_map: no module named '{unknown[0]}' (e.g. model.layers.0, lm_head)")
-    if "disk" in device_map.values() and offload_dir is None:
-        raise PvError("device_map puts modules on 'disk': give an offload directory")
-    accelerate.dispatch_model(model, device_map=device_map, main_device=str(main_device),
-                              offload_dir=offload_dir)
-    return dict(device_map)
+        def act(module: Any, args: Any, output: Any) -> None:
+            cap.pending_silu[i] = output[0]  # emitted after ffn_up, in computation order
+
+        def up(module: Any, args: Any, output: Any) -> None:
+            cap.emit("ffn_up", i, output[0])
+            if i in cap.pending_silu:
+                cap.emit("ffn_silu", i, cap.pending_silu.pop(i))
+
+        add(mlp.act_fn, act)
+        add(mlp.up_proj, up)
+
+        def down(module: Any, args: Any, output: Any) -> None:
+            cap.emit("ffn_swiglu", i, args[0][0])
+            cap.emit("ffn_out", i, output[0])
+
+        add(mlp.down_proj, down)
+
+    @staticmethod
+    def _install_moe(cap: _Capture, add: Any, layer: Any, i: int) -> None:
+        def router(module: Any, args: Any, output: Any) -> None:
+            logits, weights, chosen = output  # [S, E], [S, K], [S, K]: batch and sequence flattened
+            cap.emit("router_logits", i, logits)
+            if cap.wants("moe_experts", i):
+                cap.emit("moe_experts", i, chosen.float())
+            cap.emit("moe_weights", i, weights)
+
+        def block(module: Any, args: Any, output: Any) -> None:
+            cap.emit("moe_out", i, _first(output)[0])
+
+        add(layer.mlp.gate, router)
+        add(layer.mlp, block)
 
 
 def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
@@ -417,6 +471,10 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
     if cfg.architecture not in HF_CLASSES:
         raise PvError(f"the transformers oracle has no class for architecture '{cfg.architecture}'")
     config_cls = getattr(transformers, HF_CLASSES[cfg.architecture][0])
+    family = cfg.family
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": float(cfg.rope_theta)}
+    if cfg.rope_scaling is not None:
+        rope.update(cfg.rope_scaling)
     kwargs: dict[str, Any] = {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -429,20 +487,38 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
         "rms_norm_eps": cfg.rms_norm_eps,
         "max_position_embeddings": cfg.max_position_embeddings,
         "tie_word_embeddings": cfg.tie_word_embeddings,
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        "rope_parameters": rope,
         "bos_token_id": None,
         "eos_token_id": None,
         "pad_token_id": None,
         "use_cache": True,
     }
-    if cfg.architecture == "llama":
+    if family.name in ("llama", "mistral", "qwen3", "qwen3_moe"):
         kwargs["attention_bias"] = cfg.attention_bias
+    if family.name == "llama":
         kwargs["mlp_bias"] = False
-    else:
+    if family.name == "mistral":
+        kwargs["sliding_window"] = cfg.sliding_window
+    if family.name in ("qwen2", "qwen3", "qwen3_moe"):
         kwargs["use_sliding_window"] = False
+    if family.moe:
+        kwargs.update(num_experts=cfg.num_experts, num_experts_per_tok=cfg.num_experts_per_tok,
+                      moe_intermediate_size=cfg.moe_intermediate_size, norm_topk_prob=cfg.norm_topk_prob,
+                      decoder_sparse_step=1, mlp_only_layers=[], output_router_logits=False)
+    if family.name == "gemma3_text":
+        del kwargs["hidden_act"]
+        local = {"rope_type": "default", "rope_theta": float(cfg.rope_local_theta or cfg.rope_theta)}
+        kwargs.update(
+            hidden_activation="gelu_pytorch_tanh", sliding_window=cfg.sliding_window,
+            layer_types=list(cfg.layer_types) or None, query_pre_attn_scalar=int(cfg.query_pre_attn_scalar or cfg.head_dim),
+            final_logit_softcapping=None, attn_logit_softcapping=None, attention_bias=cfg.attention_bias,
+            rope_parameters={"full_attention": rope, "sliding_attention": local},
+        )
     config = config_cls(**kwargs)
-    theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
-    if theta is None:  # transformers before rope_parameters: the flat field
+    params = getattr(config, "rope_parameters", None) or {}
+    if params.get("rope_theta") is None and family.name != "gemma3_text":  # before rope_parameters
         config.rope_theta = float(cfg.rope_theta)
     config._attn_implementation = ATTN_IMPLEMENTATION
+    if family.moe:  # the reference: transformers' per-expert loop, not a grouped kernel
+        config._experts_implementation = "eager"
     return config

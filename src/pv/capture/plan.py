@@ -54,11 +54,16 @@ class CapturePlan:
             return True
         return layer in self.layers
 
-    def expected(self, n_layers: int) -> list[tuple[str, int | None]]:
-        """Every (stage, layer) the plan asks of a model with ``n_layers`` layers, in order."""
+    def expected(self, n_layers: int, features: dict[str, bool] | None = None) -> list[tuple[str, int | None]]:
+        """Every (stage, layer) the plan asks of a model with ``n_layers`` layers, in order.
+
+        With ``features`` (``ModelConfig.features``), stages the model does not have are left out.
+        """
         layers = tuple(range(n_layers)) if self.layers is None else self.layers
         out: list[tuple[str, int | None]] = []
         for st in self.stages:
+            if features is not None and not stage_table.applies(st, features):
+                continue
             if st.name == "embedding":
                 out.append((st.name, 0))
             elif st.whole_model:
@@ -125,6 +130,7 @@ class Tap:
             raise PvError(f"stage {stage} layer {layer} was captured twice in one forward")
         self.fired.add(key)
         meta.setdefault("dtype_captured", self.dtype_captured or str(tensor.dtype).replace("torch.", ""))
+        meta.setdefault("device_captured", str(tensor.device))
         meta.setdefault("provenance", "observed")
         if tensor.device.type == "cuda":
             host, done = self._copy_cuda(tensor)

@@ -10,43 +10,104 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import replace
+
 from pv.capture.config import SYNTHETIC, ModelConfig
+from pv.errors import PvError
 
 SEED = 20260501
 
+#: Small configs in each registered family's real shape, for ``synthetic:FAMILY``.
+#: Windows are short (4 keys) and layer patterns short (every 3rd layer global) so
+#: that a prompt of a dozen tokens exercises them; Llama carries llama3 RoPE
+#: scaling with a short original context so every frequency band is hit.
+_BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=10000.0,
+             rms_norm_eps=1e-6, max_position_embeddings=512)
+FAMILY_CONFIGS: dict[str, ModelConfig] = {
+    "qwen2": SYNTHETIC,
+    "llama": ModelConfig(architecture="llama", tie_word_embeddings=True, **_BASE,  # type: ignore[arg-type]
+                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    "mistral": ModelConfig(architecture="mistral", sliding_window=4, **_BASE),  # type: ignore[arg-type]
+    "qwen3": ModelConfig(architecture="qwen3", tie_word_embeddings=True, **_BASE),  # type: ignore[arg-type]
+    "qwen3_moe": ModelConfig(architecture="qwen3_moe", num_experts=4, num_experts_per_tok=2,
+                             moe_intermediate_size=48, **_BASE),  # type: ignore[arg-type]
+    "gemma3_text": replace(
+        ModelConfig(architecture="gemma3_text", tie_word_embeddings=True, **_BASE),  # type: ignore[arg-type]
+        num_hidden_layers=6, hidden_act="gelu_tanh", sliding_window=4, rope_theta=1_000_000.0,
+        rope_local_theta=10000.0, query_pre_attn_scalar=24.0, num_key_value_heads=1,
+        layer_types=("sliding_attention", "sliding_attention", "full_attention") * 2),
+}
+
+
+def family_config(name: str) -> ModelConfig:
+    """The small config of ``synthetic:FAMILY`` (family names or ``model_type`` aliases)."""
+    from pv.capture import arch
+
+    try:
+        family = arch.get(name)
+    except PvError:
+        raise PvError(f"unknown synthetic family '{name}'; choose one of {', '.join(FAMILY_CONFIGS)}") from None
+    return FAMILY_CONFIGS[family.name]
+
 
 def synthetic_state_dict(config: ModelConfig = SYNTHETIC, seed: int = SEED) -> dict[str, np.ndarray]:
-    """Hugging Face-named float32 weights for ``config``."""
+    """Hugging Face-named float32 weights for ``config`` (any registered family)."""
     rng = np.random.Generator(np.random.PCG64(seed))
-    h, i = config.hidden_size, config.intermediate_size
+    h, i, d = config.hidden_size, config.intermediate_size, config.head_dim
     q_out = config.num_attention_heads * config.head_dim
     kv_out = config.num_key_value_heads * config.head_dim
+    family = config.family
+    roles = family.roles(config.attention_bias)
 
     def linear(out: int, fan_in: int, gain: float = 1.0) -> np.ndarray:
         weights: np.ndarray = rng.standard_normal((out, fan_in)) * gain / np.sqrt(fan_in)
         return weights.astype(np.float32)
 
     def norm(n: int) -> np.ndarray:
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+        # Gemma's weights are offsets from 1: its norms multiply by (1 + w).
+        centre = 0.0 if family.norm_offset else 1.0
+        return (centre + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
+    def experts(e: int, out: int, fan_in: int, gain: float = 1.0) -> np.ndarray:
+        return np.stack([linear(out, fan_in, gain) for _ in range(e)])
+
+    e, mi = config.num_experts, config.moe_intermediate_size
+    # Draw order is fixed per role; the roles of the original Qwen2 model come in
+    # the order they always had, so its weights (and fingerprint) never change.
+    makers = {
+        "attn_norm": lambda: norm(h),
+        "q": lambda: linear(q_out, h, 2.0),
+        "k": lambda: linear(kv_out, h, 2.0),
+        "v": lambda: linear(kv_out, h),
+        "q_bias": lambda: (0.1 * rng.standard_normal(q_out)).astype(np.float32),
+        "k_bias": lambda: (0.1 * rng.standard_normal(kv_out)).astype(np.float32),
+        "v_bias": lambda: (0.1 * rng.standard_normal(kv_out)).astype(np.float32),
+        "q_norm": lambda: norm(d),
+        "k_norm": lambda: norm(d),
+        "o": lambda: linear(h, q_out, 0.5),
+        "post_attn_norm": lambda: norm(h),
+        "ffn_norm": lambda: norm(h),
+        "gate": lambda: linear(i, h),
+        "up": lambda: linear(i, h),
+        "down": lambda: linear(h, i, 0.5),
+        "router": lambda: linear(e, h, 4.0),
+        "experts_gate": lambda: experts(e, mi, h),
+        "experts_up": lambda: experts(e, mi, h),
+        "experts_down": lambda: experts(e, h, mi, 0.5),
+        "post_ffn_norm": lambda: norm(h),
+    }
     sd: dict[str, np.ndarray] = {
         "model.embed_tokens.weight": rng.standard_normal((config.vocab_size, h)).astype(np.float32)
     }
+    if family.embed_scale:  # the model multiplies by sqrt(H): keep the residual stream O(1)
+        sd["model.embed_tokens.weight"] /= np.float32(np.sqrt(h))
     for layer in range(config.num_hidden_layers):
         p = f"model.layers.{layer}."
-        sd[p + "input_layernorm.weight"] = norm(h)
-        sd[p + "self_attn.q_proj.weight"] = linear(q_out, h, 2.0)
-        sd[p + "self_attn.k_proj.weight"] = linear(kv_out, h, 2.0)
-        sd[p + "self_attn.v_proj.weight"] = linear(kv_out, h)
-        if config.attention_bias:
-            sd[p + "self_attn.q_proj.bias"] = (0.1 * rng.standard_normal(q_out)).astype(np.float32)
-            sd[p + "self_attn.k_proj.bias"] = (0.1 * rng.standard_normal(kv_out)).astype(np.float32)
-            sd[p + "self_attn.v_proj.bias"] = (0.1 * rng.standard_normal(kv_out)).astype(np.float32)
-        sd[p + "self_attn.o_proj.weight"] = linear(h, q_out, 0.5)
-        sd[p + "post_attention_layernorm.weight"] = norm(h)
-        sd[p + "mlp.gate_proj.weight"] = linear(i, h)
-        sd[p + "mlp.up_proj.weight"] = linear(i, h)
-        sd[p + "mlp.down_proj.weight"] = linear(h, i, 0.5)
+        for role, make in makers.items():
+            if role in roles:
+                sd[p + roles[role]] = make()
     sd["model.norm.weight"] = norm(h)
     if not config.tie_word_embeddings:
         sd["lm_head.weight"] = linear(config.vocab_size, h)

@@ -1,0 +1,156 @@
+"""The architecture registry: one row per model family pv runs.
+
+A ``Family`` says everything about a decoder family that is data rather than
+arithmetic: how its Hugging Face ``config.json`` and its GGUF metadata map onto
+``ModelConfig``, what its weights are called (Hugging Face names, llama.cpp
+names), which optional stages it has (q/k norms, sandwich norms, a MoE block),
+its norm convention, its activation, its attention mask policy and the
+transformers classes the oracle builds. Engine, oracle, loaders, synthetic
+weights and the fault catalogue all read this table; adding a family is one
+``Family`` row here, plus engine code only where it computes something new.
+
+Weight roles (the keys of ``Family.layer_weights``) name what a tensor does;
+each maps to the Hugging Face parameter name inside ``model.layers.N.``:
+
+``attn_norm``, ``q``, ``k``, ``v``, ``o`` (and ``q_bias``/``k_bias``/``v_bias``),
+``q_norm``, ``k_norm``, ``post_attn_norm``, ``ffn_norm``, ``post_ffn_norm``,
+``gate``, ``up``, ``down`` (dense MLP), ``router``, ``experts_gate``,
+``experts_up``, ``experts_down`` (MoE: stacked ``[E, ...]`` tensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pv.errors import PvError
+
+#: Mask kinds: every layer causal; every layer causal within a window; a per-layer
+#: pattern of windowed ("sliding_attention") and full ("full_attention") layers.
+MASKS = ("causal", "sliding_window", "layer_pattern")
+
+#: Activations the engine implements: "silu" (SwiGLU) and "gelu_tanh" (GeGLU).
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh",
+               "gelu_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+
+#: RoPE scaling types the engine implements beside plain RoPE.
+ROPE_TYPES = ("default", "linear", "llama3")
+
+_DENSE = {"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+_MOE = {"router": "mlp.gate", "experts_gate": "mlp.experts.gate_proj",
+        "experts_up": "mlp.experts.up_proj", "experts_down": "mlp.experts.down_proj"}
+_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+         "o": "self_attn.o_proj"}
+_LLAMA_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+_QK_NORMS = {"q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm"}
+_GEMMA_NORMS = {"attn_norm": "input_layernorm", "post_attn_norm": "post_attention_layernorm",
+                "ffn_norm": "pre_feedforward_layernorm", "post_ffn_norm": "post_feedforward_layernorm"}
+
+#: llama.cpp block tensor name -> weight role (the same in every family).
+GGUF_BLOCK_ROLES: dict[str, str] = {
+    "attn_norm": "attn_norm", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o",
+    "attn_q_norm": "q_norm", "attn_k_norm": "k_norm", "post_attention_norm": "post_attn_norm",
+    "ffn_norm": "ffn_norm", "post_ffw_norm": "post_ffn_norm", "ffn_gate": "gate", "ffn_up": "up",
+    "ffn_down": "down", "ffn_gate_inp": "router", "ffn_gate_exps": "experts_gate",
+    "ffn_up_exps": "experts_up", "ffn_down_exps": "experts_down",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One decoder family; see the module docstring."""
+
+    name: str
+    hf_config_class: str
+    hf_model_class: str
+    #: ``general.architecture`` of its GGUF files, or None when pv reads none.
+    gguf_arch: str | None
+    #: "always" (Qwen2), "config" (``attention_bias``), "never".
+    qkv_bias: str = "config"
+    qk_norm: bool = False
+    sandwich_norm: bool = False
+    moe: bool = False
+    #: RMSNorm weight convention: ``w * x`` or ``(1 + w) * x`` (Gemma).
+    norm_offset: bool = False
+    #: Embedding rows multiplied by sqrt(hidden_size) (Gemma).
+    embed_scale: bool = False
+    activation: str = "silu"
+    mask: str = "causal"
+    #: llama.cpp stores Q/K rows permuted for its RoPE (Llama, Mistral).
+    gguf_permuted_qk: bool = False
+    #: llama.cpp adds 1 to Gemma's norm weights when converting.
+    gguf_norm_shift: float = 0.0
+    layer_weights: Mapping[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+    def features(self, attention_bias: bool) -> dict[str, bool]:
+        """Conditions that switch optional stages on (``pv.stages.Stage.requires``)."""
+        return {"qkv_bias": attention_bias, "qk_norm": self.qk_norm,
+                "sandwich_norm": self.sandwich_norm, "moe": self.moe, "dense_ffn": not self.moe}
+
+    def roles(self, attention_bias: bool) -> dict[str, str]:
+        """Weight role -> Hugging Face name suffix of ``.weight``/``.bias`` inside a layer."""
+        out = {role: name + ".weight" for role, name in self.layer_weights.items()}
+        if attention_bias:
+            for x in "qkv":
+                out[f"{x}_bias"] = self.layer_weights[x] + ".bias"
+        return out
+
+
+def _weights(*parts: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in parts:
+        out.update(part)
+    return out
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("llama", "LlamaConfig", "LlamaForCausalLM", "llama", gguf_permuted_qk=True,
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               doc="Llama 2/3.x: RMSNorm, SwiGLU, GQA, optional llama3/linear RoPE scaling"),
+        Family("mistral", "MistralConfig", "MistralForCausalLM", None, mask="sliding_window",
+               gguf_permuted_qk=True, layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               doc="Mistral: Llama's layer with a sliding-window mask on every layer"),
+        Family("qwen2", "Qwen2Config", "Qwen2ForCausalLM", "qwen2", qkv_bias="always",
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               doc="Qwen2/2.5: Llama's layer with q/k/v biases"),
+        Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", "qwen3", qkv_bias="never", qk_norm=True,
+               layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _DENSE),
+               doc="Qwen3: per-head RMSNorm of q and k before RoPE, no biases"),
+        Family("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen3moe", qkv_bias="never",
+               qk_norm=True, moe=True, layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _MOE),
+               doc="Qwen3-MoE: Qwen3 attention, top-k routed SwiGLU experts (softmax, renormalised)"),
+        Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3", qkv_bias="never",
+               qk_norm=True, sandwich_norm=True, norm_offset=True, embed_scale=True,
+               activation="gelu_tanh", mask="layer_pattern", gguf_norm_shift=1.0,
+               layer_weights=_weights(_GEMMA_NORMS, _QK_NORMS, _ATTN, _DENSE),
+               doc="Gemma 3: GeGLU, sandwich (1 + w) norms, q/k norms, scaled embedding, "
+                   "local sliding-window layers between global ones, two RoPE bases"),
+    )
+}
+
+#: ``config.json`` ``model_type`` values that name a registered family.
+MODEL_TYPES: dict[str, str] = {"gemma3": "gemma3_text", **{name: name for name in FAMILIES}}
+
+
+def names() -> str:
+    return ", ".join(FAMILIES)
+
+
+def get(name: str, source: str = "") -> Family:
+    """The family for a ``model_type`` or architecture name; a clear error for anything else."""
+    key = MODEL_TYPES.get(str(name).strip().lower())
+    if key is None:
+        where = f"{source}: " if source else ""
+        raise PvError(f"{where}unsupported architecture '{name or '?'}'; supported: {names()}")
+    return FAMILIES[key]
+
+
+def by_gguf_arch(arch: str, source: str = "") -> Family:
+    for family in FAMILIES.values():
+        if family.gguf_arch == arch:
+            return family
+    gguf_archs = ", ".join(f.gguf_arch for f in FAMILIES.values() if f.gguf_arch)
+    raise PvError(f"{source}: unsupported architecture '{arch}'; pv runs {gguf_archs}")
