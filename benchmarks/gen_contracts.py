@@ -10,8 +10,11 @@ benchmark measures the path every clean CI run takes.
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
+
+import yaml
 
 OPS = ["softmax", "rmsnorm", "rope", "matmul", "silu", "swiglu", "gelu", "layernorm",
        "attention", "embedding", "argmax", "topk", "dequant", "kv-cache", "sampler"]
@@ -121,6 +124,46 @@ def generate(folder: Path, count: int, low: int = 10_000, high: int = 15_000) ->
         target = low + 400 + (i * 7919) % (high - low - 1200)
         path = folder / f"bench-{i:05d}-v1.yaml"
         path.write_text(contract_text(i, target), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _ids(text: str) -> list[str]:
+    """Falsifier ids and the contract id written in one contract, longest first."""
+    data = yaml.load(text, Loader=yaml.CSafeLoader)
+    found: set[str] = set()
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("id"), str):
+        found.add(meta["id"])
+    tests = data.get("falsification_tests") if isinstance(data, dict) else None
+    for test in tests if isinstance(tests, list) else []:
+        if isinstance(test, dict) and isinstance(test.get("id"), str):
+            found.add(test["id"])
+    return sorted(found, key=len, reverse=True)
+
+
+def copy_corpus(source: Path, folder: Path, count: int, unique_ids: bool) -> list[Path]:
+    """``count`` real-shaped contracts: the files of ``source``, copied round-robin.
+
+    ``unique_ids``: each copy's falsifier and contract ids get a ``-C<copy>``
+    suffix (a large repository written by many hands); otherwise ids repeat across
+    copies, so every copy after the first has a PV015/PV024 finding per id, the
+    worst case for set-level findings.
+    """
+    originals = sorted(source.glob("*.yaml"))
+    if not originals:
+        raise SystemExit(f"{source}: no *.yaml contracts to copy")
+    texts = [(p.stem, p.read_text(encoding="utf-8")) for p in originals]
+    ids = [_ids(text) for _, text in texts]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        stem, text = texts[i % len(texts)]
+        if unique_ids:
+            pattern = re.compile("|".join(re.escape(x) for x in ids[i % len(texts)]) or "(?!)")
+            text = pattern.sub(lambda m, i=i: f"{m.group(0)}-C{i:05d}", text)  # type: ignore[misc]
+        path = folder / f"{stem}-c{i:05d}.yaml"
+        path.write_text(text, encoding="utf-8")
         paths.append(path)
     return paths
 

@@ -34,14 +34,24 @@ _LOADER_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: Collections nested deeper than this are refused: libyaml's composer recurses in C
 #: and a few tens of thousands of levels crash the interpreter. Real contracts nest ~10.
 MAX_DEPTH = 512
-#: An anchor (``&name``) where a node may start; without one no alias can exist.
-_ANCHOR_RE = re.compile(r"(?:^|[\s\[{,:])&[^\s\[\]{},]")
-#: Nesting depth is at most (flow brackets) + (deepest indentation) + (compact ``- ``
-#: and ``? `` indicators, which nest on one line) + 1. With each below 128 it cannot
-#: reach MAX_DEPTH (3 * 127 + 1 < 512), so the event scan is skipped. All three are
-#: C-speed counts; ordinary contracts are far below them.
-_SCAN_BOUND = 128
-_DEEP_INDENT = "\n" + " " * _SCAN_BOUND
+#: An anchor (``&name``) or an alias (``*name``): the indicator and a name character.
+#: Either counts only where a node may start (see ``_at_node_start``); ``&mut`` in
+#: a Rust formula or ``**bold**`` in prose does not. Without both, no alias bomb and
+#: no recursive structure can exist.
+_ANCHOR_RE = re.compile(r"&[^\s\[\]{},]")
+_ALIAS_RE = re.compile(r"\*[^\s\[\]{},]")
+#: Nesting depth is bounded by what the text can express. A block collection nested
+#: in another starts at a greater column, which comes from a line's indentation or
+#: from a compact indicator that follows another on the same line (``- - x``,
+#: ``? - x``); a zero-indented list under a key shares its parent's column, so each
+#: column holds at most two levels; flow brackets add one each. Depth is at most
+#: brackets + 2 * (indentation + indicator pairs + 1): with brackets under 96,
+#: indentation under 64 and pairs under 64 that is under 512 (MAX_DEPTH), so the
+#: event scan is skipped. Ordinary contracts are far below all three.
+_SCAN_BOUND = 96
+_DEEP_INDENT = "\n" + " " * 64
+_PAIR_BOUND = 64
+_COMPACT_PAIR = re.compile(r"[-?][ \t]+[-?](?:[ \t]|$)", re.MULTILINE)
 
 
 class _Loader(_LOADER_BASE):  # type: ignore[misc]
@@ -163,6 +173,26 @@ class Document:
             self._index[id(node)] = index
         return index
 
+    def item_keys(self, section: str, key: str) -> dict[int, tuple[int, int]]:
+        """index -> 1-based (line, column) of ``key`` in each mapping item of the list ``section``.
+
+        One pass over the section, for set-level rules that may point at every item.
+        """
+        top = self._root
+        found: dict[int, tuple[int, int]] = {}
+        if not isinstance(top, yaml.MappingNode):
+            return found
+        hit = self._keys(top).get(section)
+        if hit is None or not isinstance(hit[1], yaml.SequenceNode):
+            return found
+        for i, item in enumerate(hit[1].value):
+            if isinstance(item, yaml.MappingNode):
+                for key_node, _ in item.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                        found[i] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                        break
+        return found
+
     def locate(self, path: KeyPath) -> tuple[int, int]:
         """1-based (line, column) of the deepest key or item of ``path`` present in the file.
 
@@ -232,14 +262,35 @@ def _position(mark: Any) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
+def _at_node_start(pattern: re.Pattern[str], text: str) -> bool:
+    """Does ``pattern`` match where a YAML node may start: at a line's indentation,
+    after ``: ``, ``- ``, ``? ``, or after a flow ``[``, ``{``, ``,``?
+
+    A plain C-speed search finds the candidates; only those are looked at.
+    """
+    for match in pattern.finditer(text):
+        before = text[max(0, match.start() - 64):match.start()]
+        stripped = before.rstrip(" \t")
+        if not stripped or stripped[-1] in "\n[{,":
+            return True
+        if stripped[-1] in ":-?" and len(stripped) < len(before):
+            return True
+    return False
+
+
 def _may_be_hostile(text: str) -> bool:
     """Cheap test: could this text hold an alias, or nest past MAX_DEPTH?"""
-    if "&" in text and _ANCHOR_RE.search(text):
+    if "&" in text and "*" in text and _at_node_start(_ANCHOR_RE, text) \
+            and _at_node_start(_ALIAS_RE, text):
         return True
     if text.count("[") + text.count("{") >= _SCAN_BOUND or _DEEP_INDENT in text:
         return True
-    compact = text.count("- ") + text.count("-\t") + text.count("? ") + text.count("?\t")
-    return compact >= _SCAN_BOUND
+    pairs = 0
+    for _ in _COMPACT_PAIR.finditer(text):
+        pairs += 1
+        if pairs >= _PAIR_BOUND:
+            return True
+    return False
 
 
 def _check_structure(path: Path, text: str) -> None:
@@ -313,6 +364,9 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
         refused = problem.startswith("tag ")
         return _fail(path, "PV008" if refused else "PV004",
                      problem if refused else f"invalid YAML value: {problem}", line, col)
+    if isinstance(exc, yaml.constructor.ConstructorError) and "unhashable" in problem:
+        return _fail(path, "PV004", "invalid YAML: a mapping key is a list or a mapping",
+                     line, col)
     if isinstance(exc, yaml.constructor.ConstructorError):
         tag = re.search(r"tag '([^']*)'", problem)
         name = tag.group(1) if tag else "?"
@@ -331,6 +385,65 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
     return _fail(path, "PV004", f"invalid YAML: {detail}", line, col)
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Fallback(Exception):
+    """A merge key: PyYAML's own constructor knows how to flatten it."""
+
+
+def _construct(loader: Any, root: yaml.Node) -> Any:
+    """Plain data from the composed tree: what ``construct_document`` returns, faster.
+
+    PyYAML's constructor pays a generator and several dispatches per node; this
+    walk builds plain strings, dicts and lists directly and hands every other
+    tag (numbers, booleans, nulls, refused tags, ``!!str`` on a collection) to the
+    loader's constructors, so values and errors are the same. Shared nodes
+    (aliases) stay shared, as with PyYAML. A file with merge keys (``<<``) is
+    built by PyYAML's constructor instead. Depth is bounded by the structure
+    check, far below the interpreter's recursion limit.
+    """
+    memo: dict[int, Any] = {}
+
+    def build(node: yaml.Node) -> Any:
+        done = memo.get(id(node), memo)
+        if done is not memo:
+            return done
+        tag = node.tag
+        if tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value
+        if tag == _MAP and isinstance(node, yaml.MappingNode):
+            mapping: dict[Any, Any] = {}
+            memo[id(node)] = mapping
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:
+                    raise _Fallback
+                key = build(key_node)
+                try:
+                    mapping[key] = build(value_node)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found unhashable key", key_node.start_mark) from None
+            return mapping
+        if tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            memo[id(node)] = items
+            items.extend(build(item) for item in node.value)
+            return items
+        value = loader.construct_object(node, deep=True)
+        memo[id(node)] = value
+        return value
+
+    try:
+        return build(root)
+    except _Fallback:
+        return loader.construct_document(root)
+
+
 def parse_text(path: Path, text: str) -> Document:
     """Parse already-decoded text as one contract document (see ``load_document``)."""
     _check_structure(path, text)
@@ -338,7 +451,7 @@ def parse_text(path: Path, text: str) -> Document:
     try:
         # What yaml.load does, keeping the composed tree for locating findings.
         root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        data = _construct(loader, root) if root is not None else None
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     except (RecursionError, MemoryError):

@@ -9,6 +9,7 @@ this module is what they share, so none imports another.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,7 +52,15 @@ class Rule:
 
 def close_match(word: str, known: tuple[str, ...] | frozenset[str] | set[str],
                 cutoff: float = 0.75) -> str | None:
-    hits = difflib.get_close_matches(word, sorted(known), n=1, cutoff=cutoff)
+    """The known word closest to ``word`` (difflib ratio >= cutoff), or None."""
+    return _close_match(word, tuple(sorted(known)), cutoff)
+
+
+@functools.lru_cache(maxsize=4096)
+def _close_match(word: str, known: tuple[str, ...], cutoff: float) -> str | None:
+    # Cached: the same custom keys (kernel_structure, simd_dispatch, ...) recur in
+    # every contract of a repository, and difflib is the costliest part of a rule.
+    hits = difflib.get_close_matches(word, known, n=1, cutoff=cutoff)
     return hits[0] if hits else None
 
 

@@ -126,12 +126,14 @@ def _summary(doc: Document, ctx: RuleContext, errors: int) -> ContractSummary:
     status = meta.get("status") if isinstance(meta, dict) else None
     falsifiers: list[tuple[str, str | None]] = []
     falsifier_at: list[Located] = []
+    id_marks = doc.item_keys("falsification_tests", "id")
     for i, test in rulebase.falsifiers(doc):
         fid = test.get("id")
         if isinstance(fid, str):
             falsifiers.append((fid, test.get("status") if isinstance(test.get("status"), str)
                                else None))
-            falsifier_at.append(_at(doc, ("falsification_tests", i, "id")))
+            line, col = id_marks.get(i) or doc.locate(("falsification_tests", i, "id"))
+            falsifier_at.append((("falsification_tests", i, "id"), line, col))
     deps = meta.get("depends_on") if isinstance(meta, dict) else None
     depends_on = tuple((dep, _at(doc, ("metadata", "depends_on", i)))
                        for i, dep in enumerate(deps if isinstance(deps, list) else [])
