@@ -285,9 +285,7 @@ def _may_be_hostile(text: str) -> bool:
         return True
     if text.count("[") + text.count("{") >= _SCAN_BOUND or _DEEP_INDENT in text:
         return True
-    pairs = 0
-    for _ in _COMPACT_PAIR.finditer(text):
-        pairs += 1
+    for pairs, _ in enumerate(_COMPACT_PAIR.finditer(text), 1):
         if pairs >= _PAIR_BOUND:
             return True
     return False
