@@ -28,7 +28,7 @@ from pv import stages as stage_table
 from pv.capture import aprt
 from pv.capture.config import ModelConfig
 from pv.capture.engine import DTYPES, resolve_device
-from pv.capture.faults import FaultSpec, check_fault, parse_fault
+from pv.capture.faults import FaultSpec, check_fault
 from pv.capture.models import LoadedModel, load_model, model_config
 from pv.capture.plan import CapturePlan, Tap, stage_keys
 from pv.errors import PvError
@@ -157,7 +157,9 @@ def make_plan(
 
         spec: Any = check_plan(model, device, dtype_name, fault, config.num_hidden_layers)
     else:
-        spec = parse_fault(fault) if isinstance(fault, str) else fault
+        from pv.capture.kvcache import parse_any_fault  # prefill and decode-only faults
+
+        spec = parse_any_fault(fault) if isinstance(fault, str) else fault
     if spec is not None and engine_name != "llama.cpp":
         if engine_name != "pv":
             raise PvError("--inject-fault works with --engine pv only (the reference stays clean)")
@@ -232,15 +234,8 @@ def _provenance_summary(files: list[dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-def run_plan(
-    plan: TracePlan,
-    model: LoadedModel,
-    *,
-    on_write: Callable[[str, int | None], None] | None = None,
-) -> TraceResult:
-    """Run a checked plan: build the engine, stream the stages, write the manifest last."""
-    token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
-    parse_tokens(token_ids, model.config.vocab_size)
+def make_runner(plan: TracePlan, model: LoadedModel) -> Any:
+    """The engine a plan names: pv's, the transformers oracle, or llama.cpp."""
     runner: Any
     if plan.engine == "llama.cpp":
         from pv.capture.llamacpp import LlamaCppRunner
@@ -257,6 +252,11 @@ def run_plan(
         from pv.capture.engine import Engine
 
         runner = Engine(model, device=plan.device, dtype=plan.dtype, fault=plan.fault)
+    return runner
+
+
+def describe_run(plan: TracePlan, model: LoadedModel, token_ids: list[int], runner: Any) -> dict[str, Any]:
+    """The manifest's ``run`` block: what is needed to reproduce or judge the capture."""
     run_info = {
         "model": model.describe(),
         "token_ids": token_ids,
@@ -271,10 +271,24 @@ def run_plan(
         "layers": None if plan.capture.layers is None else list(plan.capture.layers),
         "versions": versions(plan.engine, model),
     }
-    if plan.engine == "llama.cpp":
+    if hasattr(runner, "run_info"):  # engine-specific record: kernels, quantization, ...
         run_info.update(runner.run_info())
     if plan.device_map is not None:
         run_info["device_map"] = runner.device_map
+    return run_info
+
+
+def run_plan(
+    plan: TracePlan,
+    model: LoadedModel,
+    *,
+    on_write: Callable[[str, int | None], None] | None = None,
+) -> TraceResult:
+    """Run a checked plan: build the engine, stream the stages, write the manifest last."""
+    token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
+    parse_tokens(token_ids, model.config.vocab_size)
+    runner = make_runner(plan, model)
+    run_info = describe_run(plan, model, token_ids, runner)
     created = not plan.output.exists()
     if plan.overwrite:
         _clear_old_capture(plan.output)

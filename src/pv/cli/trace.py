@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pv.errors import ExitCode
+from pv.errors import ExitCode, PvError
 
 
 @click.command(name="trace")
@@ -33,11 +33,14 @@ from pv.errors import ExitCode
                    "'{\"model.layers.3\": \"disk\", ...}' (module -> cpu|disk|cuda:N).")
 @click.option("--offload-dir", default=None, metavar="DIR",
               help="Where modules mapped to 'disk' keep their weights.")
+@click.option("--generate", "generate", default=0, type=click.IntRange(min=0), metavar="N",
+              help="Generate N tokens greedily with the engine's KV cache and capture every step "
+                   "(step-0 the prefill, then one decode step per token).")
 @click.option("--force", is_flag=True, help="Replace the capture in a non-empty output directory.")
 @click.option("--dry-run", is_flag=True, help="Check and print the plan; load no weights, run nothing.")
 def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,
             output: str, device: str, dtype: str, fault: str | None, device_map: str | None,
-            offload_dir: str | None, force: bool, dry_run: bool) -> int:
+            offload_dir: str | None, generate: int, force: bool, dry_run: bool) -> int:
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
     from pathlib import Path
 
@@ -52,6 +55,12 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
                      overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir)
+    from pv.capture.kvcache import is_decode_fault
+
+    if is_decode_fault(plan.fault) and generate < 2:
+        raise PvError(f"fault {plan.fault} only acts at decode steps: give --generate 2 or more")
+    if generate and force:
+        raise PvError("--generate writes into a new or empty directory; --force is not supported")
     if dry_run:
         click.echo("pv trace plan (dry run, nothing executed):")
         for line in plan.describe():
@@ -69,6 +78,18 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
             where = stage if layer is None else f"layer {layer} {stage}"
             click.echo(f"\r  captured {count[0]}/{total}  {where:<40}", err=True, nl=False)
 
+    if generate:
+        from pv.capture.generate import capture_generation
+
+        gen = capture_generation(plan, loaded, generate, on_write=progress)
+        if show:
+            click.echo("", err=True)
+        click.echo(f"wrote {gen.steps} steps ({gen.files} files) and generate.json to {gen.output}")
+        click.echo(f"prompt: {len(gen.prompt)} tokens  engine: {plan.engine}  generated: "
+                   + ",".join(map(str, gen.tokens)))
+        if loaded.tokenizer is not None:
+            click.echo(f"text: {loaded.tokenizer.decode(gen.tokens)!r}")
+        return int(ExitCode.OK)
     result = run_plan(plan, loaded, on_write=progress)
     if show:
         click.echo("", err=True)

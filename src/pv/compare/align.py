@@ -103,11 +103,15 @@ class View:
         return pos, head
 
     def row_counts(self) -> np.ndarray:
-        """Elements compared in each row: ``row_len``, or ``q+1`` on the causal part."""
+        """Elements compared in each row: ``row_len``, or ``P+q+1`` on the causal part.
+
+        ``P`` (keys minus queries) is the number of cached positions before the
+        first query: 0 for a prefill, the past length at a decode step.
+        """
         if self.causal:
-            s = self.shape[-1]
-            per_head = np.arange(1, s + 1, dtype=np.int64)
-            return np.tile(per_head, self.n_rows // s)
+            nq, nk = self.shape[-2], self.shape[-1]
+            per_head = np.arange(1, nq + 1, dtype=np.int64) + (nk - nq)
+            return np.tile(per_head, self.n_rows // nq)
         return np.full(self.n_rows, self.row_len, dtype=np.int64)
 
     def unravel(self, flat_index: int) -> dict[str, int]:
@@ -224,8 +228,11 @@ def plan_view(a: Side, b: Side, config: ModelConfig | None = None) -> View:
             notes.append("shape unknown: compared flat (give --model for named dimensions)")
         return View((na,), ("N",), notes=tuple(notes))
     shape, layout = known
-    if causal and not (len(shape) == 3 and shape[-1] == shape[-2]):
-        notes.append(f"shape {list(shape)} is not [heads, S, S]: compared without the causal rule")
+    # The mask policy is the stage's, whatever the shape: a decode step's
+    # [heads, S_new, P + S_new] keeps key k for query j when k <= P + j.
+    if causal and not (len(shape) == 3 and shape[-1] >= shape[-2]):
+        notes.append(f"shape {list(shape)} is not [heads, queries, keys >= queries]: "
+                     "compared without the causal rule")
         causal = False
     return View(shape, layout, causal=causal, notes=tuple(notes))
 

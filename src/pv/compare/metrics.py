@@ -243,6 +243,7 @@ def compare(
     bufX, bufY = np.empty(cap), np.empty(cap)
     causal = view.causal
     s = view.shape[-1] if causal else 0
+    nq = view.shape[-2] if causal else 1  # queries per head; keys - queries = cached positions
     cols = np.arange(s) if causal else None
     for lo in range(0, n_total, step):
         hi = min(n_total, lo + step)
@@ -257,7 +258,7 @@ def compare(
         X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
         if causal:
             assert cols is not None
-            q = np.arange(row_lo, row_lo + r) % s
+            q = np.arange(row_lo, row_lo + r) % nq + (s - nq)
             upper = cols[None, :] > q[:, None]
             np.copyto(X2, 0.0, where=upper)
             np.copyto(Y2, 0.0, where=upper)

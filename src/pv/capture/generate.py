@@ -1,0 +1,176 @@
+"""``pv trace --generate N``: the prefill and every decode step, each captured as its own capture.
+
+A generation directory holds ``step-0/`` (the prefill of the prompt), then
+``step-1/`` ... ``step-(N-1)/`` (one decode step per new token, on top of the
+engine's KV cache), each a normal capture directory with its manifest (its
+``run`` block adds ``step``, ``position`` and ``input_tokens``), and
+``generate.json`` naming, per step, the tokens fed, the token the step
+predicts (greedy), its log-probability and the top five. Step ``t`` predicts
+new token ``t + 1``; at a decode step the scores are ``[NH, 1, P + 1]``.
+
+With ``forced`` tokens the engine is fed those instead of its own predictions
+(teacher forcing), so two engines can be compared step by step on the same
+inputs even after their greedy choices part; each step still records what
+the engine itself would have chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pv import files
+from pv.capture import aprt
+from pv.capture.models import LoadedModel
+from pv.capture.plan import Tap, stage_keys
+from pv.capture.trace import (
+    TracePlan,
+    _provenance_summary,
+    describe_run,
+    make_runner,
+    parse_tokens,
+    tokenize,
+)
+from pv.errors import PvError
+
+GENERATE_FILE = "generate.json"
+FORMAT = "pv-generate"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    output: Path
+    prompt: list[int]
+    tokens: list[int]  # predicted by the engine, one per step
+    fed: list[int]  # what was fed after each step (the predictions, or the forced tokens)
+    steps: int
+    files: int
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step}"
+
+
+def load(root: str | Path) -> dict[str, Any]:
+    """A generation directory's ``generate.json``, checked."""
+    path = Path(root) / GENERATE_FILE
+    if not path.is_file():
+        raise PvError(f"{root}: not a generation capture (no {GENERATE_FILE}; use pv trace --generate N)")
+    try:
+        data = json.loads(files.read_regular(path, 64 << 20).decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PvError(f"{path}: unreadable: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("steps"), list):
+        raise PvError(f"{path}: not a pv generation record (format != {FORMAT!r})")
+    return data
+
+
+def _stepper(runner: Any, engine: str) -> Callable[[list[int], Any], Any]:
+    """One call per step: the prefill first, then decode steps on the engine's own cache."""
+    if engine == "llama.cpp":
+        started = [False]
+
+        def step_lc(ids: list[int], tap: Any) -> Any:
+            if not started[0]:
+                started[0] = True
+                return runner.forward(ids, tap)
+            return runner.step(ids[0], tap)
+
+        return step_lc
+    cache = runner.start()
+
+    def step(ids: list[int], tap: Any) -> Any:
+        return runner.decode(ids, cache, tap)
+
+    return step
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    x = row.astype(np.float64)
+    m = float(x.max())
+    return x - (m + float(np.log(np.exp(x - m).sum())))
+
+
+def capture_generation(
+    plan: TracePlan,
+    model: LoadedModel,
+    n_new: int,
+    *,
+    forced: Sequence[int] | None = None,
+    on_write: Callable[[str, int | None], None] | None = None,
+) -> GenerateResult:
+    """Generate ``n_new`` tokens greedily (or feed ``forced``), capturing every step."""
+    if n_new < 1:
+        raise PvError("--generate needs at least 1 new token")
+    if forced is not None and len(forced) < n_new - 1:
+        raise PvError(f"forced tokens: {len(forced)} given, {n_new - 1} needed")
+    prompt = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
+    parse_tokens(prompt, model.config.vocab_size)
+    root = plan.output
+    if root.exists() and any(root.iterdir()):
+        raise PvError(f"{root}: output directory is not empty; choose a new one")
+    runner = make_runner(plan, model)
+    base = describe_run(plan, model, prompt, runner)
+    step = _stepper(runner, plan.engine)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    predicted: list[int] = []
+    fed: list[int] = []
+    n_files = 0
+    ids = prompt
+    position = 0
+    try:
+        for t in range(n_new):
+            run = dict(base, step=t, position=position, input_tokens=ids)
+            writer = aprt.CaptureWriter(step_dir(root, t), run)
+            tap = Tap(plan.capture, writer, on_write=on_write)
+            try:
+                logits = step(ids, tap)
+                tap.finish()
+            except BaseException:
+                tap.abort()
+                writer.abort()
+                raise
+            writer.run.setdefault("provenance", _provenance_summary(writer.files))
+            missing = tap.missing(plan.n_layers)
+            if missing:
+                raise PvError(f"step {t}: requested stages never fired: "
+                              f"{', '.join(stage_keys(missing)[:8])}")
+            writer.close()
+            n_files += len(writer.files)
+            last = np.asarray(logits[-1].detach().float().cpu().numpy())
+            lp = _log_softmax(last)
+            top = np.argsort(-lp, kind="stable")[:5]
+            guess = int(top[0])
+            predicted.append(guess)
+            nxt = int(forced[t]) if forced is not None and t < len(forced) else guess
+            records.append({"step": t, "dir": step_dir(root, t).name, "position": position,
+                            "input": list(ids), "predicted": guess, "logprob": float(lp[guess]),
+                            "top": [[int(i), float(lp[i])] for i in top], "fed": nxt})
+            fed.append(nxt)
+            position += len(ids)
+            ids = [nxt]
+    except BaseException:
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for child in root.iterdir():
+                if child.is_dir() and child.name.startswith("step-"):
+                    shutil.rmtree(child, ignore_errors=True)
+        raise
+    finally:
+        close = getattr(runner, "close", None)
+        if callable(close):
+            close()
+    doc = {"format": FORMAT, "version": VERSION, "run": base, "prompt_tokens": prompt,
+           "forced": forced is not None, "tokens": predicted, "steps": records}
+    files.replace_text(root / GENERATE_FILE, json.dumps(doc, indent=1) + "\n")
+    return GenerateResult(root, prompt, predicted, fed, n_new, n_files)
