@@ -59,8 +59,10 @@ def hf_reference(synthetic: Any, tmp_path_factory: pytest.TempPathFactory) -> An
     return _capture(synthetic, tmp_path_factory.mktemp("hf-ref") / "cap", engine="hf")
 
 
-def _record_model(rec: FalsifierRecord, model: Any, device: str = "cpu") -> None:
-    rec.model(model, device=device, dtype="float32")
+def _record_run(rec: FalsifierRecord, model: Any, *captures: Any) -> None:
+    """Hand the model and the captures to the record: the plugin measures weights, device, dtype."""
+    rec.model(model)
+    rec.capture(*captures)
 
 
 def _entries(root: Path) -> list[Any]:
@@ -143,14 +145,37 @@ def _load_smollm2() -> tuple[Any, list[int]]:
 # --------------------------------------------------------------------------- 002
 
 
+def _v_heads(by_key: dict[Any, Any], layer: int, cfg: Any) -> np.ndarray:
+    """Values [S, KVH, D], cut from the captured projection (after the bias when there is one)."""
+    entry = by_key.get(("qkv_bias", layer)) or by_key[("qkv_matmul", layer)]
+    qkv = _array(entry)
+    nh, kvh, d = cfg.num_attention_heads, cfg.num_key_value_heads, _head_dim(cfg)
+    v = qkv[:, (nh + kvh) * d:]
+    return v.reshape(qkv.shape[0], kvh, d)
+
+
+def _head_dim(cfg: Any) -> int:
+    return int(cfg.hidden_size // cfg.num_attention_heads if getattr(cfg, "head_dim", None) is None else cfg.head_dim)
+
+
 def _check_capture(root: Path, cfg: Any, *, full_scores: bool, s: int = len(TOKENS)) -> dict[str, float]:
+    """Every sub-stage against what it must be, recomputed in float64 from its captured inputs.
+
+    scores = q.k^T/sqrt(D) from the captured q/k (GQA mapping); softmax = softmax of the
+    masked scores, exactly zero above the diagonal, rows summing to one; attention = p.v
+    with v cut from the captured projection. A softmax of wrongly scaled scores, a mask
+    off by one or a fused attention kernel that disagrees with its own probabilities
+    each break one of these.
+    """
     entries = _entries(root)
     keys = [(e.stage, e.layer) for e in entries]
     nh, kvh = cfg.num_attention_heads, cfg.num_key_value_heads
-    d = cfg.hidden_size // nh if getattr(cfg, "head_dim", None) is None else cfg.head_dim
+    d = _head_dim(cfg)
     causal = np.tril(np.ones((s, s), dtype=bool))
-    worst_score, worst_row = 0.0, 0.0
+    worst = {"score_rel_err": 0.0, "softmax_err": 0.0, "row_sum_err": 0.0, "attention_rel_err": 0.0}
     by_key = {(e.stage, e.layer): e for e in entries}
+    group = nh // kvh
+    heads = np.arange(nh) // group
     for layer in range(cfg.num_hidden_layers):
         seq = [keys.index((name, layer)) for name in ("k_post_rope", "attn_scores", "attn_softmax", "attention")]
         assert seq == sorted(seq), f"layer {layer}: sub-stages out of computation order"
@@ -160,17 +185,42 @@ def _check_capture(root: Path, cfg: Any, *, full_scores: bool, s: int = len(TOKE
         scores, probs = _array(scores_e), _array(probs_e)
         q = _array(by_key[("q_post_rope", layer)])   # [S, NH, D]
         k = _array(by_key[("k_post_rope", layer)])   # [S, KVH, D]
-        group = nh // kvh
-        expect = np.einsum("ihd,jhd->hij", q, k[:, np.arange(nh) // group, :]) / np.sqrt(d)
+        expect = np.einsum("ihd,jhd->hij", q, k[:, heads, :]) / np.sqrt(d)
         mask = np.broadcast_to(causal, scores.shape) if not full_scores else np.ones(scores.shape, bool)
         err = np.abs(scores - expect)[mask].max() / max(1.0, np.abs(expect[mask]).max())
         assert err < 1e-5, f"layer {layer}: attn_scores differ from q.k^T/sqrt(D) by {err:.3g} (relative)"
-        rows = np.where(causal, probs, 0.0).sum(axis=-1)
+        # softmax(mask(scores)), from the captured scores
+        masked = np.where(causal, scores, -np.inf)
+        ref_p = np.exp(masked - masked.max(axis=-1, keepdims=True))
+        ref_p /= ref_p.sum(axis=-1, keepdims=True)
+        soft_err = float(np.abs(probs - ref_p).max())
+        assert soft_err <= 1e-5, f"layer {layer}: attn_softmax is not softmax(mask(attn_scores)): {soft_err:.3g}"
+        upper = probs[np.broadcast_to(~causal, probs.shape)]
+        assert not upper.size or float(np.abs(upper).max()) == 0.0, f"layer {layer}: softmax nonzero above the diagonal"
+        rows = probs.sum(axis=-1)
         row_err = float(np.abs(rows - 1.0).max())
         assert row_err <= 1e-5, f"layer {layer}: softmax rows sum to 1 within {row_err:.3g} only"
-        assert np.all(probs[np.broadcast_to(causal, probs.shape)] >= 0.0)
-        worst_score, worst_row = max(worst_score, float(err)), max(worst_row, row_err)
-    return {"score_rel_err": worst_score, "row_sum_err": worst_row}
+        assert np.all(probs >= 0.0)
+        # attention = p . v, heads concatenated
+        v = _v_heads(by_key, layer, cfg)
+        ref_att = np.einsum("hij,jhd->ihd", probs, v[:, heads, :]).reshape(s, nh * d)
+        att = _array(by_key[("attention", layer)]).reshape(s, nh * d)
+        att_err = float(np.abs(att - ref_att).max() / max(1.0, np.abs(ref_att).max()))
+        assert att_err <= 1e-5, f"layer {layer}: attention differs from softmax . v by {att_err:.3g} (relative)"
+        for name, value in (("score_rel_err", float(err)), ("softmax_err", soft_err),
+                            ("row_sum_err", row_err), ("attention_rel_err", att_err)):
+            worst[name] = max(worst[name], value)
+    return worst
+
+
+def _engines_agree(candidate: Path, reference: Path, model: Any) -> float:
+    """The engine's sub-stages against the oracle's, under pv diff's stage verdict; min cosine."""
+    from pv.compare.diff import diff_captures
+
+    report = diff_captures(candidate, reference, model=model, stages=["attn_scores", "attn_softmax", "attention"])
+    bad = [r.label for r in report.records if r.bad]
+    assert report.ok and not bad, f"engine and oracle disagree on {', '.join(bad) or 'nothing compared'}"
+    return min(float(r.metrics.cosine) for r in report.compared if r.metrics is not None)
 
 
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-002")
@@ -179,26 +229,30 @@ def test_capture_emits_sub_stages(synthetic: Any, pv_clean: Any, hf_reference: A
     cfg = synthetic.config
     pv_m = _check_capture(pv_clean.output, cfg, full_scores=True)
     hf_m = _check_capture(hf_reference.output, cfg, full_scores=False)
-    _record_model(falsifier_record, synthetic)
+    cosine = _engines_agree(pv_clean.output, hf_reference.output, synthetic)
+    _record_run(falsifier_record, synthetic, pv_clean, hf_reference)
     falsifier_record.fact("engines", ["pv", "hf"])
-    falsifier_record.metric("pv_score_rel_err", pv_m["score_rel_err"])
-    falsifier_record.metric("pv_row_sum_err", pv_m["row_sum_err"])
-    falsifier_record.metric("hf_score_rel_err", hf_m["score_rel_err"])
-    falsifier_record.metric("hf_row_sum_err", hf_m["row_sum_err"])
+    for side, values in (("pv", pv_m), ("hf", hf_m)):
+        for name, value in values.items():
+            falsifier_record.metric(f"{side}_{name}", value)
+    falsifier_record.metric("min_cosine_pv_vs_hf", cosine)
 
 
 @pytest.mark.cuda
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-002")
 def test_capture_emits_sub_stages_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
-    torch = _cuda_or_absent()
+    _cuda_or_absent()
     model, tokens = _load_smollm2()
     cap = _capture(model, tmp_path / "pv", tokens=tokens, device="cuda")
-    metrics = _check_capture(cap.output, model.config, full_scores=True, s=len(tokens))
-    _record_model(falsifier_record, model, device="cuda")
-    falsifier_record.fact("gpu", torch.cuda.get_device_name(0))
-    falsifier_record.metric("pv_score_rel_err", metrics["score_rel_err"])
-    falsifier_record.metric("pv_row_sum_err", metrics["row_sum_err"])
+    ref = _capture(model, tmp_path / "hf", tokens=tokens, device="cuda", engine="hf")
+    pv_m = _check_capture(cap.output, model.config, full_scores=True, s=len(tokens))
+    _check_capture(ref.output, model.config, full_scores=False, s=len(tokens))
+    cosine = _engines_agree(cap.output, ref.output, model)
+    _record_run(falsifier_record, model, cap, ref)
+    for name, value in pv_m.items():
+        falsifier_record.metric(f"pv_{name}", value)
+    falsifier_record.metric("min_cosine_pv_vs_hf", cosine)
 
 
 # --------------------------------------------------------------------------- 003
@@ -247,7 +301,7 @@ def test_diff_reads_sub_stages(synthetic: Any, pv_clean: Any, hf_reference: Any,
                                capsys: pytest.CaptureFixture[str], falsifier_record: FalsifierRecord) -> None:
     n_layers = synthetic.config.num_hidden_layers
     cosines = _diff_sub_stages(pv_clean.output, hf_reference.output, n_layers, tmp_path, capsys)
-    _record_model(falsifier_record, synthetic)
+    _record_run(falsifier_record, synthetic, pv_clean, hf_reference)
     falsifier_record.metric("min_cosine", min(cosines))
     falsifier_record.metric("pairs", len(cosines))
 
@@ -269,7 +323,7 @@ def test_diff_reads_sub_stages_live(tmp_path: Path, capsys: pytest.CaptureFixtur
     cand = _capture(model, tmp_path / "pv", tokens=tokens, device=device, stages=stages)
     ref = _capture(model, tmp_path / "hf", tokens=tokens, device=device, stages=stages, engine="hf")
     cosines = _diff_sub_stages(cand.output, ref.output, model.config.num_hidden_layers, tmp_path, capsys)
-    _record_model(falsifier_record, model, device=device)
+    _record_run(falsifier_record, model, cand, ref)
     falsifier_record.metric("min_cosine", min(cosines))
     falsifier_record.metric("pairs", len(cosines))
 
@@ -283,8 +337,13 @@ def _predecessor(stage: str, features: dict[str, bool]) -> str:
     return present[present.index(stage) - 1]
 
 
-def _localise_all(model: Any, reference: Path, workdir: Path, device: str, tokens: Any) -> dict[str, Any]:
-    """Inject each attention fault; bisect against the reference; return what was found."""
+def _localise_all(model: Any, reference: Path, workdir: Path, device: str, tokens: Any) -> tuple[dict[str, Any], Any]:
+    """Inject each attention fault; bisect against the reference; return what was found and the
+    clean capture.
+
+    Determinism (ATTN-SUB-DET-005): the first fault is captured and bisected a second
+    time; both captures must be byte-identical and both bisections name the same stage.
+    """
     from pv.capture.faults import ATTENTION_FAULTS, FAULTS, FaultSpec
     from pv.compare.bisect import bisect
 
@@ -303,19 +362,30 @@ def _localise_all(model: Any, reference: Path, workdir: Path, device: str, token
         assert result.last_good is not None and result.last_good.stage == _predecessor(fault.stage, features), (
             f"{name}@{layer}: last good stage {result.last_good and result.last_good.stage}")
         found[f"{name}@{layer}"] = f"{result.last_good.stage}->{fault.stage}"
+        if i == 0:
+            again = _capture(model, workdir / f"fault-{name}-again", tokens=tokens, device=device,
+                             fault=FaultSpec(fault, layer))
+            first_files = {e["path"]: e["sha256"] for e in cap.manifest["files"]}
+            assert first_files == {e["path"]: e["sha256"] for e in again.manifest["files"]}, \
+                f"{name}@{layer}: two captures of the same faulted run differ"
+            repeat = bisect(again.output, reference, model=model)
+            where = (result.first_divergence, result.last_good.stage, result.last_good.layer)
+            assert repeat.last_good is not None and \
+                (repeat.first_divergence, repeat.last_good.stage, repeat.last_good.layer) == where, \
+                f"{name}@{layer}: a second bisection named {repeat.first_divergence}"
     stages = {FAULTS[n].stage for n in ATTENTION_FAULTS}
     assert {"attn_scores", "attn_softmax"} <= stages, "the catalogue must hit both sub-stages"
     clean = _capture(model, workdir / "clean", tokens=tokens, device=device)
     result = bisect(clean.output, reference, model=model)
     assert result.first_divergence is None and result.ok, f"clean run diverged at {result.first_divergence}"
-    return found
+    return found, clean
 
 
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-004")
 def test_bisect_localises_faults(synthetic: Any, hf_reference: Any, tmp_path: Path,
                                  falsifier_record: FalsifierRecord) -> None:
-    found = _localise_all(synthetic, hf_reference.output, tmp_path, "cpu", TOKENS)
-    _record_model(falsifier_record, synthetic)
+    found, clean = _localise_all(synthetic, hf_reference.output, tmp_path, "cpu", TOKENS)
+    _record_run(falsifier_record, synthetic, clean, hf_reference)
     falsifier_record.fact("localised", found)
     falsifier_record.metric("faults", len(found))
 
@@ -324,12 +394,11 @@ def test_bisect_localises_faults(synthetic: Any, hf_reference: Any, tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-004")
 def test_bisect_localises_faults_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
-    torch = _cuda_or_absent()
+    _cuda_or_absent()
     model, tokens = _load_smollm2()
-    reference = _capture(model, tmp_path / "hf", tokens=tokens, engine="hf", device="cuda").output
-    found = _localise_all(model, reference, tmp_path, "cuda", tokens)
-    _record_model(falsifier_record, model, device="cuda")
-    falsifier_record.fact("gpu", torch.cuda.get_device_name(0))
+    reference = _capture(model, tmp_path / "hf", tokens=tokens, engine="hf", device="cuda")
+    found, clean = _localise_all(model, reference.output, tmp_path, "cuda", tokens)
+    _record_run(falsifier_record, model, clean, reference)
     falsifier_record.fact("localised", found)
     falsifier_record.metric("faults", len(found))
 
@@ -354,7 +423,7 @@ def _assert_additive(model: Any, tokens: list[int], device: str, workdir: Path, 
         out = _capture(model, workdir / f"step-{step}", tokens=tokens + ids, device=device)
         ids.append(int(np.argmax(out.logits[-1])))
     assert ids == greedy, f"greedy tokens differ with capture on {device}: {ids} vs {greedy}"
-    _record_model(rec, model, device=device)
+    _record_run(rec, model, captured)
     rec.fact("greedy_tokens", greedy)
     rec.metric("stage_files", captured.files)
 
@@ -368,7 +437,6 @@ def test_capture_is_additive(synthetic: Any, tmp_path: Path, falsifier_record: F
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-005")
 def test_capture_is_additive_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
-    torch = _cuda_or_absent()
+    _cuda_or_absent()
     model, tokens = _load_smollm2()
     _assert_additive(model, tokens, "cuda", tmp_path, 3, falsifier_record)
-    falsifier_record.fact("gpu", torch.cuda.get_device_name(0))

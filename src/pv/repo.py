@@ -46,4 +46,58 @@ def git_text(root: Path, *args: str, timeout: float = 60) -> str | None:
     return None if out is None else out.decode("utf-8", "replace")
 
 
-__all__ = ["find_root", "git", "git_text", "repo_root"]
+def head_commit(root: Path) -> str | None:
+    out = git_text(root, "rev-parse", "--verify", "-q", "HEAD")
+    return out.strip() if out and out.strip() else None
+
+
+def modified(root: Path, rel_paths: list[str]) -> list[str] | None:
+    """Which of ``rel_paths`` differ from HEAD (staged, unstaged or untracked); None outside git."""
+    if not rel_paths:
+        return []
+    out = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *rel_paths)
+    if out is None:
+        return None
+    changed: list[str] = []
+    entries = out.decode("utf-8", "replace").split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        code, name = entry[:2], entry[3:]
+        if code[0] in "RC":  # a rename names its source next
+            i += 1
+        changed.append(name)
+    return sorted(set(changed))
+
+
+def show(root: Path, rev: str, rel_path: str) -> bytes | None:
+    """The bytes of ``rel_path`` at ``rev``, or None when it is not there."""
+    return git(root, "show", f"{rev}:{rel_path}")
+
+
+def blob_sha1(data: bytes) -> str:
+    """The id git gives a blob with these bytes (to compare files with a commit's tree)."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def tree_blobs(root: Path, rev: str, rel_folder: str) -> dict[str, str] | None:
+    """path -> blob id of every file under ``rel_folder`` at ``rev``; None when git cannot say."""
+    out = git(root, "ls-tree", "-r", "-z", rev, "--", rel_folder)
+    if out is None:
+        return None
+    blobs: dict[str, str] = {}
+    for line in out.decode("utf-8", "replace").split("\0"):
+        meta, _, name = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            blobs[name] = parts[2]
+    return blobs
+
+
+__all__ = ["blob_sha1", "find_root", "git", "git_text", "head_commit", "modified", "repo_root", "show",
+           "tree_blobs"]

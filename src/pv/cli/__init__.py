@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bisect": ("pv.cli.bisect", "Name the first stage where two captures diverge."),
     "import": ("pv.cli.import_", "Turn tensors another engine dumped into an APRT capture."),
     "falsify": ("pv.cli.falsify", "Run a contract's falsifiers, record evidence, promote statuses."),
+    "discharge": ("pv.cli.discharge", "Close a falsifier past FUNCTIONAL on live evidence for every target."),
     "status": ("pv.cli.status", "Report falsifier statuses and the evidence behind them."),
     "gate": ("pv.cli.gate", "Fail when a status regressed against a baseline (for CI)."),
 }

@@ -43,8 +43,8 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     falsifier that ran passed (or skipped), 1 when any failed, 2 on trouble.
     """
     from pv.falsify.catalog import load_contracts, select
-    from pv.repo import repo_root
     from pv.falsify.run import RunPlan, falsify
+    from pv.repo import repo_root
 
     root = repo_root()
     contracts_path = (contracts_dir or root / "contracts").resolve()
@@ -66,8 +66,8 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     echo(f"pv falsify: {contract.id} ({len(contract.falsifiers)} falsifiers) from {shown}")
     result = falsify(plan, echo=echo)
     if fmt == "json":
-        rows = [{"id": r.falsifier_id, "outcome": r.outcome, "reason": r.reason, "facts": dict(r.facts),
-                 "live": r.live, "old": r.old, "new": r.new,
+        rows = [{"id": r.falsifier_id, "outcome": r.outcome, "reason": r.reason, "measured": dict(r.facts),
+                 "live": r.live, "old": r.old, "new": r.new, "why": r.why,
                  "record": str(r.record_path) if r.record_path else None} for r in result.rows]
         meta = list(result.metadata_status) if result.metadata_status else None
         click.echo(json.dumps({"contract": contract.id, "updated": plan.update, "falsifiers": rows,
@@ -75,7 +75,7 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
                                "exit_code": result.exit_code}, indent=2))
         return result.exit_code
     header = ("falsifier", "outcome", "facts", "status")
-    table = [(r.falsifier_id, r.outcome + (" (live)" if r.live and r.has_requirements else ""), _facts_text(r.facts),
+    table = [(r.falsifier_id, r.outcome + (" (live)" if r.live and r.has_requirements and r.outcome == "passed" else ""), _facts_text(r.facts),
               f"{r.old or '-'} -> {r.new or '-'}" + ("" if plan.update or r.old == r.new else " (not written)"))
              for r in result.rows]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(3)]
@@ -85,6 +85,8 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     for r in result.rows:
         if r.outcome in ("failed", "skipped") and r.reason:
             click.echo(f"{r.falsifier_id}: {r.outcome}: {r.reason}")
+        elif r.why:
+            click.echo(f"{r.falsifier_id}: status not moved: {r.why}")
     if result.metadata_status is not None:
         old, new = result.metadata_status
         click.echo(f"metadata.status: {old} -> {new} (the contract stands where its weakest falsifier stands)")

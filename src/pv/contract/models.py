@@ -9,9 +9,16 @@ quietly turned into a string, exactly as the schema sees it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 StrList = list[str]
 
@@ -102,7 +109,17 @@ class LiveRequirements(_Open):
 
     device: Literal["cpu", "cuda"] | None = None
     weights: Literal["synthetic", "real"] | None = None
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    dtype: Literal["float64", "float32", "float16", "bfloat16"] | None = None
+    model_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class Discharge(_NoNulls):
+    """What ``pv discharge`` requires beyond FUNCTIONAL: a live pass per matrix target, artifacts."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    matrix: Annotated[list[LiveRequirements], Field(min_length=1)] | None = None
+    artifacts: StrList | None = None
 
 
 class FalsificationTest(_Open):
@@ -110,10 +127,11 @@ class FalsificationTest(_Open):
     rule: str
     prediction: str
     if_fails: str
-    test: str | None = None
+    test: str | Annotated[StrList, Field(min_length=1)] | None = None
     status: str | None = None
     algorithm_evidence: AlgorithmEvidence | StrList | None = None
     live_requirements: LiveRequirements | None = None
+    discharge: Discharge | None = None
     binds_to: str | StrList | None = None
 
 
@@ -136,6 +154,7 @@ MODELS_BY_DEF: dict[str, type[BaseModel]] = {
     "falsification_test": FalsificationTest,
     "algorithm_evidence": AlgorithmEvidence,
     "live_requirements": LiveRequirements,
+    "discharge": Discharge,
 }
 
 

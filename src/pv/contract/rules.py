@@ -44,7 +44,7 @@ TOP_LEVEL_KEYS = ("metadata", "equations", "proof_obligations", "falsification_t
 METADATA_KEYS = ("version", "description", "references", "id", "kind", "status", "created",
                  "author", "depends_on", "binds_to", "changelog")
 FALSIFIER_KEYS = ("id", "rule", "prediction", "test", "if_fails", "status", "algorithm_evidence",
-                  "live_requirements", "binds_to")
+                  "live_requirements", "discharge", "binds_to")
 #: Top-level keys that belong under ``metadata`` (a common slip in real files).
 _META_AT_TOP = ("version", "description", "references", "status", "depends_on", "author",
                 "created", "kind")

@@ -8,12 +8,16 @@ gate reads baseline contracts out of git).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pv.errors import PvError
+from pv.falsify.binding import base_node_id
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,23 @@ class Falsifier:
     #: ``algorithm_evidence.file_paths``: hashed into every record to detect stale evidence.
     file_paths: tuple[str, ...] = ()
     function_names: tuple[str, ...] = ()
+    #: pytest node ids the contract's ``test:`` names (parameters stripped); only these count.
+    tests: tuple[str, ...] = ()
+    #: sha256 of the claim (the falsifier's entry without its status): a record made under
+    #: another claim is stale.
+    claim_digest: str = ""
+    #: ``discharge.matrix``: targets (requirements merged onto ``live_requirements``) that each
+    #: need a live pass before ``pv discharge`` may close the falsifier.
+    discharge_matrix: tuple[Mapping[str, Any], ...] = ()
+    #: ``discharge.artifacts``: proof files whose hashes a discharge record must cover.
+    discharge_artifacts: tuple[str, ...] = ()
+
+    @property
+    def covered_files(self) -> tuple[str, ...]:
+        """Repository files the evidence of this falsifier depends on: cited files and test files."""
+        seen = dict.fromkeys(self.file_paths)
+        seen.update(dict.fromkeys(node.split("::", 1)[0] for node in self.tests))
+        return tuple(seen)
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,36 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+#: A pytest node id inside free text: ``path/to/test_x.py::test_name`` (a class part and
+#: parameters allowed).
+_NODE_ID = re.compile(r"[\w./-]+\.py(?:::[A-Za-z_]\w*)+(?:\[[^\]\s]*\])?")
+
+
+def node_ids(value: Any) -> tuple[str, ...]:
+    """The node ids named by a ``test:`` field (a string or a list), parameters stripped."""
+    texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
+        if isinstance(value, list) else []
+    found: dict[str, None] = {}
+    for text in texts:
+        for match in _NODE_ID.finditer(text):
+            found[base_node_id(match.group(0))] = None
+    return tuple(found)
+
+
+def claim_digest(raw: Mapping[str, Any]) -> str:
+    """sha256 of a falsifier entry without ``status``: what the claim says, not where it stands."""
+    body = {k: v for k, v in raw.items() if k != "status"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _matrix(raw: Any) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(raw, dict):
+        return ()
+    targets = raw.get("matrix")
+    return tuple(dict(t) for t in targets if isinstance(t, dict)) if isinstance(targets, list) else ()
+
+
 def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) -> Contract:
     raw_meta = data.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
@@ -59,12 +110,17 @@ def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) ->
         evidence: Mapping[str, Any] = raw_evidence if isinstance(raw_evidence, dict) else {}
         reqs = raw.get("live_requirements")
         status = raw.get("status")
+        discharge = raw.get("discharge")
         falsifiers.append(Falsifier(
             id=str(raw["id"]),
             status=None if status is None else str(status),
             live_requirements=dict(reqs) if isinstance(reqs, dict) else {},
             file_paths=_strings(evidence.get("file_paths")),
             function_names=_strings(evidence.get("function_names")),
+            tests=node_ids(raw.get("test")),
+            claim_digest=claim_digest(raw),
+            discharge_matrix=_matrix(discharge),
+            discharge_artifacts=_strings(discharge.get("artifacts")) if isinstance(discharge, dict) else (),
         ))
     mstatus = meta.get("status")
     return Contract(

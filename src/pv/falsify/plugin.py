@@ -31,6 +31,9 @@ import pytest
 from pv.falsify.binding import FIXTURE_ABSENT_PREFIX, MARKER, BindingError, binding_for, check
 
 _FACT = "pv:fact:"
+_MEASURED = "pv:measured"
+_ENVIRONMENT = "pv:environment"
+_MEASURED_KEY = pytest.StashKey[dict[str, Any]]()
 _METRIC = "pv:metric:"
 _IDS = "pv:falsifies"
 #: Lines the runner echoes as progress while pytest runs in a subprocess.
@@ -60,21 +63,51 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class FalsifierRecord:
-    """What a falsifier test hands to its evidence record: facts and metrics.
+    """What a falsifier test hands to its evidence record.
 
-    Facts describe the conditions (device, dtype, weights, model fingerprint)
-    and are matched against ``live_requirements``; metrics are numbers (a cosine,
-    an error). Values must be JSON: numpy scalars and arrays are converted.
+    - ``observe(obj)`` / ``capture(result)``: the plugin *measures* facts from a torch
+      tensor, a numpy array, a capture (``TraceResult`` or folder) or a loaded model
+      (see ``pv.falsify.facts``). Only measured facts meet ``live_requirements``.
+    - ``model(loaded)``: the model's measured identity (weight-file sha256, real or synthetic).
+    - ``fact(name, value)``: a *declared* fact, kept in the record for people, never
+      matched against a requirement. ``device()``/``dtype()``/``weights()`` declare too.
+    - ``metric(name, number)``: a number (NaN and inf are stored as null).
     """
 
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
-        self.facts: dict[str, Any] = {}
+        self.measured: dict[str, Any] = {}
+        self.declared: dict[str, Any] = {}
         self.metrics: dict[str, float | None] = {}
 
+    def observe(self, *objects: Any) -> dict[str, Any]:
+        """Measure facts from each object; returns what this call measured."""
+        from pv.falsify import facts
+
+        seen: dict[str, Any] = {}
+        for obj in objects:
+            for name, value in facts.observe(obj).items():
+                facts.merge(seen, name, value)
+                facts.merge(self.measured, name, value)
+        self._item.stash[_MEASURED_KEY] = dict(self.measured)
+        return seen
+
+    capture = observe
+
+    def model(self, loaded: Any, *, device: str | None = None, dtype: str | None = None) -> None:
+        """Measure ``loaded``'s identity; ``device``/``dtype`` given here are only declared."""
+        self.observe(loaded)
+        if device is not None:
+            self.device(device)
+        if dtype is not None:
+            self.dtype(dtype)
+        self.fact("model_source", str(loaded.source))
+
     def fact(self, name: str, value: Any) -> None:
-        value = _jsonable(value, name)
-        self.facts[name] = value
+        from pv.falsify.facts import jsonable
+
+        value = jsonable(value, name)
+        self.declared[name] = value
         self._item.user_properties.append((_FACT + name, value))
 
     def metric(self, name: str, value: float | None) -> None:
@@ -98,29 +131,6 @@ class FalsifierRecord:
     def fingerprint(self, digest: str) -> None:
         self.fact("model_fingerprint", str(digest))
 
-    def model(self, loaded: Any, *, device: str = "cpu", dtype: str = "float32") -> None:
-        """Record the facts of a ``pv.capture.models.LoadedModel`` run on ``device``/``dtype``."""
-        self.device(device)
-        self.dtype(dtype)
-        self.weights(loaded.weights)
-        self.fingerprint(loaded.fingerprint)
-        self.fact("model_source", str(loaded.source))
-        arch = getattr(loaded.config, "architecture", None)
-        if arch is not None:
-            self.fact("architecture", str(arch))
-
-
-def _jsonable(value: Any, name: str) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        value = value.tolist()
-    if isinstance(value, tuple):
-        value = list(value)
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        raise TypeError(f"fact {name!r} must be JSON-serialisable (got {type(value).__name__})") from None
-    return value
-
 
 @pytest.fixture
 def falsifier_record(request: pytest.FixtureRequest) -> FalsifierRecord:
@@ -136,15 +146,16 @@ def fixture_absent(reason: str) -> None:
 # --------------------------------------------------------------------------- collection
 
 
-def _known_ids(config: pytest.Config) -> tuple[set[str], list[str]]:
+def _known_ids(config: pytest.Config) -> tuple[set[str], list[str], dict[str, tuple[str, ...]]]:
     from pv.falsify.catalog import load_contracts, select
 
     paths = [Path(p) for p in config.getoption("--pv-contracts")]
     contracts = load_contracts(paths)
     known = {f.id for c in contracts for f in c.falsifiers}
+    named = {f.id: f.tests for c in contracts for f in c.falsifiers}
     chosen = config.getoption("--pv-select")
     selected = [f.id for f in select(contracts, chosen).falsifiers] if chosen else []
-    return known, selected
+    return known, selected, named
 
 
 def _worker_id(config: pytest.Config) -> str:
@@ -169,7 +180,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             if ids:
                 item.user_properties.append((_IDS, list(ids)))
         return
-    known, selected = _known_ids(config)
+    known, selected, named = _known_ids(config)
     bound: dict[str, list[str]] = {}
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
@@ -183,7 +194,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             keep.append(item)
         else:
             drop.append(item)
-    report = check(bound, known, selected)
+    report = check(bound, known, selected, named)
     if not report.ok:
         drop, keep = drop + keep, []
     if drop:
@@ -193,6 +204,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         payload = {"worker": _worker_id(config), "bound": bound, "problems": report.messages(),
                    "selected": [i.nodeid for i in keep]}
         _write_json(Path(spool) / f"collect-{_worker_id(config)}.json", payload)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Before a bound test's report is made, attach what was measured and the environment.
+
+    The environment is read in the process that ran the test, after it ran (a test
+    may change TF32 or determinism settings), and travels inside the report's
+    ``user_properties``, so xdist workers on other machines report their own.
+    """
+    if item.get_closest_marker(MARKER) is not None and (call.when == "call" or call.excinfo is not None):
+        from pv.falsify.facts import environment
+
+        props = [p for p in item.user_properties if not (isinstance(p, tuple) and p[0] in (_MEASURED, _ENVIRONMENT))]
+        props.append((_MEASURED, item.stash.get(_MEASURED_KEY, {})))
+        props.append((_ENVIRONMENT, environment()))
+        item.user_properties[:] = props
+    return (yield)
 
 
 # --------------------------------------------------------------------------- results
@@ -228,13 +260,18 @@ class _ResultSpool:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self.partial.setdefault(report.nodeid, {
             "nodeid": report.nodeid, "falsifiers": [], "outcome": "passed", "reason": None,
-            "fixture_absent": False, "duration_s": 0.0, "facts": {}, "metrics": {}})
+            "fixture_absent": False, "duration_s": 0.0, "measured": {}, "declared": {}, "metrics": {},
+            "environment": {}})
         state["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
         for name, value in _properties(report):
             if name == _IDS:
                 state["falsifiers"] = list(value)
+            elif name == _MEASURED and isinstance(value, dict):
+                state["measured"] = dict(value)
+            elif name == _ENVIRONMENT and isinstance(value, dict):
+                state["environment"] = dict(value)
             elif name.startswith(_FACT):
-                state["facts"][name[len(_FACT):]] = value
+                state["declared"][name[len(_FACT):]] = value
             elif name.startswith(_METRIC):
                 state["metrics"][name[len(_METRIC):]] = value
         if state["outcome"] != "failed":

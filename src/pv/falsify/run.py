@@ -10,6 +10,7 @@ falsifier into one ``EvidenceRecord``, promote, write records, rewrite statuses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,16 +18,18 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pv import files, repo
 from pv.contract import ladder
 from pv.errors import ExitCode, PvError
-from pv.falsify import evidence as ev
-from pv.falsify.catalog import Contract, Falsifier
+from pv.falsify import judge
+from pv.falsify import records as rec
+from pv.falsify.catalog import Contract, Falsifier, contract_from_text, load_contract
+from pv.falsify.judge import canonical
 from pv.falsify.plugin import PROGRESS_PREFIX
-from pv.falsify.promote import canonical, meets, promote, summarize
 from pv.falsify.rewrite import rewrite_statuses
 
 Echo = Callable[[str], None]
@@ -60,6 +63,8 @@ class Row:
     record_path: Path | None = None
     #: The falsifier names live requirements (so "live" says something).
     has_requirements: bool = False
+    #: Why a pass moved no status (a modified covered file, say).
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,46 +134,84 @@ def read_spool(spool: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return load("collect-*.json"), load("result-*.json")
 
 
-def _deciding(tests: Sequence[ev.TestResult], outcome: str) -> ev.TestResult:
-    """The test whose facts stand for the run: the failure, the best pass, or a skip."""
-    if outcome == ev.PASSED:
-        return next((t for t in tests if t.outcome == ev.PASSED and t.live),
-                    next(t for t in tests if t.outcome == ev.PASSED))
+def _deciding(tests: Sequence[rec.TestResult], outcome: str) -> rec.TestResult:
+    """The test whose facts stand for the run: the failure, the first pass, or a skip."""
     return next((t for t in tests if t.outcome == outcome), tests[0])
+
+
+def fold(tests: Sequence[rec.TestResult]) -> tuple[str, str | None, bool]:
+    """(outcome, reason, fixture_absent): any failure fails, else any pass passes, else skipped."""
+    if not tests:
+        raise ValueError("a falsifier run needs at least one test result")
+    failed = [t for t in tests if t.outcome == rec.FAILED]
+    if failed:
+        return rec.FAILED, failed[0].reason, False
+    if any(t.outcome == rec.PASSED for t in tests):
+        return rec.PASSED, None, False
+    absent = [t for t in tests if t.fixture_absent]
+    return rec.SKIPPED, (absent or list(tests))[0].reason, bool(absent)
+
+
+def _test_result(r: Mapping[str, Any]) -> rec.TestResult:
+    return rec.TestResult(
+        nodeid=str(r["nodeid"]), outcome=str(r["outcome"]), reason=r.get("reason"),
+        fixture_absent=bool(r.get("fixture_absent")), duration_s=float(r.get("duration_s", 0.0)),
+        measured=dict(r.get("measured") or {}), declared=dict(r.get("declared") or {}),
+        metrics=dict(r.get("metrics") or {}), environment=dict(r.get("environment") or {}))
+
+
+def dirty_paths(root: Path, contract: Contract, falsifier: Falsifier) -> list[str] | None:
+    """Covered files that differ from HEAD, plus the claim if the contract's committed claim differs.
+
+    Only the claim counts for the contract file: the statuses that ``pv falsify``
+    itself writes there never make the next run dirty.
+    """
+    changed = repo.modified(root, list(falsifier.covered_files))
+    if changed is None:
+        return None
+    try:
+        rel = contract.path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return changed + [f"{contract.path} (outside the repository)"]
+    committed = repo.show(root, "HEAD", rel)
+    if committed is None:
+        return changed + [f"{rel} (not committed)"]
+    try:
+        before = contract_from_text(contract.path, committed.decode("utf-8")).falsifier(falsifier.id)
+    except (PvError, UnicodeDecodeError):
+        before = None
+    if before is None or before.claim_digest != falsifier.claim_digest:
+        changed.append(f"{rel} (the claim of {falsifier.id})")
+    return changed
 
 
 def build_record(contract: Contract, falsifier: Falsifier, results: Sequence[Mapping[str, Any]],
                  *, root: Path, started: str, finished: str, update: bool,
-                 host: str | None = None, git: Mapping[str, Any] | None = None) -> ev.EvidenceRecord:
-    """One evidence record from the raw per-test results of one falsifier."""
-    reqs = dict(falsifier.live_requirements)
-    tests = tuple(
-        ev.TestResult(
-            nodeid=r["nodeid"], outcome=r["outcome"], reason=r.get("reason"),
-            fixture_absent=bool(r.get("fixture_absent")), duration_s=float(r.get("duration_s", 0.0)),
-            facts=dict(r.get("facts") or {}), metrics=dict(r.get("metrics") or {}),
-            live=r["outcome"] == ev.PASSED and meets(r.get("facts") or {}, reqs),
-        )
-        for r in sorted(results, key=lambda r: r["nodeid"])
-    )
-    run = summarize(tests)
-    lead = _deciding(tests, run.outcome)
+                 host: str | None = None, git: Mapping[str, Any] | None = None,
+                 previous: str | None = None, old_status: str | None = None) -> rec.EvidenceRecord:
+    """One unsealed evidence record from the raw per-test results of one falsifier."""
+    tests = tuple(_test_result(r) for r in sorted(results, key=lambda r: str(r["nodeid"])))
+    outcome, reason, absent = fold(tests)
+    lead = _deciding(tests, outcome)
     metrics: dict[str, float | None] = {}
     for t in tests:
         metrics.update(t.metrics)
     metrics.update(lead.metrics)
-    old = canonical(falsifier.status)
-    return ev.EvidenceRecord(
+    if git is None:
+        git = {"commit": repo.head_commit(root), "dirty": dirty_paths(root, contract, falsifier)}
+    subjects: dict[str, str | None] = dict(rec.hash_files(root, falsifier.covered_files))
+    subjects[rec.claim_subject(contract.id, falsifier.id)] = falsifier.claim_digest
+    old = canonical(old_status if old_status is not None else falsifier.status)
+    claim: dict[str, Any] = {"tests": list(falsifier.tests), "live_requirements": dict(falsifier.live_requirements)}
+    if falsifier.discharge_matrix:
+        claim["discharge_matrix"] = [dict(t) for t in falsifier.discharge_matrix]
+    return rec.EvidenceRecord(
         contract_id=contract.id, contract_version=contract.version, falsifier_id=falsifier.id,
-        outcome=run.outcome, reason=run.reason, fixture_absent=run.fixture_absent, live=run.live,
-        live_requirements=reqs, facts=dict(lead.facts), metrics=metrics, tests=tests,
-        started_at=started, finished_at=finished,
-        duration_s=round(sum(t.duration_s for t in tests), 6),
-        host=host or ev.default_host(), pid=ev.current_pid(), versions=ev.versions(),
-        git=dict(git) if git is not None else ev.git_state(root),
-        file_hashes=ev.hash_files(root, falsifier.file_paths),
-        promotion={"old": old, "new": promote(old, run), "applied": update},
-    )
+        outcome=outcome, reason=reason, fixture_absent=absent, tests=tests, metrics=metrics,
+        started_at=started, finished_at=finished, duration_s=round(sum(t.duration_s for t in tests), 6),
+        host=host or rec.default_host(), pid=rec.current_pid(), versions=rec.versions(),
+        git=dict(git), subjects=subjects, claim=claim,
+        promotion={"old": old, "new": old, "applied": False, "why": None}, previous=previous)
 
 
 def standing(contract: Contract, updates: Mapping[str, str]) -> str | None:
@@ -190,21 +233,39 @@ def standing(contract: Contract, updates: Mapping[str, str]) -> str | None:
     return None if ladder.rank(claimed) == ladder.rank(weakest) else weakest
 
 
-def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
-    """Run, record, promote. Raises PvError on trouble (nothing written then)."""
+def preflight(plan: RunPlan) -> None:
+    """Everything that can be checked before a test runs or a byte is written."""
     if not plan.contract.falsifiers:
         raise PvError(f"contract {plan.contract.id} has no falsification_tests to run")
     if not plan.falsifiers_dir.is_dir():
         raise PvError(f"no falsifier folder at {plan.falsifiers_dir}")
+    rec.check_id(plan.contract.id, "contract id")
+    seen: set[str] = set()
+    for f in plan.contract.falsifiers:
+        rec.check_id(f.id, "falsifier id")
+        if f.id in seen:
+            raise PvError(f"falsifier id {f.id} appears twice in contract {plan.contract.id}")
+        seen.add(f.id)
+        if not f.tests:
+            raise PvError(f"{f.id}: the contract's test: names no pytest node id "
+                          "(write e.g. falsifiers/test_x.py::test_name; a list is fine)")
+    rec.check_inside(plan.evidence_dir, plan.evidence_dir / plan.contract.id, plan.root)
+
+
+def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
+    """Run, record, promote. Raises PvError on trouble (nothing written then)."""
+    preflight(plan)
     with tempfile.TemporaryDirectory(prefix="pv-falsify-") as tmp:
         spool = Path(tmp)
         argv = pytest_argv(plan, spool)
-        started = ev.iso(ev.utc_now())
+        started = rec.iso(rec.utc_now())
+        gits = {f.id: {"commit": repo.head_commit(plan.root), "dirty": dirty_paths(plan.root, plan.contract, f)}
+                for f in plan.contract.falsifiers}
         if plan.in_process:
             code, tail = _run_in_process(argv, plan.root)
         else:
             code, tail = _run_subprocess(argv, plan.root, echo)
-        finished = ev.iso(ev.utc_now())
+        finished = rec.iso(rec.utc_now())
         collected, results = read_spool(spool)
     problems = sorted({m for c in collected for m in c.get("problems", [])})
     if problems:
@@ -219,30 +280,64 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
     for r in results:
         for fid in r.get("falsifiers", []):
             by_id.setdefault(fid, []).append(r)
-    git = ev.git_state(plan.root)
+    key = rec.key_from_env()
+    lock = plan.evidence_dir / plan.contract.id / ".lock"
+    try:
+        with files.locked(lock):
+            return _record_and_promote(plan, by_id, gits, started, finished, key)
+    except TimeoutError as exc:
+        raise PvError(str(exc)) from None
+
+
+def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]],
+                        gits: Mapping[str, Mapping[str, Any]], started: str, finished: str,
+                        key: bytes | None) -> FalsifyResult:
+    """Under the contract's lock: re-read the statuses, chain and write records, rewrite once."""
+    contract = load_contract(plan.contract.path)  # statuses as they are now, not at the start
     rows: list[Row] = []
     records: list[Path] = []
     updates: dict[str, str] = {}
     for f in plan.contract.falsifiers:
+        now = contract.falsifier(f.id)
+        old = now.status if now is not None else f.status
         if f.id not in by_id:
-            rows.append(Row(f.id, "not run", None, {}, f.status, f.status))
+            rows.append(Row(f.id, "not run", None, {}, old, old))
             continue
+        stored = rec.load_stored(plan.evidence_dir, contract.id, f.id)
         record = build_record(plan.contract, f, by_id[f.id], root=plan.root, started=started,
-                              finished=finished, update=plan.update, git=git)
-        path = ev.write_record(plan.evidence_dir, record)
+                              finished=finished, update=plan.update, git=gits[f.id],
+                              previous=rec.head(stored), old_status=old)
+        new, why = _promotion(record, stored, f, old, plan.root, key)
+        record = replace(record, promotion={"old": canonical(old), "new": new, "applied": plan.update,
+                                            "why": why}).sealed(key)
+        path = rec.write_record(plan.evidence_dir, record, root=plan.root)
         records.append(path)
-        new = record.promotion["new"]
-        if plan.update and new != f.status:
+        if plan.update and new != canonical(old):
             updates[f.id] = new
-        rows.append(Row(f.id, record.outcome, record.reason, record.facts, f.status, new,
-                        record.live, path, bool(f.live_requirements)))
-    meta = standing(plan.contract, updates) if plan.update else None
+        lead = _deciding(record.tests, record.outcome)
+        rows.append(Row(f.id, record.outcome, record.reason, dict(lead.measured), old, new,
+                        _is_live(record, f), path, bool(f.live_requirements), why))
+    meta = standing(contract, updates) if plan.update else None
     if updates or meta is not None:
         rewrite_statuses(plan.contract.path, updates, metadata_status=meta)
-    failed = any(r.outcome == ev.FAILED for r in rows)
-    meta_change = (plan.contract.metadata_status, meta) if meta is not None else None
+    failed = any(r.outcome == rec.FAILED for r in rows)
+    meta_change = (contract.metadata_status, meta) if meta is not None else None
     return FalsifyResult(tuple(rows), int(ExitCode.FINDINGS if failed else ExitCode.OK), tuple(records),
                          meta_change)
+
+
+def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f: Falsifier,
+               old: str | None, root: Path, key: bytes | None) -> tuple[str, str | None]:
+    """The status this run leads to, judged exactly as ``pv gate`` will judge it."""
+    sealed = record.sealed(key)
+    run = rec.StoredRecord(sealed, Path("<new>"), hashlib.sha256(sealed.to_json().encode("utf-8")).hexdigest())
+    after = judge.support(f, [*stored, run], root=root, key=key)
+    return judge.new_status(old, run, after, f)
+
+
+def _is_live(record: rec.EvidenceRecord, f: Falsifier) -> bool:
+    return any(t.outcome == rec.PASSED and judge.meets_target(t, f.live_requirements)
+               for t in judge.counted(record, f))
 
 
 __all__ = ["FalsifyResult", "Row", "RunPlan", "build_record", "falsify", "pytest_argv", "read_spool"]

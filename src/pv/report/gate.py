@@ -1,14 +1,22 @@
-"""The CI gate: statuses may only move up, and only as far as evidence carries them.
+"""The CI gate: statuses may only move up, only as far as evidence carries them, on evidence
+that nobody edited.
 
-Compared with a baseline (contracts at a git ref, or a ``pv status --format
-json`` snapshot), the gate fails naming each case:
+Compared with a baseline (contracts and evidence at a git ref, or a ``pv status
+--format json`` snapshot), the gate fails naming each case:
 
 - ``regressed``: a falsifier's status dropped on the ladder;
 - ``falsifier-removed`` / ``contract-removed``: it was in the baseline and is gone;
-- ``unsupported``: a status higher than the evidence supports (FUNCTIONAL or
-  DISCHARGED without a passing live record, PARTIAL_ALGORITHM_LEVEL without a
-  passing record, in both cases newer than the latest failing one): a hand edit;
-- ``stale`` (``--strict`` only): a file hashed by the backing record changed since.
+- ``unsupported``: a status higher than the evidence supports, recomputed from the
+  records' measured facts against the contract's *current* claim (see
+  ``pv.falsify.judge``): a hand edit, or a record that proves less than it says;
+- ``evidence``: a record edited after it was written (digest or signature), lying in
+  another falsifier's folder, off its falsifier's chain, unreadable, or a record of
+  the baseline that is now missing or changed (deleting the newest failing record
+  is caught here);
+- ``binding``: a test marked for a falsifier that its ``test:`` does not name, or a
+  named test that no test carries the marker for (read statically, no import);
+- ``stale``: the record backing a status *raised in this change* has covered files
+  (or a claim) that changed since it ran; with ``--strict``, any stale backing record.
 
 Default baseline: ``git merge-base HEAD main`` (then ``origin/main``, ``master``,
 ``origin/master``). When that is HEAD itself (running on main), a dirty tree is
@@ -18,24 +26,29 @@ checked against the state before it.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pv import repo
 from pv.contract import ladder
 from pv.errors import PvError
+from pv.falsify import records as rec
+from pv.falsify.binding import check as check_binding
+from pv.falsify.binding import scan_markers
 from pv.falsify.catalog import Contract, contract_from_text
-from pv.falsify.promote import canonical
+from pv.falsify.judge import canonical
+from pv.files import read_regular
 from pv.report.status import SNAPSHOT_KIND, StatusReport
 
 #: contract id -> falsifier id -> status as written.
 Snapshot = Mapping[str, Mapping[str, "str | None"]]
 
 REGRESSED, FALSIFIER_REMOVED, CONTRACT_REMOVED = "regressed", "falsifier-removed", "contract-removed"
-UNSUPPORTED, STALE = "unsupported", "stale"
+UNSUPPORTED, STALE, EVIDENCE, BINDING = "unsupported", "stale", "evidence", "binding"
+#: Baseline snapshots are small JSON; anything bigger is refused before parsing.
+MAX_SNAPSHOT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -55,14 +68,14 @@ class Baseline:
     label: str
     snapshot: Snapshot
     notes: tuple[str, ...] = ()
+    #: Evidence files of the baseline: path (relative to the repository) -> digest.
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    #: How ``evidence`` digests are made: ``git-blob`` (a tree) or ``sha256`` (a snapshot).
+    evidence_hash: str = "sha256"
 
 
 def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
+    return repo.git_text(root, *args)
 
 
 def default_ref(root: Path) -> str | None:
@@ -92,15 +105,18 @@ def snapshot_of(contracts: Iterable[Contract]) -> dict[str, dict[str, str | None
     return {c.id: {f.id: f.status for f in c.falsifiers} for c in contracts}
 
 
-def baseline_from_git(root: Path, ref: str, contract_dirs: Iterable[Path]) -> Baseline:
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix() or "."
+    except ValueError:
+        raise PvError(f"{path} is outside the repository {root}") from None
+
+
+def baseline_from_git(root: Path, ref: str, contract_dirs: Iterable[Path],
+                      evidence_dir: Path | None = None) -> Baseline:
     if _git(root, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}") is None:
         raise PvError(f"baseline '{ref}' is neither a file nor a git revision")
-    rels = []
-    for d in contract_dirs:
-        try:
-            rels.append(str(d.resolve().relative_to(root)) or ".")
-        except ValueError:
-            raise PvError(f"{d} is outside the repository {root}") from None
+    rels = [_rel(root, d) for d in contract_dirs]
     listing = _git(root, "ls-tree", "-r", "-z", "--name-only", ref, "--", *rels) or ""
     contracts: list[Contract] = []
     notes: list[str] = []
@@ -114,30 +130,93 @@ def baseline_from_git(root: Path, ref: str, contract_dirs: Iterable[Path]) -> Ba
             contracts.append(contract_from_text(root / name, text))
         except PvError as exc:
             notes.append(f"baseline {name} at {ref[:12]} unreadable, ignored: {exc}")
-    return Baseline(f"git {ref[:12]}", snapshot_of(contracts), tuple(notes))
+    blobs: dict[str, str] = {}
+    if evidence_dir is not None:
+        blobs = repo.tree_blobs(root, ref, _rel(root, evidence_dir)) or {}
+    return Baseline(f"git {ref[:12]}", snapshot_of(contracts), tuple(notes), blobs, "git-blob")
 
 
 def baseline_from_file(path: Path) -> Baseline:
     """A ``pv status --format json`` snapshot."""
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data: Any = rec.parse_json(read_regular(path, MAX_SNAPSHOT_BYTES), str(path))
+    except (OSError, ValueError) as exc:
         raise PvError(f"{path}: cannot read baseline snapshot: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != SNAPSHOT_KIND or not isinstance(data.get("contracts"), list):
         raise PvError(f"{path}: not a snapshot written by `pv status --format json`")
     snap: dict[str, dict[str, str | None]] = {}
+    evidence: dict[str, str] = {}
     try:
         for c in data["contracts"]:
-            snap[str(c["id"])] = {str(f["id"]): f.get("written", f.get("status")) for f in c["falsifiers"]}
-    except (KeyError, TypeError) as exc:
+            rows = {}
+            for f in c["falsifiers"]:
+                written = f.get("written", f.get("status"))
+                if written is not None and not isinstance(written, str):
+                    raise TypeError(f"status of {f['id']!r} is not a string")
+                rows[str(f["id"])] = written
+                for p, digest in (f.get("evidence") or {}).items():
+                    evidence[str(p)] = str(digest)
+            snap[str(c["id"])] = rows
+    except (KeyError, TypeError, AttributeError) as exc:
         raise PvError(f"{path}: malformed baseline snapshot ({exc})") from None
-    return Baseline(f"snapshot {path}", snap)
+    return Baseline(f"snapshot {path}", snap, (), evidence, "sha256")
 
 
-def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = False) -> list[GateFailure]:
+def _digest_now(root: Path, rel: str, how: str) -> str | None:
+    path = root / rel
+    try:
+        data = read_regular(path, rec.MAX_RECORD_BYTES)
+    except (OSError, ValueError):
+        return None
+    if how == "git-blob":
+        return repo.blob_sha1(data)
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _owner(rel: str, evidence_rel: str) -> tuple[str, str | None]:
+    parts = rel[len(evidence_rel) + 1:].split("/") if rel.startswith(evidence_rel + "/") else rel.split("/")
+    return (parts[0], parts[1]) if len(parts) >= 3 else (parts[0], None)
+
+
+def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path) -> list[GateFailure]:
+    """Baseline records that are gone or whose bytes changed."""
+    out: list[GateFailure] = []
+    ev_rel = _rel(root, evidence_dir)
+    for rel, digest in sorted(baseline.evidence.items()):
+        if not rel.endswith(".json") or Path(rel).name.startswith("."):
+            continue
+        now = _digest_now(root, rel, baseline.evidence_hash)
+        if now == digest:
+            continue
+        cid, fid = _owner(rel, ev_rel)
+        what = "removed" if now is None else "changed"
+        out.append(GateFailure(EVIDENCE, cid, fid, f"record {rel} of the baseline was {what}; "
+                               "evidence is append-only"))
+    return out
+
+
+def binding_failures(contracts: Iterable[Contract], falsifiers_dir: Path, root: Path) -> list[GateFailure]:
+    bound = scan_markers(falsifiers_dir, root)
+    out: list[GateFailure] = []
+    for c in contracts:
+        named = {f.id: f.tests for f in c.falsifiers}
+        report = check_binding({fid: bound.get(fid, []) for fid in named}, named, list(named), named)
+        for fid, node in report.unnamed:
+            out.append(GateFailure(BINDING, c.id, fid, f"{node} is marked for it, but its test: does not name it"))
+        for fid, node in report.missing:
+            out.append(GateFailure(BINDING, c.id, fid, f"its test: names {node}, which no test marked for it has"))
+    return out
+
+
+def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = False,
+          root: Path | None = None, evidence_dir: Path | None = None,
+          contracts: Iterable[Contract] = (), falsifiers_dir: Path | None = None) -> list[GateFailure]:
     """Every gate failure of ``report`` (current statuses with evidence) against ``baseline``."""
     failures: list[GateFailure] = []
     now = {c.id: c for c in report.contracts}
+    before_all = baseline.snapshot if baseline is not None else {}
     if baseline is not None:
         for cid, before in baseline.snapshot.items():
             contract = now.get(cid)
@@ -152,11 +231,20 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
                     failures.append(GateFailure(FALSIFIER_REMOVED, cid, fid, f"was {canonical(old)}, now gone"))
                 elif ladder.rank(f.status) < ladder.rank(canonical(old)):
                     failures.append(GateFailure(REGRESSED, cid, fid, f"{canonical(old)} -> {f.status}"))
+        if root is not None and evidence_dir is not None:
+            failures += evidence_changes(baseline, root, evidence_dir)
     for c in report.contracts:
         for f in c.falsifiers:
+            failures += [GateFailure(EVIDENCE, c.id, f.id, p) for p in f.problems]
             if not f.supported:
                 failures.append(GateFailure(UNSUPPORTED, c.id, f.id, f.unsupported_reason))
-            if strict and f.stale and f.backing is not None:
-                failures.append(GateFailure(STALE, c.id, f.id, f"{', '.join(f.backing.stale)} changed "
-                                            f"since {f.backing.path}; rerun pv falsify"))
+            if f.stale and f.backing is not None and f.supported:
+                old = before_all.get(c.id, {}).get(f.id) if baseline is not None else f.written
+                raised = baseline is not None and (old is None or ladder.rank(f.status) > ladder.rank(canonical(old)))
+                if strict or raised:
+                    why = "raised in this change on" if raised else "backed by"
+                    failures.append(GateFailure(STALE, c.id, f.id, f"{f.status} {why} {f.backing.path}, but "
+                                                f"{', '.join(f.backing.stale)} changed since; rerun pv falsify"))
+    if falsifiers_dir is not None and root is not None:
+        failures += binding_failures(contracts, falsifiers_dir, root)
     return failures

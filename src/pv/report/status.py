@@ -1,7 +1,11 @@
 """Where every falsifier stands, and which evidence backs it.
 
-Everything here is recomputed from the contracts and ``evidence/``: no cache,
-no torch. ``collect`` returns data; ``render_text``/``render_markdown``/
+Everything here is recomputed from the contracts and ``evidence/`` on every
+call: no cache, no stored verdict, no torch. Support comes from
+``pv.falsify.judge`` (measured facts against the *current* claim); integrity
+problems of the records themselves (an edited record, a record in another
+falsifier's folder, a broken or forked chain, an unreadable file) are listed
+per falsifier. ``collect`` returns data; ``render_text``/``render_markdown``/
 ``to_json`` print it (the JSON doubles as a baseline snapshot for ``pv gate``).
 """
 
@@ -14,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pv.contract import ladder
-from pv.falsify import evidence as ev
-from pv.falsify.catalog import Contract
-from pv.falsify.promote import backing, canonical, supports
+from pv.falsify import judge
+from pv.falsify import records as rec
+from pv.falsify.catalog import Contract, Falsifier
+from pv.falsify.judge import canonical
 
 SNAPSHOT_KIND = "pv-status"
 
@@ -28,19 +33,13 @@ class RecordRef:
     path: str
     outcome: str
     finished_at: str
+    #: Recomputed: the record reaches FUNCTIONAL under the current claim.
     live: bool
     stale: tuple[str, ...] = ()
-    #: The falsifier named live requirements (otherwise every pass counts as live).
+    #: The falsifier names live requirements (otherwise every pass counts as live).
     requirements: bool = True
-
-    @classmethod
-    def of(cls, record: ev.EvidenceRecord, path: Path, root: Path) -> RecordRef:
-        try:
-            shown = str(path.relative_to(root))
-        except ValueError:
-            shown = str(path)
-        return cls(shown, record.outcome, record.finished_at, record.live,
-                   tuple(ev.stale_files(record, root)), bool(record.live_requirements))
+    #: Why the record reaches no further than it does ("" when it reaches FUNCTIONAL or failed).
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,11 @@ class FalsifierStatus:
     supported: bool
     unsupported_reason: str
     records: int
+    #: Integrity problems of this falsifier's records (each one line).
+    problems: tuple[str, ...] = ()
+    #: path (relative to the repository) -> sha256 of every record file: the evidence a gate
+    #: baseline snapshot keeps.
+    evidence: dict[str, str] = field(default_factory=dict)
 
     @property
     def stale(self) -> bool:
@@ -106,10 +110,115 @@ def _rank(status: str) -> int:
     return ladder.rank(status) if ladder.normalize(status) else -1
 
 
-def _record_paths(evidence_dir: Path, cid: str, fid: str) -> list[tuple[ev.EvidenceRecord, Path]]:
-    pairs = [(ev.read_record(p), p) for p in ev.iter_record_paths(evidence_dir, cid, fid)]
-    pairs.sort(key=lambda rp: (rp[0].finished_at, rp[1].name))
-    return pairs
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+def read_folder(evidence_dir: Path, cid: str, fid: str) -> tuple[list[rec.StoredRecord], list[str]]:
+    """Every readable record of one falsifier in chain order, and one line per unreadable file."""
+    stored: list[rec.StoredRecord] = []
+    problems: list[str] = []
+    try:
+        paths = list(rec.iter_record_paths(evidence_dir, cid, fid))
+    except rec.EvidenceError as exc:
+        return [], [str(exc)]
+    for p in paths:
+        try:
+            stored.append(rec.read_stored(p))
+        except rec.EvidenceError as exc:
+            problems.append(f"unreadable record: {exc}")
+    return rec.chain_order(stored), problems
+
+
+def integrity_problems(stored: Sequence[rec.StoredRecord], cid: str, fid: str, root: Path,
+                       key: bytes | None) -> list[str]:
+    """Edited, misplaced and off-chain records of one falsifier folder."""
+    out: list[str] = []
+    known = {s.file_sha256 for s in stored}
+    starts: list[rec.StoredRecord] = []
+    by_previous: dict[str, list[rec.StoredRecord]] = {}
+    for s in stored:
+        r = s.record
+        where = _shown(s.path, root)
+        if r.contract_id != cid or r.falsifier_id != fid:
+            out.append(f"misplaced record: {where} is a record of {r.contract_id}/{r.falsifier_id}")
+        bad = judge.integrity(s, key)
+        if bad:
+            out.append(f"tampered record: {where}: {bad}")
+        if r.legacy:
+            continue
+        if r.previous is None:
+            starts.append(s)
+        elif r.previous not in known:
+            out.append(f"broken chain: {where} follows a record that is not here (sha256 {r.previous[:12]}...)")
+        else:
+            by_previous.setdefault(r.previous, []).append(s)
+    first_chained = min((s.record.finished_at for s in stored if not s.record.legacy), default=None)
+    for s in stored:
+        if s.record.legacy and first_chained is not None and s.record.finished_at > first_chained:
+            out.append(f"out-of-order record: {_shown(s.path, root)} is in format 1, which pv no longer "
+                       "writes, yet newer than the chain")
+    if len(starts) > 1 or (starts and any(x.record.legacy for x in stored)):
+        names = ", ".join(_shown(s.path, root) for s in starts)
+        out.append(f"broken chain: {names} start(s) a new chain where the record before should be named")
+    for children in by_previous.values():
+        if len(children) > 1:
+            out.append(f"forked chain: {', '.join(_shown(c.path, root) for c in children)} all follow one record")
+    return out
+
+
+def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root: Path, *,
+                     key: bytes | None = None, require_signed: bool = False) -> FalsifierStatus:
+    stored, problems = read_folder(evidence_dir, contract.id, f.id)
+    problems += integrity_problems(stored, contract.id, f.id, root, key)
+    canon = canonical(f.status)
+    sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed)
+    ok = sup.allows(canon)
+    why = "" if ok else _unsupported(canon, sup)
+
+    def ref(s: rec.StoredRecord) -> RecordRef:
+        r = judge.reach(s, f, key=key, require_signed=require_signed)
+        return RecordRef(_shown(s.path, root), s.record.outcome, s.record.finished_at,
+                         r.level == ladder.FUNCTIONAL, tuple(rec.stale_subjects(s.record, root, f.claim_digest)),
+                         bool(f.live_requirements), r.why)
+
+    back = _backing(canon, stored, sup)
+    blocked = None
+    if ladder.is_blocker(canon):
+        skip = next((s for s in reversed(stored) if s.record.outcome == rec.SKIPPED), None)
+        blocked = (skip.record.reason if skip and skip.record.reason else
+                   f"{canon} set in the contract without a skipped run on record")
+    evidence = {_shown(s.path, root): s.file_sha256 for s in stored}
+    return FalsifierStatus(f.id, f.status, canon, blocked, ref(stored[-1]) if stored else None,
+                           ref(back) if back is not None else None, ok, why, len(stored),
+                           tuple(problems), evidence)
+
+
+def _unsupported(canon: str, sup: judge.Support) -> str:
+    tail = " after the latest failing record" if sup.failed_later else ""
+    if canon == ladder.DISCHARGED:
+        if sup.level != ladder.FUNCTIONAL:
+            return f"DISCHARGED but no passing live record{tail}: {sup.why}"
+        return ("DISCHARGED but no valid discharge record (pv discharge) rests on the current live "
+                "evidence for every target of the discharge matrix")
+    if canon == ladder.FUNCTIONAL:
+        return f"FUNCTIONAL but no passing live record{tail}: {sup.why}"
+    return f"{canon} but no passing record{tail}: {sup.why}"
+
+
+def _backing(canon: str, stored: Sequence[rec.StoredRecord], sup: judge.Support) -> rec.StoredRecord | None:
+    if canon == ladder.DISCHARGED and sup.discharge is not None:
+        return sup.discharge
+    if canon in (ladder.FUNCTIONAL, ladder.PARTIAL, ladder.DISCHARGED):
+        return sup.backing
+    if canon == ladder.FALSIFIED:
+        return next((s for s in reversed(stored) if s.record.outcome == rec.FAILED), None)
+    if ladder.is_blocker(canon):
+        return next((s for s in reversed(stored) if s.record.outcome == rec.SKIPPED), None)
+    return None
 
 
 def _mismatch(meta: str | None, statuses: Sequence[str]) -> str | None:
@@ -124,38 +233,21 @@ def _mismatch(meta: str | None, statuses: Sequence[str]) -> str | None:
     return f"metadata.status {canon} is {direction} its falsifiers: the contract stands at {weakest}"
 
 
-def falsifier_status(contract: Contract, fid: str, written: str | None, evidence_dir: Path,
-                     root: Path) -> FalsifierStatus:
-    pairs = _record_paths(evidence_dir, contract.id, fid)
-    records = [r for r, _ in pairs]
-    canon = canonical(written)
-    ok, why = supports(canon, records)
-    back = backing(canon, records)
-    back_ref = next((RecordRef.of(r, p, root) for r, p in pairs if r is back), None)
-    latest = RecordRef.of(*pairs[-1], root) if pairs else None
-    blocked = None
-    if ladder.is_blocker(canon):
-        skip = back if back is not None and back.outcome == ev.SKIPPED else None
-        blocked = (skip.reason if skip and skip.reason else
-                   f"{canon} set in the contract without a skipped run on record")
-    return FalsifierStatus(fid, written, canon, blocked, latest, back_ref, ok, why, len(records))
-
-
-def contract_status(contract: Contract, evidence_dir: Path, root: Path) -> ContractStatus:
-    rows = tuple(falsifier_status(contract, f.id, f.status, evidence_dir, root) for f in contract.falsifiers)
+def contract_status(contract: Contract, evidence_dir: Path, root: Path, *, key: bytes | None = None,
+                    require_signed: bool = False) -> ContractStatus:
+    rows = tuple(falsifier_status(contract, f, evidence_dir, root, key=key, require_signed=require_signed)
+                 for f in contract.falsifiers)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    try:
-        shown = str(contract.path.resolve().relative_to(root))
-    except ValueError:
-        shown = str(contract.path)
-    return ContractStatus(contract.id, shown, contract.version, contract.metadata_status, rows,
-                          _mismatch(contract.metadata_status, [r.status for r in rows]), counts)
+    return ContractStatus(contract.id, _shown(contract.path, root), contract.version, contract.metadata_status,
+                          rows, _mismatch(contract.metadata_status, [r.status for r in rows]), counts)
 
 
-def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path) -> StatusReport:
-    return StatusReport(tuple(contract_status(c, evidence_dir, root) for c in contracts))
+def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path, *, key: bytes | None = None,
+            require_signed: bool = False) -> StatusReport:
+    return StatusReport(tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed)
+                              for c in contracts))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -179,6 +271,8 @@ def _evidence_text(f: FalsifierStatus) -> str:
     if f.latest is None:
         return "no evidence"
     live = ("live" if f.latest.live else "not live") if f.latest.requirements else "no live requirements"
+    if f.latest.outcome == rec.PASSED and not f.latest.live and not f.latest.why.startswith("live requirements"):
+        live = f"backs nothing: {f.latest.why}"
     text = f"latest {f.latest.outcome} {f.latest.finished_at[:19]}Z ({live})"
     if f.backing is not None and f.backing.path != f.latest.path:
         text += f"; backed by {f.backing.outcome} {f.backing.finished_at[:19]}Z"
@@ -186,7 +280,7 @@ def _evidence_text(f: FalsifierStatus) -> str:
 
 
 def _notes(f: FalsifierStatus) -> list[str]:
-    notes = []
+    notes = list(f.problems)
     if f.blocked_reason:
         notes.append(f"blocked: {f.blocked_reason}")
     if not f.supported:

@@ -1,0 +1,227 @@
+"""What evidence proves, recomputed from records and the contract's current claim. Pure functions.
+
+Nothing stored in a record is trusted as a verdict. For one falsifier:
+
+1. **A record's reach** (``reach``). Only tests that the contract's ``test:`` names
+   count. Any failed test makes the record a failure (failures always count,
+   whatever else is wrong with the record). A passing record reaches
+   ``FUNCTIONAL`` when one counted passing test's *measured* facts meet the
+   *current* ``live_requirements`` (none: every pass), else
+   ``PARTIAL_ALGORITHM_LEVEL``; it reaches nothing when it is a format-1 record
+   (declared facts only), was written while a covered file was modified, is
+   unsigned where signatures are required, names no counted test, or failed its
+   own integrity check (digest or signature).
+2. **Support** (``support``). Records are read in chain order; those after the
+   latest failure count. The falsifier is supported up to the best reach among
+   them; ``DISCHARGED`` also needs a discharge record after that failure whose
+   backing live records are among them, one for every target of the declared
+   matrix (``discharge.matrix``; without one, the live requirements are the only
+   target), and whose covered files have not changed since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pv.contract import ladder
+from pv.falsify import facts as fact_rules
+from pv.falsify.binding import base_node_id
+from pv.falsify.catalog import Falsifier
+from pv.falsify.records import DISCHARGE, FAILED, PASSED, EvidenceRecord, StoredRecord, signature_ok
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far one record carries its falsifier, and why not further."""
+
+    #: FUNCTIONAL, PARTIAL_ALGORITHM_LEVEL, or None (it backs no status).
+    level: str | None
+    failed: bool
+    why: str = ""
+    #: Node ids of counted passing tests whose measured facts meet the requirements.
+    live_tests: tuple[str, ...] = ()
+
+
+def integrity(stored: StoredRecord, key: bytes | None) -> str | None:
+    """Why a format-2 record cannot be trusted as written (edited, badly signed), or None."""
+    record = stored.record
+    if record.legacy:
+        return None
+    if record.digest != record.content_digest():
+        return "its content does not match its digest (edited after it was written)"
+    if key is not None and signature_ok(record, key) is False:
+        return "its signature does not verify with PV_EVIDENCE_KEY"
+    return None
+
+
+def counted(record: EvidenceRecord, claim: Falsifier) -> list[Any]:
+    named = set(claim.tests)
+    return [t for t in record.tests if base_node_id(t.nodeid) in named]
+
+
+def meets_target(test: Any, requirements: Mapping[str, Any]) -> bool:
+    return fact_rules.meets(test.measured, requirements, test.environment)
+
+
+def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
+          require_signed: bool = False) -> Reach:
+    record = stored.record
+    if record.kind == DISCHARGE:
+        return Reach(None, False, "a discharge record")
+    if record.outcome == FAILED or any(t.outcome == FAILED for t in record.tests):
+        return Reach(None, True)
+    if record.outcome != PASSED:
+        return Reach(None, False, f"the run {record.outcome}")
+    bad = integrity(stored, key)
+    if bad:
+        return Reach(None, False, bad)
+    if record.legacy:
+        return Reach(None, False, "a format-1 record: its facts were declared, not measured")
+    dirty = record.git.get("dirty")
+    if dirty:
+        return Reach(None, False, f"written while {', '.join(dirty[:3])} differed from the commit")
+    if require_signed and (key is None or signature_ok(record, key) is not True):
+        return Reach(None, False, "not signed with the evidence key")
+    passing = [t for t in counted(record, claim) if t.outcome == PASSED]
+    if not passing:
+        others = ", ".join(t.nodeid for t in record.tests if t.outcome == PASSED)[:200]
+        return Reach(None, False, f"no passing test that the contract's test: names (passed: {others or 'none'})")
+    reqs = dict(claim.live_requirements)
+    live = tuple(t.nodeid for t in passing if meets_target(t, reqs))
+    if live:
+        return Reach(ladder.FUNCTIONAL, False, live_tests=live)
+    closest = min(reversed(passing), key=lambda t: len(fact_rules.unmet(t.measured, reqs, t.environment)))
+    misses = fact_rules.unmet(closest.measured, reqs, closest.environment)
+    return Reach(ladder.PARTIAL, False, "live requirements not met: " + "; ".join(misses))
+
+
+@dataclass(frozen=True)
+class Support:
+    """How far a falsifier's evidence reaches, with the records behind it."""
+
+    level: str | None
+    backing: StoredRecord | None
+    #: Why no record after the latest failure reaches further (for messages).
+    why: str
+    failed_later: bool
+    discharge: StoredRecord | None = None
+
+    def allows(self, status: str | None) -> bool:
+        canon = canonical(status)
+        if canon == ladder.DISCHARGED:
+            return self.discharge is not None
+        if canon in (ladder.FUNCTIONAL, ladder.PARTIAL):
+            return self.level is not None and ladder.rank(self.level) >= ladder.rank(canon)
+        return True
+
+
+def canonical(status: str | None) -> str:
+    """Unknown or missing statuses count as PROPOSED (``pv validate`` reports them)."""
+    return ladder.normalize(status) or ladder.PROPOSED
+
+
+def _since_failure(stored: Sequence[StoredRecord]) -> tuple[list[StoredRecord], bool]:
+    last = max((i for i, s in enumerate(stored)
+                if s.record.outcome == FAILED or any(t.outcome == FAILED for t in s.record.tests)), default=-1)
+    return list(stored[last + 1:]), last >= 0
+
+
+def matrix(claim: Falsifier) -> list[dict[str, Any]]:
+    """Discharge targets: each declared target merged onto the live requirements."""
+    base = dict(claim.live_requirements)
+    return [{**base, **t} for t in claim.discharge_matrix] or [base]
+
+
+def discharge_backing(recent: Sequence[StoredRecord], claim: Falsifier, reaches: Mapping[str, Reach]) -> \
+        tuple[list[str], list[dict[str, Any]]]:
+    """For each matrix target, a live record meeting it (file sha256), and the targets none meets."""
+    found, missing = [], []
+    for target in matrix(claim):
+        hit = next((s.file_sha256 for s in reversed(recent)
+                    if reaches[s.file_sha256].level == ladder.FUNCTIONAL
+                    and any(meets_target(t, target) for t in counted(s.record, claim) if t.outcome == PASSED)),
+                   None)
+        if hit is None:
+            missing.append(target)
+        else:
+            found.append(hit)
+    return found, missing
+
+
+def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | None = None,
+            key: bytes | None = None, require_signed: bool = False) -> Support:
+    recent, failed = _since_failure(stored)
+    reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed) for s in stored}
+    best: StoredRecord | None = None
+    for s in recent:
+        lvl = reaches[s.file_sha256].level
+        if lvl is None:
+            continue
+        if best is None or ladder.rank(lvl) >= ladder.rank(reaches[best.file_sha256].level or ladder.PARTIAL):
+            best = s
+    level = reaches[best.file_sha256].level if best is not None else None
+    reasons = [reaches[s.file_sha256].why for s in reversed(recent) if reaches[s.file_sha256].why
+               and s.record.kind != DISCHARGE]
+    why = reasons[0] if reasons else ("no record after the latest failing record" if failed else "no record")
+    dis = None
+    if level == ladder.FUNCTIONAL:
+        dis = _valid_discharge(recent, claim, reaches, root, key, require_signed)
+    return Support(level, best, why, failed, dis)
+
+
+def _valid_discharge(recent: Sequence[StoredRecord], claim: Falsifier, reaches: Mapping[str, Reach],
+                     root: Path | None, key: bytes | None, require_signed: bool) -> StoredRecord | None:
+    from pv.falsify.records import stale_subjects
+
+    present = {s.file_sha256 for s in recent if reaches[s.file_sha256].level == ladder.FUNCTIONAL}
+    for s in reversed(recent):
+        rec = s.record
+        if rec.kind != DISCHARGE or rec.discharge is None or integrity(s, key):
+            continue
+        if require_signed and (key is None or signature_ok(rec, key) is not True):
+            continue
+        if not set(rec.discharge.get("backing", [])) <= present:
+            continue
+        if discharge_backing(recent, claim, reaches)[1]:
+            continue
+        if root is not None and stale_subjects(rec, root, claim.claim_digest):
+            continue
+        return s
+    return None
+
+
+def new_status(old: str | None, run: StoredRecord, support_after: Support, claim: Falsifier) -> tuple[str, str | None]:
+    """The status after a run (and why it did not move, when it did not).
+
+    A failure falsifies. A pass moves the status to what the evidence now supports
+    (a non-live pass never demotes a supported FUNCTIONAL or DISCHARGED, since the
+    live record behind it still stands). A skip for a missing fixture blocks a
+    PROPOSED falsifier. A pass that reaches nothing (a modified covered file, say)
+    moves nothing.
+    """
+    current = canonical(old)
+    record = run.record
+    r = reach(run, claim)
+    if r.failed:
+        return ladder.FALSIFIED, None
+    if record.outcome == PASSED:
+        if r.level is None:
+            return current, r.why
+        if current == ladder.DISCHARGED and support_after.discharge is not None:
+            return current, None
+        return support_after.level or current, None
+    if record.fixture_absent and current == ladder.PROPOSED:
+        return ladder.BLOCKER_FIXTURE_ABSENT, None
+    return current, None
+
+
+def discharge_plan(claim: Falsifier, stored: Sequence[StoredRecord], *, key: bytes | None = None,
+                   require_signed: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
+    """What a new discharge would rest on: live records (file sha256) per matrix target, and the
+    targets that no record after the latest failure meets."""
+    recent, _ = _since_failure(stored)
+    reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed) for s in stored}
+    return discharge_backing(recent, claim, reaches)
