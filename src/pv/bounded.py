@@ -5,8 +5,9 @@ with a repository or a download; pv treats them as hostile. Each reader here
 refuses, before it builds anything big, what no honest file needs:
 
 * anything but a regular file (a FIFO would block forever, a device never
-  ends, ``/proc`` and ``/sys`` files report size 0 and may block or change
-  while read): refused on the opened descriptor and by resolved path;
+  ends): refused on the opened descriptor; and ``/proc`` and ``/sys`` files,
+  which claim to be regular but report size 0 and may block or change while
+  read: refused by resolved path;
 * more bytes than the caller's bound (read with ``limit + 1``, never the
   size a file claims);
 * nesting deeper than ``max_depth`` and more than ``max_items`` values in all;
@@ -40,8 +41,9 @@ MAX_ALIASES = 256
 #: Default bounds; each reader passes its own where they differ.
 MAX_DEPTH = 32
 MAX_ITEMS = 1_000_000
-#: Pseudo-filesystems whose files are not data (size 0, generated on read, may block).
-PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
+#: Pseudo-filesystems whose "regular" files are not data (size 0, generated on read,
+#: may block). Devices anywhere are refused by their file type instead.
+PSEUDO_ROOTS = ("/proc", "/sys")
 
 
 class DataFileError(PvError):
@@ -103,7 +105,7 @@ def open_data(path: str | os.PathLike[str], what: str) -> Any:
     """
     shown = show_path(path)
     if _is_pseudo(path):
-        raise DataFileError(f"{shown}: {what} is a /proc, /sys or /dev path, not a data file")
+        raise DataFileError(f"{shown}: {what} is a /proc or /sys path, not a data file")
     try:
         return files.open_regular(path)
     except files.NotRegularFileError:

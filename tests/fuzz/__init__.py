@@ -1,0 +1,1 @@
+"""Property-based tests over every reader of files that other people write (see ``readers``)."""
