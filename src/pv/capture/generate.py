@@ -29,6 +29,7 @@ from pv import files
 from pv.capture import aprt
 from pv.capture.models import LoadedModel
 from pv.capture.plan import Tap, stage_keys
+from pv.capture.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
 from pv.capture.trace import (
     TracePlan,
     _provenance_summary,
@@ -39,10 +40,6 @@ from pv.capture.trace import (
 )
 from pv.errors import PvError
 
-GENERATE_FILE = "generate.json"
-FORMAT = "pv-generate"
-VERSION = 1
-
 
 @dataclass(frozen=True)
 class GenerateResult:
@@ -52,24 +49,6 @@ class GenerateResult:
     fed: list[int]  # what was fed after each step (the predictions, or the forced tokens)
     steps: int
     files: int
-
-
-def step_dir(root: Path, step: int) -> Path:
-    return root / f"step-{step}"
-
-
-def load(root: str | Path) -> dict[str, Any]:
-    """A generation directory's ``generate.json``, checked."""
-    path = Path(root) / GENERATE_FILE
-    if not path.is_file():
-        raise PvError(f"{root}: not a generation capture (no {GENERATE_FILE}; use pv trace --generate N)")
-    try:
-        data = json.loads(files.read_regular(path, 64 << 20).decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PvError(f"{path}: unreadable: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("steps"), list):
-        raise PvError(f"{path}: not a pv generation record (format != {FORMAT!r})")
-    return data
 
 
 def _stepper(runner: Any, engine: str) -> Callable[[list[int], Any], Any]:

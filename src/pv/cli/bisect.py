@@ -125,8 +125,33 @@ def make_plan(
     )
 
 
+def _capture_generations(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path]:
+    """Reference first (greedy), then the engine under test fed the reference's tokens."""
+    from pv.capture.generate import capture_generation
+    from pv.capture.trace import make_plan as trace_plan
+
+    test_dir, ref_dir = root / "test", root / "reference"
+    common: dict[str, Any] = {
+        "tokens": plan.tokens,
+        "prompt": plan.prompt if plan.tokens is None else None,
+        "device": plan.device,
+        "dtype": plan.dtype,
+    }
+    ref = capture_generation(
+        trace_plan(loaded.source, loaded.config, engine=plan.reference, output=ref_dir, **common),
+        loaded, plan.generate)
+    capture_generation(
+        trace_plan(loaded.source, loaded.config, engine=plan.engine, output=test_dir,
+                   fault=plan.fault, **common),
+        loaded, plan.generate, forced=ref.fed)
+    return test_dir, ref_dir
+
+
 def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path]:
     from pv.capture.trace import capture
+
+    if plan.generate:
+        return _capture_generations(plan, loaded, root)
 
     test_dir, ref_dir = root / "test", root / "reference"
     common: dict[str, Any] = {
@@ -199,6 +224,14 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
     show_default=True,
     type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False),
 )
+@click.option(
+    "--generate",
+    default=0,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Two-level bisection over N generated tokens: first the step whose next token or "
+    "logits leave tolerance, then the stage inside it (A B from pv trace --generate, or --model).",
+)
 @format_option
 @click.option("--verbose", "-v", is_flag=True, help="Details for every stage.")
 @tolerance_options
@@ -218,6 +251,7 @@ def command(
     keep: str | None,
     device: str,
     dtype: str,
+    generate: int,
     fmt: str,
     verbose: bool,
     threshold: float | None,
@@ -242,9 +276,16 @@ def command(
         device=device,
         dtype=dtype,
     )
-    plan = replace(plan, engine=engine.lower())
+    plan = replace(plan, engine=engine.lower(), generate=generate)
     if plan.isolate and plan.engine != "pv":
         raise PvError("--isolate reruns this project's engine layer by layer: it needs --engine pv")
+    if plan.generate and (plan.isolate or plan.plot or plan.report):
+        raise PvError("--generate works without --isolate, --plot and --report")
+    if plan.generate and plan.a is not None:
+        from pv.capture.steps import load as load_generation
+
+        load_generation(plan.a)  # both must be generation captures: fail before any work
+        load_generation(plan.b or plan.a)
     tols = build_tolerances(threshold, rtol, atol, config_file)
     config = None
     if plan.model is not None:
@@ -263,9 +304,13 @@ def command(
 
             parse_llama_fault(plan.fault, config.num_hidden_layers)
         elif plan.fault is not None:
-            from pv.capture.faults import check_fault, parse_fault
+            from pv.capture.faults import check_fault
+            from pv.capture.kvcache import is_decode_fault, parse_any_fault
 
-            check_fault(parse_fault(plan.fault), config.num_hidden_layers, config.features)
+            spec = parse_any_fault(plan.fault)
+            check_fault(spec, config.num_hidden_layers, config.features)
+            if is_decode_fault(spec) and plan.generate < 2:
+                raise PvError(f"fault {spec} only acts at decode steps: give --generate 2 or more")
     from pv.capture.models import load_model
 
     if plan.a is not None and plan.b is not None:
@@ -286,9 +331,50 @@ def command(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _finish_generation(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, fmt: str,
+                       verbose: bool) -> int:
+    from pv.compare.bisect import bisect_generation
+    from pv.compare.report import bisect_text, table
+
+    result = bisect_generation(a, b, model=config, tolerances=tols, max_steps=plan.generate)
+    if fmt.lower() == "json":
+        out = result.to_dict()
+        out["files"] = {"captures": [str(a), str(b)] if plan.keep else None}
+        click.echo(json.dumps(out, indent=1))
+        return int(ExitCode.OK if result.ok else ExitCode.FINDINGS)
+    lines = []
+    if plan.model is not None:
+        lines.append(f"model: {plan.model}")
+        lines.append(f"engine under test: {plan.engine}"
+                     f"{' with fault ' + plan.fault if plan.fault else ''}; reference: {plan.reference}"
+                     " (the engine under test is fed the reference's tokens)")
+    rows = []
+    for v in result.steps:
+        m = v.logits.metrics if v.logits is not None else None
+        rows.append([str(v.step), str(v.position), str(v.token_a), str(v.token_b),
+                     "-" if m is None else f"{m.cosine:.6f}", "ok" if v.ok else "FAIL",
+                     "; ".join(v.reasons())])
+    lines.append(table(rows, ["step", "position", "token A", "token B", "logits cos", "verdict",
+                              "why"]))
+    lines.extend(f"note: {n}" for n in result.notes)
+    if result.first_step is None:
+        lines.append(f"no divergence over {len(result.steps)} steps")
+    else:
+        lines.append(f"first divergent step: {result.first_step.step} "
+                     f"(position {result.first_step.position})")
+        if result.stage is not None:
+            lines.append("")
+            lines.append(f"inside step {result.first_step.step}:")
+            lines.append(bisect_text(result.stage, verbose=verbose))
+    click.echo("\n".join(lines))
+    return int(ExitCode.OK if result.ok else ExitCode.FINDINGS)
+
+
 def _finish(
     plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: Any, fmt: str, verbose: bool
 ) -> int:
+    if plan.generate:
+        return _finish_generation(plan, a, b, config, tols, fmt, verbose)
     from pv.capture import aprt
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown

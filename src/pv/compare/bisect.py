@@ -18,6 +18,7 @@ from pv import stages as stage_table
 from pv.capture import aprt
 from pv.compare.diff import DiffReport, StageRecord, diff_captures
 from pv.compare.tolerances import Tolerances
+from pv.errors import PvError
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,137 @@ def bisect(
 ) -> BisectResult:
     """Compare capture ``a`` (under test) with ``b`` (reference) and walk to the first divergence."""
     return walk(diff_captures(a, b, model=model, tolerances=tolerances))
+
+
+# --------------------------------------------------------------------------- generations
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    """One generation step of A against B: same inputs, same next token, logits in tolerance."""
+
+    step: int
+    position: int
+    inputs_equal: bool
+    token_a: int
+    token_b: int
+    logprob_a: float | None
+    logprob_b: float | None
+    #: ``lm_head`` of this step compared (None when a side did not capture it).
+    logits: StageRecord | None
+
+    @property
+    def ok(self) -> bool:
+        return (self.inputs_equal and self.token_a == self.token_b
+                and (self.logits is None or not self.logits.bad))
+
+    def reasons(self) -> list[str]:
+        out = []
+        if not self.inputs_equal:
+            out.append("the two sides were fed different tokens")
+        if self.token_a != self.token_b:
+            out.append(f"next token {self.token_a} vs {self.token_b}")
+        if self.logits is not None and self.logits.bad:
+            out.extend(self.logits.reasons or ("logits out of tolerance",))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.logits.metrics if self.logits is not None else None
+        return {"step": self.step, "position": self.position, "ok": self.ok,
+                "inputs_equal": self.inputs_equal, "token_a": self.token_a, "token_b": self.token_b,
+                "logprob_a": self.logprob_a, "logprob_b": self.logprob_b,
+                "logits_status": None if self.logits is None else self.logits.status,
+                "logits_cosine": None if m is None else m.cosine, "reasons": self.reasons()}
+
+
+@dataclass(frozen=True)
+class GenerationBisect:
+    """First step whose next token or logits leave tolerance, then the first stage inside it."""
+
+    a: str
+    b: str
+    steps: tuple[StepVerdict, ...]
+    first_step: StepVerdict | None
+    stage: BisectResult | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.first_step is None and bool(self.steps)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "a": self.a, "b": self.b, "steps": len(self.steps), "ok": self.ok,
+            "first_divergent_step": None if self.first_step is None else {
+                "step": self.first_step.step, "position": self.first_step.position,
+                "reasons": self.first_step.reasons()},
+            "first_divergence": None if self.stage is None else self.stage.first_divergence,
+            "last_good": None if self.stage is None else _where(self.stage.last_good),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "notes": list(self.notes),
+                "steps": [s.to_dict() for s in self.steps],
+                "stage_bisect": None if self.stage is None else self.stage.to_dict()}
+
+
+def bisect_generation(
+    a: str | Path,
+    b: str | Path,
+    *,
+    model: Any = None,
+    tolerances: Tolerances | None = None,
+    max_steps: int | None = None,
+) -> GenerationBisect:
+    """Two-level bisection of two generation captures (``a`` under test, ``b`` reference).
+
+    Level one walks the steps in order and stops at the first whose inputs,
+    greedy next token or ``lm_head`` leave tolerance; level two bisects that
+    step's stages as :func:`bisect` does. Steps after a token difference are
+    not comparable unless both sides were fed the same tokens (``pv bisect
+    --model --generate`` feeds the engine under test the reference's tokens).
+    """
+    from pv.capture import steps as gen_steps
+    from pv.compare.diff import diff_captures
+
+    ra, rb = Path(a), Path(b)
+    ga, gb = gen_steps.load(ra), gen_steps.load(rb)
+    n = min(len(ga["steps"]), len(gb["steps"]))
+    if max_steps is not None:
+        n = min(n, max_steps)
+    notes: list[str] = []
+    if len(ga["steps"]) != len(gb["steps"]):
+        notes.append(f"A has {len(ga['steps'])} steps, B {len(gb['steps'])}: compared the first {n}")
+    verdicts: list[StepVerdict] = []
+    first: StepVerdict | None = None
+    for t in range(n):
+        sa, sb = ga["steps"][t], gb["steps"][t]
+        da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
+        logits = None
+        try:
+            rep = diff_captures(da, db, model=model, tolerances=tolerances, stages=["lm_head"])
+            logits = next((r for r in rep.records if r.stage == "lm_head" and (r.compared or r.bad)),
+                          None)
+        except PvError:
+            pass
+        if logits is None and t == 0:
+            notes.append("lm_head not captured on both sides: steps judged by their tokens only")
+        v = StepVerdict(t, int(sa.get("position", 0)), list(sa["input"]) == list(sb["input"]),
+                        int(sa["predicted"]), int(sb["predicted"]), sa.get("logprob"),
+                        sb.get("logprob"), logits)
+        verdicts.append(v)
+        if not v.ok:
+            first = v
+            break
+    stage = None
+    if first is not None:
+        if first.inputs_equal:
+            da, db = gen_steps.step_dir(ra, first.step), gen_steps.step_dir(rb, first.step)
+            stage = bisect(da, db, model=model, tolerances=tolerances)
+            if stage.first is None:
+                notes.append(f"step {first.step}: every stage is within tolerance; the next token "
+                             "differs on a near tie")
+        else:
+            notes.append(f"step {first.step}: the sides were fed different tokens (their "
+                         "generations parted earlier); feed both the same tokens to compare further")
+    return GenerationBisect(str(ra), str(rb), tuple(verdicts), first, stage, tuple(notes))
