@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pv import stages
+from pv.bounded import brief
 from pv.capture import arch
+from pv.errors import PvError
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ModelConfig:
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     norm_topk_prob: bool = True
+
+    def __post_init__(self) -> None:
+        check_values(self)
 
     @property
     def family(self) -> arch.Family:
@@ -108,6 +114,73 @@ class ModelConfig:
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+class ConfigValueError(PvError, ValueError):
+    """A model config value no model can have (zero heads, a negative size, NaN theta)."""
+
+
+#: Largest size pv accepts for any one dimension: tensors are indexed with int32 in places.
+MAX_SIZE = 2**31 - 1
+_POSITIVE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "max_position_embeddings")
+_NON_NEGATIVE = ("intermediate_size", "num_experts", "num_experts_per_tok", "moe_intermediate_size")
+_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _int_in(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_SIZE
+
+
+def _positive_float(value: Any, zero_ok: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value > 0 or (zero_ok and value == 0))
+
+
+def _value_problem(cfg: ModelConfig) -> str | None:
+    for name in _POSITIVE + _NON_NEGATIVE:
+        value = getattr(cfg, name)
+        low = 1 if name in _POSITIVE else 0
+        if not _int_in(value, low):
+            return f"{name} must be an integer in {low}..{MAX_SIZE}, not {brief(value)}"
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        return (f"num_attention_heads ({cfg.num_attention_heads}) is not a multiple of "
+                f"num_key_value_heads ({cfg.num_key_value_heads})")
+    if cfg.intermediate_size == 0 and cfg.num_experts == 0:
+        return "intermediate_size must be at least 1 for a dense (non-MoE) model"
+    if cfg.num_experts_per_tok > cfg.num_experts:
+        return f"num_experts_per_tok ({cfg.num_experts_per_tok}) exceeds num_experts ({cfg.num_experts})"
+    if not _positive_float(cfg.rope_theta):
+        return f"rope_theta must be a finite positive number, not {brief(cfg.rope_theta)}"
+    if not _positive_float(cfg.rms_norm_eps, zero_ok=True):
+        return f"rms_norm_eps must be a finite number >= 0, not {brief(cfg.rms_norm_eps)}"
+    for name in ("rope_local_theta", "query_pre_attn_scalar"):
+        value = getattr(cfg, name)
+        if value is not None and not _positive_float(value):
+            return f"{name} must be a finite positive number, not {brief(value)}"
+    if cfg.sliding_window is not None and not _int_in(cfg.sliding_window, 1):
+        return f"sliding_window must be an integer in 1..{MAX_SIZE}, not {brief(cfg.sliding_window)}"
+    if cfg.layer_types:
+        if len(cfg.layer_types) != cfg.num_hidden_layers:
+            return (f"layer_types lists {len(cfg.layer_types)} layers, the model has "
+                    f"{cfg.num_hidden_layers}")
+        bad = [t for t in cfg.layer_types if t not in _LAYER_TYPES]
+        if bad:
+            return f"layer_types: {brief(bad[0])} is not one of {', '.join(_LAYER_TYPES)}"
+    factors = cfg.rope_freq_factors
+    if factors is not None and not all(_positive_float(x) for x in factors):
+        return "rope_freq_factors must be finite positive numbers"
+    if not isinstance(cfg.hidden_act, str):
+        return f"hidden_act must be a string, not {brief(cfg.hidden_act)}"
+    return None
+
+
+def check_values(cfg: ModelConfig) -> None:
+    """Refuse a config no model can have, before any size is used to allocate or divide."""
+    problem = _value_problem(cfg)
+    if problem:
+        raise ConfigValueError(f"model config: {problem}")
 
 
 #: The built-in default model: small, Qwen2-style, with qkv bias and GQA (4 query

@@ -9,7 +9,6 @@ that the capture manifest records.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pv import bounded
 from pv.capture import arch
-from pv.capture.config import SYNTHETIC, ModelConfig
+from pv.capture.config import SYNTHETIC, ConfigValueError, ModelConfig
 from pv.errors import PvError, require
 
 #: Architectures the engine implements (``config.json``'s ``model_type``): the registry's families.
@@ -99,7 +99,6 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight a model of ``config`` has, by Hugging Face name, with its shape."""
     h, i, d = config.hidden_size, config.intermediate_size, config.head_dim
     q_out, kv_out = config.num_attention_heads * d, config.num_key_value_heads * d
-    expected: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, h),
     e, mi = config.num_experts, config.moe_intermediate_size
     by_role: dict[str, tuple[int, ...]] = {
         "attn_norm": (h,), "q": (q_out, h), "k": (kv_out, h), "v": (kv_out, h), "o": (h, q_out),
@@ -108,11 +107,12 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         "gate": (i, h), "up": (i, h), "down": (h, i), "router": (e, h),
         "experts_gate": (e, mi, h), "experts_up": (e, mi, h), "experts_down": (e, h, mi),
     }
+    expected: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, h),
                                              "model.norm.weight": (h,)}
     if not config.tie_word_embeddings:
         expected["lm_head.weight"] = (config.vocab_size, h)
-    for layer in range(config.num_hidden_layers):
     roles = config.family.roles(config.attention_bias)
+    for layer in range(config.num_hidden_layers):
         p = f"model.layers.{layer}."
         for role, name in roles.items():
             expected[p + name] = by_role[role]
@@ -157,15 +157,18 @@ CONFIG_JSON_MAX_DEPTH = 16
 
 
 def _read_config_json(directory: Path) -> dict[str, Any]:
+    """``config.json`` as a dict: a regular file, bounded in size, depth and integer length."""
     path = directory / "config.json"
+    if not os.path.lexists(path):
+        raise PvError(f"{directory}: not a model directory (no config.json)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PvError(f"{directory}: not a model directory (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PvError(f"{path}: unreadable: {exc}") from None
+        data = bounded.load_json(
+            path, "model config", limit=CONFIG_JSON_MAX_BYTES, max_depth=CONFIG_JSON_MAX_DEPTH
+        )
+    except bounded.DataFileError as exc:
+        raise PvError(f"unreadable model config: {exc}") from None
     if not isinstance(data, dict):
-        raise PvError(f"{path}: not a JSON object")
+        raise PvError(f"{bounded.show_path(path)}: not a JSON object")
     return data
 
 
@@ -190,14 +193,14 @@ def load_hf_directory(directory: Path) -> LoadedModel:
     if not files:
         raise PvError(f"{directory}: no *.safetensors files")
     sd = _load_safetensors(files)
-    if config.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)
-    check_state_dict(config, sd, str(directory))
-    tokenizer = None
     if config.family.moe:
         from pv.capture.hf_config import stack_experts
 
         sd = stack_experts(sd, config)
+    if config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    check_state_dict(config, sd, str(directory))
+    tokenizer = None
     if (directory / "tokenizer.json").is_file():
         tokenizer = HFTokenizer(directory / "tokenizer.json")
     return LoadedModel(config, sd, str(directory), "real", fingerprint(sd), tokenizer)
@@ -207,14 +210,14 @@ def model_config(spec: str) -> ModelConfig:
     """The config of a model without loading weights where that is possible (plan checks)."""
     if spec == "synthetic":
         return SYNTHETIC
-    path = Path(spec)
-    if path.is_dir():
-        return config_from_hf(_read_config_json(path), str(path))
-    return load_model(spec).config
     if spec.startswith("synthetic:"):
         from pv.capture.synthetic import family_config
 
         return family_config(spec.partition(":")[2])
+    path = Path(spec)
+    if path.is_dir():
+        return config_from_hf(_read_config_json(path), str(path))
+    return load_model(spec).config
 
 
 _CACHE: dict[tuple[str, float, int], LoadedModel] = {}
@@ -229,13 +232,13 @@ def load_model(spec: str | os.PathLike[str]) -> LoadedModel:
     text = str(spec)
     if text == "synthetic":
         return synthetic_model()
+    if text.startswith("synthetic:"):
+        return synthetic_model(text.partition(":")[2])
     path = Path(text)
     if not path.exists():
         raise PvError(f"model '{text}' not found (use 'synthetic', 'synthetic:FAMILY', a HF model directory "
                       "or a .gguf file)")
     if path.is_dir():
-    if text.startswith("synthetic:"):
-        return synthetic_model(text.partition(":")[2])
         return load_hf_directory(path)
     if path.suffix.lower() == ".gguf":
         st = path.stat()
@@ -246,6 +249,9 @@ def load_model(spec: str | os.PathLike[str]) -> LoadedModel:
             except ImportError as exc:
                 raise PvError(f"{path}: GGUF support is not available: {exc}") from None
             _CACHE.clear()
-            _CACHE[key] = load_gguf(path)
+            try:
+                _CACHE[key] = load_gguf(path)
+            except ConfigValueError as exc:
+                raise PvError(f"{path}: GGUF metadata: {exc}") from None
         return _CACHE[key]
     raise PvError(f"{path}: not a model directory or a .gguf file")
