@@ -82,7 +82,7 @@ def test_refusals_leave_the_file_alone(tmp_path: Path) -> None:
     dup = DOC + "\n- id: A\n  rule: again\n"
     with pytest.raises(RewriteError, match="appears twice"):
         rewrite_text(dup, {"A": "FUNCTIONAL"})
-    with pytest.raises(RewriteError, match="not valid YAML"):
+    with pytest.raises(RewriteError, match="invalid YAML"):
         rewrite_text("a: [", {"A": "FUNCTIONAL"})
     assert path.read_text() == DOC
 
@@ -178,3 +178,17 @@ def test_metadata_status_is_edited_in_place() -> None:
     assert [c.falsifier_id for c in changes] == [METADATA, "A"]
     with pytest.raises(RewriteError, match="metadata has no status"):
         rewrite_text(DOC, {}, metadata_status="FUNCTIONAL")
+
+
+def test_hostile_yaml_is_refused_before_any_rewrite(tmp_path) -> None:
+    """A recursive alias (or an alias bomb) is refused by pv's loader, not walked until Python gives up."""
+    from pv.falsify.rewrite import RewriteError, rewrite_statuses
+
+    path = tmp_path / "c.yaml"
+    text = ("metadata: &m\n  version: '1'\n  description: x\n  extra: *m\n"
+            "falsification_tests:\n  - id: FALSIFY-A-001\n    rule: r\n    prediction: p\n"
+            "    test: t.py::t\n    if_fails: f\n    status: PROPOSED\n")
+    path.write_text(text)
+    with pytest.raises(RewriteError, match="refusing to rewrite") as err:
+        rewrite_statuses(path, {"FALSIFY-A-001": "FUNCTIONAL"})
+    assert "\n" not in str(err.value) and path.read_text() == text

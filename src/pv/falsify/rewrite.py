@@ -163,16 +163,26 @@ def _strip_statuses(data: Any, ids: set[str]) -> Any:
     return copy
 
 
+def _parse(text: str, where: str) -> Any:
+    """The contract's data through pv's bounded loader (no alias bombs, no recursive aliases)."""
+    from pv.contract.load import parse_text
+
+    try:
+        return parse_text(Path(where), text).data
+    except PvError as exc:
+        raise RewriteError(f"refusing to rewrite: {exc}") from None
+
+
 def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract>",
                  metadata_status: str | None = None) -> tuple[str, list[Change]]:
     """The contract text with the given falsifier (and metadata) statuses, and what changed."""
+    before = _parse(text, where)  # refuses what pv's loader refuses before any node is walked
     edits, changes = _plan_edits(text, statuses, where, metadata_status)
     out = text
     for start, end, repl in sorted(edits, reverse=True):
         out = out[:start] + repl + out[end:]
     if changes:
-        before = yaml.load(text, Loader=yaml.SafeLoader)
-        after = yaml.load(out, Loader=yaml.SafeLoader)
+        after = _parse(out, where)
         got = _statuses_of(after)
         if isinstance(after, dict) and isinstance(after.get("metadata"), dict):
             got[METADATA] = after["metadata"].get("status")
