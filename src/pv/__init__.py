@@ -8,8 +8,22 @@ evidence, promote statuses) -> ``report`` (status and the CI gate).
 Importing ``pv`` is cheap: nothing here pulls in torch or transformers.
 """
 
+from typing import Any
+
 from pv.errors import ExitCode, MissingExtraError, PvError
 
 __version__ = "0.1.0"
 
-__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__"]
+#: The public API (``pv.api``), loaded on first use so ``import pv`` stays cheap.
+_API = ("validate", "capture", "diff", "bisect", "status", "gate")
+
+__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__", "bisect", "capture", "diff",
+           "gate", "status", "validate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from pv import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pv' has no attribute {name!r}")

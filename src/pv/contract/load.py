@@ -173,6 +173,23 @@ class Document:
             self._index[id(node)] = index
         return index
 
+    def key_node(self, path: KeyPath) -> yaml.ScalarNode | None:
+        """The key node of the last mapping key in ``path``, or None if the path is not all there."""
+        node = self._root
+        key: yaml.ScalarNode | None = None
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                hit = self._keys(node).get(str(part))
+                if hit is None or not isinstance(hit[0], yaml.ScalarNode):
+                    return None
+                key, node = hit[0], hit[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                key, node = None, node.value[part]
+            else:
+                return None
+        return key
+
     def item_keys(self, section: str, key: str) -> dict[int, tuple[int, int]]:
         """index -> 1-based (line, column) of ``key`` in each mapping item of the list ``section``.
 

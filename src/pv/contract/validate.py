@@ -101,17 +101,21 @@ class Report:
 
     def summary(self) -> str:
         def plural(n: int, word: str) -> str:
-            return f"{n} {word}{'' if n == 1 else 's'}"
+            return f"{n} {word}{'' if n == 1 else 'es' if word.endswith('s') else 's'}"
 
         verdict = "ok" if self.ok else "FAILED"
+        moved = sum(1 for f in self.findings if f.rule == "PV025")
+        elsewhere = (f"; {plural(moved, 'status')} under keys pv does not read (pv validate "
+                     "--fix renames what it can)" if moved else "")
         return (f"{verdict}: {plural(self.files, 'file')} checked, "
                 f"{plural(self.errors, 'error')}, {plural(self.warnings, 'warning')}"
-                f"{' (strict)' if self.strict else ''}")
+                f"{' (strict)' if self.strict else ''}{elsewhere}")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "files": self.files, "errors": self.errors,
             "warnings": self.warnings, "strict": self.strict,
+            "statuses_elsewhere": sum(1 for f in self.findings if f.rule == "PV025"),
             "findings": [f.to_json() for f in self.findings],
             "contracts": [c.to_json() for c in self.contracts],
         }

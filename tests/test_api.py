@@ -1,0 +1,60 @@
+"""The public API: ``import pv`` is cheap, and each entry point returns the data its command prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pv
+from pv.contract.validate import Report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_pv_loads_nothing_heavy():
+    code = ("import sys, pv; pv.validate; "
+            "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'jsonschema') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_api_names_are_documented():
+    doc = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    for name in ("validate", "capture", "diff", "bisect", "status", "gate"):
+        assert callable(getattr(pv, name))
+        assert f"pv.{name}(" in doc, name
+    with pytest.raises(AttributeError):
+        pv.no_such_thing  # noqa: B018
+
+
+def test_validate_returns_the_report_the_cli_prints(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("metadata: {version: 1.0, description: d}\n", encoding="utf-8")
+    report = pv.validate([path], check_evidence=False)
+    assert isinstance(report, Report) and report.ok
+    assert sorted(f.rule for f in report.findings) == ["PV011", "PV027"]
+
+
+def _capture(root: Path, scale: float) -> Path:
+    from pv.capture import aprt
+
+    with aprt.CaptureWriter(root, {"dtype": "float32"}) as w:
+        w.write("embedding", 0, np.ones((4, 8), np.float32), dtype_captured="float32")
+        w.write("attn_norm", 0, np.full((4, 8), scale, np.float32), dtype_captured="float32")
+    return root
+
+
+def test_diff_and_bisect_on_captures(tmp_path):
+    a = _capture(tmp_path / "a", 2.0)
+    b = _capture(tmp_path / "b", 1.0)
+    report = pv.diff(a, b)
+    assert not report.ok
+    result = pv.bisect(a, b)
+    assert result.first_divergence == {"layer": 0, "stage": "attn_norm"}
+    assert result.last_good is not None and result.last_good.stage == "embedding"
+    assert pv.diff(b, b).ok
