@@ -95,6 +95,8 @@ BAD_CONFIG_JSON = {
     "heads as a list": json.dumps(hf_config(num_attention_heads=[4])),
     "an integer of 5000 digits": json.dumps(hf_config()).replace('"vocab_size": 256', '"vocab_size": ' + "9" * 5000),
     "nested 100,000 deep": '{"model_type": "llama", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "a newline in model_type": json.dumps(hf_config(model_type="llama\nx")),
+    "a newline in hidden_act": json.dumps(hf_config(hidden_act="silu\r\nx")),
     "a list, not an object": "[1, 2, 3]",
     "not JSON": "{oops",
 }

@@ -147,6 +147,11 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
         return mapped(data, source)
     except ConfigValueError as exc:  # an impossible value (zero heads, NaN theta): name the file
         raise PvError(f"{source}: config.json: {exc}") from None
+    except PvError as exc:
+        text = str(exc)
+        if "\n" in text or "\r" in text:  # a value from the file echoed into the message
+            raise PvError(bounded.one_line(text, 300)) from None
+        raise
     except ArithmeticError as exc:  # e.g. hidden_size // 0 heads, int(Infinity)
         raise PvError(f"{source}: config.json holds an impossible value ({exc})") from None
 
