@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "discharge": ("pv.cli.discharge", "Close a falsifier past FUNCTIONAL on live evidence for every target."),
     "status": ("pv.cli.status", "Report falsifier statuses and the evidence behind them."),
     "gate": ("pv.cli.gate", "Fail when a status regressed against a baseline (for CI)."),
+    "scaffold": ("pv.cli.scaffold", "Write failing test skeletons for a contract's unbound falsifiers."),
+    "graph": ("pv.cli.graph", "Draw the depends_on graph of contracts (dot or mermaid), cycles flagged."),
+    "coverage": ("pv.cli.coverage", "List obligations without falsifiers, falsifiers without tests, and back."),
 }
 
 

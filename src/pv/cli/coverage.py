@@ -1,0 +1,60 @@
+"""``pv coverage [PATH...]``: obligations no falsifier enforces, falsifiers with no test, tests with no falsifier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pv.errors import ExitCode
+
+
+@click.command("coverage")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--tests", "tests_dirs", type=click.Path(path_type=Path, exists=True), multiple=True,
+              help="Folders (or files) of falsifier tests [default: <repo>/falsifiers].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 1 when anything is uncovered.")
+def command(paths: tuple[Path, ...], tests_dirs: tuple[Path, ...], fmt: str, strict: bool) -> int:
+    """Per contract (default PATH: <repo>/contracts): proof obligations that no falsifier
+    cites, falsifiers that no test binds, and marked tests that bind no falsifier."""
+    from pv.contract.coverage import coverage, marked_tests
+    from pv.contract.discover import find_contracts
+    from pv.contract.graph import load_set
+    from pv.repo import repo_root
+
+    root = repo_root()
+    docs, skipped = load_set(find_contracts(list(paths) or [root / "contracts"]))
+    folders = list(tests_dirs) or [p for p in [root / "falsifiers"] if p.is_dir()]
+    result = coverage(docs, marked_tests(folders, root))
+    if fmt == "json":
+        click.echo(json.dumps({
+            "complete": result.complete,
+            "contracts": [{"id": c.id, "file": c.file, "obligations": c.obligations,
+                           "unenforced_obligations": list(c.unenforced),
+                           "falsifiers": c.falsifiers,
+                           "untested_falsifiers": [{"id": f, "why": w} for f, w in c.untested],
+                           "bound_tests": {f: list(n) for f, n in c.bound.items()}}
+                          for c in result.contracts],
+            "tests_without_falsifier": [{"test": t.node_id, "line": t.line, "why": w}
+                                        for t, w in result.orphans],
+            "skipped": skipped,
+        }, indent=2, ensure_ascii=False))
+    else:
+        for c in result.contracts:
+            enforced = c.obligations - len(c.unenforced)
+            tested = c.falsifiers - len(c.untested)
+            click.echo(f"{c.id}: {enforced}/{c.obligations} obligations enforced, "
+                       f"{tested}/{c.falsifiers} falsifiers with a bound test")
+            for ob in c.unenforced:
+                click.echo(f"  obligation {ob}: no falsifier enforces it")
+            for fid, why in c.untested:
+                click.echo(f"  falsifier {fid}: no test ({why})")
+        for t, why in result.orphans:
+            click.echo(f"test {t.node_id} (line {t.line}): no falsifier ({why})")
+        for line in skipped:
+            click.echo(f"skipped: {line}")
+        click.echo("coverage complete" if result.complete else "coverage incomplete")
+    return int(ExitCode.FINDINGS if strict and not result.complete else ExitCode.OK)

@@ -1,0 +1,54 @@
+"""``pv scaffold CONTRACT``: falsifier test skeletons for a contract's unbound falsifiers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pv.errors import ExitCode, PvError
+
+
+@click.command("scaffold")
+@click.argument("contract")
+@click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to find CONTRACT by id [default: <repo>/contracts].")
+@click.option("--tests", "tests_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of falsifier tests [default: <repo>/falsifiers].")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Test file to append to [default: <tests>/test_<contract id>.py].")
+def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
+            output: Path | None) -> int:
+    """Write a failing test skeleton (marker, prediction as docstring) for each falsifier of
+    CONTRACT (an id or a file) that no test binds, and print the `test:` entries to add."""
+    from pv.contract.coverage import marked_tests
+    from pv.contract.discover import find_contracts
+    from pv.contract.graph import load_set
+    from pv.contract.scaffold import scaffold
+    from pv.repo import repo_root
+
+    root = repo_root()
+    if Path(contract).is_file():
+        candidates = [Path(contract)]
+    else:
+        candidates = find_contracts([contracts_dir or root / "contracts"])
+    docs, _ = load_set(candidates)
+    matches = [d for d in docs if Path(contract).is_file() or contract in (d.contract_id, d.stem)]
+    if not matches:
+        raise PvError(f"{contract}: no such contract (give an id, a file stem or a path)")
+    doc = matches[0]
+    folder = tests_dir or root / "falsifiers"
+    safe = "".join(c if c.isalnum() else "_" for c in doc.contract_id.lower())
+    target = output or folder / f"test_{safe}.py"
+    tests = marked_tests([folder], root) if folder.is_dir() else []
+    added = scaffold(doc, target, tests)
+    if not added:
+        click.echo(f"{doc.contract_id}: every falsifier has a bound test; nothing to scaffold")
+        return int(ExitCode.OK)
+    rel = Path(os.path.relpath(target, root)).as_posix()
+    click.echo(f"wrote {len(added)} skeleton(s) to {rel}; each fails until written. "
+               f"Bind them in {doc.path}:")
+    for s in added:
+        click.echo(f"  {s.falsifier}: test: \"{s.node_id(rel)}\"")
+    return int(ExitCode.OK)

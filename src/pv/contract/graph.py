@@ -1,0 +1,173 @@
+"""The ``depends_on`` graph of a set of contracts, with its cycles (``pv graph``).
+
+Nodes are contracts (by id); an edge A -> B means A's ``metadata.depends_on``
+names B, by contract id or file stem (a note in parentheses after the name is
+ignored). A name that matches no contract of the set becomes a ``missing`` node.
+Cycles are the strongly connected components with more than one node, or a
+contract that depends on itself: a dependency cycle means no contract in it can
+be established first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pv.contract.load import ContractLoadError, Document, load_document
+from pv.contract.references import bare
+from pv.contract.registry import is_binding_registry
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: tuple[str, ...]  # contract ids, in file order
+    edges: tuple[tuple[str, str], ...]  # (dependent, dependency)
+    missing: tuple[str, ...] = ()  # dependency names no contract matches
+    cycles: tuple[tuple[str, ...], ...] = ()
+    skipped: tuple[str, ...] = field(default=())  # files that could not be read as contracts
+
+    @property
+    def in_cycle(self) -> frozenset[str]:
+        return frozenset(n for cycle in self.cycles for n in cycle)
+
+
+def load_set(paths: Iterable[Path]) -> tuple[list[Document], list[str]]:
+    """The readable contracts among ``paths`` (binding registries left out), and the rest."""
+    docs: list[Document] = []
+    skipped: list[str] = []
+    for path in paths:
+        try:
+            doc = load_document(path)
+        except ContractLoadError as exc:
+            skipped.append(exc.finding.format())
+            continue
+        if not is_binding_registry(doc):
+            docs.append(doc)
+    return docs, skipped
+
+
+def build(docs: Iterable[Document], skipped: Iterable[str] = ()) -> Graph:
+    docs = list(docs)
+    by_name: dict[str, str] = {}
+    for doc in docs:
+        by_name.setdefault(doc.stem, doc.contract_id)
+    for doc in docs:
+        by_name[doc.contract_id] = doc.contract_id  # an id wins over another file's stem
+    nodes = list(dict.fromkeys(doc.contract_id for doc in docs))
+    edges: dict[tuple[str, str], None] = {}
+    missing: dict[str, None] = {}
+    for doc in docs:
+        meta = doc.data.get("metadata")
+        deps = meta.get("depends_on") if isinstance(meta, dict) else None
+        for dep in deps if isinstance(deps, list) else []:
+            if not isinstance(dep, str) or not bare(dep):
+                continue
+            name = bare(dep)
+            target = by_name.get(name)
+            if target is None:
+                missing[name] = None
+                target = name
+            edges[(doc.contract_id, target)] = None
+    return Graph(tuple(nodes), tuple(edges), tuple(missing), _cycles(nodes, list(edges)),
+                 tuple(skipped))
+
+
+def _cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, ...], ...]:
+    """Strongly connected components that form a cycle (Tarjan, iterative: no recursion limit)."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        succ.setdefault(a, []).append(b)
+        succ.setdefault(b, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[tuple[str, ...]] = []
+    counter = 0
+    for start in succ:
+        if start in index:
+            continue
+        work = [(start, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            if i < len(succ[node]):
+                work.append((node, i + 1))
+                nxt = succ[node][i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in succ[node]:
+                    found.append(tuple(sorted(component)))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return tuple(sorted(found))
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(graph: Graph) -> str:
+    lines = ["digraph contracts {", "  rankdir=LR;", "  node [shape=box];"]
+    cyc = graph.in_cycle
+    for node in graph.nodes:
+        style = ' [color=red, penwidth=2]' if node in cyc else ""
+        lines.append(f"  {_dot_id(node)}{style};")
+    for name in graph.missing:
+        lines.append(f"  {_dot_id(name)} [style=dashed, label={_dot_id(name + ' (missing)')}];")
+    for a, b in graph.edges:
+        style = " [color=red]" if a in cyc and b in cyc else ""
+        lines.append(f"  {_dot_id(a)} -> {_dot_id(b)}{style};")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def to_mermaid(graph: Graph) -> str:
+    ids = {name: f"n{i}" for i, name in enumerate([*graph.nodes, *graph.missing])}
+
+    def label(name: str) -> str:
+        return name.replace('"', "#quot;")
+
+    lines = ["graph LR"]
+    for name in graph.nodes:
+        lines.append(f'  {ids[name]}["{label(name)}"]')
+    for name in graph.missing:
+        lines.append(f'  {ids[name]}["{label(name)} (missing)"]:::missing')
+    for a, b in graph.edges:
+        lines.append(f"  {ids[a]} --> {ids[b]}")
+    if graph.cycles:
+        lines.append("  classDef cycle stroke:#d00,stroke-width:3px")
+        lines.append(f"  class {','.join(ids[n] for n in sorted(graph.in_cycle))} cycle")
+    if graph.missing:
+        lines.append("  classDef missing stroke-dasharray: 5 5")
+    return "\n".join(lines)
+
+
+def to_text(graph: Graph) -> str:
+    deps: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        deps.setdefault(a, []).append(b + (" (missing)" if b in graph.missing else ""))
+    lines = [f"{n}{' [cycle]' if n in graph.in_cycle else ''} -> {', '.join(deps.get(n, [])) or '-'}"
+             for n in graph.nodes]
+    return "\n".join(lines)
+
+
+def default_paths(root: Path | None) -> list[Path]:
+    return [root / "contracts"] if root is not None else [Path("contracts")]

@@ -1,0 +1,92 @@
+"""``pv scaffold``: a falsifier test skeleton for each falsifier that no test binds yet.
+
+Each skeleton is a pytest function with the ``falsifies`` marker, the
+falsifier's prediction as its docstring (with the rule and what a failure would
+mean) and a body that fails until someone writes the test: a scaffold never
+passes, so it can never promote a status by itself. Skeletons are appended to
+the contract's test file (created if needed), never replacing a function that
+exists; the ``test:`` lines to add to the contract are returned for the user.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from pv import files
+from pv.contract.coverage import MarkedTest, contract_coverage
+from pv.contract.load import Document
+from pv.contract.rulebase import falsifiers
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    falsifier: str
+    function: str
+
+    def node_id(self, test_file: str) -> str:
+        return f"{test_file}::{self.function}"
+
+
+def function_name(fid: str) -> str:
+    """``FALSIFY-ATTN-SUB-001`` -> ``test_falsify_attn_sub_001``."""
+    name = re.sub(r"\W+", "_", fid.lower()).strip("_")
+    return f"test_{name}" if not name.startswith("test") else name
+
+
+def _docstring(test: dict[str, object]) -> str:
+    def text(key: str) -> str:
+        value = test.get(key)
+        return " ".join(str(value).split()) if isinstance(value, str) and value.strip() else ""
+
+    parts = [text("prediction") or "(no prediction written)"]
+    if text("rule"):
+        parts.append(f"Rule: {text('rule')}")
+    if text("if_fails"):
+        parts.append(f"If this fails: {text('if_fails')}")
+    body = "\n\n".join(textwrap.fill(p, 88, break_long_words=False) for p in parts)
+    return body.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def render(fid: str, test: dict[str, object]) -> str:
+    doc = textwrap.indent(_docstring(test), "    ")
+    return (f'\n\n@pytest.mark.falsifies({fid!r})\n'
+            f"def {function_name(fid)}() -> None:\n"
+            f'    """\n{doc}\n    """\n'
+            f"    pytest.fail({('not written yet: try to refute the prediction of ' + fid)!r})\n")
+
+
+def scaffold(doc: Document, test_file: Path, tests: list[MarkedTest]) -> list[Skeleton]:
+    """Append skeletons for ``doc``'s unbound falsifiers to ``test_file``; return what was added."""
+    report = contract_coverage(doc, tests)
+    unbound = {fid for fid, _ in report.untested}
+    existing = test_file.read_text(encoding="utf-8") if test_file.exists() else ""
+    defined: set[str] = set()
+    if existing:
+        try:
+            defined = {n.name for n in ast.walk(ast.parse(existing))
+                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        except SyntaxError:
+            defined = set(re.findall(r"def (\w+)\(", existing))
+    added: list[Skeleton] = []
+    chunks: list[str] = []
+    for _, test in falsifiers(doc):
+        fid = test.get("id")
+        if not isinstance(fid, str) or fid not in unbound or function_name(fid) in defined:
+            continue
+        chunks.append(render(fid, test))
+        added.append(Skeleton(fid, function_name(fid)))
+    if not chunks:
+        return []
+    head = existing.rstrip("\n") if existing else (
+        f'"""Falsifier tests of contract {doc.contract_id} ({doc.path.name}).\n\n'
+        "Scaffolded by pv scaffold: each test fails until it is written.\n"
+        '"""\n\nfrom __future__ import annotations\n\nimport pytest')
+    if existing and not re.search(r"^import pytest", existing, re.MULTILINE):
+        head += "\n\nimport pytest"  # after the file's own imports (and any __future__ one)
+    test_file.parent.mkdir(parents=True, exist_ok=True)
+    files.replace_text(test_file, head + "".join(chunks))
+    return added
