@@ -234,7 +234,19 @@ def standing(contract: Contract, updates: Mapping[str, str]) -> str | None:
 
 
 def preflight(plan: RunPlan) -> None:
-    """Everything that can be checked before a test runs or a byte is written."""
+    """Everything that can be checked before a test runs or a byte is written.
+
+    The contract must pass ``pv validate`` (errors only): a run never records
+    evidence for a contract whose ids or structure the validator refuses.
+    """
+    from pv.contract.validate import validate_files
+
+    report = validate_files([plan.contract.path], jobs=1)
+    if not report.ok:
+        first = next(f for f in report.findings if f.is_error)
+        more = f" (and {report.errors - 1} more error(s))" if report.errors > 1 else ""
+        raise PvError(f"{first.file}:{first.line}:{first.column}: {first.rule} {first.message}{more}; "
+                      "pv falsify runs only valid contracts (see pv validate)")
     if not plan.contract.falsifiers:
         raise PvError(f"contract {plan.contract.id} has no falsification_tests to run")
     if not plan.falsifiers_dir.is_dir():
