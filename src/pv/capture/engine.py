@@ -237,10 +237,27 @@ class Engine:
                 tap("lm_head", None, logits)
             return logits.float()
 
+    def run_info(self) -> dict[str, Any]:
+        """The manifest's record of how this engine computes: kernels and mask policy."""
+        return {"kernels": self.kernels(), "mask": self.config.mask_policy()}
+
     def kernels(self) -> dict[str, Any]:
-        """Which kernels produced a capture: the SDPA backend torch chose, TF32, matmul precision."""
+        """Which kernels produce a capture: the SDPA backend torch picks, TF32, matmul precision.
+
+        Before a forward has run, the backend is the one torch picks for an 8-token
+        input of this model (the same dispatch rule the forward goes through).
+        """
+        if self._sdpa_choice is None:
+            cfg, s = self.config, 8
+            q = torch.zeros(1, cfg.num_attention_heads, s, cfg.head_dim, dtype=self.dtype, device=self.device)
+            kv = torch.zeros(1, cfg.num_key_value_heads, s, cfg.head_dim, dtype=self.dtype, device=self.device)
+            window = next((w.window for w in self.layers if w.window is not None and w.window < s), None)
+            mask = None if window is None else blocks.allowed_keys(s, window, self.device)
+            with self._numerics():
+                self._sdpa_choice = _sdpa_backend(q, kv, kv, mask, 0.0, mask is None,
+                                                  scale=cfg.attention_scale, enable_gqa=q.shape[1] != kv.shape[1])
         return {
-            "sdpa_backend": self._sdpa_choice or "not run yet",
+            "sdpa_backend": self._sdpa_choice,
             "tf32": self.tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
@@ -513,7 +530,9 @@ class Engine:
                             used: bool, window: int | None = None) -> torch.Tensor:
         """Materialised [NH, S, S] scores and probabilities (eager math, float32 softmax)."""
         nh, s, d = qh.shape
-        meta = {} if used else {"provenance": "recomputed"}
+        meta: dict[str, Any] = {} if used else {"provenance": "recomputed"}
+        if window is not None:
+            meta["mask"] = f"sliding_window:{window}"
         kv_of = self._kv_of_faulty if fault == "gqa_head_mapping" else self._kv_of
         k_rep = kh.index_select(0, kv_of)
         scale = 1.0 / d if fault == "score_scale_1_over_d" else self.config.attention_scale

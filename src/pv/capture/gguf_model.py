@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pv.capture import arch as families
 from pv.capture.config import ModelConfig
 from pv.errors import PvError, require
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from pv.capture.models import LoadedModel
     from pv.capture.tokenizer import GGUFTokenizer
 
-#: Architectures whose GGUF layout pv maps onto its Qwen2/Llama decoder.
-ARCHITECTURES = ("llama", "qwen2")
+#: ``general.architecture`` values pv reads: the registry's families that name one.
+ARCHITECTURES = tuple(f.gguf_arch for f in families.FAMILIES.values() if f.gguf_arch)
 
 _MAGIC = b"GGUF"
 
@@ -68,15 +69,24 @@ class GGUFContents:
     tokenizer: GGUFTokenizer | None
 
 
-def hf_name(gguf_name: str) -> str | None:
+def hf_name(gguf_name: str, family: families.Family | None = None) -> str | None:
     """The Hugging Face parameter name for a llama.cpp tensor name, or None if pv has none."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     match = _BLOCK_RE.match(gguf_name)
-    if match is None or match.group(2) not in _BLOCK_NAMES:
+    if match is None:
         return None
     layer, part, kind = match.groups()
-    return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+    if family is None:
+        if part not in _BLOCK_NAMES:
+            return None
+        return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+    role = families.GGUF_BLOCK_ROLES.get(part)
+    names = family.roles(kind == "bias")
+    key = role if kind == "weight" else f"{role}_bias"
+    if role is None or key not in names:
+        return None
+    return f"model.layers.{layer}.{names[key]}"
 
 
 def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -129,7 +139,8 @@ def _short_float(value: float) -> float:
 
 
 def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
-                          has_output: bool, has_bias: bool) -> ModelConfig:
+                          has_output: bool, has_bias: bool,
+                          rope_factors: tuple[float, ...] | None = None) -> ModelConfig:
     def need(key: str) -> Any:
         value = _field(reader, f"{arch}.{key}")
         if value is None:
@@ -151,12 +162,37 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
     vocab = int(_field(reader, f"{arch}.vocab_size", vocab_rows))
     if vocab != vocab_rows:
         raise PvError(f"{path}: metadata says vocab {vocab} but token_embd has {vocab_rows} rows")
+    family = families.by_gguf_arch(arch, str(path))
+    window = _field(reader, f"{arch}.attention.sliding_window")
+    extra: dict[str, Any] = {}
+    if family.name == "llama" and window is not None:
+        family = families.FAMILIES["mistral"]  # llama.cpp writes Mistral as llama
+    if family.mask != "causal" and window is not None:
+        extra["sliding_window"] = int(window)
+    n_layers = int(need("block_count"))
+    if family.name == "gemma3_text":
+        # llama.cpp's Gemma 3: every 6th layer global, local RoPE base 10000, scores
+        # scaled by key_length**-0.5 (the 27B model aside, which pv refuses).
+        if _field(reader, "general.size_label") == "27B":
+            raise PvError(f"{path}: Gemma 3 27B scales queries by hidden/heads, which pv does not map")
+        pattern = int(_field(reader, f"{arch}.attention.sliding_window_pattern", 6))
+        extra.update(
+            layer_types=tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                              for i in range(n_layers)),
+            rope_local_theta=_short_float(_field(reader, f"{arch}.rope.freq_base_swa", 10000.0)),
+            query_pre_attn_scalar=_query_scalar(_field(reader, f"{arch}.attention.scale"), head_dim),
+            hidden_act="gelu_tanh")
+    if family.moe:
+        extra.update(num_experts=int(need("expert_count")), num_experts_per_tok=int(need("expert_used_count")),
+                     moe_intermediate_size=int(need("expert_feed_forward_length")), norm_topk_prob=True)
+    if rope_factors is not None:
+        extra["rope_freq_factors"] = rope_factors
     return ModelConfig(
-        architecture=arch,
+        architecture=family.name,
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=int(need("feed_forward_length")),
-        num_hidden_layers=int(need("block_count")),
+        intermediate_size=int(_field(reader, f"{arch}.feed_forward_length", 0) or 0),
+        num_hidden_layers=n_layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
@@ -165,19 +201,21 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
         tie_word_embeddings=not has_output,
         attention_bias=has_bias,
         max_position_embeddings=int(_field(reader, f"{arch}.context_length", 2048)),
+        **extra,
     )
 
 
+def _query_scalar(scale: Any, head_dim: int) -> float:
+    """Gemma's query_pre_attn_scalar: head_dim unless the file gives the score scale itself."""
+    if scale is None:
+        return float(head_dim)
+    return float(round(float(scale) ** -2, 3))
+
+
 def _expected_names(config: ModelConfig) -> set[str]:
-    names = {"model.embed_tokens.weight", "model.norm.weight"}
-    if not config.tie_word_embeddings:
-        names.add("lm_head.weight")
-    for layer in range(config.num_hidden_layers):
-        p = f"model.layers.{layer}."
-        names.update(p + hf + ".weight" for hf in _BLOCK_NAMES.values())
-        if config.attention_bias:
-            names.update(p + f"self_attn.{x}_proj.bias" for x in "qkv")
-    return names
+    from pv.capture.models import expected_shapes
+
+    return set(expected_shapes(config))
 
 
 def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
@@ -199,11 +237,15 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
         )
 
     supported = _supported_quant_types(gguf)
+    family = families.by_gguf_arch(str(arch), str(path))
     tensors: dict[str, Any] = {}
+    rope_factors: tuple[float, ...] | None = None
     for tensor in reader.tensors:
-        if tensor.name == "rope_freqs.weight":
-            raise PvError(f"{path}: per-dimension RoPE frequencies (rope_freqs) are not supported")
-        name = hf_name(tensor.name)
+        if tensor.name == "rope_freqs.weight":  # llama3 RoPE scaling as per-frequency divisors
+            values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(-1)
+            rope_factors = tuple(float(x) for x in values)
+            continue
+        name = hf_name(tensor.name, family)
         if name is None:
             raise PvError(f"{path}: tensor '{tensor.name}' has no place in a {arch} decoder")
         if tensor.tensor_type not in supported:
@@ -218,7 +260,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     vocab_rows = int(tensors["model.embed_tokens.weight"].shape[-1])
     has_bias = any(n.endswith("_proj.bias") for n in tensors)
     config = _config_from_metadata(
-        reader, arch, path, vocab_rows, "lm_head.weight" in tensors, has_bias
+        reader, arch, path, vocab_rows, "lm_head.weight" in tensors, has_bias, rope_factors
     )
     expected = _expected_names(config)
     missing = sorted(expected - set(tensors))
@@ -235,10 +277,12 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
         values = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         shape = tuple(int(d) for d in reversed(tensor.shape))  # ggml lists ne0 (columns) first
         values = values.reshape(shape)
-        if arch == "llama" and (".q_proj." in name or ".k_proj." in name):
+        if config.family.gguf_permuted_qk and (".q_proj." in name or ".k_proj." in name):
             heads = (config.num_attention_heads if ".q_proj." in name
                      else config.num_key_value_heads)
             values = unpermute_rope_rows(values, heads)
+        if config.family.gguf_norm_shift and name.endswith("norm.weight"):
+            values = values - np.float32(config.family.gguf_norm_shift)  # llama.cpp stored 1 + w
         state_dict[name] = values
         quant_types[name] = tensor.tensor_type.name
 

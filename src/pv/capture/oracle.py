@@ -117,6 +117,8 @@ class _Capture:
     has_bias: bool
     #: transformers applies q/k norms to [B, NH, S, D] (Gemma 3) or [B, S, NH, D] (Qwen3).
     heads_first: bool = False
+    #: Sliding window per windowed layer, recorded with its attention matrices.
+    windows: dict[int, int] = field(default_factory=dict)
     pending_silu: dict[int, Any] = field(default_factory=dict)
     qkv: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -125,6 +127,8 @@ class _Capture:
             return
         how = self.prov[stage]
         meta: dict[str, Any] = {"provenance": how}
+        if stage in ("attn_scores", "attn_softmax") and layer in self.windows:
+            meta["mask"] = f"sliding_window:{self.windows[layer]}"
         if how == RECOMPUTED:
             meta["recomputed"] = True
         self.tap(stage, layer, tensor, **meta)
@@ -207,6 +211,16 @@ class HFOracle:
         self.provenance = provenance(cfg)
 
     # ------------------------------------------------------------------ public API
+
+    def run_info(self) -> dict[str, Any]:
+        """The manifest's record of the reference's numerics and mask policy."""
+        torch = self.torch
+        return {
+            "kernels": {"attention": "transformers eager (pv_capture)", "rope_inv_freq": "float32",
+                        "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                        "float32_matmul_precision": torch.get_float32_matmul_precision()},
+            "mask": self.config.mask_policy(),
+        }
 
     def forward(self, token_ids: Sequence[int], tap: Any = None) -> torch.Tensor:
         """Logits [S, V] float32; ``tap`` receives the requested stages with their provenance."""
@@ -325,8 +339,10 @@ class HFOracle:
         if tap is None:
             yield
             return
-        capture = _Capture(tap, self.provenance, self.config.attention_bias,
-                           heads_first=self.config.family.name == "gemma3_text")
+        cfg = self.config
+        windows = {i: w for i in range(cfg.num_hidden_layers) if (w := cfg.layer_window(i)) is not None}
+        capture = _Capture(tap, self.provenance, cfg.attention_bias,
+                           heads_first=cfg.family.name == "gemma3_text", windows=windows)
         from pv import stages as stage_table
 
         for st in stage_table.STAGES:

@@ -1,0 +1,114 @@
+"""Write a model as a Hugging Face directory or as a GGUF file (float32, no quantisation).
+
+Used to check the loaders on every family without downloads: the seeded weights
+of ``synthetic:FAMILY`` are written the way real checkpoints are laid out
+(``config.json`` + ``model.safetensors`` with per-expert MoE tensors; a GGUF
+with llama.cpp's tensor names, metadata keys, Q/K row permutation, Gemma's
+``1 + w`` norm weights and llama3 ``rope_freqs``), then read back through
+``load_model`` like any user's file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pv.capture import arch
+from pv.capture.config import ModelConfig
+from pv.errors import PvError, require
+
+
+def write_hf_directory(config: ModelConfig, state_dict: dict[str, np.ndarray], directory: str | Path) -> Path:
+    """``config.json`` + ``model.safetensors`` as transformers checkpoints have them."""
+    from pv.capture.hf_config import to_hf_dict
+
+    safetensors_numpy = require("safetensors.numpy")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in state_dict.items():
+        if ".mlp.experts." in name:  # stacked [E, ...] -> one tensor per expert, as on the hub
+            prefix, part = name.split(".mlp.experts.")
+            for e in range(value.shape[0]):
+                tensors[f"{prefix}.mlp.experts.{e}.{part}"] = np.ascontiguousarray(value[e])
+        else:
+            tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+    (out / "config.json").write_text(json.dumps(to_hf_dict(config), indent=1) + "\n", encoding="utf-8")
+    safetensors_numpy.save_file(tensors, str(out / "model.safetensors"))
+    return out
+
+
+def _permute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """Hugging Face rotate-half rows -> llama.cpp's interleaved rows (inverse of the reader's)."""
+    half = weight.shape[0] // n_head // 2
+    grouped = weight.reshape(n_head, 2, half, *weight.shape[1:])
+    return np.ascontiguousarray(grouped.swapaxes(1, 2).reshape(weight.shape))
+
+
+def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str | Path) -> Path:
+    """A float32 GGUF file of the model, as llama.cpp's converter lays it out."""
+    gguf = require("gguf")
+    from pv.capture.blocks import llama3_factors
+
+    family = config.family
+    name = family.gguf_arch or ("llama" if family.name == "mistral" else None)
+    if name is None:
+        raise PvError(f"no GGUF layout for family {family.name}")
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), name)
+    u32, f32 = writer.add_uint32, writer.add_float32
+    u32(f"{name}.context_length", config.max_position_embeddings)
+    u32(f"{name}.embedding_length", config.hidden_size)
+    u32(f"{name}.block_count", config.num_hidden_layers)
+    u32(f"{name}.feed_forward_length", config.intermediate_size)
+    u32(f"{name}.attention.head_count", config.num_attention_heads)
+    u32(f"{name}.attention.head_count_kv", config.num_key_value_heads)
+    u32(f"{name}.attention.key_length", config.head_dim)
+    u32(f"{name}.attention.value_length", config.head_dim)
+    u32(f"{name}.vocab_size", config.vocab_size)
+    f32(f"{name}.rope.freq_base", config.rope_theta)
+    f32(f"{name}.attention.layer_norm_rms_epsilon", config.rms_norm_eps)
+    if config.sliding_window is not None:
+        u32(f"{name}.attention.sliding_window", config.sliding_window)
+    if family.name == "gemma3_text":
+        pattern = next((i + 1 for i, t in enumerate(config.layer_types) if t == "full_attention"), 6)
+        u32(f"{name}.attention.sliding_window_pattern", pattern)
+        f32(f"{name}.rope.freq_base_swa", config.rope_local_theta or 10000.0)
+        if config.query_pre_attn_scalar not in (None, float(config.head_dim)):
+            f32(f"{name}.attention.scale", config.attention_scale)
+    if family.moe:
+        u32(f"{name}.expert_count", config.num_experts)
+        u32(f"{name}.expert_used_count", config.num_experts_per_tok)
+        u32(f"{name}.expert_feed_forward_length", config.moe_intermediate_size)
+    if config.rope_scaling is not None and config.rope_scaling.get("rope_type") == "llama3":
+        factors = llama3_factors(config.head_dim, config.rope_theta, config.rope_scaling)
+        writer.add_tensor("rope_freqs.weight", np.asarray(factors, dtype=np.float32))
+    globals_ = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                "lm_head.weight": "output.weight"}
+    gguf_of_role = {role: part for part, role in arch.GGUF_BLOCK_ROLES.items()}
+    tensors: dict[str, Any] = {}
+    for hf, gg in globals_.items():
+        if hf in state_dict:
+            tensors[gg] = state_dict[hf]
+    for layer in range(config.num_hidden_layers):
+        for role, hf in family.roles(config.attention_bias).items():
+            base = role[:-5] if role.endswith("_bias") else role
+            value = np.asarray(state_dict[f"model.layers.{layer}.{hf}"], dtype=np.float32)
+            if family.gguf_permuted_qk and base in ("q", "k"):
+                value = _permute_rope_rows(value, config.num_attention_heads if base == "q"
+                                           else config.num_key_value_heads)
+            kind = "bias" if role.endswith("_bias") else "weight"
+            tensors[f"blk.{layer}.{gguf_of_role[base]}.{kind}"] = value
+    for gg, value in tensors.items():
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        if family.gguf_norm_shift and gg.endswith("norm.weight"):
+            value = value + np.float32(family.gguf_norm_shift)
+        writer.add_tensor(gg, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -1,0 +1,161 @@
+"""Every registered family, engine against the transformers oracle, from every kind of source.
+
+For each family: every stage of a full capture within the float32 tolerance of
+the oracle, 32 greedy tokens identical, the same model read back from a
+Hugging Face directory and from a GGUF written with the ``gguf`` package, and
+``pv bisect --model`` naming the stage of a fault. Gemma 3 270M runs on its
+real (Q4_K_M) weights as SmolLM2 does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pv.capture import arch
+from pv.capture.models import load_model
+from pv.errors import PvError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from pv.capture.engine import Engine  # noqa: E402
+from pv.capture.export import write_gguf, write_hf_directory  # noqa: E402
+from pv.capture.oracle import HFOracle  # noqa: E402
+from pv.capture.trace import capture  # noqa: E402
+from pv.cli import run  # noqa: E402
+from pv.compare.diff import diff_paths  # noqa: E402
+
+FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "gemma3"]
+TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10]
+GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
+#: "The capital of France is" as Gemma 3's tokenizer cuts it, after <bos>, and a few more words.
+GEMMA3_TOKENS = [2, 818, 5279, 529, 7001, 563, 496, 1651, 236764, 1144, 1217, 236761]
+
+
+def full_diff(model: Any, tokens: list[int], root: Path) -> tuple[Any, Any, Any]:
+    a = capture(model, tokens=tokens, output=root / "pv", engine="pv")
+    b = capture(model, tokens=tokens, output=root / "hf", engine="hf")
+    return a, b, diff_paths(root / "pv", root / "hf")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_stage_within_tolerance_of_the_oracle(family: str, tmp_path: Path) -> None:
+    model = load_model(f"synthetic:{family}")
+    a, b, report = full_diff(model, TOKENS, tmp_path)
+    failed = [(r.stage, r.layer, r.reasons) for r in report.records if r.status != "pass"]
+    assert not failed
+    stages_seen = {r.stage for r in report.records}
+    feats = model.config.features
+    assert ("q_norm" in stages_seen) == feats["qk_norm"]
+    assert ("post_ffn_norm" in stages_seen) == feats["sandwich_norm"]
+    assert ("router_logits" in stages_seen) == feats["moe"]
+    assert ("ffn_gate" in stages_seen) != feats["moe"]
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-4, rtol=0)
+    run_info = a.manifest["run"]
+    assert run_info["mask"] == model.config.mask_policy()
+    assert run_info["kernels"]["tf32"] is False and run_info["kernels"]["sdpa_backend"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_32_greedy_tokens_match_the_oracle(family: str) -> None:
+    model = load_model(f"synthetic:{family}")
+    assert Engine(model).generate(TOKENS, 32) == HFOracle(model).generate(TOKENS, 32)
+
+
+def test_windowed_layers_record_their_mask(tmp_path: Path) -> None:
+    model = load_model("synthetic:gemma3")
+    result = capture(model, tokens=TOKENS, output=tmp_path / "c", stages="attn_softmax")
+    masks = {f["layer"]: f["mask"] for f in result.manifest["files"]}
+    assert masks == {0: "sliding_window:4", 1: "sliding_window:4", 2: "causal",
+                     3: "sliding_window:4", 4: "sliding_window:4", 5: "causal"}
+    probs = np.fromfile(tmp_path / "c" / "layer-0" / "attn_softmax.bin", dtype="<f4", offset=12)
+    probs = probs.reshape(4, len(TOKENS), len(TOKENS))
+    assert probs[:, 10, :7].max() == 0.0 and probs[:, 10, 7:11].min() > 0.0  # keys 7..10 only
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hf_directory_and_gguf_give_the_same_model(family: str, tmp_path: Path) -> None:
+    model = load_model(f"synthetic:{family}")
+    write_hf_directory(model.config, dict(model.state_dict), tmp_path / "hf")
+    from_hf = load_model(str(tmp_path / "hf"))
+    assert from_hf.config == model.config and from_hf.fingerprint == model.fingerprint
+    write_gguf(model.config, dict(model.state_dict), tmp_path / "m.gguf")
+    from_gguf = load_model(str(tmp_path / "m.gguf"))
+    assert from_gguf.config.architecture == model.config.architecture
+    expected = Engine(model).forward(TOKENS)
+    # GGUF Llama 3 carries llama3 scaling as per-frequency divisors: same frequencies, other rounding.
+    torch.testing.assert_close(Engine(from_gguf).forward(TOKENS), expected, atol=1e-4, rtol=0)
+    _, _, report = full_diff(from_gguf, TOKENS[:8], tmp_path / "gguf")
+    assert all(r.status == "pass" for r in report.records)
+
+
+@pytest.mark.parametrize(("family", "fault", "stage"), [
+    ("qwen3", "k_norm_q_weight@2", "k_norm"),
+    ("gemma3", "post_ffn_norm_skipped@1", "post_ffn_norm"),
+    ("qwen3_moe", "moe_topk_smallest@3", "moe_experts"),
+    ("mistral", "sliding_window_ignored@2", "attn_softmax"),
+])
+def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, stage: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(["bisect", "--model", f"synthetic:{family}", "--tokens", ",".join(map(str, TOKENS)),
+                "--inject-fault", fault, "--format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert data["summary"]["first_divergence"] == {"layer": int(fault.split("@")[1]), "stage": stage}
+
+
+def test_every_family_is_registered_with_its_transformers_classes() -> None:
+    transformers = pytest.importorskip("transformers")
+    for family in arch.FAMILIES.values():
+        assert hasattr(transformers, family.hf_config_class) and hasattr(transformers, family.hf_model_class)
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"model_type": "falcon"}, "unsupported architecture 'falcon'"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling 'yarn' is not supported"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs factor, low_freq_factor"),
+    ({"hidden_act": "relu"}, "activation 'relu' is not supported"),
+    ({"final_logit_softcapping": 30.0}, "final_logit_softcapping is not supported"),
+])
+def test_config_json_the_engine_cannot_run_is_refused(patch: dict[str, Any], message: str,
+                                                      tmp_path: Path) -> None:
+    from pv.capture.hf_config import to_hf_dict
+
+    data = {**to_hf_dict(load_model("synthetic:llama").config), **patch}
+    (tmp_path / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(PvError, match=message):
+        load_model(str(tmp_path))
+
+
+def test_half_precision_oracle_keeps_float32_rope_frequencies() -> None:
+    oracle = HFOracle(load_model("synthetic:gemma3"), dtype="bfloat16")
+    buffers = {n: b.dtype for n, b in oracle.model.named_buffers() if n.endswith("inv_freq")}
+    assert buffers and set(buffers.values()) == {torch.float32}
+    assert oracle.model.model.layers[0].input_layernorm.weight.dtype == torch.bfloat16
+
+
+@pytest.fixture(scope="module")
+def gemma3() -> Any:
+    if not GEMMA3.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
+        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
+    return load_model(str(GEMMA3))
+
+
+@pytest.mark.slow
+def test_gemma3_real_weights_every_stage_and_32_greedy_tokens(gemma3: Any, tmp_path: Path) -> None:
+    cfg = gemma3.config
+    assert (cfg.architecture, cfg.num_hidden_layers, cfg.sliding_window) == ("gemma3_text", 18, 512)
+    assert cfg.layer_types.count("full_attention") == 3
+    a, b, report = full_diff(gemma3, GEMMA3_TOKENS, tmp_path)
+    assert len(report.records) == 1 + 18 * 20 + 2
+    assert all(r.status == "pass" for r in report.records), [
+        (r.stage, r.layer, r.reasons) for r in report.records if r.status != "pass"]
+    assert Engine(gemma3).generate(GEMMA3_TOKENS, 32) == HFOracle(gemma3).generate(GEMMA3_TOKENS, 32)
