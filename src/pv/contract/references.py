@@ -33,7 +33,7 @@ from pv.contract.rulebase import (
 )
 
 if TYPE_CHECKING:
-    from pv.contract.validate import ContractSummary
+    from pv.contract.models import ContractSummary
 
 RULE = "PV030"
 _NOTE = re.compile(r"\s+(?:\(.*\)|#.*)$")

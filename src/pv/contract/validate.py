@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pv.contract import ladder, references, registry, rulebase
+from pv.contract import references, registry, rulebase
 from pv.contract.discover import find_contracts, repo_root
 from pv.contract.findings import ERROR, WARNING, Finding, display_path
 from pv.contract.load import ContractLoadError, Document, load_document
-from pv.contract.models import conforms
+from pv.contract.models import ContractSummary, Located, conforms
 from pv.contract.rulebase import RuleContext
 from pv.contract.rules import check_document
 from pv.contract.schema import RULE as SCHEMA_RULE
@@ -30,43 +30,6 @@ from pv.contract.schema import schema_errors
 
 #: Below this many files a pool costs more than it saves.
 PARALLEL_MIN_FILES = 48
-
-
-#: (key path, 1-based line, 1-based column): where a set-level rule points.
-Located = tuple[tuple[Any, ...], int, int]
-
-
-@dataclass(frozen=True)
-class ContractSummary:
-    """What the set-level rules and reports need from one valid-enough contract.
-
-    Workers send these back instead of documents; the locations that set-level
-    rules may report are taken while the worker still holds the parsed tree, so
-    the parent never parses a file a second time.
-    """
-
-    file: str
-    id: str
-    stem: str
-    status: str | None
-    falsifiers: tuple[tuple[str, str | None], ...]  # (id, status as written)
-    id_at: Located = ((), 1, 1)
-    falsifier_at: tuple[Located, ...] = ()  # parallel to ``falsifiers``
-    depends_on: tuple[tuple[str, Located], ...] = ()
-    #: References no name in the file resolves, that a contract id may: (value, where, what).
-    open_refs: tuple[tuple[str, Located, str], ...] = ()
-    errors: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": display_path(self.file), "id": display_path(self.id), "status": self.status,
-            "rung": ladder.interpret(self.status) if self.status else None,
-            "valid": self.errors == 0,
-            "falsifiers": [
-                {"id": fid, "status": status, "rung": ladder.normalize(status or ladder.PROPOSED)}
-                for fid, status in self.falsifiers
-            ],
-        }
 
 
 @dataclass(frozen=True)
