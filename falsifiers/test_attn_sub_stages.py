@@ -274,10 +274,29 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     seen = {(r["stage"], r["layer"]) for r in data["records"]}
     assert seen == {(s, layer) for s in sub.split(",") for layer in range(n_layers)}
     cosines = []
+    by_key_a = {(e.stage, e.layer): e for e in aprt.open_capture(candidate).entries}
+    by_key_b = {(e.stage, e.layer): e for e in aprt.open_capture(reference).entries}
     for r in data["records"]:
         cos, rel = r["metrics"]["cosine"], r["metrics"]["rel_err"]
         assert -1.0 <= cos <= 1.0 and np.isfinite(rel), r
+        # The reported cosine is the cosine of the causal parts, recomputed here in float64.
+        key = (r["stage"], r["layer"])
+        a, b = _array(by_key_a[key]), _array(by_key_b[key])
+        keep = np.broadcast_to(np.tril(np.ones(a.shape[-2:], dtype=bool)), a.shape)
+        want = float(a[keep] @ b[keep] / (np.linalg.norm(a[keep]) * np.linalg.norm(b[keep])))
+        assert abs(cos - want) <= 1e-9, f"{key}: pv diff says cosine {cos}, the causal part has {want}"
         cosines.append(cos)
+    # A planted scale error in one layer's scores (cosine stays 1) must fail exactly there.
+    scaled = workdir / "scaled"
+    shutil.copytree(candidate, scaled)
+    target = by_key_a[("attn_scores", n_layers - 1)]
+    moved = scaled / Path(target.path).relative_to(candidate)
+    _, values = aprt.read(moved, tuple(target.shape))
+    aprt.write(moved, target.header.layer, np.array(values, dtype=np.float32).reshape(target.shape) * 1.5)
+    code = run(["diff", str(scaled), str(reference), "--stages", sub, "--format", "json"])
+    scaled_data = json.loads(capsys.readouterr().out)
+    failed = {(r["stage"], r["layer"]) for r in scaled_data["records"] if r["status"] == "fail"}
+    assert code == 1 and failed == {("attn_scores", n_layers - 1)}, scaled_data["summary"]
     # Masked positions (key after query) must not count: garbage there changes nothing.
     noisy = workdir / "noisy"
     shutil.copytree(candidate, noisy)
