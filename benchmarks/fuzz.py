@@ -12,8 +12,9 @@ changed file), here with a budget of minutes instead of seconds. Per reader
 it prints the cases run, the findings by kind, the time of the first case
 (imports and schema compilation included), the worst time of any later case
 (and that case's size in bytes) and the worst peak of Python-level memory of
-one case (``tracemalloc``, numpy included; memory maps are page cache and
-not counted). ``--jobs N`` runs the readers in N processes.
+one case (``tracemalloc``, numpy included, on every 10th case by default since
+tracing doubles a case's time; memory maps are page cache and not counted).
+``--jobs N`` runs the readers in N processes.
 
 Every finding is saved under ``.fuzz/findings/<reader>/<n>/`` (git-ignored):
 ``case.repr`` (the drawn case as a Python literal, what ``--replay`` reads),
@@ -105,7 +106,7 @@ def _save(stats: Stats, case: Any, outcome: harness.Outcome, workdir: Path) -> N
     stats.saved.append(str(folder.relative_to(ROOT)))
 
 
-def run_reader(name: str, cases: int | None, seconds: float | None, memory: bool, rng_seed: int) -> Stats:
+def run_reader(name: str, cases: int | None, seconds: float | None, memory_every: int, rng_seed: int) -> Stats:
     target = TARGETS[name]
     stats = Stats(name)
     limit = cases if cases is not None else 10**9
@@ -121,19 +122,26 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory: bool
         if stats.cases >= limit:
             raise _Stop
         case = data.draw(case_strategy(name))
+        traced = memory_every > 0 and stats.cases % memory_every == 0
         with harness.scratch(name) as tmp:
-            if memory:
-                tracemalloc.reset_peak()
+            if traced:
+                tracemalloc.start()
             t0 = time.perf_counter()
             outcome = target.run(case, Path(tmp))
             dt = time.perf_counter() - t0
-            peak = tracemalloc.get_traced_memory()[1] if memory else 0
+            if traced:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            else:
+                peak = 0
             stats.cases += 1
+            if stats.cases % 1000 == 0:
+                print(f"  {name}: {stats.cases} cases, {stats.findings} findings", flush=True)
             stats.total_s += dt
             stats.outcomes[outcome.kind] = stats.outcomes.get(outcome.kind, 0) + 1
             if stats.cases == 1:
                 stats.first_s = dt  # pays for imports and schema compilation: kept apart
-            elif dt > stats.worst_s:
+            elif (not traced or memory_every == 1) and dt > stats.worst_s:  # tracing slows a case
                 stats.worst_s, stats.worst_size = dt, _case_size(case)
             stats.worst_peak = max(stats.worst_peak, peak)
             if outcome.finding:
@@ -151,11 +159,9 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory: bool
     return stats
 
 
-def _run_one(work: tuple[str, int | None, float | None, bool, int]) -> Stats:
-    name, cases, seconds, memory, rng_seed = work
-    if memory and not tracemalloc.is_tracing():
-        tracemalloc.start()
-    stats = run_reader(name, cases, seconds, memory, rng_seed)
+def _run_one(work: tuple[str, int | None, float | None, int, int]) -> Stats:
+    name, cases, seconds, memory_every, rng_seed = work
+    stats = run_reader(name, cases, seconds, memory_every, rng_seed)
     print(f"  {name}: done, {stats.cases} cases, {stats.findings} findings", flush=True)
     return stats
 
@@ -175,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=None, help="cases per reader")
     parser.add_argument("--reader", action="append", choices=list(TARGETS), help="repeatable; default all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-memory", action="store_true", help="skip tracemalloc (faster)")
+    parser.add_argument("--memory-every", type=int, default=10, metavar="N",
+                        help="trace the memory of every Nth case (tracemalloc doubles a case's "
+                             "time); 1: every case, 0: none")
     parser.add_argument("--jobs", type=int, default=1, help="readers run in this many processes")
     parser.add_argument("--replay", type=Path, default=None, help="run one saved case.repr again")
     args = parser.parse_args(argv)
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes is None and args.cases is None:
         args.minutes = 1.0
     seconds = args.minutes * 60 / len(readers) if args.minutes is not None else None
-    memory = not args.no_memory
+    memory = args.memory_every > 0
     jobs = max(1, min(args.jobs, len(readers)))
     if jobs > 1 and seconds is not None:
         seconds *= jobs  # the readers share the minutes in parallel, not one after another
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fuzz campaign: readers {', '.join(readers)}; {case_limit} and {time_limit} per reader; "
           f"seed {args.seed}", flush=True)
     t0 = time.monotonic()
-    work = [(name, args.cases, seconds, memory, args.seed) for name in readers]
+    work = [(name, args.cases, seconds, args.memory_every, args.seed) for name in readers]
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 

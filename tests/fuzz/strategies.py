@@ -14,6 +14,7 @@ Three kinds of damage, mixed freely by the targets:
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import re
@@ -83,9 +84,9 @@ def hostile_values() -> st.SearchStrategy[Any]:
 def _paths(doc: Any, limit: int = 400) -> list[tuple[Any, ...]]:
     """Paths to values in ``doc``, breadth first, at most ``limit`` (grown lists stay cheap)."""
     out: list[tuple[Any, ...]] = []
-    queue: list[tuple[tuple[Any, ...], Any]] = [((), doc)]
+    queue: collections.deque[tuple[tuple[Any, ...], Any]] = collections.deque([((), doc)])
     while queue and len(out) < limit:
-        prefix, value = queue.pop(0)
+        prefix, value = queue.popleft()
         out.append(prefix)
         if isinstance(value, dict):
             queue.extend(((*prefix, k), v) for k, v in value.items())

@@ -221,10 +221,11 @@ class Capture:
         return {e.key: e for e in self.entries}
 
 
-#: Bounds on a manifest (a 100-layer capture of every stage writes ~1 MiB).
-MANIFEST_MAX_BYTES = 64 * 1024 * 1024
+#: Bounds on a manifest: a 100-layer capture of every stage writes ~1 MiB, and
+#: parsed JSON takes ~15x its text in memory, so 16 MiB caps a manifest near 250 MiB.
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 MANIFEST_MAX_DEPTH = 32
-MANIFEST_MAX_FILES = 1_000_000
+MANIFEST_MAX_FILES = 100_000
 #: Dimensions a manifest shape may have, and the largest one: an APRT count is a u32.
 MAX_RANK = 8
 MAX_DIM = 0xFFFFFFFF
