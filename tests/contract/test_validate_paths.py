@@ -213,3 +213,14 @@ def test_default_workers_follow_idle_cores(monkeypatch, load, cores, expected):
     monkeypatch.setattr(validate_mod.os, "sched_getaffinity", lambda _pid: set(range(cores)),
                         raising=False)
     assert validate_mod._workers() == expected
+
+
+def test_validation_note_for_reports(write):
+    from pv.contract.validate import validation_note
+
+    good = write(_contract("N-1"), "good.yaml")
+    assert validation_note(good) is None
+    bad = write("metadata: {version: '1'}\nfalsification_tests: [{id: N-2}]\n", "bad.yaml")
+    note = validation_note(bad)
+    assert note is not None and note.startswith("fails pv validate: line 1: PV010 ")
+    assert note.endswith("(and 1 more)")

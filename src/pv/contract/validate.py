@@ -230,3 +230,17 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]], *, strict: bool = Fa
     """
     return validate_files(find_contracts(paths), strict=strict, check_evidence=check_evidence,
                           jobs=jobs)
+
+
+def validation_note(path: str | os.PathLike[str]) -> str | None:
+    """One line for reports (``pv status``) when a contract fails ``pv validate``, else None.
+
+    Only errors count; the first is quoted, so a reader knows where to look.
+    """
+    result = check_file(Path(path), None)
+    errors = [f for f in result.findings if f.severity == ERROR]
+    if not errors:
+        return None
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"fails pv validate: line {first.line}: {first.rule} {first.message}{more}"
