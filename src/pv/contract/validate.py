@@ -238,7 +238,7 @@ def validation_note(path: str | os.PathLike[str]) -> str | None:
     Only errors count; the first is quoted, so a reader knows where to look.
     """
     result = check_file(Path(path), None)
-    errors = [f for f in result.findings if f.severity == ERROR]
+    errors = sorted((f for f in result.findings if f.severity == ERROR), key=lambda f: (f.line, f.column))
     if not errors:
         return None
     first = errors[0]
