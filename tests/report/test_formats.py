@@ -132,3 +132,11 @@ def test_the_schema_check_can_fail():
     del log["version"]
     log["runs"][0]["results"][0]["level"] = "fatal"
     assert len(list(Draft4Validator(SCHEMA).iter_errors(log))) >= 2
+
+
+def test_gate_kinds_are_described():
+    from pv.report import gate
+
+    kinds = {gate.REGRESSED, gate.FALSIFIER_REMOVED, gate.CONTRACT_REMOVED, gate.UNSUPPORTED,
+             gate.STALE, gate.EVIDENCE, gate.BINDING}
+    assert {f"gate/{k}" for k in kinds} == set(sarif.gate_rules())

@@ -80,3 +80,20 @@ def validation_rules() -> dict[str, str]:
     from pv.contract.rules import RULE_TABLE
 
     return {rule.id: f"{rule.name}: {rule.summary}" for rule in RULE_TABLE}
+
+
+#: What each kind of gate failure means (``pv.report.gate`` kinds), for rule descriptors.
+GATE_KINDS: dict[str, str] = {
+    "regressed": "a falsifier's status moved down the ladder against the baseline",
+    "falsifier-removed": "a falsifier of the baseline is gone",
+    "contract-removed": "a contract of the baseline is gone",
+    "unsupported": "a status is ahead of what its evidence supports",
+    "stale": "the record backing a status covers files changed since it ran",
+    "evidence": "an evidence record was edited, moved or deleted, or fails its integrity check",
+    "binding": "a test and a falsifier do not name each other",
+}
+
+
+def gate_rules() -> dict[str, str]:
+    """Summaries of pv gate's failure kinds, keyed as ``annotations.from_gate_failures`` names them."""
+    return {f"gate/{kind}": text for kind, text in GATE_KINDS.items()}
