@@ -1,0 +1,120 @@
+"""pv trace --generate: a prefill and one capture per decode step, for every engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pv.cli import run
+
+torch = pytest.importorskip("torch")
+
+TOKENS = "5,9,33,120,77"
+
+
+def test_generation_layout_and_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gen"
+    assert run(["trace", "--tokens", TOKENS, "--save-tensor", "k_post_rope,attn_scores,lm_head",
+                "--generate", "3", "-o", str(out)]) == 0
+    assert "wrote 3 steps" in capsys.readouterr().out
+    doc = json.loads((out / "generate.json").read_text())
+    assert doc["format"] == "pv-generate" and [s["step"] for s in doc["steps"]] == [0, 1, 2]
+    assert doc["steps"][0]["input"] == [5, 9, 33, 120, 77]
+    assert doc["steps"][1]["input"] == [doc["steps"][0]["predicted"]]
+    assert doc["steps"][2]["position"] == 6
+    assert doc["tokens"] == [s["predicted"] for s in doc["steps"]]
+    for step, keys in ((0, 5), (1, 6), (2, 7)):
+        man = json.loads((out / f"step-{step}" / "manifest.json").read_text())
+        assert man["run"]["step"] == step
+        shapes = {(f["stage"], f["layer"]): f["shape"] for f in man["files"]}
+        q = 5 if step == 0 else 1
+        assert shapes[("attn_scores", 0)] == [4, q, keys]
+        assert shapes[("k_post_rope", 3)] == [q, 2, 16]
+        assert shapes[("lm_head", None)] == [q, 256]
+
+
+def test_generate_matches_the_engines_own_generate(tmp_path: Path) -> None:
+    from pv.capture.engine import Engine
+    from pv.capture.models import load_model
+
+    model = load_model("synthetic")
+    ids = [int(t) for t in TOKENS.split(",")]
+    for engine in ("pv", "hf"):
+        out = tmp_path / engine
+        assert run(["trace", "--engine", engine, "--tokens", TOKENS, "--save-tensor", "lm_head",
+                    "--generate", "6", "-o", str(out)]) == 0
+        doc = json.loads((out / "generate.json").read_text())
+        assert doc["tokens"] == Engine(model).generate(ids, 6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--inject-fault", "stale_cache_entry@1"], "only acts at decode steps"),
+        (["--inject-fault", "stale_cache_entry@1", "--generate", "1"], "only acts at decode steps"),
+        (["--generate", "2", "--force"], "--force is not supported"),
+    ],
+)
+def test_bad_generation_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                              message: str) -> None:
+    code = run(["trace", "--tokens", TOKENS, "--save-tensor", "lm_head", "-o", str(tmp_path / "o"),
+                *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pv.capture import engine as engine_module
+
+    calls = {"n": 0}
+    real = engine_module.Engine.decode
+
+    def flaky(self, token_ids, cache, tap=None):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk gone")
+        return real(self, token_ids, cache, tap)
+
+    monkeypatch.setattr(engine_module.Engine, "decode", flaky)
+    code = run(["trace", "--tokens", TOKENS, "--save-tensor", "lm_head", "--generate", "4",
+                "-o", str(tmp_path / "o")])
+    assert code == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_decode_step_leaves_the_cache_as_it_was() -> None:
+    from pv.capture.engine import Engine
+    from pv.capture.models import load_model
+
+    engine = Engine(load_model("synthetic"))
+    cache = engine.start()
+    engine.decode([5, 9, 33], cache)
+    with pytest.raises(Exception):
+        engine.decode([999], cache)  # out of the vocabulary
+    assert cache.length == 3 and all(k.shape[0] == 3 for k in cache.keys.values())
+    again = engine.decode([7], cache)
+    assert torch.allclose(again[-1], engine.forward([5, 9, 33, 7])[-1], atol=1e-5)
+
+
+def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "lc"
+    assert run(["trace", "--engine", "llama.cpp", "--model", str(smollm2_path), "--prompt",
+                "The capital of France is", "--save-tensor", "k_post_rope,attn_scores,attn_softmax,lm_head",
+                "--layers", "0,29", "--generate", "3", "-o", str(out)]) == 0
+    doc = json.loads((out / "generate.json").read_text())
+    s = len(doc["steps"][0]["input"])
+    man = json.loads((out / "step-2" / "manifest.json").read_text())
+    shapes = {(f["stage"], f["layer"]): f["shape"] for f in man["files"]}
+    assert shapes[("attn_scores", 29)] == [9, 1, s + 2]
+    assert shapes[("k_post_rope", 0)] == [1, 3, 64]
+    assert shapes[("lm_head", None)] == [1, 49152]
+    # llama.cpp's own decode agrees with the capture's greedy choice at every step
+    from pv.capture.llamacpp import LlamaCppRunner
+    from pv.capture.models import model_config
+
+    runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)))
+    assert runner.generate(doc["steps"][0]["input"], 3) == doc["tokens"]
