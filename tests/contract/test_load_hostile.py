@@ -88,3 +88,20 @@ def test_undecodable_file_name_prints_as_escapes(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert all(f["file"].endswith("bad\\xffname.yaml") for f in data["findings"])
     assert data["contracts"][0]["file"].endswith("bad\\xffname.yaml")
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "x\x00y", "é" * 200])
+def test_references_that_name_no_possible_file(tmp_path, name):
+    # Fuzz finding: a depends_on entry or cited evidence path longer than a file name
+    # may be (ENAMETOOLONG), or holding a NUL, names nothing; it is not an internal error.
+    (tmp_path / ".git").mkdir()
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({
+        "metadata": {"version": "1", "description": "d", "depends_on": [name]},
+        "falsification_tests": [{"id": "F-1", "rule": "r", "prediction": "p", "test": "t",
+                                 "if_fails": "f", "algorithm_evidence": {
+                                     "file_paths": [name, f"src/{name}.py"],
+                                     "function_names": ["f"]}}]}), encoding="utf-8")
+    report = validate_paths([path], check_evidence=True)
+    rules = sorted(f.rule for f in report.findings)
+    assert rules == ["PV020", "PV022", "PV022"], [f.format() for f in report.findings]

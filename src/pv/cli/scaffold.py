@@ -39,7 +39,7 @@ def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
         raise PvError(f"{contract}: no such contract (give an id, a file stem or a path)")
     doc = matches[0]
     folder = tests_dir or root / "falsifiers"
-    safe = "".join(c if c.isalnum() else "_" for c in doc.contract_id.lower())
+    safe = "".join(c if c.isalnum() else "_" for c in doc.contract_id.lower())[:100]
     target = output or folder / f"test_{safe}.py"
     tests = marked_tests([folder], root) if folder.is_dir() else []
     added = scaffold(doc, target, tests)

@@ -60,7 +60,7 @@ def is_defined(name: str, path: Path) -> bool:
     """
     try:
         mtime = os.stat(path).st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # a NUL byte or an over-long name from the contract
         return False
     parts = _parts(name)
     if not parts:

@@ -158,7 +158,21 @@ def set_references(summaries: list[ContractSummary], contracts: dict[str, str]) 
 
 
 def _next_to(folder: Path, stem: str) -> bool:
-    return "/" not in stem and any((folder / f"{stem}{sfx}").is_file() for sfx in (".yaml", ".yml"))
+    """Is there a file ``<stem>.yaml`` or ``.yml`` next to the contract?
+
+    The name comes from the contract, so it may be anything: a separator, a NUL,
+    or more than the file system allows in a name (ENAMETOOLONG). Such a name
+    names no file; it is never an error of pv's.
+    """
+    if "/" in stem or "\x00" in stem or len(stem.encode("utf-8", "surrogateescape")) > 250:
+        return False
+    for suffix in (".yaml", ".yml"):
+        try:
+            if (folder / f"{stem}{suffix}").is_file():
+                return True
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def _stems(folder: Path) -> frozenset[str]:

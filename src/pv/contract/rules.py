@@ -232,7 +232,21 @@ def _cited_files(root: Path, evidence: dict[str, Any]) -> Iterator[tuple[int, st
             continue
         bad = Path(rel).is_absolute() or ".." in Path(rel).parts
         target = root / rel
-        yield j, rel, (target if not bad and target.is_file() else None)
+        yield j, rel, (target if not bad and _probe(target) == "file" else None)
+
+
+def _probe(path: Path) -> str:
+    """``file``, ``other`` (exists, not a regular file) or ``absent``.
+
+    The path comes from a contract: a NUL byte or a name longer than the file
+    system allows (ENAMETOOLONG) names nothing, and is never pv's error.
+    """
+    try:
+        if path.is_file():
+            return "file"
+        return "other" if path.exists() else "absent"
+    except (OSError, ValueError):
+        return "absent"
 
 
 def rule_evidence_files(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
@@ -244,7 +258,7 @@ def rule_evidence_files(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
                 continue
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 why = "must be relative to the repository root, without '..'"
-            elif (ctx.repo_root / rel).exists():
+            elif _probe(ctx.repo_root / rel) == "other":
                 why = "is not a regular file"
             else:
                 why = f"does not exist (repository root {ctx.repo_root})"
