@@ -160,3 +160,24 @@ def test_scaffold_writes_failing_skeletons_once(project, capsys):
 def test_scaffold_unknown_contract_is_a_usage_error(project, capsys):
     assert run(["scaffold", "nope"]) == 2
     assert "no such contract" in capsys.readouterr().err
+
+
+def test_scaffold_writes_valid_python_whatever_the_text(tmp_path):
+    from pv.contract.load import load_document
+    from pv.contract.scaffold import scaffold
+
+    contract = tmp_path / "odd.yaml"
+    contract.write_text(
+        'metadata: {version: "1", description: d}\nfalsification_tests:\n'
+        '  - id: "F-\\"q\\"-1"\n    rule: "a \\\\ b"\n'
+        '    prediction: "nul \\0 accent \\u00e9 quotes \\"\\"\\" tab \\t end\\\\"\n'
+        "    if_fails: f\n", encoding="utf-8")
+    target = tmp_path / "test_odd.py"
+    [skeleton] = scaffold(load_document(contract), target, [])
+    tree = ast.parse(target.read_text(encoding="utf-8"))
+    fn = tree.body[-1]
+    assert isinstance(fn, ast.FunctionDef) and fn.name == skeleton.function
+    doc = ast.get_docstring(fn) or ""
+    assert doc.startswith("nul \\x00 accent é quotes \"\"\" tab")
+    marker = fn.decorator_list[0]
+    assert isinstance(marker, ast.Call) and ast.literal_eval(marker.args[0]) == 'F-"q"-1'

@@ -48,6 +48,10 @@ def _docstring(test: dict[str, object]) -> str:
     if text("if_fails"):
         parts.append(f"If this fails: {text('if_fails')}")
     body = "\n\n".join(textwrap.fill(p, 88, break_long_words=False) for p in parts)
+    # Text from a contract may hold control characters or lone surrogates (YAML
+    # escapes allow both); neither may appear in Python source written as UTF-8.
+    body = "".join(c if c >= " " or c == "\n" else f"\\x{ord(c):02x}" for c in body)
+    body = body.encode("utf-8", "backslashreplace").decode("utf-8")
     return body.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
