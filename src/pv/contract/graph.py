@@ -120,8 +120,13 @@ def _cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, 
     return tuple(sorted(found))
 
 
+def _flat(name: str) -> str:
+    """One printable line: ids come from contracts and may hold anything."""
+    return "".join(c if c.isprintable() else " " for c in name)
+
+
 def _dot_id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _flat(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def to_dot(graph: Graph) -> str:
@@ -143,7 +148,7 @@ def to_mermaid(graph: Graph) -> str:
     ids = {name: f"n{i}" for i, name in enumerate([*graph.nodes, *graph.missing])}
 
     def label(name: str) -> str:
-        return name.replace('"', "#quot;")
+        return _flat(name).replace('"', "#quot;")
 
     lines = ["graph LR"]
     for name in graph.nodes:
