@@ -168,9 +168,9 @@ def to_mermaid(graph: Graph) -> str:
 def to_text(graph: Graph) -> str:
     deps: dict[str, list[str]] = {}
     for a, b in graph.edges:
-        deps.setdefault(a, []).append(b + (" (missing)" if b in graph.missing else ""))
-    lines = [f"{n}{' [cycle]' if n in graph.in_cycle else ''} -> {', '.join(deps.get(n, [])) or '-'}"
-             for n in graph.nodes]
+        deps.setdefault(a, []).append(_flat(b) + (" (missing)" if b in graph.missing else ""))
+    lines = [f"{_flat(n)}{' [cycle]' if n in graph.in_cycle else ''} -> "
+             f"{', '.join(deps.get(n, [])) or '-'}" for n in graph.nodes]
     return "\n".join(lines)
 
 
