@@ -538,3 +538,28 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
     if family.moe:  # the reference: transformers' per-expert loop, not a grouped kernel
         config._experts_implementation = "eager"
     return config
+
+
+def dispatch(model: Any, device_map: Any, main_device: Any, offload_dir: str | None) -> dict[str, Any]:
+    """Spread or offload the oracle with accelerate, as ``from_pretrained(device_map=...)`` does.
+
+    ``device_map`` is ``"auto"`` or ``{module name: device}`` where a device is
+    ``"cpu"``, ``"disk"``, ``"cuda:N"`` or an index; modules on ``"cpu"`` (when
+    the main device is a GPU) or ``"disk"`` keep their weights off the main
+    device and accelerate's hooks bring them in for each forward. Hooks pv adds
+    for capture see the same module outputs, so captures stay comparable.
+    """
+    accelerate = require("accelerate")
+    if device_map == "auto":
+        device_map = accelerate.infer_auto_device_map(model)
+    if not isinstance(device_map, dict) or not device_map:
+        raise PvError("device_map must be 'auto' or a non-empty mapping of module name -> device")
+    names = {n for n, _ in model.named_modules()}
+    unknown = [k for k in device_map if k not in names]
+    if unknown:
+        raise PvError(f"device_map: no module named '{unknown[0]}' (e.g. model.layers.0, lm_head)")
+    if "disk" in device_map.values() and offload_dir is None:
+        raise PvError("device_map puts modules on 'disk': give an offload directory")
+    accelerate.dispatch_model(model, device_map=device_map, main_device=str(main_device),
+                              offload_dir=offload_dir)
+    return dict(device_map)
