@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pv.cli import run
+from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
 
@@ -92,9 +93,24 @@ def test_failed_decode_step_leaves_the_cache_as_it_was() -> None:
     engine = Engine(load_model("synthetic"))
     cache = engine.start()
     engine.decode([5, 9, 33], cache)
-    with pytest.raises(Exception):
+    with pytest.raises(PvError):
         engine.decode([999], cache)  # out of the vocabulary
+
+    class FailAtLayer2:
+        def wants(self, stage: str, layer: int | None) -> bool:
+            return stage == "attn_norm"
+
+        def __call__(self, stage: str, layer: int | None, tensor: object, **meta: object) -> None:
+            if layer == 2:  # layers 0 and 1 have already appended to the cache
+                raise PvError("disk gone")
+
+        def not_applicable(self, stage: str, reason: str) -> None:
+            pass
+
+    with pytest.raises(PvError):
+        engine.decode([7], cache, FailAtLayer2())
     assert cache.length == 3 and all(k.shape[0] == 3 for k in cache.keys.values())
+    assert all(v.shape[0] == 3 for v in cache.values.values())
     again = engine.decode([7], cache)
     assert torch.allclose(again[-1], engine.forward([5, 9, 33, 7])[-1], atol=1e-5)
 

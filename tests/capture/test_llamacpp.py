@@ -12,6 +12,7 @@ import pytest
 
 from pv.capture.llamacpp import LLAMA_FAULTS, halves_from_pairs, parse_llama_fault, split_name
 from pv.cli import run
+from pv.errors import PvError
 
 PROMPT_IDS = "504,3575,282,4649,314,7042,30,378,3575,282"
 CLASSIC = ("embedding,attn_norm,qkv_matmul,qkv_bias,q_post_rope,k_post_rope,attn_scores,attn_softmax,"
@@ -36,7 +37,7 @@ def test_names_and_fault_parsing() -> None:
     assert str(parse_llama_fault("ffn_up_scaled@3", 30)) == "ffn_up_scaled@3"
     assert parse_llama_fault("attn_norm_scaled").layer == 1
     for bad in ("nope", "ffn_up_scaled@x", "ffn_up_scaled@30"):
-        with pytest.raises(Exception):
+        with pytest.raises(PvError):
             parse_llama_fault(bad, 30)
 
 
