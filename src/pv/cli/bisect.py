@@ -160,8 +160,14 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
         "device": plan.device,
         "dtype": plan.dtype,
     }
-    capture(loaded, engine=plan.reference, output=ref_dir, **common)
-    capture(loaded, engine=plan.engine, output=test_dir, fault=plan.fault, **common)
+    from pv.report.progress import Progress
+
+    # Two full captures can take minutes: say which one runs, and how far (stderr only).
+    with Progress(f"pv bisect: capturing the reference ({plan.reference})") as progress:
+        capture(loaded, engine=plan.reference, output=ref_dir, on_write=progress.step, **common)
+    with Progress(f"pv bisect: capturing the engine under test ({plan.engine})") as progress:
+        capture(loaded, engine=plan.engine, output=test_dir, fault=plan.fault,
+                on_write=progress.step, **common)
     return test_dir, ref_dir
 
 
