@@ -20,6 +20,7 @@ import io
 import os
 import signal
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,6 +90,29 @@ def snapshot(*roots: Path) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def _collect_unraisable(found: list[str]) -> Iterator[None]:
+    """Exceptions Python could not raise (``__del__``, GC callbacks) while pv ran.
+
+    Python prints them to stderr, where they would read as a traceback; those
+    raised in Hypothesis' own GC-timing callback (an alarm or a deep stack can
+    land there) are the harness's, not pv's, and are left out.
+    """
+
+    def hook(info: Any) -> None:
+        where = getattr(info.object, "__module__", "") or repr(info.object)
+        if "hypothesis" in where or "gc_cumulative_time" in repr(info.object):
+            return
+        found.append(f"{type(info.exc_value).__name__}: {info.exc_value} in {info.object!r}")
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def judge_cli(code: int, err: str) -> Outcome:
     lines = err.splitlines()
     if "internal error" in err or "Traceback" in err:
@@ -108,13 +132,17 @@ def run_cli(args: list[str], *, watch: tuple[Path, ...] = (), timeout: float = C
 
     before = snapshot(*watch) if watch else None
     out, err = io.StringIO(), io.StringIO()
+    unraisable: list[str] = []
     try:
-        with time_limit(timeout), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with time_limit(timeout), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                _collect_unraisable(unraisable):
             code = run(args)
     except Hang as exc:
         return Outcome(HANG, str(exc))
     except BaseException as exc:  # noqa: BLE001 - a crash out of run() is exactly a finding
         return Outcome(INTERNAL, f"{type(exc).__name__} escaped pv.cli.run: {exc}"[:300])
+    if unraisable:
+        return Outcome(INTERNAL, f"unraisable exception in pv code: {unraisable[0]}"[:300])
     outcome = judge_cli(code, err.getvalue())
     if before is not None and snapshot(*watch) != before:
         return Outcome(CHANGED, f"files changed under {', '.join(map(str, watch))}")
