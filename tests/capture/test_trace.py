@@ -224,7 +224,7 @@ def test_not_applicable_is_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_library_errors_are_pverrors(tmp_path: Path) -> None:
     with pytest.raises(PvError, match="unknown engine"):
-        trace.capture("synthetic", tokens=[1], output=tmp_path / "c", engine="llama.cpp")
+        trace.capture("synthetic", tokens=[1], output=tmp_path / "c", engine="vllm")
     with pytest.raises(PvError, match="unknown dtype"):
         trace.capture("synthetic", tokens=[1], output=tmp_path / "c", dtype="int8")
     assert not (tmp_path / "c").exists()
