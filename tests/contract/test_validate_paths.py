@@ -224,3 +224,16 @@ def test_validation_note_for_reports(write):
     note = validation_note(bad)
     assert note is not None and note.startswith("fails pv validate: line 1: PV010 ")
     assert note.endswith("(and 1 more)")
+
+
+def test_validation_note_for_a_shown_path(tmp_path, monkeypatch):
+    from pv.contract.validate import validation_note_for
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "bad.yaml").write_text("metadata: {version: '1'}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "contracts")
+    note = validation_note_for("contracts/bad.yaml")
+    assert note is not None and "missing required key 'description'" in note
+    assert validation_note_for(str(tmp_path / "contracts" / "bad.yaml")) == note
+    assert validation_note_for("contracts/absent.yaml") is None

@@ -244,3 +244,15 @@ def validation_note(path: str | os.PathLike[str]) -> str | None:
     first = errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"fails pv validate: line {first.line}: {first.rule} {first.message}{more}"
+
+
+def validation_note_for(shown: str) -> str | None:
+    """``validation_note`` for a path as reports show it: relative to the repository root
+    (the current checkout), or absolute. None when the file cannot be found."""
+    path = Path(shown)
+    if not path.is_absolute():
+        root = repo_root(Path.cwd())
+        path = (root or Path.cwd()) / path
+    if not path.is_file():
+        return None
+    return validation_note(path)
