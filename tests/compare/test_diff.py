@@ -12,7 +12,7 @@ import pytest
 from pv.capture import aprt
 from pv.capture.config import SYNTHETIC
 from pv.compare.diff import diff_captures, diff_files, diff_paths
-from pv.compare.tolerances import DEFAULTS
+from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
 
 RNG = np.random.default_rng(7)
@@ -140,7 +140,7 @@ def test_dtype_from_manifest_loosens_tolerances(make_capture: Callable[..., Path
         make_capture("c", {("attn_norm", 0): y}, dtype="bfloat16"),
         make_capture("d", {("attn_norm", 0): x}),
     )
-    assert loose.ok and loose.records[0].tolerance == DEFAULTS["bfloat16"]
+    assert loose.ok and loose.records[0].tolerance == Tolerances().for_stage("attn_norm", "bfloat16")
 
 
 def test_not_applicable_and_absent_stages_are_noted(tmp_path: Path) -> None:

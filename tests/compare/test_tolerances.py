@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +91,8 @@ def test_json_config_and_assume_dtype(tmp_path: Path) -> None:
     cfg = tmp_path / "tol.json"
     cfg.write_text('{"assume_dtype": "bf16", "threshold": 0.5}', encoding="utf-8")
     tols = load_config(cfg)
-    assert tols.for_stage("ffn_up", None) == Tolerance(
-        0.5, DEFAULTS["bfloat16"].rtol, DEFAULTS["bfloat16"].atol
-    )
+    shipped = Tolerances().for_stage("ffn_up", "bfloat16")  # the measured bf16 default of ffn_up
+    assert tols.for_stage("ffn_up", None) == Tolerance(0.5, shipped.rtol, shipped.atol)
 
 
 @pytest.mark.parametrize(
@@ -126,3 +126,54 @@ def test_missing_and_bad_json_config(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(PvError, match="non-negative"):
         Tolerances().with_flags(atol=-1.0)
+
+
+def test_measured_file_sets_per_dtype_per_stage_tolerances(tmp_path: Path) -> None:
+    cfg = tmp_path / "tol.json"
+    cfg.write_text(json.dumps({
+        "measured": [{"model": "m", "dtype": "bfloat16"}],
+        "dtypes": {"bfloat16": {"rtol": 0.1, "stages": {"attn_out": {"cosine": 0.99, "rtol": 0.3}}}},
+        "stages": {"lm_head": {"atol": 0.5}},
+    }), encoding="utf-8")
+    tols = load_config(cfg)
+    out = tols.for_stage("attn_out", "bfloat16")
+    assert (out.cosine, out.rtol) == (0.99, 0.3)
+    assert tols.for_stage("attn_norm", "bfloat16").rtol == 0.1  # the dtype line, not the stage's
+    assert tols.for_stage("attn_out", "float32").rtol == DEFAULTS["float32"].rtol  # other dtypes untouched
+    assert tols.for_stage("lm_head", "bfloat16").atol == 0.5  # a dtype-free stage override still wins
+    assert tols.with_flags(rtol=0.01).for_stage("attn_out", "bfloat16").rtol == 0.01  # flags win
+
+
+def test_bad_per_dtype_stage_block_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "tol.yaml"
+    cfg.write_text("dtypes:\n  bf16:\n    stages:\n      attn_outt: {rtol: 1}\n", encoding="utf-8")
+    with pytest.raises(PvError, match=r"dtypes\.bf16\.stages: unknown stage 'attn_outt'"):
+        load_config(cfg)
+
+
+def test_shipped_measured_defaults_are_valid_tolerances() -> None:
+    from pv import stages
+    from pv.compare.measured import MEASURED
+
+    for dtype, per_stage in MEASURED.items():
+        assert dtype in DEFAULTS
+        for stage, tol in per_stage.items():
+            assert stage in stages.BY_NAME
+            assert 0.0 < tol["cosine"] <= 1.0 and tol["rtol"] > 0 and tol["atol"] >= 0
+
+
+def test_pv_tolerances_measure_writes_a_file_pv_diff_reads(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from pv.cli import run
+
+    out = tmp_path / "tol.json"
+    assert run(["tolerances", "measure", "--model", "synthetic:qwen3", "--dtype", "bfloat16", "-o", str(out)]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    floor = data["measured"][0]["floor"]
+    assert {"q_norm", "k_norm", "attn_softmax", "lm_head"} <= set(floor)
+    assert all(0.9 < f["cosine"] <= 1.0 and f["rel"] < 0.5 for f in floor.values())
+    tols = load_config(out)
+    stage_tol = tols.for_stage("q_norm", "bfloat16")
+    assert stage_tol.rtol == data["dtypes"]["bfloat16"]["stages"]["q_norm"]["rtol"] >= 4 * floor["q_norm"]["rel"] * 0.999
+    assert run(["tolerances", "measure", "--model", "synthetic", "--margin", "0.5", "-o", str(out)]) == 2

@@ -95,7 +95,7 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
             tensors[gg] = state_dict[hf]
     for layer in range(config.num_hidden_layers):
         for role, hf in family.roles(config.attention_bias).items():
-            base = role[:-5] if role.endswith("_bias") else role
+            base = role.removesuffix("_bias")
             value = np.asarray(state_dict[f"model.layers.{layer}.{hf}"], dtype=np.float32)
             if family.gguf_permuted_qk and base in ("q", "k"):
                 value = _permute_rope_rows(value, config.num_attention_heads if base == "q"

@@ -38,8 +38,8 @@ def _rope(data: Mapping[str, Any], source: str, layer_type: str) -> tuple[float 
             "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         try:
             scaling = {"rope_type": rope_type, **{k: float(rope[k]) for k in keys}}
-            if "original_max_position_embeddings" in scaling:
-                scaling["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
+            if "original_max_position_embeddings" in keys:
+                scaling["original_max_position_embeddings"] = int(rope["original_max_position_embeddings"])
         except (KeyError, TypeError, ValueError):
             raise PvError(f"{source}: rope scaling '{rope_type}' needs {', '.join(keys)}") from None
     return (None if theta is None else float(theta)), scaling
@@ -85,7 +85,7 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
         else:
             local_theta = None
         window = data.get("sliding_window") if family.mask != "causal" else None
-        moe = {}
+        moe: dict[str, Any] = {}
         if family.moe:
             if data.get("mlp_only_layers") or int(data.get("decoder_sparse_step", 1) or 1) != 1:
                 raise PvError(f"{source}: MoE models with dense layers between sparse ones are not supported")

@@ -8,9 +8,10 @@ in the scores or the mask shows up in the numbers.
 
 from __future__ import annotations
 
-import numpy as np
-
+from collections.abc import Callable
 from dataclasses import replace
+
+import numpy as np
 
 from pv.capture.config import SYNTHETIC, ModelConfig
 from pv.errors import PvError
@@ -21,9 +22,9 @@ SEED = 20260501
 #: Windows are short (4 keys) and layer patterns short (every 3rd layer global) so
 #: that a prompt of a dozen tokens exercises them; Llama carries llama3 RoPE
 #: scaling with a short original context so every frequency band is hit.
-_BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=4,
-             num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=10000.0,
-             rms_norm_eps=1e-6, max_position_embeddings=512)
+_BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rope_theta": 10000.0,
+             "rms_norm_eps": 1e-6, "max_position_embeddings": 512}
 FAMILY_CONFIGS: dict[str, ModelConfig] = {
     "qwen2": SYNTHETIC,
     "llama": ModelConfig(architecture="llama", tie_word_embeddings=True, **_BASE,  # type: ignore[arg-type]
@@ -76,7 +77,7 @@ def synthetic_state_dict(config: ModelConfig = SYNTHETIC, seed: int = SEED) -> d
     e, mi = config.num_experts, config.moe_intermediate_size
     # Draw order is fixed per role; the roles of the original Qwen2 model come in
     # the order they always had, so its weights (and fingerprint) never change.
-    makers = {
+    makers: dict[str, Callable[[], np.ndarray]] = {
         "attn_norm": lambda: norm(h),
         "q": lambda: linear(q_out, h, 2.0),
         "k": lambda: linear(kv_out, h, 2.0),

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("pv.cli.trace", "Run a model and save named intermediate stages as APRT files."),
     "diff": ("pv.cli.diff", "Compare two APRT files or capture directories stage by stage."),
     "bisect": ("pv.cli.bisect", "Name the first stage where two captures diverge."),
+    "tolerances": ("pv.cli.tolerances", "Measure per-stage half-precision tolerances from the oracle's noise."),
     "import": ("pv.cli.import_", "Turn tensors another engine dumped into an APRT capture."),
     "falsify": ("pv.cli.falsify", "Run a contract's falsifiers, record evidence, promote statuses."),
     "discharge": ("pv.cli.discharge", "Close a falsifier past FUNCTIONAL on live evidence for every target."),

@@ -39,6 +39,7 @@ def tolerance_options(func: Any) -> Any:
         click.option("--atol", type=float, default=None, help="Absolute tolerance (see --rtol)."),
         click.option(
             "--config",
+            "--tolerances",
             "config_file",
             # No click checks: the reader refuses folders, FIFOs and devices in one line.
             type=click.Path(),

@@ -146,11 +146,20 @@ class Tolerances:
     flags: dict[str, float] = field(default_factory=dict)
     #: Dtype class used when neither side says what it is.
     assume: str = "float32"
+    #: dtype -> stage -> tolerance, as ``pv tolerances measure`` writes them.
+    per_dtype_stage: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def for_stage(self, stage: str | None, dtype: str | None) -> Tolerance:
+        """dtype default < measured default < file (dtype, dtype+stage, all, stage) < flags."""
+        from pv.compare.measured import MEASURED
+
         klass = dtype or self.assume
         tol = DEFAULTS[klass]
+        if stage is not None:
+            tol = replace(tol, **MEASURED.get(klass, {}).get(stage, {}))
         tol = replace(tol, **self.per_dtype.get(klass, {}))
+        if stage is not None:
+            tol = replace(tol, **self.per_dtype_stage.get(klass, {}).get(stage, {}))
         tol = replace(tol, **self.base)
         if stage is not None:
             tol = replace(tol, **self.per_stage.get(stage, {}))
@@ -187,22 +196,31 @@ def parse_config(data: Any, where: str) -> Tolerances:
     )
     per_stage: dict[str, dict[str, float]] = {}
     per_dtype: dict[str, dict[str, float]] = {}
+    per_dtype_stage: dict[str, dict[str, dict[str, float]]] = {}
     assume = "float32"
+
+    def stage_block(value: Any, at: str) -> dict[str, dict[str, float]]:
+        if not isinstance(value, Mapping):
+            raise PvError(f"{at}: expected a mapping of stage name to tolerances")
+        out: dict[str, dict[str, float]] = {}
+        for name, sub in value.items():
+            if not isinstance(name, str) or not name.isprintable() or len(name) > 64:
+                raise PvError(f"{at}: {brief(name)} is not a stage name")
+            try:
+                st = stage_table.get(name).name
+            except PvError as exc:
+                raise PvError(f"{at}: {exc}") from None
+            out[st] = _partial(sub, f"{at}.{name}")
+        return out
+
     for key, value in data.items():
         k = str(key).lower()
         if k in (*_KEYS, "threshold"):
             continue
+        if k == "measured":  # provenance written by ``pv tolerances measure``; not a tolerance
+            continue
         if k == "stages":
-            if not isinstance(value, Mapping):
-                raise PvError(f"{where}.stages: expected a mapping of stage name to tolerances")
-            for name, sub in value.items():
-                if not isinstance(name, str) or not name.isprintable() or len(name) > 64:
-                    raise PvError(f"{where}.stages: {brief(name)} is not a stage name")
-                try:
-                    st = stage_table.get(name).name
-                except PvError as exc:
-                    raise PvError(f"{where}.stages: {exc}") from None
-                per_stage[st] = _partial(sub, f"{where}.stages.{name}")
+            per_stage.update(stage_block(value, f"{where}.stages"))
         elif k == "dtypes":
             if not isinstance(value, Mapping):
                 raise PvError(f"{where}.dtypes: expected a mapping of dtype to tolerances")
@@ -212,6 +230,9 @@ def parse_config(data: Any, where: str) -> Tolerances:
                     raise PvError(
                         f"{where}.dtypes: unknown dtype {brief(name)}; valid: {', '.join(DEFAULTS)}"
                     )
+                if isinstance(sub, Mapping) and "stages" in sub:
+                    per_dtype_stage[klass] = stage_block(sub["stages"], f"{where}.dtypes.{name}.stages")
+                    sub = {k2: v2 for k2, v2 in sub.items() if k2 != "stages"}
                 per_dtype[klass] = _partial(sub, f"{where}.dtypes.{name}")
         elif k == "assume_dtype":
             klass = _dtype_key(value)
@@ -224,7 +245,8 @@ def parse_config(data: Any, where: str) -> Tolerances:
             raise PvError(
                 f"{where}: unknown key {brief(key)}; valid keys: cosine, rtol, atol, stages, dtypes, assume_dtype"
             )
-    return Tolerances(base=base, per_stage=per_stage, per_dtype=per_dtype, assume=assume)
+    return Tolerances(base=base, per_stage=per_stage, per_dtype=per_dtype, assume=assume,
+                      per_dtype_stage=per_dtype_stage)
 
 
 #: Bounds on a tolerance file: a few dozen keys in practice.
