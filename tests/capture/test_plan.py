@@ -153,3 +153,92 @@ def test_cuda_copies_are_asynchronous_and_exact(tmp_path: Path) -> None:
         _, v = aprt.read(tmp_path / "cap" / f"layer-{layer}" / "attn_norm.bin", (64, 32))
         assert np.array_equal(v, expected[layer])
     assert len(writer.files) == 3
+
+
+class _FakeEvent:
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def record(self, stream: object) -> None:
+        self.log.append(f"record {self.name} on {stream}")
+
+    def synchronize(self) -> None:
+        self.log.append(f"synchronize {self.name}")
+
+
+class _FakeStream:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def wait_event(self, event: _FakeEvent) -> None:
+        self.log.append(f"side waits for {event.name}")
+
+    def __str__(self) -> str:
+        return "side"
+
+
+class _FakeCopier:
+    """The CUDA copy path's calls, on the CPU: what a CUDA run would do, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.events = 0
+        self.in_side_stream = False
+
+    def stream(self, device: object) -> _FakeStream:
+        self.log.append(f"side stream on {device}")
+        return _FakeStream(self.log)
+
+    def current_stream(self, device: object) -> str:
+        return "compute"
+
+    def event(self) -> _FakeEvent:
+        self.events += 1
+        return _FakeEvent(self.log, "ready" if self.events % 2 else "done")
+
+    def use(self, stream: object) -> object:
+        import contextlib
+
+        copier = self
+
+        @contextlib.contextmanager
+        def ctx():  # type: ignore[no-untyped-def]
+            copier.in_side_stream = True
+            copier.log.append("enter side")
+            yield
+            copier.log.append("leave side")
+            copier.in_side_stream = False
+        return ctx()
+
+    def host_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        self.log.append(f"host buffer {list(shape)}")
+        return torch.empty(shape, dtype=torch.float32)
+
+    def keep_alive(self, tensor: torch.Tensor, stream: object) -> None:
+        self.log.append(f"keep alive {tensor.dtype} for {stream}")
+
+
+def test_the_cuda_copy_path_runs_its_steps_in_order_on_a_cpu(tmp_path: Path) -> None:
+    """Side stream, events, host buffer and allocator hint in the order CUDA needs them."""
+    copier = _FakeCopier()
+    writer = aprt.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    tap = Tap(CapturePlan.parse("attn_norm", "all"), writer, copier=copier)
+    tap.MAX_IN_FLIGHT = 1 << 10  # force the bounded-memory wait as well
+    expected = {}
+    for layer in range(3):
+        t = torch.randn(64, 32, dtype=torch.bfloat16)
+        expected[layer] = t.float().numpy()
+        tap("attn_norm", layer, t)
+    tap.finish()
+    writer.close()
+    for layer in range(3):
+        _, v = aprt.read(tmp_path / "cap" / f"layer-{layer}" / "attn_norm.bin", (64, 32))
+        assert np.array_equal(v, expected[layer])  # bf16 -> f32 widening is exact
+    log = copier.log
+    assert log[0] == "side stream on cpu" and log.count("side stream on cpu") == 1  # one stream, reused
+    first = log[1:8]
+    assert first == ["record ready on compute", "host buffer [64, 32]", "enter side", "side waits for ready",
+                     "record done on side", "leave side", "keep alive torch.bfloat16 for side"]
+    # the writer thread waits for each copy's event before it reads the host buffer
+    assert log.count("synchronize done") == 3
+    assert all(r["dtype_captured"] == "bfloat16" for r in writer.files)

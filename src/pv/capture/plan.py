@@ -100,6 +100,7 @@ class Tap:
         *,
         dtype_captured: str | None = None,
         on_write: Callable[[str, int | None], None] | None = None,
+        copier: Any = None,
     ):
         self.plan = plan
         self.writer = writer
@@ -114,6 +115,10 @@ class Tap:
         self._pool: ThreadPoolExecutor | None = None
         self._failed = threading.Event()
         self._stream: Any = None
+        #: How device tensors reach the host: ``CudaCopier`` (side stream, pinned
+        #: buffers) for CUDA tensors; a test may pass a stand-in that routes CPU
+        #: tensors through the same asynchronous path.
+        self._copier = copier
 
     def wants(self, stage: str, layer: int | None) -> bool:
         if stage not in self._names:
@@ -132,8 +137,8 @@ class Tap:
         meta.setdefault("dtype_captured", self.dtype_captured or str(tensor.dtype).replace("torch.", ""))
         meta.setdefault("device_captured", str(tensor.device))
         meta.setdefault("provenance", "observed")
-        if tensor.device.type == "cuda":
-            host, done = self._copy_cuda(tensor)
+        if tensor.device.type == "cuda" or self._copier is not None:
+            host, done = self._copy_async(tensor)
         else:
             # A private float32 copy: the writer thread may still be reading it
             # when the forward has moved on.
@@ -220,27 +225,62 @@ class Tap:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _copy_cuda(self, tensor: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """Queue a device-to-host copy on a side stream; returns the pinned buffer and its event."""
+    def _copy_async(self, tensor: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Queue a device-to-host copy on a side stream; returns the host buffer and its event."""
         import torch
 
+        ops = self._copier
+        if ops is None:
+            ops = self._copier = CudaCopier()
         if self._stream is None:
-            self._stream = torch.cuda.Stream(device=tensor.device)  # type: ignore[no-untyped-call]
-        ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        ready.record(torch.cuda.current_stream(tensor.device))
-        host = torch.empty(tuple(tensor.shape), dtype=torch.float32, pin_memory=True)
-        with torch.cuda.stream(self._stream):
+            self._stream = ops.stream(tensor.device)
+        ready = ops.event()
+        ready.record(ops.current_stream(tensor.device))
+        host = ops.host_buffer(tuple(tensor.shape))
+        with ops.use(self._stream):
             self._stream.wait_event(ready)
             src = tensor.detach()
             if src.dtype != torch.float32:
                 src = src.to(torch.float32)  # exact widening, on the side stream
             host.copy_(src, non_blocking=True)
-            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            done = ops.event()
             done.record(self._stream)
         # The compute stream may free and reuse ``tensor`` once the forward moves
         # on; tell the caching allocator that the side stream still reads it.
-        tensor.record_stream(self._stream)
+        ops.keep_alive(tensor, self._stream)
         return host, done
+
+
+class CudaCopier:
+    """The CUDA side of ``Tap``: a side stream, events, pinned host buffers."""
+
+    def stream(self, device: Any) -> Any:
+        import torch
+
+        return torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+
+    def current_stream(self, device: Any) -> Any:
+        import torch
+
+        return torch.cuda.current_stream(device)
+
+    def event(self) -> Any:
+        import torch
+
+        return torch.cuda.Event()  # type: ignore[no-untyped-call]
+
+    def use(self, stream: Any) -> Any:
+        import torch
+
+        return torch.cuda.stream(stream)
+
+    def host_buffer(self, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True)
+
+    def keep_alive(self, tensor: Any, stream: Any) -> None:
+        tensor.record_stream(stream)
 
 
 def _float32() -> Any:
