@@ -193,3 +193,37 @@ def test_a_half_precision_bug_still_fails_the_measured_tolerances(tmp_path: Path
     failed = [(r.stage, r.layer) for r in diff_paths(tmp_path / "pv", tmp_path / "hf").records
               if r.status == "fail"]
     assert failed and failed[0] == ("post_attn_norm", 1)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_engine_float32_matches_the_cpu_oracle(family: str, tmp_path: Path) -> None:
+    """TF32 is pinned off, so a CUDA float32 capture is within the float32 tolerance of the CPU oracle."""
+    model = load_model(f"synthetic:{family}")
+    a = capture(model, tokens=TOKENS, output=tmp_path / "pv", engine="pv", device="cuda")
+    capture(model, tokens=TOKENS, output=tmp_path / "hf", engine="hf")
+    assert [(r.stage, r.layer, r.reasons) for r in diff_paths(tmp_path / "pv", tmp_path / "hf").records
+            if r.status != "pass"] == []
+    kernels = a.manifest["run"]["kernels"]
+    assert kernels["tf32"] is False and kernels["device_name"] != "cpu"
+    assert kernels["sdpa_backend"] not in ("unknown", "error")
+    assert Engine(model, device="cuda").generate(TOKENS, 32) == HFOracle(model).generate(TOKENS, 32)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("which", ["synthetic:gemma3", "synthetic:qwen3_moe", "smollm2", "gemma3"])
+def test_cuda_half_precision_within_the_measured_tolerances(which: str, dtype: str,
+                                                            request: pytest.FixtureRequest,
+                                                            tmp_path: Path) -> None:
+    model = load_model(which) if which.startswith("synthetic") else request.getfixturevalue(which)
+    tokens = GEMMA3_TOKENS if which == "gemma3" else TOKENS
+    capture(model, tokens=tokens, output=tmp_path / "pv", engine="pv", device="cuda", dtype=dtype)
+    capture(model, tokens=tokens, output=tmp_path / "hf", engine="hf", device="cuda", dtype=dtype)
+    assert [(r.stage, r.layer, r.reasons) for r in diff_paths(tmp_path / "pv", tmp_path / "hf").records
+            if r.status != "pass"] == []
