@@ -96,7 +96,8 @@ def main() -> int:
             lc_ok = False
     if lc_ok:
         try:
-            runner = LlamaCppRunner(spec, model.config, threads=args.threads)
+            # Plain generation as users run it: a context without the graph callback.
+            runner = LlamaCppRunner(spec, model.config, threads=args.threads, capture=False)
         except Exception as exc:  # noqa: BLE001 - report and go on with pv's engine only
             print(f"llama.cpp: skipped ({exc})")
             lc_ok = False

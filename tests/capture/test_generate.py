@@ -128,9 +128,11 @@ def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
     assert shapes[("attn_scores", 29)] == [9, 1, s + 2]
     assert shapes[("k_post_rope", 0)] == [1, 3, 64]
     assert shapes[("lm_head", None)] == [1, 49152]
-    # llama.cpp's own decode agrees with the capture's greedy choice at every step
+    # Capture is additive: llama.cpp without the graph callback picks the same tokens.
     from pv.capture.llamacpp import LlamaCppRunner
     from pv.capture.models import model_config
 
-    runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)))
+    runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)), capture=False)
     assert runner.generate(doc["steps"][0]["input"], 3) == doc["tokens"]
+    with pytest.raises(PvError, match="without capture"):
+        runner.forward([1, 2], tap=object())

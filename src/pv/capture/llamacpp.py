@@ -254,7 +254,7 @@ class LlamaCppRunner:
 
     def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
                  n_ctx: int = 512, threads: int | None = None,
-                 fault: Any = None, record_names: bool = False):
+                 fault: Any = None, record_names: bool = False, capture: bool = True):
         self.llama_cpp = lc = load_library()
         self.path = Path(path)
         if not self.path.is_file():
@@ -284,9 +284,13 @@ class LlamaCppRunner:
         cparams.flash_attn_type = 0  # disabled: kq and kq_soft_max stay separate nodes
         cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32 cache: no rounding of K and V
         cparams.no_perf = True
+        # The callback is asked about every graph node; without capture (plain
+        # generation, as users run llama.cpp) the context has none and pays nothing.
+        self.capture = bool(capture) or self.fault is not None
         self._callback = lc.ggml_backend_sched_eval_callback(self._on_node)
-        cparams.cb_eval = self._callback
-        cparams.cb_eval_user_data = None
+        if self.capture:
+            cparams.cb_eval = self._callback
+            cparams.cb_eval_user_data = None
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lc.llama_model_free(self._model)
@@ -361,6 +365,8 @@ class LlamaCppRunner:
         lc = self.llama_cpp
         if not ids:
             raise PvError("no tokens to run")
+        if tap is not None and not self.capture:
+            raise PvError("this llama.cpp context was made without capture (capture=False)")
         bad = [i for i in ids if not 0 <= i < self.n_vocab]
         if bad:
             raise PvError(f"token id {bad[0]} out of range for a vocabulary of {self.n_vocab}")
