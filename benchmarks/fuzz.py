@@ -10,10 +10,12 @@ the same Hypothesis strategies and the same judgement (a clean result or a
 one-line error; never an internal error, a multi-line message, a hang or a
 changed file), here with a budget of minutes instead of seconds. Per reader
 it prints the cases run, the findings by kind, the time of the first case
-(imports and schema compilation included), the worst time of any later case
-(and that case's size in bytes) and the worst peak of Python-level memory of
-one case (``tracemalloc``, numpy included, on every 10th case by default since
-tracing doubles a case's time; memory maps are page cache and not counted).
+(imports and schema compilation included), the worst CPU time of any later
+case with its wall time and size in bytes (that case is kept in
+``.fuzz/slowest/<reader>/case.repr`` for ``--replay``) and the worst peak of
+Python-level memory of one case (``tracemalloc``, numpy included, on every
+10th case by default since tracing doubles a case's time; memory maps are
+page cache and not counted).
 ``--jobs N`` runs the readers in N processes.
 
 Every finding is saved under ``.fuzz/findings/<reader>/<n>/`` (git-ignored):
@@ -58,7 +60,10 @@ class Stats:
     cases: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     first_s: float = 0.0
+    #: The case that took the most CPU time (wall time on a shared box includes waiting).
+    worst_cpu: float = 0.0
     worst_s: float = 0.0
+    slowest: Any = field(default=None, repr=False)
     worst_size: int = 0
     worst_peak: int = 0
     total_s: float = 0.0
@@ -96,9 +101,9 @@ def _copy_regular(src: Path, dst: Path) -> None:
 
 
 def _save(stats: Stats, case: Any, outcome: harness.Outcome, workdir: Path) -> None:
-    folder = FINDINGS_DIR / stats.reader / f"{len(stats.saved):04d}"
-    if folder.exists():
-        shutil.rmtree(folder)
+    n = len(stats.saved)
+    while (folder := FINDINGS_DIR / stats.reader / f"{n:04d}").exists():
+        n += 1  # earlier campaigns' reproducers are kept
     folder.mkdir(parents=True)
     (folder / "case.repr").write_text(repr({"reader": stats.reader, "case": case}) + "\n")
     (folder / "outcome.txt").write_text(f"{outcome.kind}: {outcome.detail}\n")
@@ -126,9 +131,9 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
         with harness.scratch(name) as tmp:
             if traced:
                 tracemalloc.start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outcome = target.run(case, Path(tmp))
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             if traced:
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
@@ -141,8 +146,9 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
             stats.outcomes[outcome.kind] = stats.outcomes.get(outcome.kind, 0) + 1
             if stats.cases == 1:
                 stats.first_s = dt  # pays for imports and schema compilation: kept apart
-            elif (not traced or memory_every == 1) and dt > stats.worst_s:  # tracing slows a case
-                stats.worst_s, stats.worst_size = dt, _case_size(case)
+            elif (not traced or memory_every == 1) and cpu > stats.worst_cpu:  # tracing slows a case
+                stats.worst_cpu, stats.worst_s, stats.worst_size = cpu, dt, _case_size(case)
+                stats.slowest = case
             stats.worst_peak = max(stats.worst_peak, peak)
             if outcome.finding:
                 _save(stats, case, outcome, Path(tmp))
@@ -162,6 +168,11 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
 def _run_one(work: tuple[str, int | None, float | None, int, int]) -> Stats:
     name, cases, seconds, memory_every, rng_seed = work
     stats = run_reader(name, cases, seconds, memory_every, rng_seed)
+    if stats.slowest is not None:
+        folder = ROOT / ".fuzz" / "slowest" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "case.repr").write_text(repr({"reader": name, "case": stats.slowest}) + "\n")
+        stats.slowest = None  # not sent back between processes
     print(f"  {name}: done, {stats.cases} cases, {stats.findings} findings", flush=True)
     return stats
 
@@ -215,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {stats.reader}: {stats.cases} cases in {stats.total_s:.0f} s ({kinds})", flush=True)
     print(f"  wall time {time.monotonic() - t0:.0f} s with {jobs} process(es)")
     print()
-    header = (f"{'reader':<13} {'cases':>7} {'findings':>8} {'hangs':>5} {'first s':>7} {'worst s':>8} "
-              f"{'(bytes)':>9} {'mean ms':>8} {'peak MiB':>8}")
+    header = (f"{'reader':<13} {'cases':>7} {'findings':>8} {'hangs':>5} {'first s':>7} "
+              f"{'worst cpu s':>11} {'(wall s)':>8} {'(bytes)':>9} {'mean ms':>8} {'peak MiB':>8}")
     print(header)
     print("-" * len(header))
     for s in results:
         mean = 1000 * s.total_s / max(s.cases, 1)
         print(f"{s.reader:<13} {s.cases:>7} {s.findings:>8} {s.outcomes.get(harness.HANG, 0):>5} "
-              f"{s.first_s:>7.3f} {s.worst_s:>8.3f} {s.worst_size:>9} {mean:>8.1f} "
+              f"{s.first_s:>7.3f} {s.worst_cpu:>11.3f} {s.worst_s:>8.3f} {s.worst_size:>9} {mean:>8.1f} "
               f"{(s.worst_peak / 2**20 if memory else float('nan')):>8.1f}")
     saved = [p for s in results for p in s.saved]
     if saved:
