@@ -137,13 +137,18 @@ def _capture_generations(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Pat
         "device": plan.device,
         "dtype": plan.dtype,
     }
-    ref = capture_generation(
-        trace_plan(loaded.source, loaded.config, engine=plan.reference, output=ref_dir, **common),
-        loaded, plan.generate)
-    capture_generation(
-        trace_plan(loaded.source, loaded.config, engine=plan.engine, output=test_dir,
-                   fault=plan.fault, **common),
-        loaded, plan.generate, forced=ref.fed)
+    from pv.report.progress import Progress
+
+    with Progress(f"pv bisect: generating {plan.generate} token(s) with the reference "
+                  f"({plan.reference})") as progress:
+        ref = capture_generation(
+            trace_plan(loaded.source, loaded.config, engine=plan.reference, output=ref_dir, **common),
+            loaded, plan.generate, on_write=progress.step)
+    with Progress(f"pv bisect: feeding them to the engine under test ({plan.engine})") as progress:
+        capture_generation(
+            trace_plan(loaded.source, loaded.config, engine=plan.engine, output=test_dir,
+                       fault=plan.fault, **common),
+            loaded, plan.generate, forced=ref.fed, on_write=progress.step)
     return test_dir, ref_dir
 
 
