@@ -44,139 +44,23 @@ import numpy as np
 
 from pv.capture.config import ModelConfig
 from pv.capture.ggml import Ggml, GgmlTensor, tensor_at
-from pv.errors import PvError
-
-#: Stages no llama.cpp node holds, and why.
-NOT_EXPOSED: dict[str, str] = {
-    "ffn_silu": "llama.cpp computes SiLU and the product in one fused SWIGLU op",
-}
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A llama.cpp graph node that feeds a pv stage."""
-
-    name: str  # ggml base name, without the ``-LAYER`` suffix
-    op: str  # ggml op name, as ggml_op_name() returns it
-    stage: str  # pv stage (or a qkv part)
-    per_layer: bool = True
-    occurrence: int = 0  # which node of this name and op, in graph order
-
-
-RULES: tuple[Rule, ...] = (
-    Rule("embd", "GET_ROWS", "embedding", per_layer=False),
-    Rule("attn_norm", "MUL", "attn_norm"),
-    Rule("Qcur", "MUL_MAT", "qkv_matmul:q"),
-    Rule("Kcur", "MUL_MAT", "qkv_matmul:k"),
-    Rule("Vcur", "MUL_MAT", "qkv_matmul:v"),
-    Rule("Qcur", "ADD", "qkv_bias:q"),
-    Rule("Kcur", "ADD", "qkv_bias:k"),
-    Rule("Vcur", "ADD", "qkv_bias:v"),
-    Rule("Qcur", "ROPE", "q_post_rope"),
-    Rule("Kcur", "ROPE", "k_post_rope"),
-    Rule("kq", "MUL_MAT", "attn_scores"),
-    Rule("kq_soft_max", "SOFT_MAX", "attn_softmax"),
-    Rule("kqv_out", "CONT", "attention"),
-    Rule("attn_out", "MUL_MAT", "attn_out"),
-    Rule("ffn_inp", "ADD", "post_attn_residual"),
-    Rule("ffn_norm", "MUL", "ffn_norm"),
-    Rule("ffn_gate", "MUL_MAT", "ffn_gate"),
-    Rule("ffn_up", "MUL_MAT", "ffn_up"),
-    Rule("ffn_swiglu", "GLU", "ffn_swiglu"),
-    Rule("ffn_out", "MUL_MAT", "ffn_out"),
-    Rule("l_out", "ADD", "post_ffn_residual"),
-    Rule("result_norm", "MUL", "final_norm", per_layer=False),
-    Rule("result_output", "MUL_MAT", "lm_head", per_layer=False),
+from pv.capture.llamacpp_faults import (
+    LLAMA_FAULTS,
+    LlamaFault,
+    LlamaFaultSpec,
+    apply_fault,
+    parse_llama_fault,
 )
-#: pv stages some llama.cpp node feeds.
-MAPPED = frozenset(r.stage.split(":")[0] for r in RULES)
-_BY_NAME: dict[str, list[Rule]] = {}
-for _r in RULES:
-    _BY_NAME.setdefault(_r.name, []).append(_r)
-
-
-def split_name(name: str) -> tuple[str, int | None]:
-    """``attn_norm-3`` -> (``attn_norm``, 3); ``result_norm`` -> (``result_norm``, None)."""
-    base, sep, tail = name.rpartition("-")
-    if sep and tail.isdigit():
-        return base, int(tail)
-    return name, None
-
-
-def halves_from_pairs(x: np.ndarray) -> np.ndarray:
-    """Reorder the last axis (one head's dims) from ggml's pairs to transformers' halves.
-
-    llama.cpp's row ``2i`` / ``2i+1`` of a head is transformers' ``i`` / ``i + D/2``.
-    """
-    return np.concatenate((x[..., 0::2], x[..., 1::2]), axis=-1)
-
-
-# --------------------------------------------------------------------------- faults
-
-
-@dataclass(frozen=True)
-class LlamaFault:
-    """A bug planted inside llama.cpp's graph: a node's values changed in the callback."""
-
-    name: str
-    node: str  # ggml base name
-    op: str
-    stage: str  # the first pv stage that differs
-    description: str
-
-
-LLAMA_FAULTS: dict[str, LlamaFault] = {f.name: f for f in (
-    LlamaFault("attn_norm_scaled", "attn_norm", "MUL", "attn_norm",
-               "the attention RMSNorm output multiplied by 1.5"),
-    LlamaFault("k_rope_head_zeroed", "Kcur", "ROPE", "k_post_rope",
-               "key head 0 after RoPE set to zero before it enters the KV cache"),
-    LlamaFault("ffn_up_scaled", "ffn_up", "MUL_MAT", "ffn_up",
-               "the MLP up projection multiplied by 1.5"),
-)}
-
-
-@dataclass(frozen=True)
-class LlamaFaultSpec:
-    fault: LlamaFault
-    layer: int
-
-    @property
-    def name(self) -> str:
-        return self.fault.name
-
-    def __str__(self) -> str:
-        return f"{self.fault.name}@{self.layer}"
-
-
-def parse_llama_fault(text: str, n_layers: int | None = None) -> LlamaFaultSpec:
-    """``name`` or ``name@LAYER`` (default layer 1) from :data:`LLAMA_FAULTS`."""
-    name, sep, layer_text = text.strip().partition("@")
-    fault = LLAMA_FAULTS.get(name.strip().lower())
-    if fault is None:
-        raise PvError(f"unknown llama.cpp fault '{name.strip()}'; valid faults: "
-                      f"{', '.join(LLAMA_FAULTS)}")
-    layer = 1
-    if sep:
-        try:
-            layer = int(layer_text.strip())
-            if layer < 0:
-                raise ValueError
-        except ValueError:
-            raise PvError(f"bad fault layer '{layer_text}' in '{text}'; use NAME@LAYER") from None
-    if n_layers is not None and layer >= n_layers:
-        raise PvError(f"fault {fault.name}@{layer}: layer out of range: the model has {n_layers} "
-                      f"layers (0..{n_layers - 1})")
-    return LlamaFaultSpec(fault, layer)
-
-
-def _apply_fault(spec: LlamaFaultSpec, values: np.ndarray) -> np.ndarray:
-    out = np.array(values, dtype=np.float32, copy=True)
-    if spec.fault.name == "k_rope_head_zeroed":
-        out[:, 0, :] = 0.0  # [S, KVH, D]
-    else:
-        out *= 1.5
-    return out
-
+from pv.capture.llamacpp_nodes import (
+    BY_NODE_NAME,
+    MAPPED,
+    NOT_EXPOSED,
+    RULES,
+    Rule,
+    halves_from_pairs,
+    split_name,
+)
+from pv.errors import PvError
 
 # --------------------------------------------------------------------------- the library
 
@@ -410,7 +294,7 @@ class LlamaCppRunner:
 
     def _rule(self, t: GgmlTensor, state: _Pass) -> tuple[Rule, int | None] | None:
         base, layer = split_name(t.name.decode("utf-8", "replace"))
-        rules = _BY_NAME.get(base)
+        rules = BY_NODE_NAME.get(base)
         if not rules:
             return None
         op = self.ggml.op_name(int(t.op))
@@ -459,7 +343,7 @@ class LlamaCppRunner:
             fault = state.fault
             if fault is not None and rule.name == fault.fault.node and rule.op == fault.fault.op \
                     and layer == fault.layer:
-                values = _apply_fault(fault, values)
+                values = apply_fault(fault, values)
                 self.ggml.write(ptr, t, values)
             if state.tap is not None:
                 self._emit(rule, layer, t, values, state)
