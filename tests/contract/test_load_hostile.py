@@ -105,3 +105,9 @@ def test_references_that_name_no_possible_file(tmp_path, name):
     report = validate_paths([path], check_evidence=True)
     rules = sorted(f.rule for f in report.findings)
     assert rules == ["PV020", "PV022", "PV022"], [f.format() for f in report.findings]
+
+
+def test_a_plain_equals_sign_is_text(write):
+    # YAML 1.1 gives a plain "=" the tag !!value, which PyYAML cannot construct.
+    data = load_document(write(HEAD + "  kind: =\n=: 1\n")).data
+    assert data["metadata"]["kind"] == "=" and data["="] == 1

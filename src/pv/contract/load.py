@@ -67,6 +67,8 @@ def _construct_timestamp_as_text(loader: Any, node: yaml.Node) -> str:
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
+# YAML 1.1's "value" type: a plain ``=`` (``formula: =``) is the text "=", not an error.
+_Loader.add_constructor("tag:yaml.org,2002:value", _construct_timestamp_as_text)
 
 #: Longest integer literal accepted. Python refuses to turn more than 4300 decimal
 #: digits into an int (and back into text); hex and sexagesimal literals have no
