@@ -62,13 +62,13 @@ class _Loader(_LOADER_BASE):  # type: ignore[misc]
     """
 
 
-def _construct_timestamp_as_text(loader: Any, node: yaml.Node) -> str:
+def _construct_as_text(loader: Any, node: yaml.Node) -> str:
     return str(loader.construct_scalar(node))
 
 
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_as_text)
 # YAML 1.1's "value" type: a plain ``=`` (``formula: =``) is the text "=", not an error.
-_Loader.add_constructor("tag:yaml.org,2002:value", _construct_timestamp_as_text)
+_Loader.add_constructor("tag:yaml.org,2002:value", _construct_as_text)
 
 #: Longest integer literal accepted. Python refuses to turn more than 4300 decimal
 #: digits into an int (and back into text); hex and sexagesimal literals have no
