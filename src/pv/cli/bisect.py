@@ -125,38 +125,13 @@ def make_plan(
     )
 
 
-def _capture_generations(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path]:
-    """Reference first (greedy), then the engine under test fed the reference's tokens."""
-    from pv.capture.generate import capture_generation
-    from pv.capture.trace import make_plan as trace_plan
-
-    test_dir, ref_dir = root / "test", root / "reference"
-    common: dict[str, Any] = {
-        "tokens": plan.tokens,
-        "prompt": plan.prompt if plan.tokens is None else None,
-        "device": plan.device,
-        "dtype": plan.dtype,
-    }
-    from pv.report.progress import Progress
-
-    with Progress(f"pv bisect: generating {plan.generate} token(s) with the reference "
-                  f"({plan.reference})") as progress:
-        ref = capture_generation(
-            trace_plan(loaded.source, loaded.config, engine=plan.reference, output=ref_dir, **common),
-            loaded, plan.generate, on_write=progress.step)
-    with Progress(f"pv bisect: feeding them to the engine under test ({plan.engine})") as progress:
-        capture_generation(
-            trace_plan(loaded.source, loaded.config, engine=plan.engine, output=test_dir,
-                       fault=plan.fault, **common),
-            loaded, plan.generate, forced=ref.fed, on_write=progress.step)
-    return test_dir, ref_dir
-
-
 def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path]:
     from pv.capture.trace import capture
 
     if plan.generate:
-        return _capture_generations(plan, loaded, root)
+        from pv.cli.bisect_generate import capture_generations
+
+        return capture_generations(plan, loaded, root)
 
     test_dir, ref_dir = root / "test", root / "reference"
     common: dict[str, Any] = {
@@ -342,50 +317,13 @@ def command(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish_generation(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, fmt: str,
-                       verbose: bool) -> int:
-    from pv.compare.bisect import bisect_generation
-    from pv.compare.report import bisect_text, table
-
-    result = bisect_generation(a, b, model=config, tolerances=tols, max_steps=plan.generate)
-    if fmt.lower() == "json":
-        out = result.to_dict()
-        out["files"] = {"captures": [str(a), str(b)] if plan.keep else None}
-        click.echo(json.dumps(out, indent=1))
-        return int(ExitCode.OK if result.ok else ExitCode.FINDINGS)
-    lines = []
-    if plan.model is not None:
-        lines.append(f"model: {plan.model}")
-        lines.append(f"engine under test: {plan.engine}"
-                     f"{' with fault ' + plan.fault if plan.fault else ''}; reference: {plan.reference}"
-                     " (the engine under test is fed the reference's tokens)")
-    rows = []
-    for v in result.steps:
-        m = v.logits.metrics if v.logits is not None else None
-        rows.append([str(v.step), str(v.position), str(v.token_a), str(v.token_b),
-                     "-" if m is None else f"{m.cosine:.6f}", "ok" if v.ok else "FAIL",
-                     "; ".join(v.reasons())])
-    lines.append(table(rows, ["step", "position", "token A", "token B", "logits cos", "verdict",
-                              "why"]))
-    lines.extend(f"note: {n}" for n in result.notes)
-    if result.first_step is None:
-        lines.append(f"no divergence over {len(result.steps)} steps")
-    else:
-        lines.append(f"first divergent step: {result.first_step.step} "
-                     f"(position {result.first_step.position})")
-        if result.stage is not None:
-            lines.append("")
-            lines.append(f"inside step {result.first_step.step}:")
-            lines.append(bisect_text(result.stage, verbose=verbose))
-    click.echo("\n".join(lines))
-    return int(ExitCode.OK if result.ok else ExitCode.FINDINGS)
-
-
 def _finish(
     plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any, loaded: Any, fmt: str, verbose: bool
 ) -> int:
     if plan.generate:
-        return _finish_generation(plan, a, b, config, tols, fmt, verbose)
+        from pv.cli.bisect_generate import finish_generation
+
+        return finish_generation(plan, a, b, config, tols, fmt, verbose)
     from pv.capture import aprt
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown
