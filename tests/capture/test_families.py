@@ -227,3 +227,19 @@ def test_cuda_half_precision_within_the_measured_tolerances(which: str, dtype: s
     capture(model, tokens=tokens, output=tmp_path / "hf", engine="hf", device="cuda", dtype=dtype)
     assert [(r.stage, r.layer, r.reasons) for r in diff_paths(tmp_path / "pv", tmp_path / "hf").records
             if r.status != "pass"] == []
+
+
+def test_pv_diff_leaves_keys_outside_the_window_out(tmp_path: Path) -> None:
+    """Windowed layers compare only the keys their mask lets through; full layers the causal part."""
+    model = load_model("synthetic:gemma3")
+    _, _, report = full_diff(model, TOKENS, tmp_path)
+    s, heads = len(TOKENS), model.config.num_attention_heads
+    counts = {r.layer: r.metrics.count for r in report.records if r.stage == "attn_softmax"}
+    windowed = heads * sum(min(q + 1, 4) for q in range(s))
+    causal = heads * s * (s + 1) // 2
+    assert counts == {0: windowed, 1: windowed, 2: causal, 3: windowed, 4: windowed, 5: causal}
+    # the fault that ignores the window is still caught, at its layer
+    capture(model, tokens=TOKENS, output=tmp_path / "bad", engine="pv", fault="sliding_window_ignored@1")
+    bad = diff_paths(tmp_path / "bad", tmp_path / "hf")
+    first = next(r for r in bad.records if r.status != "pass")
+    assert (first.stage, first.layer) == ("attn_softmax", 1)

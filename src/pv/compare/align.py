@@ -59,6 +59,8 @@ class View:
     shape: tuple[int, ...]
     layout: tuple[str, ...]
     causal: bool = False
+    #: Sliding window of the attention matrices (keys k > q - window count), None: all k <= q.
+    window: int | None = None
     offset_a: int = 0
     offset_b: int = 0
     #: Position number of the first compared position (S-1 under the last-row rule).
@@ -111,6 +113,8 @@ class View:
         if self.causal:
             nq, nk = self.shape[-2], self.shape[-1]
             per_head = np.arange(1, nq + 1, dtype=np.int64) + (nk - nq)
+            if self.window is not None:
+                per_head = np.minimum(per_head, self.window)
             return np.tile(per_head, self.n_rows // nq)
         return np.full(self.n_rows, self.row_len, dtype=np.int64)
 
@@ -234,7 +238,22 @@ def plan_view(a: Side, b: Side, config: ModelConfig | None = None) -> View:
         notes.append(f"shape {list(shape)} is not [heads, queries, keys >= queries]: "
                      "compared without the causal rule")
         causal = False
-    return View(shape, layout, causal=causal, notes=tuple(notes))
+    window = _window(b) or _window(a) if causal else None  # the reference's mask policy first
+    if window is not None:
+        notes.append(f"sliding window {window}: keys more than {window - 1} before the query left out")
+    return View(shape, layout, causal=causal, window=window, notes=tuple(notes))
+
+
+def _window(side: Side) -> int | None:
+    """The sliding window a manifest records for this file (``mask: "sliding_window:W"``)."""
+    mask = side.meta.get("mask") if isinstance(side.meta, Mapping) else None
+    if isinstance(mask, str) and mask.startswith("sliding_window:"):
+        try:
+            value = int(mask.partition(":")[2])
+        except ValueError:
+            return None
+        return value if value > 0 else None
+    return None
 
 
 def _last_row_view(a: Side, b: Side, sa: Any, sb: Any, config: ModelConfig | None) -> View:

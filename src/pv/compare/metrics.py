@@ -260,6 +260,8 @@ def compare(
             assert cols is not None
             q = np.arange(row_lo, row_lo + r) % nq + (s - nq)
             upper = cols[None, :] > q[:, None]
+            if view.window is not None:  # outside the sliding window: masked, like the future
+                upper |= cols[None, :] <= q[:, None] - view.window
             np.copyto(X2, 0.0, where=upper)
             np.copyto(Y2, 0.0, where=upper)
         ra, rb = row_sumsq(X2), row_sumsq(Y2)
