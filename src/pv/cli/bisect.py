@@ -285,11 +285,13 @@ def command(
             from pv.capture.engine import resolve_device
 
             resolve_device(plan.device)  # a missing GPU fails here, before the weights load
-        if plan.fault is not None and plan.engine == "llama.cpp":
-            from pv.capture.llamacpp import parse_llama_fault
+        if "llama.cpp" in (plan.engine, plan.reference) and (plan.a is None or plan.isolate):
+            from pv.capture.llamacpp import check_plan
 
-            parse_llama_fault(plan.fault, config.num_hidden_layers)
-        elif plan.fault is not None:
+            # A GGUF file, the CPU, float32 and the fault: before either side captures.
+            check_plan(plan.model, plan.device, plan.dtype.lower(),
+                       plan.fault if plan.engine == "llama.cpp" else None, config.num_hidden_layers)
+        if plan.fault is not None and plan.engine != "llama.cpp":
             from pv.capture.faults import check_fault
             from pv.capture.kvcache import is_decode_fault, parse_any_fault
 
