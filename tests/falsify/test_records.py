@@ -153,3 +153,19 @@ def test_versions_do_not_import_torch() -> None:
     code = "import sys; from pv.falsify.records import versions; v = versions(); " \
            "assert 'torch' in v and 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_schema_messages_stay_on_one_line_and_crowded_records_are_refused_early(tmp_path: Path) -> None:
+    """Fuzz findings: a key with a line break echoed by the schema; thousands of entries to validate."""
+    data = make_record().to_dict()
+    data["versions"] = {"a\nb": 1}
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(rec.EvidenceError) as err:
+        rec.read_record(p)
+    assert "\n" not in str(err.value) and "versions/a b" in str(err.value)
+    data = make_record().to_dict()
+    data["tests"] = [{"x": i} for i in range(rec.MAX_ENTRIES + 1)]
+    p.write_text(json.dumps(data))
+    with pytest.raises(rec.EvidenceError, match="entries, over the bound"):
+        rec.read_record(p)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import environment, files
+from pv.bounded import one_line, show_path
 from pv.errors import PvError
 
 FORMAT_VERSION = 2
@@ -47,7 +49,7 @@ RUN, DISCHARGE = "run", "discharge"
 #: Environment variable holding the key that signs (and verifies) records.
 KEY_ENV = "PV_EVIDENCE_KEY"
 #: No record is anywhere near this; a bigger file is refused before parsing.
-MAX_RECORD_BYTES = 8 << 20
+MAX_RECORD_BYTES = 2 << 20
 #: Deepest JSON nesting a record may have (facts are small JSON values).
 MAX_DEPTH = 64
 #: The claim subject of a record: ``contract:<contract-id>#<falsifier-id>``.
@@ -196,10 +198,35 @@ def _schema_name(data: Any) -> str:
     return "evidence-v1.schema.json" if version == 1 else "evidence.schema.json"
 
 
+#: Schema violations collected per record (the first ones say enough; a hostile record may hold
+#: thousands).
+MAX_SCHEMA_ERRORS = 20
+#: Entries a record's lists and objects may hold before the schema is even asked.
+MAX_ENTRIES = 2000
+
+
 def schema_errors(data: Any) -> list[str]:
-    """Every schema violation as ``path: message``, most specific first."""
-    errors = sorted(_validator(_schema_name(data)).iter_errors(data), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"[:300] for e in errors]
+    """The first schema violations as one-line ``path: message`` strings, most specific first."""
+    crowded = _crowded(data)
+    if crowded:
+        return [crowded]
+    found = itertools.islice(_validator(_schema_name(data)).iter_errors(data), MAX_SCHEMA_ERRORS)
+    errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
+    return [one_line(f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}", 300)
+            for e in errors]
+
+
+def _crowded(data: Any) -> str | None:
+    """A list or object with more entries than any record has, named before validation walks it."""
+    stack: list[tuple[Any, str]] = [(data, "<root>")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, (dict, list)):
+            if len(item) > MAX_ENTRIES:
+                return f"{one_line(where, 100)}: {len(item)} entries, over the bound of {MAX_ENTRIES}"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((v, f"{where}/{k}") for k, v in pairs)
+    return None
 
 
 def validate(data: Any) -> None:
@@ -437,21 +464,22 @@ class StoredRecord:
 
 
 def read_stored(path: Path) -> StoredRecord:
+    shown = show_path(path)
     try:
         raw = files.read_regular(path, MAX_RECORD_BYTES)
     except files.NotRegularFileError:
-        raise EvidenceError(f"{path}: not a regular file") from None
+        raise EvidenceError(f"{shown}: not a regular file") from None
     except (OSError, ValueError) as exc:
-        raise EvidenceError(f"{path}: cannot read evidence: {exc}") from None
-    data = parse_json(raw, str(path))
+        raise EvidenceError(f"{shown}: cannot read evidence: {one_line(str(exc), 200)}") from None
+    data = parse_json(raw, shown)
     if not isinstance(data, dict):
-        raise EvidenceError(f"{path}: an evidence record must be a JSON object")
+        raise EvidenceError(f"{shown}: an evidence record must be a JSON object")
     try:
         record = from_dict(data)
     except EvidenceError as exc:
-        raise EvidenceError(f"{path}: {exc}") from None
+        raise EvidenceError(f"{shown}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise EvidenceError(f"{path}: malformed evidence: {exc}") from None
+        raise EvidenceError(f"{shown}: malformed evidence: {one_line(str(exc), 200)}") from None
     return StoredRecord(record, path, hashlib.sha256(raw).hexdigest())
 
 
