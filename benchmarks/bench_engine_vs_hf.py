@@ -1,12 +1,13 @@
 """pv's engine against transformers, forward only, on the same weights, measured side by side.
 
-    python benchmarks/bench_engine_vs_hf.py [--model PATH] [--tokens 128] [--repeat 7]
+    python benchmarks/bench_engine_vs_hf.py [--model PATH ...] [--tokens 128] [--repeat 7]
                                             [--threads N] [--profile]
 
 Contenders, all float32 on the CPU, one sequence of ``--tokens`` tokens, no tap:
 
 - ``engine``: ``pv.capture.engine.Engine.forward``;
-- ``hf-eager``: transformers' ``LlamaForCausalLM``/``Qwen2ForCausalLM`` with
+- ``hf-eager``: transformers' class for the family (``LlamaForCausalLM``,
+  ``Gemma3ForCausalLM``, ...) with
   ``attn_implementation="eager"`` (the reference the target is stated against);
 - ``hf-sdpa``: the same model with transformers' default SDPA attention;
 - ``oracle``: ``HFOracle.forward`` without a tap (pv's registered attention,
@@ -34,24 +35,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+GEMMA3 = Path(__file__).resolve().parents[1] / "models" / "gemma-3-270m-q4_k_m.gguf"
 SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 def hf_model(loaded: Any, attn: str) -> Any:
     """transformers' model class for ``loaded``, its weights, a stock attention implementation."""
-    import torch
-    import transformers
+    from pv.capture.oracle import HFOracle
 
-    from pv.capture.oracle import hf_config
-
-    cfg = hf_config(loaded.config)
-    cfg._attn_implementation = attn
-    cls = getattr(transformers, "LlamaForCausalLM" if loaded.config.architecture == "llama"
-                  else "Qwen2ForCausalLM")
-    model = cls(cfg)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in loaded.state_dict.items()}, strict=False)
-    if loaded.config.tie_word_embeddings:
-        model.tie_weights()
+    # The family's transformers class with the weights loaded as the oracle loads
+    # them (MoE experts fused, ties checked), then a stock attention implementation.
+    model = HFOracle(loaded).model
+    model.config._attn_implementation = attn
     return model.eval()
 
 
@@ -88,7 +83,8 @@ def profile(label: str, fn: Callable[[], Any], rows: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model spec (default: SmolLM2, else synthetic)")
+    parser.add_argument("--model", action="append", default=None,
+                        help="model spec, repeatable (default: SmolLM2 and Gemma 3 where present, else synthetic)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -105,7 +101,14 @@ def main() -> int:
     from pv.capture.models import load_model
     from pv.capture.oracle import HFOracle
 
-    spec = args.model or (str(SMOLLM2) if SMOLLM2.is_file() else "synthetic")
+    specs = args.model or ([str(p) for p in (SMOLLM2, GEMMA3) if p.is_file()] or ["synthetic"])
+    for spec in specs:
+        compare_one(spec, args, torch, Engine, load_model, HFOracle)
+    return 0
+
+
+def compare_one(spec: str, args: Any, torch: Any, Engine: Any, load_model: Any, HFOracle: Any) -> None:  # noqa: N803
+    """One model: the four contenders in alternation, medians and ratios."""
     loaded = load_model(spec)
     ids = [(7 * i + 3) % loaded.config.vocab_size for i in range(args.tokens)]
     engine = Engine(loaded)
@@ -133,7 +136,6 @@ def main() -> int:
     if args.profile:
         profile("engine", fns["engine"], 12)
         profile("hf-eager", fns["hf-eager"], 12)
-    return 0
 
 
 if __name__ == "__main__":
