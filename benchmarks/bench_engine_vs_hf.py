@@ -107,7 +107,7 @@ def main() -> int:
     return 0
 
 
-def compare_one(spec: str, args: Any, torch: Any, Engine: Any, load_model: Any, HFOracle: Any) -> None:  # noqa: N803
+def compare_one(spec: str, args: Any, torch: Any, Engine: Any, load_model: Any, HFOracle: Any) -> None:
     """One model: the four contenders in alternation, medians and ratios."""
     loaded = load_model(spec)
     ids = [(7 * i + 3) % loaded.config.vocab_size for i in range(args.tokens)]
