@@ -41,6 +41,8 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 def _contract_yaml(doc: Any) -> bytes:
     try:
         text = yaml.dump(doc, Dumper=_DUMPER, allow_unicode=True, sort_keys=False, width=100)
+    except UnicodeEncodeError:  # libyaml's emitter refuses lone surrogates; Python's escapes them
+        text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=100)
     except yaml.YAMLError:
         text = json.dumps(doc)
     return encode_any(expand(text))
