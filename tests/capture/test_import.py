@@ -247,3 +247,14 @@ def test_shape_checked_against_model(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert code == 2 and "should be [4, 64]" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_import_and_generation_bisect_never_load_torch() -> None:
+    """pv import and reading generation captures need numpy only (a fresh interpreter checks)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import pv.cli.import_, pv.capture.importer, pv.capture.steps, "
+            "pv.compare.bisect; print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
