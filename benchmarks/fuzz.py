@@ -15,7 +15,8 @@ case with its wall time and size in bytes (that case is kept in
 ``.fuzz/slowest/<reader>/case.repr`` for ``--replay``) and the worst peak of
 Python-level memory of one case (``tracemalloc``, numpy included, on every
 10th case by default since tracing doubles a case's time; memory maps are
-page cache and not counted).
+page cache and not counted) with that case's size (kept in
+``.fuzz/heaviest/<reader>/case.repr``).
 ``--jobs N`` runs the readers in N processes.
 
 Every finding is saved under ``.fuzz/findings/<reader>/<n>/`` (git-ignored):
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import os
 import shutil
 import stat
@@ -64,6 +66,8 @@ class Stats:
     worst_cpu: float = 0.0
     worst_s: float = 0.0
     slowest: Any = field(default=None, repr=False)
+    peak_size: int = 0
+    heaviest: Any = field(default=None, repr=False)
     worst_size: int = 0
     worst_peak: int = 0
     total_s: float = 0.0
@@ -131,9 +135,15 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
         with harness.scratch(name) as tmp:
             if traced:
                 tracemalloc.start()
+            # Hypothesis keeps every case it drew alive; frozen, those objects are not scanned
+            # by a garbage collection that happens to fall inside a case (1-2 s late in a run).
+            gc.freeze()
             t0, c0 = time.perf_counter(), time.process_time()
-            outcome = target.run(case, Path(tmp))
-            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            try:
+                outcome = target.run(case, Path(tmp))
+            finally:
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+                gc.unfreeze()
             if traced:
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
@@ -149,7 +159,8 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
             elif (not traced or memory_every == 1) and cpu > stats.worst_cpu:  # tracing slows a case
                 stats.worst_cpu, stats.worst_s, stats.worst_size = cpu, dt, _case_size(case)
                 stats.slowest = case
-            stats.worst_peak = max(stats.worst_peak, peak)
+            if peak > stats.worst_peak:
+                stats.worst_peak, stats.peak_size, stats.heaviest = peak, _case_size(case), case
             if outcome.finding:
                 _save(stats, case, outcome, Path(tmp))
                 print(f"  {name}: {outcome.kind}: {outcome.detail[:160]} -> {stats.saved[-1]}",
@@ -168,11 +179,12 @@ def run_reader(name: str, cases: int | None, seconds: float | None, memory_every
 def _run_one(work: tuple[str, int | None, float | None, int, int]) -> Stats:
     name, cases, seconds, memory_every, rng_seed = work
     stats = run_reader(name, cases, seconds, memory_every, rng_seed)
-    if stats.slowest is not None:
-        folder = ROOT / ".fuzz" / "slowest" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "case.repr").write_text(repr({"reader": name, "case": stats.slowest}) + "\n")
-        stats.slowest = None  # not sent back between processes
+    for kind, case in (("slowest", stats.slowest), ("heaviest", stats.heaviest)):
+        if case is not None:
+            folder = ROOT / ".fuzz" / kind / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "case.repr").write_text(repr({"reader": name, "case": case}) + "\n")
+    stats.slowest = stats.heaviest = None  # not sent back between processes
     print(f"  {name}: done, {stats.cases} cases, {stats.findings} findings", flush=True)
     return stats
 
@@ -227,14 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  wall time {time.monotonic() - t0:.0f} s with {jobs} process(es)")
     print()
     header = (f"{'reader':<13} {'cases':>7} {'findings':>8} {'hangs':>5} {'first s':>7} "
-              f"{'worst cpu s':>11} {'(wall s)':>8} {'(bytes)':>9} {'mean ms':>8} {'peak MiB':>8}")
+              f"{'worst cpu s':>11} {'(wall s)':>8} {'(bytes)':>9} {'mean ms':>8} {'peak MiB':>8} "
+              f"{'(bytes)':>9}")
     print(header)
     print("-" * len(header))
     for s in results:
         mean = 1000 * s.total_s / max(s.cases, 1)
         print(f"{s.reader:<13} {s.cases:>7} {s.findings:>8} {s.outcomes.get(harness.HANG, 0):>5} "
               f"{s.first_s:>7.3f} {s.worst_cpu:>11.3f} {s.worst_s:>8.3f} {s.worst_size:>9} {mean:>8.1f} "
-              f"{(s.worst_peak / 2**20 if memory else float('nan')):>8.1f}")
+              f"{(s.worst_peak / 2**20 if memory else float('nan')):>8.1f} {s.peak_size:>9}")
     saved = [p for s in results for p in s.saved]
     if saved:
         print(f"\n{len(saved)} reproducers under {FINDINGS_DIR.relative_to(ROOT)}/ "

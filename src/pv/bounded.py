@@ -123,7 +123,16 @@ def read_data(path: str | os.PathLike[str], what: str, limit: int) -> bytes:
     """The bytes of a regular data file of at most ``limit`` bytes."""
     with open_data(path, what) as f:
         try:
-            data: bytes = f.read(limit + 1)
+            # In pieces: ``read(limit + 1)`` would allocate the whole bound for a small file.
+            chunks: list[bytes] = []
+            total = 0
+            while total <= limit:
+                block = f.read(min(1 << 20, limit + 1 - total))
+                if not block:
+                    break
+                chunks.append(block)
+                total += len(block)
+            data = b"".join(chunks)
         except OSError as exc:
             raise DataFileError(
                 f"{show_path(path)}: cannot read {what}: {exc.strerror or type(exc).__name__}"
