@@ -123,13 +123,24 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
-def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (``ValueError`` beyond it)."""
+def read_regular(path: str | os.PathLike[str], limit: int, chunk: int = 1 << 20) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (``ValueError`` beyond it).
+
+    Read in pieces: ``read(limit + 1)`` would allocate the whole bound up front,
+    whatever the file's size.
+    """
+    parts: list[bytes] = []
+    size = 0
     with open_regular(path) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
+        while size <= limit:
+            block = f.read(min(chunk, limit + 1 - size))
+            if not block:
+                break
+            parts.append(block)
+            size += len(block)
+    if size > limit:
         raise ValueError(f"{os.fspath(path)}: larger than {limit} bytes")
-    return data
+    return b"".join(parts)
 
 
 def is_regular(path: str | os.PathLike[str]) -> bool:
