@@ -219,6 +219,16 @@ def sort_key(stage: str, layer: int | None) -> tuple[int, int, int]:
 #: What a model has when its features do not say: a dense MLP, nothing optional else.
 DEFAULT_FEATURES: dict[str, bool] = {"dense_ffn": True}
 
+#: How a missing feature reads in "not applicable" notes.
+_FEATURE_WORDS = {"qkv_bias": "q/k/v bias", "qk_norm": "per-head q/k norms", "sandwich_norm": "sandwich norms",
+                  "moe": "MoE block", "dense_ffn": "dense MLP (its MLP is a MoE block)"}
+
+
+def absent(features: Mapping[str, bool]) -> list[tuple[str, str]]:
+    """(stage, reason) for every stage a model with ``features`` does not have, in order."""
+    return [(st.name, f"the model has no {_FEATURE_WORDS.get(st.requires, st.requires)}")
+            for st in STAGES if st.requires and not applies(st, features)]
+
 
 def applies(stage: Stage, features: Mapping[str, bool]) -> bool:
     """Whether a stage exists for a model with the given features (e.g. qkv_bias)."""

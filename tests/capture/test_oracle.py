@@ -124,10 +124,8 @@ def test_capture_is_additive_and_complete(oracle: HFOracle) -> None:
     for (stage, _layer), value in tap.values.items():
         assert value.shape == stage_table.BY_NAME[stage].shape(dims), stage
         assert np.isfinite(value).all(), stage
-    if cfg.attention_bias:
-        assert tap.skipped == {}
-    else:
-        assert "qkv_bias" in tap.skipped
+    assert set(tap.skipped) == {name for name, _ in stage_table.absent(cfg.features)}
+    assert ("qkv_bias" in tap.skipped) != cfg.attention_bias
 
 
 def test_provenance_per_file(oracle: HFOracle) -> None:

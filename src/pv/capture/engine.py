@@ -201,9 +201,7 @@ class Engine:
             self._inv_freqs["faulty_" + key] = self._inverse_frequencies(
                 (cfg.rope_local_theta if key == "local" else cfg.rope_theta) / 10.0,  # type: ignore[operator]
                 global_layer=key == "global")
-        self._absent = [(st.name, f"the model has no {st.requires.replace('_', ' ')}")
-                        for st in stage_table.STAGES
-                        if st.requires and not stage_table.applies(st, cfg.features)]
+        self._absent = stage_table.absent(cfg.features)
         self._sdpa_choice: str | None = None
         #: Set only inside ``decode``: the cache being extended and the position it starts at.
         self._cache: kvcache.KVCache | None = None

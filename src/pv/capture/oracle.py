@@ -345,9 +345,8 @@ class HFOracle:
                            heads_first=cfg.family.name == "gemma3_text", windows=windows)
         from pv import stages as stage_table
 
-        for st in stage_table.STAGES:
-            if st.requires and not stage_table.applies(st, self.config.features):
-                tap.not_applicable(st.name, f"the model has no {st.requires.replace('_', ' ')}")
+        for name, reason in stage_table.absent(cfg.features):
+            tap.not_applicable(name, reason)
         self._record_run(tap)
         handles: list[Any] = []
         token = _ACTIVE.set(capture)

@@ -54,10 +54,12 @@ class TracePlan:
     #: transformers/accelerate device map for the oracle ("auto" or {module: device}).
     device_map: Any = None
     offload_dir: str | None = None
+    #: The model's features (``ModelConfig.features``): stages it lacks are not expected.
+    features: dict[str, bool] | None = None
 
     @property
     def expected(self) -> list[tuple[str, int | None]]:
-        return self.capture.expected(self.n_layers)
+        return self.capture.expected(self.n_layers, self.features)
 
     def describe(self) -> list[str]:
         layers = self.capture.layers
@@ -172,7 +174,7 @@ def make_plan(
         model=model, engine=engine_name, capture=plan, n_layers=config.num_hidden_layers,
         tokens=token_ids, prompt=prompt, output=out, device=device.strip().lower(),
         dtype=dtype_name, fault=spec, overwrite=overwrite, device_map=device_map,
-        offload_dir=offload_dir,
+        offload_dir=offload_dir, features=config.features,
     )
 
 
