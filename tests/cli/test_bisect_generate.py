@@ -81,3 +81,35 @@ def test_llama_cpp_against_pv_over_a_generation(smollm2_path: Path,
     assert code == 1
     assert out["summary"]["first_divergent_step"]["step"] == 0
     assert out["summary"]["first_divergence"] == {"layer": 4, "stage": "attn_norm"}
+
+
+def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
+    """A constant added to every logit is no divergence; one token's logit moved is."""
+    import shutil
+
+    from pv.capture import aprt
+    from pv.compare.bisect import bisect_generation
+
+    ref = tmp_path / "ref"
+    assert run(["trace", "--tokens", TOKENS, "--save-tensor", "lm_head", "--generate", "3",
+                "-o", str(ref)]) == 0
+
+    def edited(name: str, change: object) -> Path:
+        out = tmp_path / name
+        shutil.copytree(ref, out)
+        path = out / "step-1" / "lm_head.bin"
+        header, values = aprt.read(path)
+        aprt.write(path, header.layer, change(values.copy()))  # type: ignore[operator]
+        return out
+
+    shifted = edited("shifted", lambda v: v + 3.0)
+    assert bisect_generation(shifted, ref).ok
+
+    def bump(v: object) -> object:
+        v[7] += 2.0  # type: ignore[index]
+        return v
+
+    moved = edited("moved", bump)
+    result = bisect_generation(moved, ref)
+    assert not result.ok and result.first_step is not None and result.first_step.step == 1
+    assert any("log-probabilities" in r for r in result.first_step.reasons())

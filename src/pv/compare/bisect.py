@@ -186,7 +186,6 @@ def bisect_generation(
     --model --generate`` feeds the engine under test the reference's tokens).
     """
     from pv.capture import steps as gen_steps
-    from pv.compare.diff import diff_captures
 
     ra, rb = Path(a), Path(b)
     ga, gb = gen_steps.load(ra), gen_steps.load(rb)
@@ -201,13 +200,7 @@ def bisect_generation(
     for t in range(n):
         sa, sb = ga["steps"][t], gb["steps"][t]
         da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
-        logits = None
-        try:
-            rep = diff_captures(da, db, model=model, tolerances=tolerances, stages=["lm_head"])
-            logits = next((r for r in rep.records if r.stage == "lm_head" and (r.compared or r.bad)),
-                          None)
-        except PvError:
-            pass
+        logits = _next_token_logprobs(da, db, tolerances or Tolerances())
         if logits is None and t == 0:
             notes.append("lm_head not captured on both sides: steps judged by their tokens only")
         v = StepVerdict(t, int(sa.get("position", 0)), list(sa["input"]) == list(sb["input"]),
@@ -229,3 +222,45 @@ def bisect_generation(
             notes.append(f"step {first.step}: the sides were fed different tokens (their "
                          "generations parted earlier); feed both the same tokens to compare further")
     return GenerationBisect(str(ra), str(rb), tuple(verdicts), first, stage, tuple(notes))
+
+
+def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances) -> StageRecord | None:
+    """The step's next-token log-probabilities (log-softmax of ``lm_head``'s last row), compared.
+
+    Log-probabilities up to their mean, not raw logits: a shift of every logit
+    by one constant changes nothing a sampler sees and is no divergence, while
+    every difference between two tokens' log-probabilities counts. None when a
+    side has no ``lm_head`` in this step.
+    """
+    import numpy as np
+
+    from pv.compare.diff import _side_dtype, compare_arrays
+    from pv.compare.tolerances import looser
+
+    rows, dtypes = [], []
+    for root in (a, b):
+        try:
+            cap = aprt.open_capture(root)
+        except PvError:
+            return None
+        entry = cap.by_key().get(("lm_head", None))
+        if entry is None:
+            return None
+        _, values = aprt.read(entry.path)
+        vocab = entry.shape[-1] if entry.shape else values.size
+        if vocab <= 0 or values.size % vocab:
+            return None
+        row = values[-vocab:].astype(np.float64)
+        m = float(row.max())
+        logprobs = row - (m + float(np.log(np.exp(row - m).sum())))
+        # Centred: the normaliser is one large constant per row that would swamp a
+        # relative error; log p - mean(log p) keeps every difference between tokens.
+        rows.append((logprobs - logprobs.mean()).reshape(1, vocab))
+        dtypes.append(_side_dtype(entry.meta, cap.manifest))
+    if rows[0].shape != rows[1].shape:
+        return None
+    tol = tolerances.for_stage("lm_head", looser(dtypes[0], dtypes[1]))
+    rec = compare_arrays(rows[0], rows[1], "lm_head", None, tolerance=tol)
+    return StageRecord(rec.stage, rec.layer, rec.status, rec.metrics, tol, looser(*dtypes),
+                       tuple(f"next-token log-probabilities (centred): {r}" for r in rec.reasons),
+                       str(a), str(b))
