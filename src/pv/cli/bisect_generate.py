@@ -69,7 +69,7 @@ def finish_generation(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any
         rows.append([str(v.step), str(v.position), str(v.token_a), str(v.token_b),
                      "-" if m is None else f"{m.cosine:.6f}", "ok" if v.ok else "FAIL",
                      "; ".join(v.reasons())])
-    lines.append(table(rows, ["step", "position", "token A", "token B", "logits cos", "verdict",
+    lines.append(table(rows, ["step", "position", "token A", "token B", "log-prob cos", "verdict",
                               "why"]))
     lines.extend(f"note: {n}" for n in result.notes)
     if result.first_step is None:
