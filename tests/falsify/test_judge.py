@@ -84,7 +84,11 @@ def test_a_later_failure_voids_earlier_passes() -> None:
     fail = make_record("failed", finished="2026-11-25T12:00:05.000000Z")
     s = judge.support(claim({}), chain(live, fail))
     assert s.level is None and s.failed_later and not s.allows("PARTIAL_ALGORITHM_LEVEL")
-    assert s.allows("FALSIFIED") and s.allows("PROPOSED") and s.allows("BLOCKER_FIXTURE_ABSENT")
+    # Only FALSIFIED stands on a refutation: PROPOSED or a blocker set by hand would hide it.
+    assert s.allows("FALSIFIED") and not s.allows("PROPOSED") and not s.allows("BLOCKER_FIXTURE_ABSENT")
+    after = judge.support(claim({}), chain(live, fail, make_record("skipped", absent=True,
+                                                                   finished="2026-11-25T12:00:09.000000Z")))
+    assert after.allows("FALSIFIED") and not after.allows("PROPOSED")
 
 
 def test_legacy_records_back_nothing() -> None:

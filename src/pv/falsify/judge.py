@@ -13,7 +13,9 @@ Nothing stored in a record is trusted as a verdict. For one falsifier:
    own integrity check (digest or signature).
 2. **Support** (``support``). Records are read in chain order; those after the
    latest failure count. The falsifier is supported up to the best reach among
-   them; ``DISCHARGED`` also needs a discharge record after that failure whose
+   them; after a failure that no reaching record follows, only ``FALSIFIED`` is
+   supported (a hand edit to PROPOSED or a blocker would hide the refutation);
+   ``DISCHARGED`` also needs a discharge record after that failure whose
    backing live records are among them, one for every target of the declared
    matrix (``discharge.matrix``; without one, the live requirements are the only
    target), and whose covered files have not changed since.
@@ -111,6 +113,9 @@ class Support:
 
     def allows(self, status: str | None) -> bool:
         canon = canonical(status)
+        if self.failed_later and self.level is None and self.backing is None:
+            # The newest word on record is a refutation: nothing but FALSIFIED may hide it.
+            return canon == ladder.FALSIFIED
         if canon == ladder.DISCHARGED:
             return self.discharge is not None
         if canon in (ladder.FUNCTIONAL, ladder.PARTIAL):

@@ -199,6 +199,9 @@ def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root:
 
 def _unsupported(canon: str, sup: judge.Support) -> str:
     tail = " after the latest failing record" if sup.failed_later else ""
+    if sup.failed_later and sup.level is None and canon not in (ladder.FUNCTIONAL, ladder.PARTIAL,
+                                                                ladder.DISCHARGED):
+        return f"{canon} but the latest counted run failed and nothing passed since: it stands FALSIFIED"
     if canon == ladder.DISCHARGED:
         if sup.level != ladder.FUNCTIONAL:
             return f"DISCHARGED but no passing live record{tail}: {sup.why}"
