@@ -242,3 +242,33 @@ def test_the_cuda_copy_path_runs_its_steps_in_order_on_a_cpu(tmp_path: Path) -> 
     # the writer thread waits for each copy's event before it reads the host buffer
     assert log.count("synchronize done") == 3
     assert all(r["dtype_captured"] == "bfloat16" for r in writer.files)
+
+
+def test_a_borrowing_tap_writes_the_same_files_as_a_copying_one(tmp_path: Path) -> None:
+    """The pv engine lends its tensors (no copy on the forward's thread); the files do not change."""
+    base = torch.randn(6, 40)
+    tensors = {("attn_norm", 0): base, ("ffn_gate", 0): base[:, :20],  # a non-contiguous view
+               ("ffn_up", 0): base[:, 20:].to(torch.bfloat16), ("ffn_out", 0): torch.randn(600, 700)}
+    digests = []
+    for borrow in (False, True):
+        writer = aprt.CaptureWriter(tmp_path / f"cap{borrow}", {"engine": "test"})
+        tap = Tap(CapturePlan.parse("attn_norm,ffn_gate,ffn_up,ffn_out", "0"), writer)
+        tap.borrow = borrow
+        for (stage, layer), t in tensors.items():
+            tap(stage, layer, t)
+        tap.finish()
+        writer.close()
+        digests.append([(r["path"], r["sha256"], r["dtype_captured"]) for r in writer.files])
+    assert digests[0] == digests[1]
+    assert {p: d for p, _, d in digests[1]}["layer-0/ffn_up.bin"] == "bfloat16"
+
+
+def test_the_engine_lends_its_tensors_to_the_tap(tmp_path: Path) -> None:
+    from pv.capture.engine import Engine
+    from pv.capture.models import load_model
+
+    writer = aprt.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    tap = Tap(CapturePlan.parse("attn_norm", "0"), writer)
+    Engine(load_model("synthetic")).forward([1, 2, 3], tap)
+    tap.finish()
+    assert tap.borrow is True

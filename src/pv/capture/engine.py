@@ -212,6 +212,8 @@ class Engine:
     def forward(self, token_ids: Sequence[int], tap: Any = None) -> torch.Tensor:
         """Logits [S, V] float32 for one sequence; ``tap`` receives requested stages."""
         ids = self._ids(token_ids)
+        if tap is not None and hasattr(tap, "borrow"):
+            tap.borrow = True  # this forward never modifies a tensor after tapping it
         with torch.inference_mode(), self._numerics():
             x = torch.nn.functional.embedding(ids, self.embed)
             if self._embed_scale is not None:

@@ -13,6 +13,10 @@ event on the compute stream; the forward keeps running while the copy runs,
 and the writer thread waits for the copy's event before writing the file.
 Because that copy is asynchronous, an engine must not modify a tapped tensor
 in place afterwards (the pv engine never does: every step makes a new tensor).
+An engine that makes that promise on the CPU too sets ``tap.borrow``: its
+tensors then go to the writer thread as they are, widened to float32 and made
+contiguous there, so the forward's thread copies nothing (the pv engine does;
+the transformers oracle, whose modules are not ours, does not).
 """
 
 from __future__ import annotations
@@ -119,6 +123,9 @@ class Tap:
         #: buffers) for CUDA tensors; a test may pass a stand-in that routes CPU
         #: tensors through the same asynchronous path.
         self._copier = copier
+        #: Set by an engine whose tapped tensors are never modified in place after
+        #: the tap (the pv engine): float32 CPU tensors are then written without a copy.
+        self.borrow = False
 
     def wants(self, stage: str, layer: int | None) -> bool:
         if stage not in self._names:
@@ -141,8 +148,13 @@ class Tap:
             host, done = self._copy_async(tensor)
         else:
             # A private float32 copy: the writer thread may still be reading it
-            # when the forward has moved on.
-            host, done = tensor.detach().to(dtype=_float32(), copy=True), None
+            # when the forward has moved on. An engine that promises never to
+            # modify a tapped tensor afterwards (``borrow``) lends float32 ones.
+            src = tensor.detach()
+            if self.borrow:  # widened and made contiguous on the writer thread, off the forward
+                host, done = src, None
+            else:
+                host, done = src.to(dtype=_float32(), copy=True), None
         self._submit(stage, key[1], host, done, meta)
 
     def not_applicable(self, stage: str, reason: str) -> None:
@@ -203,6 +215,8 @@ class Tap:
         try:
             if done is not None:
                 done.synchronize()
+            if host.dtype != _float32():  # a borrowed half-precision tensor: exact widening here
+                host = host.to(_float32())
             self.writer.write(stage, layer, host.numpy(), **meta)
         except BaseException:
             self._failed.set()
