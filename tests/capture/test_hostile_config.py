@@ -134,6 +134,23 @@ def test_fifo_config_json_does_not_hang(tmp_path: Path) -> None:
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_gguf_model_does_not_hang(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.mkfifo(tmp_path / "model.gguf")
+    for side in ("a", "b"):
+        path = tmp_path / side / "layer-0" / "attn_norm.bin"
+        path.parent.mkdir(parents=True)
+        aprt.write(path, 0, np.ones(64, np.float32))
+    previous = _alarm(20)
+    try:
+        code = run(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--model", str(tmp_path / "model.gguf")])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "not a regular file" in err, err
+
+
 @pytest.mark.parametrize("case", ["zero heads", "Infinity hidden size", "nested 100,000 deep"])
 def test_pv_diff_with_a_bad_model_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str

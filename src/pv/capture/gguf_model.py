@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pv import files
 from pv.capture import arch as families
 from pv.capture.config import ModelConfig
 from pv.errors import PvError, require
@@ -109,10 +110,14 @@ def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
 
 def _check_magic(path: Path) -> None:
     try:
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:  # a FIFO would block the open forever
             magic = fh.read(4)
     except FileNotFoundError:
         raise PvError(f"model file not found: {path}") from None
+    except files.NotRegularFileError:
+        if path.is_dir():
+            raise PvError(f"{path} is a directory, not a GGUF file") from None
+        raise PvError(f"{path} is not a regular file (a FIFO, device or socket), not a GGUF file") from None
     except IsADirectoryError:
         raise PvError(f"{path} is a directory, not a GGUF file") from None
     except OSError as exc:
