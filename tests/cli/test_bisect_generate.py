@@ -79,8 +79,12 @@ def test_llama_cpp_against_pv_over_a_generation(smollm2_path: Path,
                 "--inject-fault", "attn_norm_scaled@4", "--format", "json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1
-    assert out["summary"]["first_divergent_step"]["step"] == 0
-    assert out["summary"]["first_divergence"] == {"layer": 4, "stage": "attn_norm"}
+    # Scaling one norm's output by 1.5 stays inside the quantized class at the logits
+    # (tokens agree), so the step level passes; the stage walk still names the bug.
+    summary = out["summary"]
+    step = summary["first_divergent_step"]["step"] if summary["first_divergent_step"] else None
+    assert (step if step is not None else summary["stage_step"]) == 0
+    assert summary["first_divergence"] == {"layer": 4, "stage": "attn_norm"}
 
 
 def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
@@ -103,7 +107,11 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
         return out
 
     shifted = edited("shifted", lambda v: v + 3.0)
-    assert bisect_generation(shifted, ref).ok
+    result = bisect_generation(shifted, ref)
+    assert result.first_step is None  # the same distribution at every step
+    # ... yet the raw logits differ, and the stage walk says where.
+    assert result.stage_step == 1 and result.stage is not None
+    assert result.stage.first_divergence == {"layer": None, "stage": "lm_head"}
 
     def bump(v: object) -> object:
         v[7] += 2.0  # type: ignore[index]

@@ -72,7 +72,13 @@ def finish_generation(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any
     lines.append(table(rows, ["step", "position", "token A", "token B", "log-prob cos", "verdict",
                               "why"]))
     lines.extend(f"note: {n}" for n in result.notes)
-    if result.first_step is None:
+    if result.first_step is None and result.stage is not None:
+        lines.append(f"outputs within tolerance at every step; first step with a diverging "
+                     f"stage: {result.stage_step}")
+        lines.append("")
+        lines.append(f"inside step {result.stage_step}:")
+        lines.append(bisect_text(result.stage, verbose=verbose))
+    elif result.first_step is None:
         lines.append(f"no divergence over {len(result.steps)} steps")
     else:
         lines.append(f"first divergent step: {result.first_step.step} "

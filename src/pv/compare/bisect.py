@@ -148,10 +148,14 @@ class GenerationBisect:
     first_step: StepVerdict | None
     stage: BisectResult | None
     notes: tuple[str, ...] = ()
+    #: The step whose stages ``stage`` walked (the first divergent step, or, when no
+    #: step's output left tolerance, the first step with a diverging stage).
+    stage_step: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.first_step is None and bool(self.steps)
+        return (self.first_step is None and bool(self.steps)
+                and (self.stage is None or self.stage.first is None))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -159,6 +163,7 @@ class GenerationBisect:
             "first_divergent_step": None if self.first_step is None else {
                 "step": self.first_step.step, "position": self.first_step.position,
                 "reasons": self.first_step.reasons()},
+            "stage_step": self.stage_step,
             "first_divergence": None if self.stage is None else self.stage.first_divergence,
             "last_good": None if self.stage is None else _where(self.stage.last_good),
         }
@@ -211,17 +216,30 @@ def bisect_generation(
             first = v
             break
     stage = None
-    if first is not None:
-        if first.inputs_equal:
-            da, db = gen_steps.step_dir(ra, first.step), gen_steps.step_dir(rb, first.step)
-            stage = bisect(da, db, model=model, tolerances=tolerances)
-            if stage.first is None:
-                notes.append(f"step {first.step}: every stage is within tolerance; the next token "
-                             "differs on a near tie")
-        else:
-            notes.append(f"step {first.step}: the sides were fed different tokens (their "
-                         "generations parted earlier); feed both the same tokens to compare further")
-    return GenerationBisect(str(ra), str(rb), tuple(verdicts), first, stage, tuple(notes))
+    stage_step = None
+    if first is None:
+        # No output left tolerance (a quantized engine's class is loose): still name
+        # the first step with a diverging stage, so a stage-level bug is never missed.
+        for t in range(n):
+            da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
+            walked = bisect(da, db, model=model, tolerances=tolerances)
+            if walked.first is not None:
+                stage, stage_step = walked, t
+                notes.append(f"no step's next token or log-probabilities left tolerance, but step "
+                             f"{t} has a diverging stage")
+                break
+    elif first.inputs_equal:
+        stage_step = first.step
+        da, db = gen_steps.step_dir(ra, first.step), gen_steps.step_dir(rb, first.step)
+        stage = bisect(da, db, model=model, tolerances=tolerances)
+        if stage.first is None:
+            notes.append(f"step {first.step}: every stage is within tolerance; the next token "
+                         "differs on a near tie")
+    else:
+        notes.append(f"step {first.step}: the sides were fed different tokens (their "
+                     "generations parted earlier); feed both the same tokens to compare further")
+    return GenerationBisect(str(ra), str(rb), tuple(verdicts), first, stage, tuple(notes),
+                            stage_step)
 
 
 def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances) -> StageRecord | None:
