@@ -61,6 +61,11 @@ def cli() -> None:
     """pv: contract-driven falsification of ML inference engines."""
 
 
+def _one_line(text: str) -> str:
+    """A message as one stderr line, whatever a library put in it (line breaks become spaces)."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").strip()
+
+
 def run(args: list[str] | None = None, prog_name: str = "pv") -> int:
     """Run the CLI and return its exit code instead of exiting (testable in-process)."""
     try:
@@ -75,7 +80,7 @@ def run(args: list[str] | None = None, prog_name: str = "pv") -> int:
         exc.show()
         return int(ExitCode.USAGE)
     except PvError as exc:
-        click.echo(f"pv: error: {exc}", err=True)
+        click.echo(f"pv: error: {_one_line(str(exc))}", err=True)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("pv: interrupted", err=True)
@@ -85,7 +90,8 @@ def run(args: list[str] | None = None, prog_name: str = "pv") -> int:
     except Exception as exc:
         if os.environ.get("PV_DEBUG"):
             raise
-        click.echo(f"pv: internal error: {type(exc).__name__}: {exc} (PV_DEBUG=1 for a traceback)", err=True)
+        click.echo(f"pv: internal error: {type(exc).__name__}: {_one_line(str(exc))} (PV_DEBUG=1 for a traceback)",
+                   err=True)
         return int(ExitCode.USAGE)
     return int(rv or 0)
 

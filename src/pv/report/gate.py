@@ -48,7 +48,7 @@ Snapshot = Mapping[str, Mapping[str, "str | None"]]
 REGRESSED, FALSIFIER_REMOVED, CONTRACT_REMOVED = "regressed", "falsifier-removed", "contract-removed"
 UNSUPPORTED, STALE, EVIDENCE, BINDING = "unsupported", "stale", "evidence", "binding"
 #: Baseline snapshots are small JSON; anything bigger is refused before parsing.
-MAX_SNAPSHOT_BYTES = 64 << 20
+MAX_SNAPSHOT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
