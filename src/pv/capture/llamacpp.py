@@ -137,7 +137,7 @@ class LlamaCppRunner:
     """
 
     def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
-                 n_ctx: int = 512, threads: int | None = None,
+                 n_ctx: int = 1024, threads: int | None = None,
                  fault: Any = None, record_names: bool = False, capture: bool = True):
         self.llama_cpp = lc = load_library()
         self.path = Path(path)
