@@ -81,7 +81,7 @@ class ModelConfig:
 
     @property
     def attention_scale(self) -> float:
-        return float(self.query_pre_attn_scalar or self.head_dim) ** -0.5
+        return 1.0 / math.sqrt(float(self.query_pre_attn_scalar or self.head_dim))
 
     def mask_policy(self) -> dict[str, Any]:
         """The manifest's record of the attention mask: kind, window and per-layer types."""
