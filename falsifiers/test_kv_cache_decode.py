@@ -21,10 +21,16 @@ REL = 1e-4
 SMOLLM2_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _decode_vs_recompute(engine: Any, prompt: list[int], n: int) -> tuple[float, list[int], list[int]]:
-    """Worst relative logit difference per step, the cached tokens and the recomputed ones."""
+def _decode_vs_recompute(engine: Any, prompt: list[int], n: int,
+                         record: FalsifierRecord | None = None) -> tuple[float, list[int], list[int]]:
+    """Worst relative logit difference per step, the cached tokens and the recomputed ones.
+
+    ``record`` measures the device and dtype of the decode's own logits.
+    """
     cache = engine.start()
     logits = engine.decode(prompt, cache)
+    if record is not None:
+        record.observe(logits)
     first = engine.forward(prompt)
     assert torch.equal(logits, first), "the prefill from an empty cache is not the plain forward"
     worst, tokens = 0.0, []
@@ -47,7 +53,8 @@ def test_decode_equals_recomputation(falsifier_record: FalsifierRecord) -> None:
     for name in ["synthetic", *(f"synthetic:{f}" for f in arch.FAMILIES)]:
         model = load_model(name)
         engine = Engine(model)
-        worst, cached, recomputed = _decode_vs_recompute(engine, PROMPT, NEW)
+        worst, cached, recomputed = _decode_vs_recompute(engine, PROMPT, NEW,
+                                                         falsifier_record if name == "synthetic" else None)
         assert worst <= REL, f"{name}: decode differs from recomputation by {worst:.2e}"
         assert cached == recomputed[:NEW], f"{name}: greedy tokens differ"
         assert engine.generate(PROMPT, NEW) == recomputed[:NEW]
@@ -146,7 +153,8 @@ def test_decode_equals_recomputation_live(falsifier_record: FalsifierRecord) -> 
     model = load_model(str(path))
     falsifier_record.model(model)
     prompt = [int(t) for t in model.tokenizer.encode("The capital of France is")]
-    worst, cached, recomputed = _decode_vs_recompute(Engine(model), prompt, 8)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the live target is CUDA
+    worst, cached, recomputed = _decode_vs_recompute(Engine(model, device=device), prompt, 8, falsifier_record)
     assert worst <= REL, worst
     assert cached == recomputed[:8]
     falsifier_record.metric("max_rel_diff", worst)
