@@ -326,7 +326,9 @@ def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]]
         records.append(path)
         if plan.update and new != canonical(old):
             updates[f.id] = new
-        lead = _deciding(record.tests, record.outcome)
+        live = [t for t in judge.counted(record, f)
+                if t.outcome == rec.PASSED and judge.meets_target(t, f.live_requirements)]
+        lead = live[0] if live and record.outcome == rec.PASSED else _deciding(record.tests, record.outcome)
         rows.append(Row(f.id, record.outcome, record.reason, dict(lead.measured), old, new,
                         _is_live(record, f), path, bool(f.live_requirements), why))
     meta = standing(contract, updates) if plan.update else None
