@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,12 @@ def _facts_text(facts: Mapping[str, Any], width: int = 60) -> str:
 @click.option("--no-update", is_flag=True, help="Record evidence but leave the contract's statuses alone.")
 @click.option("--in-process", is_flag=True, help="Run pytest in this process instead of a subprocess.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="PATH", help="Also write the results as JUnit XML (one test case per falsifier).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path | None,
             evidence_dir: Path | None, no_update: bool, in_process: bool, fmt: str,
-            pytest_args: tuple[str, ...]) -> int:
+            junit_path: Path | None, pytest_args: tuple[str, ...]) -> int:
     """Run the falsifiers bound to a contract and promote what the evidence supports.
 
     Arguments after `--` go to pytest (e.g. `-- -n 2`). Exit 0 when every
@@ -64,7 +67,12 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
     except ValueError:
         shown = contract.path
     echo(f"pv falsify: {contract.id} ({len(contract.falsifiers)} falsifiers) from {shown}")
+    started = time.monotonic()
     result = falsify(plan, echo=echo)
+    if junit_path is not None:
+        from pv.report.junit import write_junit
+
+        write_junit(junit_path, contract.id, result.rows, time.monotonic() - started)
     if fmt == "json":
         rows = [{"id": r.falsifier_id, "outcome": r.outcome, "reason": r.reason, "measured": dict(r.facts),
                  "live": r.live, "old": r.old, "new": r.new, "why": r.why,

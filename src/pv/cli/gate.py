@@ -22,7 +22,8 @@ from pv.errors import PvError
               help="Evidence folder [default: <repo>/evidence].")
 @click.option("--falsifiers", "falsifiers_dir", type=click.Path(path_type=Path), default=None,
               help="Falsifier tests, for the binding check [default: <repo>/falsifiers if present].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
+              show_default=True, help="sarif: a SARIF 2.1.0 log for code scanning; github: workflow annotations.")
 def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, require_signed: bool,
             evidence_dir: Path | None, falsifiers_dir: Path | None, fmt: str) -> int:
     """Compare statuses with a baseline and with the evidence; exit 1 naming each failure."""
@@ -50,6 +51,18 @@ def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, require
     failures = gate.check(report, base, strict=strict, root=root, evidence_dir=evidence, contracts=contracts,
                           falsifiers_dir=tests if tests.is_dir() else None)
     label = base.label if base is not None else "none (no earlier commit)"
+    if fmt == "sarif":
+        from pv.report import annotations, sarif
+
+        notes = annotations.from_gate_failures(failures, {c.id: str(c.path) for c in contracts})
+        click.echo(json.dumps(sarif.sarif_log(notes, sarif.gate_rules()), indent=2, ensure_ascii=False))
+        return 1 if failures else 0
+    if fmt == "github":
+        from pv.report import annotations
+
+        notes = annotations.from_gate_failures(failures, {c.id: str(c.path) for c in contracts})
+        for line in annotations.github(notes):
+            click.echo(line)  # then the summary line below, as for text
     if fmt == "json":
         click.echo(json.dumps({"baseline": label, "strict": strict, "require_signed": require_signed,
                                "ok": not failures, "notes": list(base.notes) if base else [],
@@ -57,7 +70,7 @@ def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, require
     else:
         for note in base.notes if base else ():
             click.echo(f"note: {note}")
-        for f in failures:
+        for f in failures if fmt == "text" else ():
             click.echo(f.format())
         n = sum(len(c.falsifiers) for c in report.contracts)
         verdict = f"FAILED ({len(failures)} problem(s))" if failures else "passed"

@@ -284,6 +284,10 @@ def _evidence_text(f: FalsifierStatus) -> str:
 
 def _notes(f: FalsifierStatus) -> list[str]:
     notes = list(f.problems)
+    if f.written is not None and ladder.normalize(f.written) is None:
+        rung = ladder.interpret(f.written)
+        notes.append(f"written {f.written!r}: not on the ladder, counted as {f.status}"
+                     + (f" (the word means {rung})" if rung and rung != f.status else ""))
     if f.blocked_reason:
         notes.append(f"blocked: {f.blocked_reason}")
     if not f.supported:
@@ -298,11 +302,28 @@ def _summary(counts: dict[str, int], total: int, share: float) -> str:
     return f"{total} falsifiers: {parts or 'none'}; FUNCTIONAL or better: {share:.0%}"
 
 
+def _flags(c: ContractStatus) -> list[str]:
+    """What a reader should know before trusting the rows: the contract fails ``pv validate``,
+    or its metadata.status is not on the ladder."""
+    from pv.contract.validate import validation_note_for
+
+    flags = []
+    note = validation_note_for(c.path)
+    if note:
+        flags.append(note)
+    if c.metadata_status and ladder.normalize(c.metadata_status) is None:
+        rung = ladder.interpret(c.metadata_status)
+        flags.append(f"metadata.status {c.metadata_status!r} is not on the ladder"
+                     + (f" (the word means {rung})" if rung else ""))
+    return flags
+
+
 def render_text(report: StatusReport) -> str:
     lines: list[str] = []
     for c in report.contracts:
         meta = f", metadata.status {c.metadata_status}" if c.metadata_status else ""
         lines.append(f"{c.id} (v{c.version or '?'}{meta}) {c.path}")
+        lines.extend(f"  ! {flag}" for flag in _flags(c))
         width = max((len(f.id) for f in c.falsifiers), default=0)
         swidth = max((len(f.status) for f in c.falsifiers), default=0)
         for f in c.falsifiers:
@@ -323,6 +344,8 @@ def render_markdown(report: StatusReport) -> str:
     for c in report.contracts:
         lines += [f"### `{c.id}` v{c.version or '?'}"
                   + (f" (metadata.status `{c.metadata_status}`)" if c.metadata_status else ""), ""]
+        for flag in _flags(c):
+            lines += [f"> **Warning:** {flag}", ""]
         if c.mismatch:
             lines += [f"> **Mismatch:** {c.mismatch}", ""]
         lines += ["| Falsifier | Status | Evidence | Notes |", "|---|---|---|---|"]
