@@ -58,3 +58,10 @@ def test_diff_and_bisect_on_captures(tmp_path):
     assert result.first_divergence == {"layer": 0, "stage": "attn_norm"}
     assert result.last_good is not None and result.last_good.stage == "embedding"
     assert pv.diff(b, b).ok
+
+
+def test_capture_stays_callable_once_the_subpackage_is_imported():
+    code = ("import pv.capture.aprt, pv; assert callable(pv.capture); "
+            "import inspect, pv.api; print(pv.capture.__class__.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "_CallableModule"
