@@ -67,3 +67,9 @@ def test_status_and_gate_never_import_torch(repo) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=repo.root, capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_binding_registry_is_not_a_contract(repo, capsys) -> None:
+    (repo.root / "contracts" / "binding.yaml").write_text("bindings:\n  - contract: demo-v1\n    equation: e\n")
+    assert run(["status"]) == 0
+    assert "total: 3 falsifiers" in capsys.readouterr().out

@@ -154,8 +154,16 @@ def find_contract_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_contracts(paths: Iterable[Path]) -> list[Contract]:
-    """Every contract under ``paths``; duplicate contract ids are an error."""
-    contracts = [load_contract(p) for p in find_contract_files(paths)]
+    """Every contract under ``paths`` (binding registries such as ``binding.yaml`` are not
+    contracts and are skipped, as ``pv validate`` treats them); duplicate ids are an error."""
+    from pv.contract.load import load_document
+    from pv.contract.registry import is_binding_registry
+
+    contracts = []
+    for path in find_contract_files(paths):
+        doc = load_document(path)
+        if not is_binding_registry(doc):
+            contracts.append(contract_from_data(path, doc.data, doc.contract_id))
     seen: dict[str, Path] = {}
     for c in contracts:
         if c.id in seen:
