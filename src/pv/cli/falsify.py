@@ -22,6 +22,13 @@ def _facts_text(facts: Mapping[str, Any], width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _contract_note(update: bool, result: Any) -> str:
+    if not update:
+        return "contract left unchanged (--no-update)"
+    changed = any((r.old or "PROPOSED") != r.new for r in result.rows if r.new) or result.metadata_status
+    return "contract updated" if changed else "statuses unchanged"
+
+
 @click.command("falsify", context_settings={"ignore_unknown_options": True})
 @click.option("--contract", "contract_id", required=True, metavar="ID",
               help="Contract id (metadata.id or file stem).")
@@ -100,6 +107,6 @@ def command(contract_id: str, contracts_dir: Path | None, falsifiers_dir: Path |
         click.echo(f"metadata.status: {old} -> {new} (the contract stands where its weakest falsifier stands)")
     n_failed = sum(r.outcome == "failed" for r in result.rows)
     click.echo(f"{len(result.records)} evidence record(s) written; "
-               f"{'contract updated' if plan.update else 'contract left unchanged (--no-update)'}; "
+               f"{_contract_note(plan.update, result)}; "
                f"{n_failed} failed")
     return result.exit_code
