@@ -137,13 +137,19 @@ def parse_fault(text: str) -> FaultSpec:
         return FaultSpec(fault, None)
     if not sep:
         return FaultSpec(fault, DEFAULT_LAYER)
+    return FaultSpec(fault, fault_layer(layer_text, raw, fault.name))
+
+
+def fault_layer(layer_text: str, raw: str, name: str | None = None) -> int:
+    """The layer after ``@`` in a fault spec: a whole number from 0 (every catalogue parses it so)."""
     try:
         layer = int(layer_text.strip())
         if layer < 0:
             raise ValueError
     except ValueError:
-        raise PvError(f"bad fault layer '{layer_text}' in '{raw}'; use NAME@LAYER, e.g. {fault.name}@1") from None
-    return FaultSpec(fault, layer)
+        example = f", e.g. {name}@1" if name else ""
+        raise PvError(f"bad fault layer '{layer_text}' in '{raw}'; use NAME@LAYER{example}") from None
+    return layer
 
 
 def check_fault(spec: FaultSpec, n_layers: int, features: dict[str, bool]) -> None:

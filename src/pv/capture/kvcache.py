@@ -26,8 +26,7 @@ from typing import Any
 
 import torch
 
-from pv.capture.faults import DEFAULT_LAYER, Fault, FaultSpec, parse_fault
-from pv.errors import PvError
+from pv.capture.faults import DEFAULT_LAYER, Fault, FaultSpec, fault_layer, parse_fault
 
 DECODE_FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("rope_position_ignores_cache", "q_post_rope",
@@ -48,13 +47,7 @@ def parse_any_fault(text: str) -> FaultSpec:
         return parse_fault(text)
     if not sep:
         return FaultSpec(fault, DEFAULT_LAYER)
-    try:
-        layer = int(layer_text.strip())
-        if layer < 0:
-            raise ValueError
-    except ValueError:
-        raise PvError(f"bad fault layer '{layer_text}' in '{text}'; use NAME@LAYER") from None
-    return FaultSpec(fault, layer)
+    return FaultSpec(fault, fault_layer(layer_text, text))
 
 
 def is_decode_fault(spec: Any) -> bool:

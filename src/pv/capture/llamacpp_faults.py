@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pv.capture.faults import fault_layer
 from pv.errors import PvError
 
 
@@ -57,14 +58,7 @@ def parse_llama_fault(text: str, n_layers: int | None = None) -> LlamaFaultSpec:
     if fault is None:
         raise PvError(f"unknown llama.cpp fault '{name.strip()}'; valid faults: "
                       f"{', '.join(LLAMA_FAULTS)}")
-    layer = 1
-    if sep:
-        try:
-            layer = int(layer_text.strip())
-            if layer < 0:
-                raise ValueError
-        except ValueError:
-            raise PvError(f"bad fault layer '{layer_text}' in '{text}'; use NAME@LAYER") from None
+    layer = fault_layer(layer_text, text) if sep else 1
     if n_layers is not None and layer >= n_layers:
         raise PvError(f"fault {fault.name}@{layer}: layer out of range: the model has {n_layers} "
                       f"layers (0..{n_layers - 1})")
