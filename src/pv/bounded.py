@@ -327,6 +327,9 @@ def parse_yaml(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: 
         data = yaml.load(text, Loader=_DataLoader)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
+        if "maximum nesting depth" in str(problem):
+            # libyaml >= 0.2.5 stops deep flow nesting in its scanner, ahead of the event check.
+            raise DataFileError(f"{where}{_mark(exc)}: nested more than {max_depth} deep; refused") from None
         context = getattr(exc, "context", None)
         detail = f"{context}: {problem}" if context else str(problem)
         raise DataFileError(f"{where}{_mark(exc)}: invalid YAML: {one_line(detail)}") from None
