@@ -37,6 +37,8 @@ KNOWN_OBLIGATION_TYPES: frozenset[str] = frozenset({
     "symmetry", "associativity", "commutativity", "conservation", "ordering", "completeness",
     "soundness", "determinism", "precondition", "postcondition", "frame", "loop_invariant",
     "loop_variant", "old_state", "termination", "liveness", "safety",
+    # provable-contracts' canonical kinds beyond those
+    "involution", "roundtrip", "state_machine", "classification", "independence", "subcontract",
 })
 
 TOP_LEVEL_KEYS = ("metadata", "equations", "proof_obligations", "falsification_tests",
@@ -299,7 +301,7 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV012", "empty-formula", ERROR, "an equation's formula is empty", rule_empty_formula),
     Rule("PV013", "empty-prediction", ERROR, "a falsifier's prediction is empty", rule_empty_prediction),
     Rule("PV014", "duplicate-id", ERROR, "a falsifier id repeats within the contract", rule_duplicate_ids),
-    Rule("PV015", "duplicate-id-across-set", ERROR, "a falsifier id repeats across validated files"),
+    Rule("PV015", "duplicate-id-across-set", WARNING, "a falsifier id repeats across validated files"),
     Rule("PV016", "unsafe-id", ERROR, "a falsifier or contract id is not safe as a file name", rule_safe_ids),
     Rule("PV017", "obligation-type", ERROR, "unknown proof obligation type", rule_obligation_types),
     Rule("PV018", "status-vocabulary", WARNING, "falsifier status not on the ladder", rule_status_vocabulary),

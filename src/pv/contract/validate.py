@@ -191,8 +191,9 @@ def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
             if other != summary.file:
                 findings.append(Finding(summary.file, line, col, key, "PV015",
                                         f"falsifier id {fid} is also defined in "
-                                        f"{display_path(other)}; ids must be unique across "
-                                        "contracts (they name evidence files)"))
+                                        f"{display_path(other)}; a @pytest.mark.falsifies "
+                                        "marker names the id alone, so it would bind a test to "
+                                        "both (ids need only be unique within a contract)", WARNING))
     first_contract: dict[str, str] = {}
     for summary in summaries:
         other = first_contract.setdefault(summary.id, summary.file)
