@@ -108,9 +108,11 @@ def test_chain_order_follows_previous_links(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("[" * 100_000 + "]" * 100_000, "nested deeper"),
-    ('{"pv_evidence": ' + "9" * 5000 + "}", "not valid JSON"),
-    ("NaN", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested more than 64 deep"),
+    ('{"a": ' + "[" * 70 + "]" * 70 + "}", "nested more than 64 deep"),
+    ('{"pv_evidence": ' + "9" * 5000 + "}", "invalid JSON: integer literal of 5000 digits"),
+    ('{"duration_s": NaN}', "not valid JSON (NaN or Infinity)"),
+    ("{", "invalid JSON"),
     ("\xff\xfe", "not UTF-8"),
     ("[1, 2]", "must be a JSON object"),
     ('{"pv_evidence": 2}', "does not follow the schema"),

@@ -56,7 +56,7 @@ def test_an_unreadable_record_is_reported_not_fatal(repo, capsys) -> None:
     bad.write_text("{")
     assert run(["status"]) == 0
     out = capsys.readouterr().out
-    assert "unreadable record:" in out and "zz.json: not valid JSON" in out
+    assert "unreadable record:" in out and "zz.json:1:2: invalid JSON" in out
 
 
 def test_status_and_gate_never_import_torch(repo) -> None:

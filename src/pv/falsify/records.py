@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -38,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pv import environment, files
+from pv import bounded, environment, files
 from pv.bounded import one_line, show_path
 from pv.errors import PvError
 
@@ -52,6 +53,8 @@ KEY_ENV = "PV_EVIDENCE_KEY"
 MAX_RECORD_BYTES = 2 << 20
 #: Deepest JSON nesting a record may have (facts are small JSON values).
 MAX_DEPTH = 64
+#: Values (scalars and containers) a record may hold in all.
+MAX_VALUES = 200_000
 #: The claim subject of a record: ``contract:<contract-id>#<falsifier-id>``.
 CLAIM_PREFIX = "contract:"
 
@@ -249,49 +252,25 @@ def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def parse_json(raw: bytes, what: str, limit_depth: int = MAX_DEPTH) -> Any:
-    """JSON from bytes, bounded: nesting, integer length and the parser's recursion never escape."""
+    """JSON from bytes through pv's bounded reader (depth, integer length, value count)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EvidenceError(f"{what}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if _too_deep(text, limit_depth):
-        raise EvidenceError(f"{what}: JSON nested deeper than {limit_depth} levels")
     try:
-        return json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise EvidenceError(f"{what}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
-
-
-def _too_deep(text: str, limit: int) -> bool:
-    """Bracket depth outside strings, found in one pass before json.loads can recurse."""
-    depth, in_string, escaped = 0, False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > 40:
-        raise ValueError(f"integer with {len(text)} digits")
-    return int(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        data = bounded.parse_json(text, what, max_depth=limit_depth, max_items=MAX_VALUES)
+    except bounded.DataFileError as exc:
+        raise EvidenceError(str(exc)) from None
+    stack = [data]
+    while stack:  # NaN and Infinity are not JSON, and no digest can be made of them
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise EvidenceError(f"{what}: not valid JSON (NaN or Infinity)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return data
 
 
 def from_dict(data: Mapping[str, Any]) -> EvidenceRecord:
