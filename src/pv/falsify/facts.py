@@ -24,6 +24,7 @@ fact is the sorted list of them and a requirement must hold for every value.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -123,8 +124,6 @@ def weights_sha256(source: str) -> str | None:
         digests.append((f.name, _hash_cached(str(f.resolve()), st.st_size, st.st_mtime_ns)))
     if len(digests) == 1:
         return digests[0][1]
-    import hashlib
-
     return hashlib.sha256(json.dumps(digests).encode("utf-8")).hexdigest()
 
 

@@ -506,10 +506,6 @@ def load_stored(evidence_root: Path, contract_id: str, falsifier_id: str) -> lis
     return chain_order([read_stored(p) for p in iter_record_paths(evidence_root, contract_id, falsifier_id)])
 
 
-def load_records(evidence_root: Path, contract_id: str, falsifier_id: str) -> list[EvidenceRecord]:
-    return [s.record for s in load_stored(evidence_root, contract_id, falsifier_id)]
-
-
 def head(stored: Sequence[StoredRecord]) -> str | None:
     """The file sha256 the next record must name as ``previous``."""
     return stored[-1].file_sha256 if stored else None

@@ -330,7 +330,7 @@ def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]]
                 if t.outcome == rec.PASSED and judge.meets_target(t, f.live_requirements)]
         lead = live[0] if live and record.outcome == rec.PASSED else _deciding(record.tests, record.outcome)
         rows.append(Row(f.id, record.outcome, record.reason, dict(lead.measured), old, new,
-                        _is_live(record, f), path, bool(f.live_requirements), why))
+                        bool(live), path, bool(f.live_requirements), why))
     meta = standing(contract, updates) if plan.update else None
     if updates or meta is not None:
         rewrite_statuses(plan.contract.path, updates, metadata_status=meta)
@@ -347,11 +347,6 @@ def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f
     run = rec.StoredRecord(sealed, Path("<new>"), hashlib.sha256(sealed.to_json().encode("utf-8")).hexdigest())
     after = judge.support(f, [*stored, run], root=root, key=key)
     return judge.new_status(old, run, after, f)
-
-
-def _is_live(record: rec.EvidenceRecord, f: Falsifier) -> bool:
-    return any(t.outcome == rec.PASSED and judge.meets_target(t, f.live_requirements)
-               for t in judge.counted(record, f))
 
 
 __all__ = ["FalsifyResult", "Row", "RunPlan", "build_record", "falsify", "pytest_argv", "read_spool"]

@@ -26,6 +26,7 @@ checked against the state before it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +171,6 @@ def _digest_now(root: Path, rel: str, how: str) -> str | None:
         return None
     if how == "git-blob":
         return repo.blob_sha1(data)
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
