@@ -80,6 +80,7 @@ def transformers_forward(model):  # type: ignore[no-untyped-def]
 
 
 DEVICE, DTYPE = "cpu", "float32"
+WRITERS: int | None = None  # None: pv's default (one per core the forward leaves idle)
 
 
 def _sync() -> None:
@@ -105,7 +106,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
     def full_capture() -> object:
         """The engine's forward with every stage of every layer streamed to disk."""
         writer = CaptureWriter(out, {"bench": True})
-        tap = Tap(plan, writer)
+        tap = Tap(plan, writer, writers=WRITERS)
         logits = engine.forward(ids, tap)
         tap.finish()
         writer.close()
@@ -141,6 +142,57 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
         print(f"  {label:34} {wall * 1e3:9.1f} {wall / pw:6.2f}x {cpu * 1e3:9.1f} {cpu / pc:6.2f}x")
     print(f"  full capture / forward: wall {fw / pw:.2f}x, cpu {fc / pc:.2f}x (target <= 1.3x on SmolLM2)")
     print(f"  engine / transformers:  wall {pw / hw:.2f}x, cpu {pc / hc:.2f}x (target <= 1.0x)")
+    writer_alone(engine, ids, plan, out, repeat, pw)
+
+
+def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) -> None:  # type: ignore[no-untyped-def]
+    """The capture's file work by itself (no forward running): 1 writer thread against 2, 4.
+
+    Every stage of one forward is kept in memory first; then the same tensors
+    are hashed and written with each pool size, in alternation. This is the
+    floor of a capture on a machine with cores to spare (wall ~ max(forward,
+    writer work / threads)), and shows how the writer scales where it has them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from pv.capture.aprt import CaptureWriter
+
+    kept: list[tuple[str, int | None, np.ndarray, dict[str, object]]] = []
+
+    class Keep:
+        def store(self, stage, layer, array, **meta):  # type: ignore[no-untyped-def]
+            kept.append((stage, layer, np.array(array), meta))
+            return {"stage": stage}
+
+        def add(self, record) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def mark_not_applicable(self, stage: str, reason: str) -> None:
+            pass
+
+    from pv.capture.plan import Tap
+
+    tap = Tap(plan, Keep(), writers=1)  # type: ignore[arg-type]
+    engine.forward(ids, tap)
+    tap.finish()
+    mib = sum(a.nbytes for _, _, a, _ in kept) / (1 << 20)
+
+    def run(n: int) -> Callable[[], object]:
+        def go() -> object:
+            writer = CaptureWriter(out, {"bench": True})
+            with ThreadPoolExecutor(n) as pool:
+                records = list(pool.map(lambda k: writer.store(k[0], k[1], k[2], **k[3]), kept))
+            for record in records:
+                writer.add(record)
+            return writer.close()
+        return go
+
+    t = interleaved_best({f"{n}": run(n) for n in (1, 2, 4)}, repeat, lambda: shutil.rmtree(out, ignore_errors=True))
+    cells = ", ".join(f"{n} thread{'s' if n != '1' else ''} {w * 1e3:.0f} ms ({w / forward_s:.2f}x the forward)"
+                      for n, (w, _) in t.items())
+    print(f"  writer alone ({len(kept)} files, {mib:.0f} MiB, sha256 + write + manifest): {cells}")
 
 
 def main() -> int:
@@ -153,14 +205,20 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--scratch", default=None, help="directory for the captures (default: a temp dir)")
+    parser.add_argument("--writers", type=int, default=None,
+                        help="capture writer threads (default: pv's, one per core the forward leaves idle)")
     args = parser.parse_args()
-    global DEVICE, DTYPE
-    DEVICE, DTYPE = args.device, args.dtype
+    global DEVICE, DTYPE, WRITERS
+    DEVICE, DTYPE, WRITERS = args.device, args.dtype, args.writers
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from pv.capture.plan import default_writers
+
+    writers = args.writers or default_writers(cuda=args.device.startswith("cuda"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{writers} capture writer thread{'s' if writers != 1 else ''}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     specs = args.model or ["synthetic"] + [str(p) for p in (SMOLLM2, GEMMA3) if p.is_file()]
     for path in (SMOLLM2, GEMMA3):

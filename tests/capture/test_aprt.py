@@ -143,6 +143,67 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_capture_files_are_written_in_place_and_match_their_digest(tmp_path: Path) -> None:
+    root = tmp_path / "cap"
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with aprt.CaptureWriter(root, {}) as w:
+        w.write("attn_norm", 1, values, dtype_captured="float32")
+    assert sorted(p.name for p in (root / "layer-1").iterdir()) == ["attn_norm.bin"]  # no temp file left
+    entry = aprt.open_capture(root).entries[0]
+    assert entry.meta["sha256"] == aprt.sha256_file(root / "layer-1" / "attn_norm.bin")
+    assert (root / "layer-1" / "attn_norm.bin").read_bytes() == aprt.encode(1, values)
+
+
+def test_force_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Path) -> None:
+    root = tmp_path / "cap"
+    with aprt.CaptureWriter(root, {}) as w:
+        w.write("attn_norm", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
+        w.write("ffn_up", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    other = tmp_path / "hardlinked.txt"
+    other.write_text("keep me too")
+    (root / "layer-1" / "attn_norm.bin").unlink()
+    (root / "layer-1" / "attn_norm.bin").symlink_to(outside)
+    (root / "layer-1" / "ffn_up.bin").unlink()
+    (root / "layer-1" / "ffn_up.bin").hardlink_to(other)
+    with aprt.CaptureWriter(root, {}, overwrite=True) as w:
+        w.write("attn_norm", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
+        w.write("ffn_up", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
+    assert outside.read_text() == "keep me"
+    assert other.read_text() == "keep me too"
+    assert not (root / "layer-1" / "attn_norm.bin").is_symlink()
+    assert len(aprt.open_capture(root).entries) == 2
+
+
+def test_a_write_cut_short_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fdopen = aprt.os.fdopen
+
+    class FillsUp:
+        def __init__(self, f: object) -> None:
+            self.f, self.calls = f, 0
+
+        def __enter__(self) -> object:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()  # type: ignore[attr-defined]
+
+        def write(self, data: bytes) -> int:
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError(28, "No space left on device")
+            return self.f.write(data)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(aprt.os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
+    root = tmp_path / "cap"
+    w = aprt.CaptureWriter(root, {})
+    with pytest.raises(PvError, match="No space left on device"):
+        w.write("attn_norm", 1, np.ones(3, dtype=np.float32), dtype_captured="float32")
+    w.abort()
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
 def test_relpaths() -> None:
     assert aprt.relpath_for("embedding", None) == "layer-0/embedding.bin"
     assert aprt.relpath_for("LAYER_OUTPUT", 3) == "layer-3/post_ffn_residual.bin"

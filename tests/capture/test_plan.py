@@ -88,18 +88,59 @@ def test_memory_in_flight_is_bounded_and_order_kept(tmp_path: Path) -> None:
         assert aprt.read(tmp_path / "cap" / f"layer-{layer}" / "ffn_up.bin")[1].tolist() == [float(layer)] * 300
 
 
+def test_several_writers_keep_the_tap_order_and_report_progress_in_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = aprt.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    seen: list[tuple[str, int | None]] = []
+    tap = Tap(CapturePlan.parse("all", "all"), writer, writers=4, on_write=lambda s, l: seen.append((s, l)))
+    tap.INLINE_BELOW = 0
+    real_store = writer.store
+
+    def slow_early_layers(stage: str, layer: int | None, array: object, **meta: object) -> dict[str, object]:
+        time.sleep(0.002 * (12 - (layer or 0)))  # later stages finish first
+        return real_store(stage, layer, array, **meta)
+
+    monkeypatch.setattr(writer, "store", slow_early_layers)
+    keys = [(stage, layer) for layer in range(12) for stage in ("attn_norm", "ffn_up")]
+    for stage, layer in keys:
+        tap(stage, layer, torch.full((4, 8), float(layer)))
+    tap.finish()
+    writer.close()
+    assert tap.writers == 4
+    assert [(f["stage"], f["layer"]) for f in writer.files] == keys
+    assert seen == keys
+    capture = aprt.open_capture(tmp_path / "cap")
+    for entry in capture.entries:
+        assert entry.meta["sha256"] == aprt.sha256_file(entry.path)
+        assert aprt.read(entry.path)[1].tolist() == [float(entry.layer or 0)] * 32
+
+
+def test_default_writers_leave_the_forward_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pv.capture import plan
+
+    monkeypatch.setattr(plan.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert plan.default_writers(cuda=False) == Tap.MAX_WRITERS  # 8 idle cores, capped
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 14)
+    assert plan.default_writers(cuda=False) == 2
+    assert plan.default_writers(cuda=True) == Tap.MAX_WRITERS  # the GPU computes; one thread launches
+    monkeypatch.setattr(plan.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert plan.default_writers(cuda=False) == 1  # never none
+
+
 def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tap, writer = make_tap(tmp_path, "all", "all")
 
     def full_disk(*args: object, **kwargs: object) -> None:
         raise PvError("write failed: No space left on device")
 
-    monkeypatch.setattr(writer, "write", full_disk)
+    monkeypatch.setattr(writer, "store", full_disk)
     with pytest.raises(PvError, match="No space left"):  # a small stage is written inline
         tap("attn_norm", 0, torch.ones(4))
     tap.abort()
     tap2, writer2 = make_tap(tmp_path / "second", "all", "all")
-    monkeypatch.setattr(writer2, "write", full_disk)
+    monkeypatch.setattr(writer2, "store", full_disk)
     big = torch.ones(Tap.INLINE_BELOW // 4 + 1)  # goes through the writer thread
     with pytest.raises(PvError, match="No space left"):
         for layer in range(1000):  # the error surfaces at a later tap call, not only at finish
@@ -107,7 +148,7 @@ def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.M
             time.sleep(0.001)
     tap2.abort()
     tap3, writer3 = make_tap(tmp_path / "third", "all", "all")
-    monkeypatch.setattr(writer3, "write", full_disk)
+    monkeypatch.setattr(writer3, "store", full_disk)
     tap3("attn_norm", 0, big)
     with pytest.raises(PvError, match="No space left"):
         tap3.finish()

@@ -174,16 +174,16 @@ def test_unsupported_architecture(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_disk_full_leaves_no_manifest_and_no_partial_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = aprt.write
+    real_create = aprt._create
     calls = [0]
 
     def filling_disk(path: os.PathLike[str], layer: int, array: object) -> str:
         calls[0] += 1
         if calls[0] > 10:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(path, layer, array)
+        return real_create(path, layer, array)
 
-    monkeypatch.setattr(aprt, "write", filling_disk)
+    monkeypatch.setattr(aprt, "_create", filling_disk)
     out = tmp_path / "cap"
     assert pv_trace("--prompt", "hi", "--save-tensor", "all", "-o", str(out)) == 2
     assert "No space left on device" in one_error_line(capsys)

@@ -170,6 +170,44 @@ def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
     return digest.hexdigest()
 
 
+#: Flags for a stage file: a new name only, never through a symlink (O_NOFOLLOW
+#: where the platform has it), binary on Windows.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create(path: Path, layer: int, array: Any) -> str:
+    """Write one APRT file under a fresh name, without a temp file; returns its sha256.
+
+    Only for the files of a capture directory, which ``CaptureWriter`` owns: the
+    manifest, written last, is what makes those files a capture, so a file cut
+    short by a crash is never claimed and the temp file + rename of ``write``
+    (a third of the writer's time per file) buys nothing there. A name that
+    already exists (``--force`` over an earlier capture) is unlinked first, so
+    a symlink or a hard link planted under it is replaced, never written through.
+    """
+    arr = _as_f32le(array)
+    header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
+    view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
+    digest = hashlib.sha256(header)
+    digest.update(view)
+    try:
+        fd = os.open(path, _CREATE, 0o644)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, _CREATE, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(view)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    return digest.hexdigest()
+
+
 def relpath_for(stage: str, layer: int | None) -> str:
     """Where a stage lives inside a capture directory."""
     st = stage_table.get(stage)
@@ -388,6 +426,7 @@ class CaptureWriter:
         self.files: list[dict[str, Any]] = []
         self.not_applicable: list[dict[str, str]] = []
         self._closed = False
+        self._folders: set[Path] = set()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -413,29 +452,53 @@ class CaptureWriter:
         dtype_captured: str,
         **extra: Any,
     ) -> Path:
+        """Write one stage's file and list it in the manifest."""
+        record = self.store(stage, layer, array, dtype_captured=dtype_captured, **extra)
+        self.add(record)
+        return self.root / str(record["path"])
+
+    def store(
+        self,
+        stage: str,
+        layer: int | None,
+        array: Any,
+        *,
+        dtype_captured: str,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Write one stage's file and return its manifest record, without listing it.
+
+        Safe to call from several threads at once for different stages; the
+        caller lists the records with ``add`` in the order the manifest should
+        have (the order the stages were tapped), whatever order the files were
+        finished in.
+        """
         st = stage_table.get(stage)
         rel = relpath_for(st.name, layer)
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.asarray(array)
         try:
-            digest = write(path, st.header_layer(layer), arr)
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            digest = _create(path, st.header_layer(layer), arr)
         except OSError as exc:
             raise PvError(f"{path}: write failed: {exc.strerror or exc}") from None
-        self.files.append(
-            {
-                "path": rel,
-                "stage": st.name,
-                "layer": layer if not st.whole_model else None,
-                "shape": [int(x) for x in arr.shape],
-                "layout": list(st.layout),
-                "dtype_captured": dtype_captured,
-                "mask": st.mask,
-                "sha256": digest,
-                **extra,
-            }
-        )
-        return path
+        return {
+            "path": rel,
+            "stage": st.name,
+            "layer": layer if not st.whole_model else None,
+            "shape": [int(x) for x in arr.shape],
+            "layout": list(st.layout),
+            "dtype_captured": dtype_captured,
+            "mask": st.mask,
+            "sha256": digest,
+            **extra,
+        }
+
+    def add(self, record: dict[str, Any]) -> None:
+        """List a file written by ``store`` in the manifest."""
+        self.files.append(record)
 
     def mark_not_applicable(self, stage: str, reason: str) -> None:
         name = stage_table.get(stage).name

@@ -3,10 +3,13 @@
 An engine calls ``tap.wants(stage, layer)`` at each capture point and, only when
 that is true, ``tap(stage, layer, tensor)``. Without a tap the forward pays one
 ``is None`` check per point. The tap never changes the tensor it sees: it copies
-it to float32 host memory and hands it to one writer thread, which writes it
+it to float32 host memory and hands it to writer threads, which write it
 through a ``CaptureWriter`` (hashing and file I/O release the GIL, so they
-overlap with the forward). A bound on the bytes waiting to be written keeps
-memory near one stage: the forward waits when the disk falls behind.
+overlap with the forward). One writer thread per core the forward leaves idle
+(at least one, at most ``MAX_WRITERS``) write different stages at once; the
+manifest still lists them in the order they were tapped. A bound on the bytes
+waiting to be written keeps memory near one stage: the forward waits when the
+disk falls behind.
 
 On CUDA the copy is queued on a side stream into pinned host memory after an
 event on the compute stream; the forward keeps running while the copy runs,
@@ -14,13 +17,14 @@ and the writer thread waits for the copy's event before writing the file.
 Because that copy is asynchronous, an engine must not modify a tapped tensor
 in place afterwards (the pv engine never does: every step makes a new tensor).
 An engine that makes that promise on the CPU too sets ``tap.borrow``: its
-tensors then go to the writer thread as they are, widened to float32 and made
+tensors then go to the writer threads as they are, widened to float32 and made
 contiguous there, so the forward's thread copies nothing (the pv engine does;
 the transformers oracle, whose modules are not ours, does not).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -89,13 +93,16 @@ class Tap:
     stage is on disk, or ``abort()`` when the forward failed.
     """
 
-    #: Bytes of captured data that may wait for the writer thread before the
+    #: Bytes of captured data that may wait for the writer threads before the
     #: forward waits for the oldest write; with one stage on its way this bounds
     #: the capture's extra memory, whatever the model size or number of stages.
     MAX_IN_FLIGHT = 64 << 20
     #: CPU stages smaller than this are written on the forward's thread when
-    #: the writer thread is idle (thread hand-off costs more than the write).
+    #: no write is pending (thread hand-off costs more than the write).
     INLINE_BELOW = 256 << 10
+    #: More writer threads than this gain nothing measurable: the page cache
+    #: and memory bandwidth saturate first.
+    MAX_WRITERS = 4
 
     def __init__(
         self,
@@ -105,6 +112,7 @@ class Tap:
         dtype_captured: str | None = None,
         on_write: Callable[[str, int | None], None] | None = None,
         copier: Any = None,
+        writers: int | None = None,
     ):
         self.plan = plan
         self.writer = writer
@@ -114,7 +122,10 @@ class Tap:
         self._layers = None if plan.layers is None else frozenset(plan.layers)
         self.fired: set[tuple[str, int | None]] = set()
         self.skipped: dict[str, str] = {}
-        self._inflight: deque[tuple[Future[None], int]] = deque()
+        #: Writer threads; None: one per core the forward leaves idle (``default_writers``).
+        self.writers = writers
+        #: Pending writes in tap order: (future of the manifest record, bytes, stage, layer).
+        self._inflight: deque[tuple[Future[dict[str, Any] | None], int, str, int | None]] = deque()
         self._inflight_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         self._failed = threading.Event()
@@ -147,11 +158,11 @@ class Tap:
         if tensor.device.type == "cuda" or self._copier is not None:
             host, done = self._copy_async(tensor)
         else:
-            # A private float32 copy: the writer thread may still be reading it
+            # A private float32 copy: a writer thread may still be reading it
             # when the forward has moved on. An engine that promises never to
             # modify a tapped tensor afterwards (``borrow``) lends float32 ones.
             src = tensor.detach()
-            if self.borrow:  # widened and made contiguous on the writer thread, off the forward
+            if self.borrow:  # widened and made contiguous on a writer thread, off the forward
                 host, done = src, None
             else:
                 host, done = src.to(dtype=_float32(), copy=True), None
@@ -172,10 +183,10 @@ class Tap:
             self._shutdown()
 
     def abort(self) -> None:
-        """After a failed forward: stop writing, wait for the writer thread, swallow its errors."""
+        """After a failed forward: stop writing, wait for the writer threads, swallow their errors."""
         self._failed.set()
         while self._inflight:
-            fut, _ = self._inflight.popleft()
+            fut = self._inflight.popleft()[0]
             fut.cancel()
             try:
                 fut.result()
@@ -195,44 +206,52 @@ class Tap:
         self._reap()
         nbytes = host.numel() * 4
         if done is None and nbytes < self.INLINE_BELOW and not self._inflight:
-            # Handing a small stage to the thread costs more than writing it;
-            # with nothing queued, writing it here keeps the tap order too.
-            self._write(stage, layer, host, None, meta)
+            # Handing a small stage to a thread costs more than writing it;
+            # with nothing pending, writing it here keeps the tap order too.
+            record = self._store(stage, layer, host, None, meta)
+            if record is not None:
+                self._commit(record, stage, layer)
             return
         while self._inflight and self._inflight_bytes + nbytes > self.MAX_IN_FLIGHT:
             self._wait_oldest()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pv-capture-writer")
-        fut = self._pool.submit(self._write, stage, layer, host, done, meta)
-        self._inflight.append((fut, nbytes))
+            n = self.writers or default_writers(cuda=done is not None)
+            self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pv-capture-writer")
+        fut = self._pool.submit(self._store, stage, layer, host, done, meta)
+        self._inflight.append((fut, nbytes, stage, layer))
         self._inflight_bytes += nbytes
 
-    def _write(self, stage: str, layer: int | None, host: torch.Tensor, done: Any,
-               meta: dict[str, Any]) -> None:
-        """Runs on the writer thread, one stage at a time, in the order they were tapped."""
+    def _store(self, stage: str, layer: int | None, host: torch.Tensor, done: Any,
+               meta: dict[str, Any]) -> dict[str, Any] | None:
+        """Runs on a writer thread: one stage's file; its record is listed later, in tap order."""
         if self._failed.is_set():
-            return
+            return None
         try:
             if done is not None:
                 done.synchronize()
             if host.dtype != _float32():  # a borrowed half-precision tensor: exact widening here
                 host = host.to(_float32())
-            self.writer.write(stage, layer, host.numpy(), **meta)
+            return self.writer.store(stage, layer, host.numpy(), **meta)
         except BaseException:
             self._failed.set()
             raise
+
+    def _commit(self, record: dict[str, Any], stage: str, layer: int | None) -> None:
+        self.writer.add(record)
         if self.on_write is not None:
             self.on_write(stage, layer)
 
     def _reap(self) -> None:
-        """Collect finished writes: frees their budget and surfaces a write error early."""
+        """List finished writes in tap order: frees their budget and surfaces a write error early."""
         while self._inflight and self._inflight[0][0].done():
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:
-        fut, nbytes = self._inflight.popleft()
+        fut, nbytes, stage, layer = self._inflight.popleft()
         self._inflight_bytes -= nbytes
-        fut.result()
+        record = fut.result()
+        if record is not None:
+            self._commit(record, stage, layer)
 
     def _shutdown(self) -> None:
         if self._pool is not None:
@@ -295,6 +314,23 @@ class CudaCopier:
 
     def keep_alive(self, tensor: Any, stream: Any) -> None:
         tensor.record_stream(stream)
+
+
+def default_writers(*, cuda: bool) -> int:
+    """Writer threads for a capture: the cores the forward leaves idle, 1 to ``Tap.MAX_WRITERS``.
+
+    A CPU forward keeps ``torch.get_num_threads()`` cores busy; a CUDA forward
+    keeps one (the thread that launches kernels). On a 2-core machine running
+    torch on both, that is one writer, which then shares the cores.
+    """
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    busy = 1 if cuda else torch.get_num_threads()
+    return max(1, min(Tap.MAX_WRITERS, cores - busy))
 
 
 def _float32() -> Any:
