@@ -85,8 +85,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, tuple[Any, ...], s
     ("PV019", lambda d: d["metadata"].__setitem__("status", "FUNCTIONAL"), "warning",
      ("metadata", "status"), "FUNCTIONAL is ahead of its falsifiers (2 PROPOSED"),
     ("PV020", lambda d: d["metadata"].__setitem__("depends_on", ["no-such-contract-v1"]), "warning",
-     ("metadata", "depends_on", 0), "no contract with id or file name no-such-contract-v1 in the "
-     "validated set or next to this file"),
+     ("metadata", "depends_on", 0), ("no contract with id or file name no-such-contract-v1 in the "
+                                     "validated set or next to this file")),
     ("PV021", lambda d: d.__setitem__("falsification_test", d.pop("falsification_tests")),
      "warning", ("falsification_test",), "did you mean 'falsification_tests'"),
     ("PV021", lambda d: _ft(0)(d).__setitem__("predicton", _ft(0)(d).pop("prediction")), "warning",
