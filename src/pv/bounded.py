@@ -15,7 +15,11 @@ refuses, before it builds anything big, what no honest file needs:
   not turn more than 4300 digits into an ``int`` or back into text, and
   sexagesimal or hex literals grow without that limit);
 * YAML aliases past :data:`MAX_ALIASES` or expanding past ``max_items``
-  nodes, and YAML tags that build something other than plain data.
+  nodes, and YAML tags that build something other than plain data;
+* a mapping (JSON object) that names the same key twice. Both parsers would
+  keep the last value silently, so a repeated ``cosine:`` in a tolerance file
+  would change a stage's tolerance with nothing said. The contract loader
+  refuses them through :func:`refuse_duplicate_keys` too.
 
 Every refusal is a :class:`pv.errors.PvError` whose message is one line
 naming the file and what is wrong. Contracts have their own loader
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +188,85 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+def duplicate_key_message(key: Any, first_line: int | None) -> str:
+    """The words for a repeated mapping key, the same for JSON, YAML and contracts."""
+    where = f" (first at line {first_line})" if first_line is not None else ""
+    return f"duplicate key {brief(key)}{where}; a key may appear only once in a mapping"
+
+
+class _RepeatedKey(Exception):
+    """Raised from the JSON object hook; carries the key. Located afterwards."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return obj
+
+
+#: What matters to find a JSON object's keys: strings, brackets and commas.
+_JSON_TOKEN = re.compile(r'["{}\[\],]')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _find_repeated_key(text: str) -> tuple[str, int, int] | None:
+    """(key, offset of its second use, offset of its first) in the first object that
+    repeats a key, or None. Only called on text ``json.loads`` already read up to the
+    repeat, so a flat scan of strings and brackets is enough; iterative at any depth.
+    """
+    stack: list[dict[str, int] | None] = []  # per open bracket: an object's keys, or None
+    expect_key = False
+    token = _JSON_TOKEN.search(text)
+    while token is not None:
+        pos, char = token.start(), token.group()
+        end = pos + 1
+        if char == '"':
+            string = _JSON_STRING.match(text, pos)
+            if string is None:
+                return None
+            end = string.end()
+            top = stack[-1] if stack else None
+            if top is not None and expect_key:
+                key = json.loads(string.group())
+                first = top.setdefault(key, pos)
+                if first != pos:
+                    return key, pos, first
+            expect_key = False
+        elif char in "{[":
+            stack.append({} if char == "{" else None)
+            expect_key = char == "{"
+        elif char in "}]":
+            if stack:
+                stack.pop()
+            expect_key = False
+        else:  # a comma: a key follows inside an object
+            expect_key = bool(stack) and stack[-1] is not None
+        token = _JSON_TOKEN.search(text, end)
+    return None
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
 def parse_json(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
-    """``json.loads`` with integer length, depth and size bounds; ``where`` names the source."""
+    """``json.loads`` with integer length, depth and size bounds and unique keys;
+    ``where`` names the source."""
     try:
-        data = json.loads(text, parse_int=_bounded_int)
+        data = json.loads(text, parse_int=_bounded_int, object_pairs_hook=_unique_object)
+    except _RepeatedKey as exc:
+        hit = _find_repeated_key(text)
+        if hit is None:
+            raise DataFileError(f"{where}: {duplicate_key_message(exc.args[0], None)}") from None
+        key, again, first = hit
+        line, col = _line_col(text, again)
+        message = duplicate_key_message(key, _line_col(text, first)[0])
+        raise DataFileError(f"{where}:{line}:{col}: {message}") from None
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
@@ -278,6 +358,62 @@ for _kind in ("binary", "set", "omap", "pairs"):
 _DataLoader.add_constructor(None, _refuse)  # any unknown tag
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that names the same key twice (PyYAML would keep the last silently)."""
+
+
+def refuse_duplicate_keys(loader: Any, node: yaml.MappingNode) -> None:
+    """Raise :class:`DuplicateKeyError`, at the second one, if two keys of ``node`` are equal.
+
+    Keys compare as the values they build (``1`` and ``0x1``, ``yes`` and ``true``
+    are the same key), as they would in the dict. Only the mapping's own keys
+    count: a key that a merge (``<<: *base``) brings in may be overridden, as YAML
+    means it to be. Keys that are not scalars are left to the constructor, which
+    refuses them as unhashable.
+    """
+    seen: dict[Any, int] = {}
+    for index, (key_node, _) in enumerate(node.value):
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        if key_node.tag == _STR_TAG:
+            key: Any = key_node.value
+        else:
+            key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, index)
+        except TypeError:
+            continue
+        if first != index:
+            first_line = node.value[first][0].start_mark.line + 1
+            raise DuplicateKeyError(
+                None, None, duplicate_key_message(key, first_line), key_node.start_mark
+            )
+
+
+def refuse_duplicate_keys_in(loader: Any, root: yaml.Node) -> None:
+    """:func:`refuse_duplicate_keys` on every mapping of a composed tree, in document order.
+
+    Iterative, and a node shared through aliases is looked at once.
+    """
+    seen: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            refuse_duplicate_keys(loader, node)
+            for key_node, value_node in reversed(node.value):
+                stack.extend((value_node, key_node))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+
+
 def _mark(exc: Any) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -324,7 +460,17 @@ def parse_yaml(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: 
     """One YAML document as plain bounded data (safe loader; no code runs)."""
     try:
         _check_events(text, where, max_depth, max_items)
-        data = yaml.load(text, Loader=_DataLoader)
+        loader = _DataLoader(text)
+        try:  # what yaml.load does, with the keys checked between composing and building
+            root = loader.get_single_node()
+            data = None
+            if root is not None:
+                refuse_duplicate_keys_in(loader, root)
+                data = loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except DuplicateKeyError as exc:
+        raise DataFileError(f"{where}{_mark(exc)}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         if "maximum nesting depth" in str(problem):

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pv import files
+from pv import bounded
 from pv import stages as stage_table
 from pv.errors import PvError
 
@@ -120,13 +118,15 @@ def resolve(spec: str) -> Path:
                   f"({', '.join(known) or 'none'})")
 
 
+#: A mapping file is a few dozen rules; anything near this is not one.
+MAX_BYTES = 1 << 20
+
+
 def load(spec: str) -> Mapping:
+    """A shipped or user-written mapping, read through ``pv.bounded`` (size, depth,
+    plain data, no repeated key) and checked rule by rule."""
     path = resolve(spec)
-    try:
-        text = files.read_regular(path, 1 << 20).decode("utf-8")
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise PvError(f"{path}: unreadable mapping: {exc}") from None
+    data = bounded.load_data(path, "mapping file", limit=MAX_BYTES)
     return parse(data, str(path))
 
 

@@ -103,17 +103,23 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
 
 
 def _device_map(text: str | None) -> object:
-    """``auto`` or a JSON object of module name -> device; anything else is a usage error."""
-    import json
+    """``auto`` or a JSON object of module name -> device; anything else is a usage error.
 
-    from pv.errors import PvError
+    Read as pv reads JSON files (``pv.bounded``): a module named twice is refused,
+    not silently given the last device.
+    """
+    from pv import bounded
 
     if text is None or text.strip() == "auto":
         return None if text is None else "auto"
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PvError(f"--device-map: not 'auto' and not a JSON object ({exc.msg})") from None
+        value = bounded.parse_json(text, "--device-map", max_depth=4)
+    except bounded.DataFileError as exc:
+        message = str(exc)
+        if "invalid JSON: " in message:
+            detail = message.split("invalid JSON: ", 1)[1]
+            raise PvError(f"--device-map: not 'auto' and not a JSON object ({detail})") from None
+        raise PvError(message) from None  # a module named twice, or nested absurdly deep
     if not isinstance(value, dict) or not value:
         raise PvError("--device-map: expected 'auto' or a non-empty JSON object")
     return value

@@ -5,9 +5,10 @@ are never parsed a second time. Line numbers come from composing the YAML node
 tree, which happens only when a finding needs a location (``Document.locate``).
 
 Every way a file can be unfit (unreadable, too big, binary, invalid YAML,
-several documents, alias bombs, ``!!python/*`` tags, not a mapping) raises
-``ContractLoadError``, a ``PvError`` carrying a located ``Finding``, so callers
-either print one line or turn it into a verdict; never a traceback.
+several documents, alias bombs, a key repeated in a mapping, ``!!python/*``
+tags, not a mapping) raises ``ContractLoadError``, a ``PvError`` carrying a
+located ``Finding``, so callers either print one line or turn it into a
+verdict; never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from pv.bounded import DuplicateKeyError, refuse_duplicate_keys, refuse_duplicate_keys_in
 from pv.contract.findings import ERROR, Finding, KeyPath
 from pv.errors import PvError
 
@@ -377,6 +379,8 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
     if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
         return _fail(path, "PV005", "several YAML documents in one file; a contract is exactly "
                      "one document", line, col)
+    if isinstance(exc, DuplicateKeyError):
+        return _fail(path, "PV004", problem, line, col)
     if isinstance(exc, ValueProblem):
         refused = problem.startswith("tag ")
         return _fail(path, "PV008" if refused else "PV004",
@@ -420,8 +424,9 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
     tag (numbers, booleans, nulls, refused tags, ``!!str`` on a collection) to the
     loader's constructors, so values and errors are the same. Shared nodes
     (aliases) stay shared, as with PyYAML. A file with merge keys (``<<``) is
-    built by PyYAML's constructor instead. Depth is bounded by the structure
-    check, far below the interpreter's recursion limit.
+    built by PyYAML's constructor instead. A key that a mapping repeats is
+    refused (``pv.bounded.refuse_duplicate_keys``), never silently dropped. Depth
+    is bounded by the structure check, far below the interpreter's recursion limit.
     """
     memo: dict[int, Any] = {}
 
@@ -440,6 +445,8 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
                     raise _Fallback
                 key = build(key_node)
                 try:
+                    if key in mapping:  # the dict would keep the last value silently
+                        refuse_duplicate_keys(loader, node)
                     mapping[key] = build(value_node)
                 except TypeError:
                     raise yaml.constructor.ConstructorError(
@@ -458,6 +465,7 @@ def _construct(loader: Any, root: yaml.Node) -> Any:
     try:
         return build(root)
     except _Fallback:
+        refuse_duplicate_keys_in(loader, root)
         return loader.construct_document(root)
 
 

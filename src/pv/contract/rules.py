@@ -290,7 +290,7 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV001", "unreadable", ERROR, "the file cannot be read (missing, permissions, not a file)"),
     Rule("PV002", "too-large", ERROR, "the file is over the size bound for a contract (2 MiB)"),
     Rule("PV003", "binary", ERROR, "the file is binary or not UTF-8 text"),
-    Rule("PV004", "yaml-syntax", ERROR, "invalid YAML, located at the parser's error"),
+    Rule("PV004", "yaml-syntax", ERROR, "invalid YAML or a repeated mapping key, located"),
     Rule("PV005", "several-documents", ERROR, "more than one YAML document in the file"),
     Rule("PV006", "not-a-mapping", ERROR, "the file is empty, or its document is a list or scalar"),
     Rule("PV007", "alias-bomb", ERROR, "too many YAML aliases or too large an expansion"),
