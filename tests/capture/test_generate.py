@@ -55,7 +55,6 @@ def test_generate_matches_the_engines_own_generate(tmp_path: Path) -> None:
     [
         (["--inject-fault", "stale_cache_entry@1"], "only acts at decode steps"),
         (["--inject-fault", "stale_cache_entry@1", "--generate", "1"], "only acts at decode steps"),
-        (["--generate", "2", "--force"], "--force is not supported"),
     ],
 )
 def test_bad_generation_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
@@ -84,6 +83,94 @@ def test_failed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
                 "-o", str(tmp_path / "o")])
     assert code == 2
     assert not (tmp_path / "o").exists()
+
+
+def _generate(out: Path, n: int, *extra: str) -> int:
+    return run(["trace", "--tokens", TOKENS, "--save-tensor", "lm_head", "--generate", str(n),
+                "-o", str(out), *extra])
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_generate_refuses_a_non_empty_directory_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gen"
+    assert _generate(out, 3) == 0
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert _generate(out, 2) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not empty" in err[0] and "--force" in err[0]
+    assert _snapshot(out) == before
+
+
+def test_generate_force_replaces_the_earlier_generation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gen"
+    assert _generate(out, 3) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert _generate(out, 2, "--force", "--inject-fault", "embedding_scaled") == 0
+    assert f"wrote 2 steps (2 files) and generate.json to {out}" in capsys.readouterr().out
+    # The old step-2 is gone with the rest of the old generation; the user's file stays;
+    # no staging folder is left behind.
+    assert sorted(p.name for p in out.iterdir()) == ["generate.json", "notes.txt", "step-0", "step-1"]
+    assert (out / "notes.txt").read_text() == "mine"
+    doc = json.loads((out / "generate.json").read_text())
+    assert len(doc["steps"]) == 2 and doc["run"]["fault"]["name"] == "embedding_scaled"
+    man = json.loads((out / "step-1" / "manifest.json").read_text())
+    assert man["run"]["fault"]["name"] == "embedding_scaled" and man["run"]["step"] == 1
+
+
+def test_generate_force_replaces_a_single_capture(tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    assert run(["trace", "--tokens", TOKENS, "--save-tensor", "embedding,attn_norm",
+                "--layers", "0", "-o", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert _generate(out, 2, "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["generate.json", "notes.txt", "step-0", "step-1"]
+
+
+def test_generate_force_that_fails_leaves_the_earlier_capture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pv.capture import engine as engine_module
+
+    out = tmp_path / "gen"
+    assert _generate(out, 3) == 0
+    before = _snapshot(out)
+    real = engine_module.Engine.decode
+    calls = {"n": 0}
+
+    def flaky(self, token_ids, cache, tap=None):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise PvError("disk gone")
+        return real(self, token_ids, cache, tap)
+
+    monkeypatch.setattr(engine_module.Engine, "decode", flaky)
+    capsys.readouterr()
+    assert _generate(out, 4, "--force") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk gone" in err[0]
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["generate.json", "step-0", "step-1", "step-2"]
+
+
+def test_generate_force_dry_run_changes_nothing(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gen"
+    assert _generate(out, 2) == 0
+    before = _snapshot(out)
+    assert _generate(out, 3, "--force", "--dry-run") == 0
+    assert "replacing the capture there" in capsys.readouterr().out
+    assert _snapshot(out) == before
 
 
 def test_failed_decode_step_leaves_the_cache_as_it_was() -> None:

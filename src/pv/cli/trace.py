@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pv.errors import ExitCode, PvError
+
+if TYPE_CHECKING:
+    from pv.capture.generate import GenerateResult
+    from pv.capture.models import LoadedModel
+    from pv.capture.trace import TracePlan
 
 
 @click.command(name="trace")
@@ -42,8 +51,6 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
             output: str, device: str, dtype: str, fault: str | None, device_map: str | None,
             offload_dir: str | None, generate: int, force: bool, dry_run: bool) -> int:
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
-    from pathlib import Path
-
     from pv.capture.runtime import prefer_passive_openmp
 
     prefer_passive_openmp()
@@ -59,8 +66,6 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
 
     if is_decode_fault(plan.fault) and generate < 2:
         raise PvError(f"fault {plan.fault} only acts at decode steps: give --generate 2 or more")
-    if generate and force:
-        raise PvError("--generate writes into a new or empty directory; --force is not supported")
     if dry_run:
         click.echo("pv trace plan (dry run, nothing executed):")
         for line in plan.describe():
@@ -79,9 +84,7 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
             click.echo(f"\r  captured {count[0]}/{total}  {where:<40}", err=True, nl=False)
 
     if generate:
-        from pv.capture.generate import capture_generation
-
-        gen = capture_generation(plan, loaded, generate, on_write=progress)
+        gen = _generate(plan, loaded, generate, progress)
         if show:
             click.echo("", err=True)
         click.echo(f"wrote {gen.steps} steps ({gen.files} files) and generate.json to {gen.output}")
@@ -100,6 +103,72 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     for stage, reason in result.not_applicable.items():
         click.echo(f"not applicable: {stage} ({reason})")
     return int(ExitCode.OK)
+
+
+def _generate(plan: TracePlan, loaded: LoadedModel, n_new: int,
+              progress: Callable[[str, int | None], None]) -> GenerateResult:
+    """``--generate N``; with ``--force`` over a non-empty directory, replace what is there.
+
+    The new generation is written into a hidden folder inside the output
+    directory and moved into place only once every step is complete, so a run
+    that fails leaves the earlier capture exactly as it was (``_swap_in``).
+    """
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from pv.capture.generate import capture_generation
+
+    root = plan.output
+    if not (plan.overwrite and root.is_dir() and any(root.iterdir())):
+        return capture_generation(plan, loaded, n_new, on_write=progress)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".pv-generate-", dir=root))
+    except OSError as exc:
+        raise PvError(f"{root}: cannot write the new generation there: "
+                      f"{exc.strerror or type(exc).__name__}") from None
+    try:
+        gen = capture_generation(dataclasses.replace(plan, output=staging), loaded, n_new,
+                                 on_write=progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(root, staging)
+    return dataclasses.replace(gen, output=root)
+
+
+_STEP_DIR = re.compile(r"step-[0-9]+")
+
+
+def _swap_in(root: Path, staging: Path) -> None:
+    """Replace the capture in ``root`` with the finished generation in ``staging``.
+
+    Removed first: ``generate.json`` (so nothing claims the old steps any more),
+    an earlier single capture's manifest and stage files (as ``pv trace --force``
+    removes them), and every ``step-N`` entry, including steps past the new
+    count. Then the new steps move in, ``generate.json`` last. Nothing else in
+    ``root`` is touched.
+    """
+    import shutil
+
+    from pv.capture.steps import GENERATE_FILE
+    from pv.capture.trace import _clear_old_capture
+
+    try:
+        (root / GENERATE_FILE).unlink(missing_ok=True)
+        _clear_old_capture(root)
+        for child in list(root.iterdir()):
+            if _STEP_DIR.fullmatch(child.name):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        for child in sorted(staging.iterdir(), key=lambda p: p.name == GENERATE_FILE):
+            child.rename(root / child.name)
+        staging.rmdir()
+    except OSError as exc:
+        raise PvError(f"{root}: cannot put the new generation in place "
+                      f"({exc.strerror or type(exc).__name__}); it is left in {staging}") from None
 
 
 def _device_map(text: str | None) -> object:
