@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,39 @@ def test_force_replaces_only_the_old_capture(tmp_path: Path) -> None:
     cap = aprt.open_capture(out)
     assert [e.key for e in cap.entries] == [("lm_head", None)]
     assert sorted(os.listdir(out)) == ["lm_head.bin", "manifest.json", "notes.txt"]
+
+
+def test_force_over_a_generation_replaces_it_whole(tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    assert pv_trace("--tokens", "1,2", "--save-tensor", "lm_head", "-o", str(out), "--generate", "2") == 0
+    assert (out / "generate.json").is_file() and (out / "step-1").is_dir()
+    (out / "notes.txt").write_text("mine")
+    (out / "step-notes").mkdir()  # not a step folder: stays
+    assert pv_trace("--tokens", "1,2", "--save-tensor", "lm_head", "-o", str(out), "--force") == 0
+    assert sorted(os.listdir(out)) == ["lm_head.bin", "manifest.json", "notes.txt", "step-notes"]
+
+
+def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pv.capture.plan import Tap
+
+    real_create = aprt._create
+    calls = [0]
+
+    def fails_late(path: Path, layer: int, array: object) -> str:
+        calls[0] += 1
+        if calls[0] == 40:  # slow to fail: the writes after it finish first
+            time.sleep(0.3)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_create(path, layer, array)
+
+    monkeypatch.setattr(aprt, "_create", fails_late)
+    monkeypatch.setattr(Tap, "INLINE_BELOW", 0)  # every stage through the writer threads
+    monkeypatch.setattr(trace, "Tap", lambda *a, **k: Tap(*a, **{**k, "writers": 3}))
+    out = tmp_path / "cap"
+    assert pv_trace("--tokens", "1,2,3", "--save-tensor", "all", "-o", str(out)) == 2
+    assert calls[0] >= 40
+    assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize(("args", "message"), [

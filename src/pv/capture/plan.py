@@ -189,9 +189,11 @@ class Tap:
             fut = self._inflight.popleft()[0]
             fut.cancel()
             try:
-                fut.result()
-            except BaseException:  # noqa: BLE001, S110 - the forward's own error is the one to report
-                pass
+                record = fut.result()
+            except BaseException:  # noqa: BLE001, S112 - the forward's own error is the one to report
+                continue
+            if record is not None:  # on disk: listed, so that the caller's clean-up finds it
+                self.writer.add(record)
         self._inflight_bytes = 0
         self._shutdown()
 

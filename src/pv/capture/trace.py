@@ -15,6 +15,7 @@ prompt, device, dtype, engine, fault, and library versions.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pv.capture.engine import DTYPES, resolve_device
 from pv.capture.faults import FaultSpec, check_fault
 from pv.capture.models import LoadedModel, load_model, model_config
 from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.capture.steps import GENERATE_FILE
 from pv.errors import PvError
 
 ENGINES = ("pv", "hf", "llama.cpp")
@@ -199,13 +201,24 @@ def tokenize(model: LoadedModel, prompt: str) -> list[int]:
     return ids
 
 
-def _clear_old_capture(root: Path) -> None:
-    """``--force``: remove the previous capture's manifest and stage files, nothing else."""
+def clear_capture(root: Path) -> None:
+    """``--force``: remove the capture in ``root`` and nothing else.
+
+    That is a single capture's manifest and stage files, and a generation's
+    ``generate.json`` (first, so nothing claims the old steps any more) and
+    every ``step-N`` entry. Other files and folders in ``root`` stay.
+    """
     if not root.is_dir():
         return
+    (root / GENERATE_FILE).unlink(missing_ok=True)
     (root / aprt.MANIFEST).unlink(missing_ok=True)
     for child in list(root.iterdir()):
-        if child.is_file() and child.suffix == ".bin" and child.stem.lower() in stage_table.BY_NAME:
+        if _STEP_DIR.fullmatch(child.name):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        elif child.is_file() and child.suffix == ".bin" and child.stem.lower() in stage_table.BY_NAME:
             child.unlink()
         elif child.is_dir() and aprt._LAYER_DIR.match(child.name):
             for f in child.glob("*.bin"):
@@ -213,6 +226,9 @@ def _clear_old_capture(root: Path) -> None:
                     f.unlink()
             if not any(child.iterdir()):
                 child.rmdir()
+
+
+_STEP_DIR = re.compile(r"step-[0-9]+")
 
 
 def _remove_written(root: Path, files: list[dict[str, Any]], created: bool) -> None:
@@ -293,7 +309,7 @@ def run_plan(
     run_info = describe_run(plan, model, token_ids, runner)
     created = not plan.output.exists()
     if plan.overwrite:
-        _clear_old_capture(plan.output)
+        clear_capture(plan.output)
     writer = aprt.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
     tap = Tap(plan.capture, writer, on_write=on_write)
     try:

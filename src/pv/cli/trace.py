@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -137,32 +136,19 @@ def _generate(plan: TracePlan, loaded: LoadedModel, n_new: int,
     return dataclasses.replace(gen, output=root)
 
 
-_STEP_DIR = re.compile(r"step-[0-9]+")
-
-
 def _swap_in(root: Path, staging: Path) -> None:
     """Replace the capture in ``root`` with the finished generation in ``staging``.
 
-    Removed first: ``generate.json`` (so nothing claims the old steps any more),
-    an earlier single capture's manifest and stage files (as ``pv trace --force``
-    removes them), and every ``step-N`` entry, including steps past the new
-    count. Then the new steps move in, ``generate.json`` last. Nothing else in
-    ``root`` is touched.
+    The earlier capture goes first (``clear_capture``: a generation's
+    ``generate.json`` and every ``step-N``, including steps past the new count,
+    or a single capture's manifest and stage files); then the new steps move
+    in, ``generate.json`` last. Nothing else in ``root`` is touched.
     """
-    import shutil
-
     from pv.capture.steps import GENERATE_FILE
-    from pv.capture.trace import _clear_old_capture
+    from pv.capture.trace import clear_capture
 
     try:
-        (root / GENERATE_FILE).unlink(missing_ok=True)
-        _clear_old_capture(root)
-        for child in list(root.iterdir()):
-            if _STEP_DIR.fullmatch(child.name):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+        clear_capture(root)
         for child in sorted(staging.iterdir(), key=lambda p: p.name == GENERATE_FILE):
             child.rename(root / child.name)
         staging.rmdir()
