@@ -7,21 +7,19 @@ attention (sliding-window on the layers whose mask policy says so) -> o_proj
 (-> sandwich norm) -> residual -> RMSNorm -> gate|up -> SiLU or tanh-GELU ->
 product -> down, or a top-k routed expert block (MoE) (-> sandwich norm) ->
 residual, then the final norm and lm_head. What a family has comes from the
-architecture registry (``pv.capture.arch``) through ``ModelConfig``.
+architecture registry (``pv.capture.arch``) through ``ModelConfig``; the
+weights are prepared in ``pv.capture.weights``, attention is
+``pv.capture.attention`` and the KV cache ``pv.capture.kvcache``.
 
 Why it is built this way:
 
 - **Capture is additive.** Each capture point is ``if tap is not None and
   tap.wants(...)``; nothing else depends on the tap. The attention output always
-  comes from the same kernel (``scaled_dot_product_attention``), and the
-  [NH, S, S] score and probability matrices are computed *beside* it, with the
-  eager formula transformers uses (``q.kᵀ·scale``, masked, float32 softmax),
-  only when ``attn_scores``/``attn_softmax`` are asked for. So the logits are
-  byte-identical with and without a plan, and no score buffer exists unless
-  requested; the manifest gives those two stages ``provenance: recomputed``
-  (every other file is ``observed``: the tensor the forward itself used).
-- **Faults** that change the attention arithmetic switch the faulted layer to
-  the explicit path, in which the captured matrices are the ones actually used.
+  comes from the same kernel, and the score and probability matrices are
+  computed beside it only when asked for (``pv.capture.attention``). So the
+  logits are byte-identical with and without a plan; the manifest gives those
+  two stages ``provenance: recomputed`` (every other file is ``observed``: the
+  tensor the forward itself used).
 - **Numerics follow transformers**: RMSNorm in float32 then cast back (Gemma:
   multiplied by ``1 + w`` in float32 before the cast, Llama: by ``w`` after it),
   RoPE frequencies and tables computed in float32 then cast, softmax in float32.
@@ -37,15 +35,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pv import stages as stage_table
 from pv.capture import blocks, kvcache
-from pv.capture.faults import ATTENTION_FAULTS, FaultSpec, check_fault
+from pv.capture.attention import Attention
+from pv.capture.faults import FaultSpec, check_fault
 from pv.capture.models import LoadedModel
+from pv.capture.weights import LayerWeights, load
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
@@ -83,26 +82,6 @@ def resolve_device(name: str) -> torch.device:
     raise PvError(f"unknown device '{name}'; use cpu, cuda or cuda:N")
 
 
-@dataclass(frozen=True)
-class _LayerWeights:
-    attn_norm: Any
-    wqkv: Any  # [NH*D + 2*KVH*D, H]: Wq | Wk | Wv, concatenated once at load
-    bqkv: Any  # [NH*D + 2*KVH*D] or None
-    wo: Any
-    ffn_norm: Any
-    wgu: Any  # [2*I, H]: W_gate | W_up (None for MoE)
-    wdown: Any
-    q_norm: Any = None  # [D] per-head norms (Qwen3, Gemma 3)
-    k_norm: Any = None
-    post_attn_norm: Any = None  # sandwich norms (Gemma 3)
-    post_ffn_norm: Any = None
-    router: Any = None  # [E, H]
-    experts_gu: Any = None  # [E, 2*I_moe, H]: gate | up per expert
-    experts_down: Any = None  # [E, H, I_moe]
-    window: int | None = None  # sliding window of this layer, None: full causal
-    rope: str = ""  # key of this layer's RoPE tables
-
-
 class Engine:
     """This project's forward pass; see the module docstring for the design."""
 
@@ -126,73 +105,20 @@ class Engine:
             check_fault(self.fault, cfg.num_hidden_layers, cfg.features)
         self._fault_name = self.fault.name if self.fault else None
         self._fault_layer = self.fault.layer if self.fault else None
+        self._offset_norm = cfg.family.norm_offset
 
-        sd = model.state_dict
-        family = cfg.family
-        self._offset_norm = family.norm_offset
-
-        def t(name: str) -> torch.Tensor:
-            arr = np.asarray(sd[name], dtype=np.float32)
-            src = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
-            return src.to(device=self.device, dtype=self.dtype)
-
-        def norm_w(name: str, shift: float = 1.0) -> torch.Tensor:
-            # Gemma: (1 + w) in float32 from the weight as stored in the compute dtype.
-            w = t(name)
-            return w.float() + shift if self._offset_norm else w
-
-        roles = family.roles(cfg.attention_bias)
-        self.embed = t("model.embed_tokens.weight")
-        self.lm_head = self.embed if cfg.tie_word_embeddings else t("lm_head.weight")
-        self.final_norm = norm_w("model.norm.weight")
-        self._embed_scale = (torch.tensor(math.sqrt(cfg.hidden_size), dtype=torch.float32)
-                             .to(self.dtype).to(self.device) if family.embed_scale else None)
+        weights = load(model, self.device, self.dtype, self._fault_name, self._fault_layer)
+        self.embed, self.lm_head, self.final_norm = weights.embed, weights.lm_head, weights.final_norm
+        self._embed_scale = weights.embed_scale
+        self.layers: list[LayerWeights] = weights.layers
         self._act = blocks.activation(cfg.hidden_act)
         self._act_fault = blocks.activation(cfg.hidden_act, exact_gelu=True)
-        self.layers: list[_LayerWeights] = []
-        for i in range(cfg.num_hidden_layers):
-            p = f"model.layers.{i}."
-            shift = 0.0 if (self._fault_name, self._fault_layer) == ("norm_weight_no_offset", i) else 1.0
-
-            def opt(role: str, p: str = p, shift: float = shift) -> torch.Tensor | None:
-                return norm_w(p + roles[role], shift) if role in roles else None
-
-            wq, wk, wv = (t(p + roles[n]) for n in "qkv")
-            if self._fault_name == "kv_weights_swapped" and self._fault_layer == i:
-                wk, wv = wv, wk
-            bqkv = None
-            if cfg.attention_bias:
-                bqkv = torch.cat([t(p + roles[f"{n}_bias"]) for n in "qkv"]).contiguous()
-            moe = family.moe
-            self.layers.append(
-                _LayerWeights(
-                    attn_norm=norm_w(p + roles["attn_norm"], shift),
-                    wqkv=torch.cat([wq, wk, wv], dim=0).contiguous(),
-                    bqkv=bqkv,
-                    wo=t(p + roles["o"]),
-                    ffn_norm=norm_w(p + roles["ffn_norm"], shift),
-                    wgu=None if moe else torch.cat([t(p + roles["gate"]), t(p + roles["up"])]).contiguous(),
-                    wdown=None if moe else t(p + roles["down"]),
-                    q_norm=opt("q_norm"),
-                    k_norm=opt("k_norm"),
-                    post_attn_norm=opt("post_attn_norm"),
-                    post_ffn_norm=opt("post_ffn_norm"),
-                    router=t(p + roles["router"]) if moe else None,
-                    experts_gu=torch.cat([t(p + roles["experts_gate"]), t(p + roles["experts_up"])],
-                                         dim=1).contiguous() if moe else None,
-                    experts_down=t(p + roles["experts_down"]) if moe else None,
-                    window=cfg.layer_window(i),
-                    rope="local" if cfg.layer_theta(i) != cfg.rope_theta else "global",
-                )
-            )
         if self._fault_name == "sliding_window_ignored" and self.layers[self._fault_layer or 0].window is None:
             raise PvError(f"fault {self.fault}: layer {self._fault_layer} has no sliding window")
         d = cfg.head_dim
         self._nq = cfg.num_attention_heads * d
         self._nk = cfg.num_key_value_heads * d
-        group = cfg.num_attention_heads // cfg.num_key_value_heads
-        self._kv_of = torch.arange(cfg.num_attention_heads, device=self.device) // group
-        self._kv_of_faulty = torch.arange(cfg.num_attention_heads, device=self.device) % cfg.num_key_value_heads
+        self.attention = Attention(cfg, self.device)
         self._inv_freqs = {"global": self._inverse_frequencies(cfg.rope_theta, global_layer=True)}
         if cfg.rope_local_theta is not None:
             self._inv_freqs["local"] = self._inverse_frequencies(cfg.rope_local_theta, global_layer=False)
@@ -202,7 +128,6 @@ class Engine:
                 (cfg.rope_local_theta if key == "local" else cfg.rope_theta) / 10.0,  # type: ignore[operator]
                 global_layer=key == "global")
         self._absent = stage_table.absent(cfg.features)
-        self._sdpa_choice: str | None = None
         #: Set only inside ``decode``: the cache being extended and the position it starts at.
         self._cache: kvcache.KVCache | None = None
         self._past = 0
@@ -247,17 +172,11 @@ class Engine:
         Before a forward has run, the backend is the one torch picks for an 8-token
         input of this model (the same dispatch rule the forward goes through).
         """
-        if self._sdpa_choice is None:
-            cfg, s = self.config, 8
-            q = torch.zeros(1, cfg.num_attention_heads, s, cfg.head_dim, dtype=self.dtype, device=self.device)
-            kv = torch.zeros(1, cfg.num_key_value_heads, s, cfg.head_dim, dtype=self.dtype, device=self.device)
-            window = next((w.window for w in self.layers if w.window is not None and w.window < s), None)
-            mask = None if window is None else blocks.allowed_keys(s, window, self.device)
+        if self.attention.backend is None:
             with self._numerics():
-                self._sdpa_choice = _sdpa_backend(q, kv, kv, mask, 0.0, mask is None,
-                                                  scale=cfg.attention_scale, enable_gqa=q.shape[1] != kv.shape[1])
+                self.attention.probe(self.dtype, [w.window for w in self.layers])
         return {
-            "sdpa_backend": self._sdpa_choice,
+            "sdpa_backend": self.attention.backend,
             "tf32": self.tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
@@ -399,7 +318,7 @@ class Engine:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _layer(self, i: int, w: _LayerWeights, x: torch.Tensor, rope: dict[str, torch.Tensor], tap: Any) -> torch.Tensor:
+    def _layer(self, i: int, w: LayerWeights, x: torch.Tensor, rope: dict[str, torch.Tensor], tap: Any) -> torch.Tensor:
         F = torch.nn.functional
         cfg = self.config
         fault = self._fault_name if self._fault_layer == i else None
@@ -439,7 +358,8 @@ class Engine:
         if self._cache is not None:  # decode: attend over every cached position
             k, v = self._cache.extend(i, k, v, fault if self._past > 0 else None)
 
-        attn = self._attention(i, q, k, v, fault, tap, w.window)  # [S, NH*D]
+        attn = self.attention(i, q, k, v, fault, tap, w.window,  # [S, NH*D]
+                              cached=self._cache is not None and self._past > 0)
         if tap is not None and tap.wants("attention", i):
             tap("attention", i, attn)
         o = F.linear(attn, w.wo)
@@ -472,7 +392,7 @@ class Engine:
             tap("post_ffn_residual", i, x)
         return x
 
-    def _mlp(self, i: int, w: _LayerWeights, h: torch.Tensor, fault: str | None, tap: Any) -> torch.Tensor:
+    def _mlp(self, i: int, w: LayerWeights, h: torch.Tensor, fault: str | None, tap: Any) -> torch.Tensor:
         """gate|up -> activation(gate) * up -> down (SwiGLU, or GeGLU with tanh-GELU)."""
         F = torch.nn.functional
         gu = F.linear(h, w.wgu)
@@ -496,72 +416,3 @@ class Engine:
         if tap is not None and tap.wants("ffn_out", i):
             tap("ffn_out", i, down)
         return down
-
-    def _attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fault: str | None, tap: Any,
-                   window: int | None = None) -> torch.Tensor:
-        """Causal (or sliding-window) GQA attention; q [S, NH, D], k/v [S, KVH, D] -> [S, NH*D]."""
-        s, nh, d = q.shape
-        qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
-        want_scores = tap is not None and tap.wants("attn_scores", i)
-        want_probs = tap is not None and tap.wants("attn_softmax", i)
-        if fault == "sliding_window_ignored":
-            window = None
-        if self._cache is not None and self._past > 0:
-            return kvcache.attention(self, i, q, k, v, fault, tap, window)
-        if fault in ATTENTION_FAULTS:
-            return self._explicit_attention(i, qh, kh, vh, fault, tap, want_scores, want_probs, True, window)
-        # 4-D inputs: on the CPU that selects the fused (flash) kernel, which never
-        # materialises [NH, S, S]; 3-D inputs would fall back to the math kernel.
-        mask = None if window is None or window >= s else blocks.allowed_keys(s, window, qh.device)
-        args = (qh[None], kh[None], vh[None], mask, 0.0, mask is None)
-        if self._sdpa_choice is None:
-            self._sdpa_choice = _sdpa_backend(*args, scale=self.config.attention_scale,
-                                              enable_gqa=nh != kh.shape[0])
-        out = torch.nn.functional.scaled_dot_product_attention(
-            *args, scale=self.config.attention_scale, enable_gqa=nh != kh.shape[0],
-        )[0]
-        if want_scores or want_probs:
-            # Capture only: the same scores the eager formula gives, never fed forward.
-            self._explicit_attention(i, qh, kh, vh, None, tap, want_scores, want_probs, False, window)
-        return out.transpose(0, 1).reshape(s, nh * d)
-
-    def _explicit_attention(self, i: int, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
-                            fault: str | None, tap: Any, want_scores: bool, want_probs: bool,
-                            used: bool, window: int | None = None) -> torch.Tensor:
-        """Materialised [NH, S, S] scores and probabilities (eager math, float32 softmax)."""
-        nh, s, d = qh.shape
-        meta: dict[str, Any] = {} if used else {"provenance": "recomputed"}
-        if window is not None:
-            meta["mask"] = f"sliding_window:{window}"
-        kv_of = self._kv_of_faulty if fault == "gqa_head_mapping" else self._kv_of
-        k_rep = kh.index_select(0, kv_of)
-        scale = 1.0 / d if fault == "score_scale_1_over_d" else self.config.attention_scale
-        scores = torch.matmul(qh, k_rep.transpose(-1, -2)) * scale
-        if want_scores:
-            tap("attn_scores", i, scores, **meta)
-        if not (used or want_probs):
-            return scores
-        offset = 1 if fault == "mask_off_by_one" else 0
-        allowed = blocks.allowed_keys(s, window, scores.device, offset)
-        masked = scores.masked_fill(~allowed, float("-inf"))
-        axis = -2 if fault == "softmax_wrong_axis" else -1
-        probs = torch.softmax(masked, dim=axis, dtype=torch.float32).to(qh.dtype)
-        if want_probs:
-            tap("attn_softmax", i, probs, **meta)
-        if not used:
-            return probs
-        v_rep = vh.index_select(0, kv_of)
-        out = torch.matmul(probs, v_rep)
-        return out.transpose(0, 1).reshape(s, nh * d)
-
-
-def _sdpa_backend(*args: Any, scale: float, enable_gqa: bool) -> str:
-    """The name of the SDPA kernel torch picks for these inputs (torch's own dispatch rule)."""
-    from torch.nn.attention import SDPBackend
-
-    names = {int(getattr(SDPBackend, n)): n.lower() for n in dir(SDPBackend) if n.isupper()}
-    try:
-        choice = int(torch._fused_sdp_choice(*args, scale=scale, enable_gqa=enable_gqa))
-    except (AttributeError, RuntimeError, TypeError):  # private API: absent or changed
-        return "unknown"
-    return names.get(choice, f"backend {choice}")

@@ -22,11 +22,14 @@ test pins it) plants the three classic cache bugs:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pv.capture.faults import DEFAULT_LAYER, Fault, FaultSpec, fault_layer, parse_fault
+
+if TYPE_CHECKING:
+    from pv.capture.attention import Attention
 
 DECODE_FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("rope_position_ignores_cache", "q_post_rope",
@@ -89,14 +92,15 @@ def allowed(q_len: int, k_len: int, window: int | None, device: Any, fault: str 
     return ok
 
 
-def attention(engine: Any, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def attention(heads: Attention, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               fault: str | None, tap: Any, window: int | None) -> torch.Tensor:
     """Attention of ``S_new`` queries over ``P + S_new`` cached keys; q [S, NH, D], k/v [P+S, KVH, D].
 
     The output comes from SDPA with an explicit boolean mask; the score and
     probability matrices, when asked for, are computed beside it with the eager
     formula (as in a prefill). A fault that changes the arithmetic runs the
-    explicit path, whose result then is the output.
+    explicit path, whose result then is the output. ``heads`` is the model's
+    ``Attention`` (GQA head mapping and scale).
     """
     s, nh, d = q.shape
     qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
@@ -107,13 +111,13 @@ def attention(engine: Any, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Te
                          "softmax_wrong_axis")
     if not explicit:
         out = torch.nn.functional.scaled_dot_product_attention(
-            qh[None], kh[None], vh[None], attn_mask=mask, scale=engine.config.attention_scale,
+            qh[None], kh[None], vh[None], attn_mask=mask, scale=heads.config.attention_scale,
             enable_gqa=nh != kh.shape[0])[0]
         if not (want_scores or want_probs):
             return out.transpose(0, 1).reshape(s, nh * d)
-    kv_of = engine._kv_of_faulty if fault == "gqa_head_mapping" else engine._kv_of
+    kv_of = heads.kv_of_faulty if fault == "gqa_head_mapping" else heads.kv_of
     k_rep = kh.index_select(0, kv_of)
-    scale = 1.0 / d if fault == "score_scale_1_over_d" else engine.config.attention_scale
+    scale = 1.0 / d if fault == "score_scale_1_over_d" else heads.config.attention_scale
     meta = {} if explicit else {"provenance": "recomputed"}
     scores = torch.matmul(qh, k_rep.transpose(-1, -2)) * scale
     if want_scores:
