@@ -1,17 +1,23 @@
-"""A tokenizer rebuilt from the vocabulary and merges a GGUF file carries.
+"""A tokenizer rebuilt from the vocabulary a GGUF file carries.
 
-A GGUF has no ``tokenizer.json``; llama.cpp stores the byte-level BPE vocabulary,
-its merges, the token types and the name of the pre-tokenizer (the regex that
-cuts text into words before BPE). pv rebuilds the same tokenizer with the
-``tokenizers`` library, so ``--prompt`` works for a GGUF model with no hub access.
+A GGUF has no ``tokenizer.json``; llama.cpp stores the vocabulary, the token
+types and what its own tokenizer needs besides: for byte-level BPE
+(``tokenizer.ggml.model`` "gpt2") the merges and the name of the pre-tokenizer
+(the regex that cuts text into words before BPE), for SentencePiece ("llama",
+as Gemma and Llama 2 use) a score per token. pv rebuilds the same tokenizer
+with the ``tokenizers`` library, so ``--prompt`` works for a GGUF model with no
+hub access.
 
-Only the pre-tokenizers pv knows are rebuilt; a file naming another one gets no
-tokenizer (``None``) rather than a tokenizer that splits text differently from
-the model's own, and ``--tokens`` still works.
+Only what pv can rebuild faithfully is rebuilt; a file naming another
+pre-tokenizer or tokenizer model, or a SentencePiece vocabulary whose scores
+leave llama.cpp's merge order undecided, gets no tokenizer (``None``) rather
+than one that splits text differently from the model's own, and ``--tokens``
+still works. Metadata of the wrong type or length is a one-line ``PvError``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,13 +47,29 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
 }
 
 #: llama.cpp token types.
+_UNKNOWN = 2
 _CONTROL = 3
 _USER_DEFINED = 4
+
+#: Cut out of the text before the model sees it (``special=True`` in llama.cpp's terms).
+_CUT_OUT = (_UNKNOWN, _CONTROL, _USER_DEFINED)
+
+#: SentencePiece's byte tokens, for characters the vocabulary lacks.
+BYTE_TOKENS = tuple(f"<0x{byte:02X}>" for byte in range(256))
+
+#: What llama.cpp's SentencePiece tokenizer writes for a space.
+_SPACE = "\u2581"
+
+_INTEGER_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64", "INT64")
 
 
 @dataclass
 class GGUFTokenizer:
-    """Byte-level BPE from GGUF metadata; ``encode``/``decode`` as ``LoadedModel`` expects."""
+    """A tokenizer from GGUF metadata; ``encode``/``decode`` as ``LoadedModel`` expects.
+
+    ``model`` is the file's ``tokenizer.ggml.model``: "gpt2" (byte-level BPE) or
+    "llama" (SentencePiece).
+    """
 
     backend: Any  # tokenizers.Tokenizer
     pre: str
@@ -55,12 +77,16 @@ class GGUFTokenizer:
     eos_token_id: int | None = None
     add_bos: bool = False
     special_ids: frozenset[int] = field(default_factory=frozenset)
+    model: str = "gpt2"
+    add_eos: bool = False
 
     def encode(self, text: str) -> list[int]:
         """Token ids for ``text``; special tokens written in the text stay whole."""
         ids = list(self.backend.encode(text, add_special_tokens=False).ids)
         if self.add_bos and self.bos_token_id is not None:
             ids.insert(0, self.bos_token_id)
+        if self.add_eos and self.eos_token_id is not None:
+            ids.append(self.eos_token_id)
         return ids
 
     def decode(self, ids: list[int]) -> str:
@@ -108,9 +134,124 @@ def build_byte_level_bpe(tokens: list[str], merges: list[str], token_types: list
     return tokenizer
 
 
+def spm_merges(tokens: list[str], scores: list[float],
+               token_types: list[int]) -> list[tuple[str, str]] | None:
+    """Every join llama.cpp's SentencePiece tokenizer can make, as BPE merges in its order.
+
+    llama.cpp starts from single characters and keeps joining the adjacent pair
+    whose joined text is the best-scored token, the leftmost on a tie. BPE
+    applies the lowest-ranked merge first, so ranking each pair by its token's
+    score reproduces that order, as long as no two tokens that can be formed
+    share a score: the tie would then be broken by position, which BPE cannot
+    do, and the answer is None. So is a vocabulary that forms a byte token or
+    joins one to something else, as only llama.cpp's fallback writes them.
+    Tokens cut out of the text beforehand (control, user-defined, unknown) take
+    no part.
+    """
+    ids = {token: index for index, token in enumerate(tokens)}  # the last one wins, as in llama.cpp
+    pieces = {token for token, index in ids.items() if token_types[index] not in _CUT_OUT}
+    ranked: list[tuple[float, int, int]] = []
+    for token in pieces:
+        index = ids[token]
+        for cut in range(1, len(token)):
+            if token[:cut] in pieces and token[cut:] in pieces:
+                ranked.append((-scores[index], index, cut))
+    formed = {index for _, index, _ in ranked}
+    if len({scores[index] for index in formed}) < len(formed):
+        return None
+    byte_tokens = set(BYTE_TOKENS)
+    if any(tokens[index] in byte_tokens for index in formed) or any(
+            tokens[index][:cut] in byte_tokens or tokens[index][cut:] in byte_tokens
+            for _, index, cut in ranked):
+        return None
+    ranked.sort()
+    return [(tokens[index][:cut], tokens[index][cut:]) for _, index, cut in ranked]
+
+
+def build_sentencepiece_bpe(tokens: list[str], scores: list[float], token_types: list[int],
+                            *, add_space_prefix: bool) -> Any | None:
+    """A ``tokenizers.Tokenizer`` that tokenizes as llama.cpp does a "llama" (SentencePiece) vocabulary.
+
+    Spaces become ``\u2581``; with ``add_space_prefix`` each stretch of text
+    between special tokens starts with one, as llama.cpp adds it after every
+    special token; a character not in the vocabulary falls back to its UTF-8
+    bytes (``<0xE4>``...). None when the vocabulary lacks a byte token or
+    ``spm_merges`` finds the order undecided.
+    """
+    tk = require("tokenizers")
+    from tokenizers import decoders, models, normalizers
+
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if any(byte not in vocab for byte in BYTE_TOKENS):
+        return None
+    merges = spm_merges(tokens, scores, token_types)
+    if merges is None:
+        return None
+    bpe = models.BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=False,
+                     ignore_merges=False)
+    tokenizer = tk.Tokenizer(bpe)
+    spaces = normalizers.Replace(" ", _SPACE)
+    tokenizer.normalizer = (normalizers.Sequence([normalizers.Prepend(_SPACE), spaces])
+                            if add_space_prefix else spaces)
+    # Decoding keeps the prefix space, as llama.cpp's detokenizer does.
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    special = [tk.AddedToken(t, special=True, normalized=False)
+               for t, kind in zip(tokens, token_types) if kind in (_UNKNOWN, _CONTROL)]
+    user = [tk.AddedToken(t, special=False, normalized=False)
+            for t, kind in zip(tokens, token_types) if kind == _USER_DEFINED]
+    if special:
+        tokenizer.add_special_tokens(special)
+    if user:
+        tokenizer.add_tokens(user)
+    return tokenizer
+
+
 def _contents(reader: Any, key: str, default: Any = None) -> Any:
     found = reader.fields.get(key)
     return default if found is None else found.contents()
+
+
+def _where(path: Path | str) -> str:
+    return f"{path}: " if str(path) else ""
+
+
+def _kinds(found: Any) -> list[str]:
+    return [str(getattr(kind, "name", kind)) for kind in found.types]
+
+
+def _array(reader: Any, key: str, kind: str, path: Path | str) -> list[Any] | None:
+    """The array stored under ``key``, None when absent; a PvError when its items are not ``kind``."""
+    found = reader.fields.get(key)
+    if found is None:
+        return None
+    kinds = _kinds(found)
+    if kinds not in (["ARRAY"], ["ARRAY", kind]):  # an empty array names no item type
+        raise PvError(f"{_where(path)}{key} is {'/'.join(kinds).lower()}, not an array of {kind.lower()}")
+    return list(found.contents())
+
+
+def _scalar(reader: Any, key: str, kinds: tuple[str, ...], default: Any, path: Path | str) -> Any:
+    found = reader.fields.get(key)
+    if found is None:
+        return default
+    found_kinds = _kinds(found)
+    if len(found_kinds) != 1 or found_kinds[0] not in kinds:
+        raise PvError(f"{_where(path)}{key} is {'/'.join(found_kinds).lower()}, "
+                      f"not {' or '.join(kind.lower() for kind in kinds)}")
+    return found.contents()
+
+
+def _token_id(reader: Any, key: str, default: int | None, size: int, path: Path | str) -> int | None:
+    value = _scalar(reader, key, _INTEGER_TYPES, default, path)
+    if value is not None and not 0 <= int(value) < size:
+        raise PvError(f"{_where(path)}{key} {value} is outside the vocabulary of {size} tokens")
+    return None if value is None else int(value)
+
+
+def _per_token(values: list[Any] | None, key: str, size: int, path: Path | str) -> None:
+    if values is not None and len(values) != size:
+        raise PvError(f"{_where(path)}{key} has {len(values)} entries for {size} tokens")
 
 
 def tokenizer_from_gguf_fields(reader: Any, path: Path | str = "") -> GGUFTokenizer | None:
@@ -120,25 +261,62 @@ def tokenizer_from_gguf_fields(reader: Any, path: Path | str = "") -> GGUFTokeni
     from ``--tokens``; the CLI says so when ``--prompt`` is asked for.
     """
     model = _contents(reader, "tokenizer.ggml.model")
+    if model == "gpt2":
+        return _byte_level_tokenizer(reader, path)
+    if model == "llama":
+        return _sentencepiece_tokenizer(reader, path)
+    return None
+
+
+def _byte_level_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | None:
     pre = _contents(reader, "tokenizer.ggml.pre", "default")
-    if model != "gpt2" or pre not in PRE_TOKENIZERS:
+    if pre not in PRE_TOKENIZERS:
         return None
-    tokens = list(_contents(reader, "tokenizer.ggml.tokens", []))
-    merges = list(_contents(reader, "tokenizer.ggml.merges", []))
-    types = [int(t) for t in _contents(reader, "tokenizer.ggml.token_type", [])]
+    tokens = _array(reader, "tokenizer.ggml.tokens", "STRING", path) or []
+    merges = _array(reader, "tokenizer.ggml.merges", "STRING", path) or []
+    types = _array(reader, "tokenizer.ggml.token_type", "INT32", path)
     if not tokens or not merges:
         return None
+    _per_token(types, "tokenizer.ggml.token_type", len(tokens), path)
+    types = types or []
     backend = build_byte_level_bpe(tokens, merges, types, pre)
-    bos = _contents(reader, "tokenizer.ggml.bos_token_id")
-    eos = _contents(reader, "tokenizer.ggml.eos_token_id")
     return GGUFTokenizer(
         backend=backend,
         pre=pre,
-        bos_token_id=None if bos is None else int(bos),
-        eos_token_id=None if eos is None else int(eos),
-        add_bos=bool(_contents(reader, "tokenizer.ggml.add_bos_token", False)),
+        bos_token_id=_token_id(reader, "tokenizer.ggml.bos_token_id", None, len(tokens), path),
+        eos_token_id=_token_id(reader, "tokenizer.ggml.eos_token_id", None, len(tokens), path),
+        add_bos=bool(_scalar(reader, "tokenizer.ggml.add_bos_token", ("BOOL",), False, path)),
         special_ids=frozenset(i for i, t in enumerate(types) if t == _CONTROL),
     )
+
+
+def _sentencepiece_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | None:
+    """SentencePiece with llama.cpp's defaults where a key is absent (BOS 1 added, EOS 2, space prefix)."""
+    tokens = _array(reader, "tokenizer.ggml.tokens", "STRING", path)
+    if not tokens:
+        return None
+    size = len(tokens)
+    scores = _array(reader, "tokenizer.ggml.scores", "FLOAT32", path)
+    types = _array(reader, "tokenizer.ggml.token_type", "INT32", path)
+    _per_token(scores, "tokenizer.ggml.scores", size, path)
+    _per_token(types, "tokenizer.ggml.token_type", size, path)
+    if scores is not None and any(math.isnan(score) for score in scores):
+        raise PvError(f"{_where(path)}tokenizer.ggml.scores holds NaN")
+    types = types if types is not None else [1] * size
+    found = GGUFTokenizer(
+        backend=None,
+        pre=str(_contents(reader, "tokenizer.ggml.pre", "default")),
+        bos_token_id=_token_id(reader, "tokenizer.ggml.bos_token_id", 1, size, path),
+        eos_token_id=_token_id(reader, "tokenizer.ggml.eos_token_id", 2, size, path),
+        add_bos=bool(_scalar(reader, "tokenizer.ggml.add_bos_token", ("BOOL",), True, path)),
+        add_eos=bool(_scalar(reader, "tokenizer.ggml.add_eos_token", ("BOOL",), False, path)),
+        special_ids=frozenset(i for i, t in enumerate(types) if t == _CONTROL),
+        model="llama",
+    )
+    add_space_prefix = bool(_scalar(reader, "tokenizer.ggml.add_space_prefix", ("BOOL",), True, path))
+    found.backend = build_sentencepiece_bpe(
+        tokens, scores if scores is not None else [0.0] * size, types, add_space_prefix=add_space_prefix)
+    return None if found.backend is None else found
 
 
 def load_gguf_tokenizer(path: str | Path) -> GGUFTokenizer | None:
