@@ -2,17 +2,23 @@
 
     python benchmarks/bench_capture.py [--tokens 128] [--repeat 5] [--threads N] [--model SPEC]
                                        [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                       [--writers N]
 
 For the synthetic model and (when present) SmolLM2-135M and Gemma 3 270M, at
 128 tokens in float32 on the CPU (or ``--device cuda``), prints for
 
 - the engine's plain forward (no tap),
+- the tap alone: every stage tapped and handed to the writer threads, which
+  discard it (what a capture costs the forward itself: the floor where the
+  writers have cores of their own),
 - a full capture (all stages, all layers) streamed to a fresh directory, files
   and manifest included, with the same engine: ratio to the plain forward
   (target <= 1.3x for SmolLM2),
 - ``capture()`` end to end as ``pv trace`` runs it (plan checks, engine build),
 - transformers' eager forward of the same weights: ratio engine / transformers
   (target <= 1.0x),
+- the writer alone (no forward running) on the same tensors with 1, 2 and 4
+  threads: how the file work scales where there are cores for it,
 
 the best wall time and the best process CPU time (all threads, the capture's
 writer thread included) over ``--repeat`` interleaved runs after a warm-up.
@@ -112,6 +118,25 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
         writer.close()
         return logits
 
+    class Discard:
+        """A writer that keeps nothing: what the capture costs the forward itself."""
+
+        def store(self, stage, layer, array, **meta):  # type: ignore[no-untyped-def]
+            return None
+
+        def add(self, record) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def mark_not_applicable(self, stage: str, reason: str) -> None:
+            pass
+
+    def tap_only() -> object:
+        """Every stage tapped and handed to the writer threads, which discard it."""
+        tap = Tap(plan, Discard(), writers=WRITERS)  # type: ignore[arg-type]
+        logits = engine.forward(ids, tap)
+        tap.finish()
+        return logits
+
     def plain() -> object:
         logits = engine.forward(ids)
         _sync()
@@ -125,16 +150,18 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
     hf_run = transformers_forward(model)
-    t = interleaved_best({"plain": plain, "full": full_capture,
+    t = interleaved_best({"plain": plain, "tap": tap_only, "full": full_capture,
                           "e2e": end_to_end, "hf": lambda: hf_run(ids)}, repeat, cleanup)
     probe = capture(model, tokens=ids, output=out, device=DEVICE, dtype=DTYPE)
     cleanup()
-    (pw, pc), (fw, fc), (ew, ec), (hw, hc) = t["plain"], t["full"], t["e2e"], t["hf"]
+    (pw, pc), (tw, tc), (fw, fc) = t["plain"], t["tap"], t["full"]
+    (ew, ec), (hw, hc) = t["e2e"], t["hf"]
     mib = probe.bytes_written / (1 << 20)
     print(f"\n{Path(spec).name}: {n_tokens} tokens, {model.config.num_hidden_layers} layers, "
           f"{DTYPE} {DEVICE}, best of {repeat}")
     print(f"  {'':34} {'wall ms':>9} {'ratio':>7} {'cpu ms':>9} {'ratio':>7}")
     rows = [("engine forward", pw, pc, None),
+            ("tap only (files discarded)", tw, tc, None),
             (f"full capture ({probe.files} files, {mib:.0f} MiB)", fw, fc, "<= 1.3x"),
             ("capture() incl. engine build", ew, ec, None),
             ("transformers eager forward", hw, hc, None)]
