@@ -1,16 +1,25 @@
 """llama.cpp captured through cb_eval: layouts match pv's, the quantized tolerance class accepts
-llama.cpp's rounding and still localises every fault planted inside its graph."""
+llama.cpp's rounding and still localises every fault planted inside its graph; every family's
+graph (llama, qwen2, qwen3, qwen3moe, gemma3) maps each stage to its node or says why not."""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pv.capture.llamacpp import LLAMA_FAULTS, halves_from_pairs, parse_llama_fault, split_name
+from pv.capture.llamacpp import (
+    GRAPHS,
+    LLAMA_FAULTS,
+    halves_from_pairs,
+    parse_llama_fault,
+    split_name,
+)
 from pv.cli import run
 from pv.errors import PvError
 
@@ -98,7 +107,11 @@ def test_capture_layouts_and_manifest(lc: Path, smollm2: Any, pv_ref: Path, tmp_
     assert recs[("lm_head", None)].dtype == "quantized"
 
 
-@pytest.mark.parametrize("name", sorted(LLAMA_FAULTS))
+LLAMA_GRAPH_FAULTS = sorted(n for n, f in LLAMA_FAULTS.items()
+                            if any(r.name == f.node and r.op == f.op for r in GRAPHS["llama"].rules))
+
+
+@pytest.mark.parametrize("name", LLAMA_GRAPH_FAULTS)
 def test_planted_fault_is_localised(lc: Path, pv_ref: Path, tmp_path: Path, name: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     """A tensor changed inside llama.cpp's callback is named by pv bisect, stage and layer."""
@@ -151,3 +164,171 @@ def test_bisect_against_the_oracle_end_to_end(lc: Path, capsys: pytest.CaptureFi
     assert out["summary"]["pass"] == 453 and out["summary"]["fail"] == 0
     cosines = [r["metrics"]["cosine"] for r in out["records"] if r["metrics"]]
     assert min(cosines) > 0.995  # measured 0.9959: the quantized class (0.99) has room
+
+
+# --------------------------------------------------------------------------- every family's graph
+
+TOKENS = "1,72,101,108,108,111,44,32,119,111,114,108,100,33"
+GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
+
+
+def synthetic_gguf(family: str, path: Path, **changes: Any) -> Path:
+    from pv.capture.export import write_gguf
+    from pv.capture.models import load_model
+
+    model = load_model(f"synthetic:{family}")
+    return write_gguf(replace(model.config, **changes), dict(model.state_dict), path)
+
+
+def capture_pair(gguf: Path, tokens: str, root: Path, layers: str = "all",
+                 fault: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """llama.cpp and pv's engine on the same GGUF, every stage; the two manifests."""
+    from pv.capture.models import load_model
+    from pv.capture.trace import capture
+
+    model = load_model(str(gguf))
+    capture(model, engine="llama.cpp", tokens=tokens, stages="all", layers=layers, output=root / "lc",
+            fault=fault)
+    capture(model, engine="pv", tokens=tokens, stages="all", layers=layers, output=root / "pv")
+    return (json.loads((root / "lc" / "manifest.json").read_text()),
+            json.loads((root / "pv" / "manifest.json").read_text()))
+
+
+def check_same_stages(lc_man: dict[str, Any], pv_man: dict[str, Any], masks: bool = True) -> None:
+    """Every stage pv's engine wrote, llama.cpp wrote too with the same shape, or declared why not."""
+    lc_files = {(f["stage"], f["layer"]): f for f in lc_man["files"]}
+    pv_files = {(f["stage"], f["layer"]): f for f in pv_man["files"]}
+    declared = {x["stage"]: x["reason"] for x in lc_man["not_applicable"]}
+    for key, entry in pv_files.items():
+        if key[0] in declared:
+            assert key[0] in lc_man["run"]["not_exposed"], (key, declared[key[0]])
+            continue
+        assert key in lc_files, key
+        assert lc_files[key]["shape"] == entry["shape"], key
+        assert not masks or lc_files[key].get("mask") == entry.get("mask"), key
+    assert set(lc_files) <= set(pv_files)
+
+
+#: family -> (stages its graph maps beyond the llama graph's common ones, export changes, tokens)
+FAMILY_CASES: dict[str, tuple[set[str], dict[str, Any], str]] = {
+    "qwen2": ({"qkv_bias"}, {}, TOKENS),
+    "qwen3": ({"q_norm", "k_norm"}, {}, TOKENS),
+    "qwen3_moe": ({"q_norm", "k_norm", "router_logits", "moe_experts", "moe_weights", "moe_out"}, {},
+                  TOKENS),
+    # llama.cpp runs Mistral's GGUF in its llama graph, which applies no sliding window:
+    # four tokens fit the synthetic window of 4, so both masks agree (see the test below).
+    "mistral": (set(), {}, ",".join(TOKENS.split(",")[:4])),
+    # llama.cpp scales Gemma 3's scores by head_dim**-0.5 whatever the file says (see below).
+    "gemma3": ({"q_norm", "k_norm", "post_attn_norm", "post_ffn_norm"}, {"query_pre_attn_scalar": 16.0},
+               TOKENS),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CASES))
+def test_synthetic_family_matches_pv_engine(family: str, tmp_path: Path) -> None:
+    """F32 GGUFs of each family: every stage pv's engine has is mapped or declared, same shapes,
+    float32 agreement (Gemma: float16, for ggml's GELU reads a float16 table)."""
+    pytest.importorskip("llama_cpp")
+    from pv.compare.diff import diff_captures
+    from pv.compare.tolerances import DEFAULTS, Tolerances
+
+    extra, changes, tokens = FAMILY_CASES[family]
+    gguf = synthetic_gguf(family, tmp_path / f"{family}.gguf", **changes)
+    lc_man, pv_man = capture_pair(gguf, tokens, tmp_path)
+    check_same_stages(lc_man, pv_man, masks=family != "mistral")
+    assert lc_man["run"]["quantization"] == "F32"
+    written = {f["stage"] for f in lc_man["files"]}
+    assert extra <= written
+    assert "attn_out" in written and "attn_scores" in written
+    tol = Tolerances(base=asdict(DEFAULTS["float16"])) if family == "gemma3" else None
+    report = diff_captures(tmp_path / "lc", tmp_path / "pv", tolerances=tol)
+    assert report.ok, [(r.stage, r.layer, r.reasons) for r in report.records if r.bad]
+    worst = min(r.metrics.cosine for r in report.records if r.metrics is not None)
+    assert worst > (0.99999 if family == "gemma3" else 0.9999999), worst
+    if family == "gemma3":  # the local layers carry the window, and llama.cpp applied it
+        masks = {f["layer"]: f.get("mask") for f in lc_man["files"] if f["stage"] == "attn_softmax"}
+        assert masks[0] == "sliding_window:4" and masks[2] == "causal"
+        probs = np.fromfile(tmp_path / "lc" / "layer-0" / "attn_softmax.bin", dtype="<f4", offset=12)
+        probs = probs.reshape(4, 14, 14)
+        assert probs[:, 10, :7].max() == 0.0 and probs[:, 10, 7:11].min() > 0.0
+
+
+@pytest.mark.parametrize(("family", "tokens", "stage", "layer"), [
+    # llama.cpp's llama graph reads no sliding window: past 4 tokens Mistral's softmax differs.
+    ("mistral", TOKENS, "attn_softmax", 0),
+    # llama.cpp's Gemma 3 ignores query_pre_attn_scalar (24 here): the scores differ by sqrt(24/16).
+    ("gemma3", TOKENS, "attn_scores", 0),
+])
+def test_known_llama_cpp_differences_are_localised(family: str, tokens: str, stage: str, layer: int,
+                                                   tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from pv.compare.bisect import bisect
+
+    gguf = synthetic_gguf(family, tmp_path / f"{family}.gguf")
+    capture_pair(gguf, tokens, tmp_path)
+    assert bisect(tmp_path / "lc", tmp_path / "pv").first_divergence == {"layer": layer, "stage": stage}
+
+
+@pytest.fixture(scope="module")
+def gemma3_gguf() -> Path:
+    pytest.importorskip("llama_cpp")
+    if not GEMMA3.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
+        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
+    return GEMMA3
+
+
+@pytest.fixture(scope="module")
+def gemma3_pair(gemma3_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gemma3lc")
+    capture_pair(gemma3_gguf, GEMMA3_TOKENS, root, layers="0..6")
+    return root
+
+
+def test_gemma3_real_weights_every_stage(gemma3_pair: Path) -> None:
+    """Gemma 3 270M (Q4_K_M) in llama.cpp's gemma3 graph against pv's fp32 engine on the same
+    dequantised weights: every stage mapped or declared, the quantized tolerance class holds."""
+    from pv.compare.diff import diff_captures
+
+    lc_man = json.loads((gemma3_pair / "lc" / "manifest.json").read_text())
+    pv_man = json.loads((gemma3_pair / "pv" / "manifest.json").read_text())
+    check_same_stages(lc_man, pv_man)
+    assert lc_man["run"]["quantization"] == "Q4_K - Medium"
+    assert lc_man["run"]["graph"] == "gemma3"
+    assert set(lc_man["run"]["not_exposed"]) == {"ffn_silu"}
+    by = {(f["stage"], f["layer"]): f for f in lc_man["files"]}
+    assert "inp_scaled" in by[("embedding", None)]["source"]  # the sqrt(H)-scaled rows
+    assert "softmax scale 1" in by[("attn_scores", 0)]["source"]  # 1/16 is applied to Q before kq
+    assert by[("attn_softmax", 0)]["mask"] == "sliding_window:512"
+    assert by[("attn_softmax", 5)]["mask"] == "causal"  # layer 5 is global
+    assert "node_" in by[("attn_out", 0)]["source"]  # unnamed wo output, found through kqv_out
+    report = diff_captures(gemma3_pair / "lc", gemma3_pair / "pv")
+    assert report.ok, [(r.stage, r.layer, r.reasons) for r in report.records if r.bad]
+    recs = {(r.stage, r.layer): r for r in report.records if r.metrics is not None}
+    assert recs[("embedding", 0)].metrics.cosine > 0.99999  # type: ignore[union-attr]
+    for stage in ("q_norm", "k_norm", "post_attn_norm", "post_ffn_norm", "attn_softmax"):
+        assert recs[(stage, 0)].metrics.cosine > 0.995, stage  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("fault", "stage"), [("post_attn_norm_scaled", "post_attn_norm"),
+                                              ("q_norm_scaled", "q_norm")])
+def test_gemma3_fault_is_localised(gemma3_gguf: Path, gemma3_pair: Path, tmp_path: Path, fault: str,
+                                   stage: str) -> None:
+    from pv.capture.trace import capture
+    from pv.compare.bisect import bisect
+
+    capture(str(gemma3_gguf), engine="llama.cpp", tokens=GEMMA3_TOKENS, stages="all", layers="0..6",
+            output=tmp_path / "faulty", fault=f"{fault}@3")
+    result = bisect(tmp_path / "faulty", gemma3_pair / "pv")
+    assert result.first_divergence == {"layer": 3, "stage": stage}
+
+
+def test_gemma_fault_on_the_llama_graph_is_a_one_line_error(lc: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(["trace", "--engine", "llama.cpp", "--model", str(lc), "--tokens", "1,2,3",
+                "--save-tensor", "all", "--inject-fault", "post_attn_norm_scaled@1", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "llama graph has no attn_post_norm MUL node" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -48,6 +48,33 @@ def _permute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
     return np.ascontiguousarray(grouped.swapaxes(1, 2).reshape(weight.shape))
 
 
+def _write_tokenizer(writer: Any, vocab_size: int) -> None:
+    """A SentencePiece vocabulary of ``vocab_size`` pieces: llama.cpp refuses a GGUF without one.
+
+    ``<unk>``, ``<s>``, ``</s>`` at 0, 1, 2 (llama.cpp's SentencePiece defaults), then
+    byte pieces ``<0x00>``, ``<0x01>``, ... while there is room, then plain pieces.
+    """
+    gguf = require("gguf")
+    if vocab_size < 14:
+        raise PvError(f"a GGUF vocabulary needs at least 14 tokens (<unk>, <s>, </s>, bytes up to '\\n'); "
+                      f"the model has {vocab_size}")
+    tokens = ["<unk>", "<s>", "</s>"]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    for b in range(min(256, vocab_size - 3)):
+        tokens.append(f"<0x{b:02X}>")
+        types.append(gguf.TokenType.BYTE)
+    while len(tokens) < vocab_size:
+        tokens.append(f"piece{len(tokens)}")
+        types.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * vocab_size)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+
+
 def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str | Path) -> Path:
     """A float32 GGUF file of the model, as llama.cpp's converter lays it out."""
     gguf = require("gguf")
@@ -60,6 +87,7 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), name)
     u32, f32 = writer.add_uint32, writer.add_float32
+    writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
     u32(f"{name}.context_length", config.max_position_embeddings)
     u32(f"{name}.embedding_length", config.hidden_size)
     u32(f"{name}.block_count", config.num_hidden_layers)
@@ -83,6 +111,7 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
         u32(f"{name}.expert_count", config.num_experts)
         u32(f"{name}.expert_used_count", config.num_experts_per_tok)
         u32(f"{name}.expert_feed_forward_length", config.moe_intermediate_size)
+    _write_tokenizer(writer, config.vocab_size)
     if config.rope_scaling is not None and config.rope_scaling.get("rope_type") == "llama3":
         factors = llama3_factors(config.head_dim, config.rope_theta, config.rope_scaling)
         writer.add_tensor("rope_freqs.weight", np.asarray(factors, dtype=np.float32))

@@ -58,8 +58,8 @@ GgmlTensor._fields_ = [
 ]
 
 #: ggml element types pv reads (``ggml_type`` values, stable in ggml's enum).
-F32, F16 = 0, 1
-_NUMPY: dict[int, np.dtype[Any]] = {F32: np.dtype("<f4"), F16: np.dtype("<f2")}
+F32, F16, I32 = 0, 1, 26
+_NUMPY: dict[int, np.dtype[Any]] = {F32: np.dtype("<f4"), F16: np.dtype("<f2"), I32: np.dtype("<i4")}
 
 
 @dataclass

@@ -52,15 +52,17 @@ from pv.capture.llamacpp_faults import (
     parse_llama_fault,
 )
 from pv.capture.llamacpp_nodes import (
-    BY_NODE_NAME,
-    MAPPED,
+    GRAPHS,
     NOT_EXPOSED,
     RULES,
+    Graph,
     Rule,
+    graph_for,
     halves_from_pairs,
     split_name,
 )
 from pv.errors import PvError
+from pv.stages import absent
 
 # --------------------------------------------------------------------------- the library
 
@@ -110,6 +112,15 @@ def _silence(llama_cpp: Any) -> None:
     llama_cpp.llama_log_set(cb, None)
 
 
+def _file_type(description: str) -> str | None:
+    """The file type in ``llama_model_desc`` ("ARCH SIZE FTYPE"): ``Q4_1``, ``Q4_K - Medium``, ``F32``."""
+    parts = description.split(maxsplit=2)
+    if len(parts) < 3:
+        return None
+    ftype = " ".join(parts[2].replace("(guessed)", " ").split())  # llama.cpp's guess when the file says none
+    return ftype.removeprefix("all ").strip() or None
+
+
 # --------------------------------------------------------------------------- the runner
 
 
@@ -149,6 +160,13 @@ class LlamaCppRunner:
         self.fault: LlamaFaultSpec | None = (
             parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) else fault)
         self.record_names = record_names
+        self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch)
+        self._by_name = self.graph.by_name()
+        self._by_source = self.graph.by_source()
+        if self.fault is not None and not any(
+                r.name == self.fault.fault.node and r.op == self.fault.fault.op for r in self.graph.rules):
+            raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph has no "
+                          f"{self.fault.fault.node} {self.fault.fault.op} node to change")
         self.ggml = _ggml(lc)
         _silence(lc)
         lc.llama_backend_init()
@@ -215,10 +233,11 @@ class LlamaCppRunner:
     def run_info(self) -> dict[str, Any]:
         """The manifest's record of how llama.cpp ran (the quantization sets the tolerance class)."""
         return {
-            "quantization": self.description.split()[-1] if self.description else None,
+            "quantization": _file_type(self.description),
             "llama_cpp": {"model": self.description, "flash_attn": False, "kv_cache": "f32",
                           "n_ctx": self.n_ctx, "threads": self.threads},
-            "not_exposed": dict(NOT_EXPOSED),
+            "graph": self.graph.arch,
+            "not_exposed": dict(self.graph.not_exposed),
         }
 
     def reset(self) -> None:
@@ -283,20 +302,23 @@ class LlamaCppRunner:
         return torch.from_numpy(logits.reshape(len(ids), self.n_vocab))
 
     def _mark_not_exposed(self, tap: Any) -> None:
-        for stage, reason in NOT_EXPOSED.items():
-            tap.not_applicable(stage, f"not exposed by llama.cpp: {reason}")
-        if not self.config.attention_bias:
-            tap.not_applicable("qkv_bias", "the model has no q/k/v bias")
+        # One reason per stage: what the model lacks first, then what llama.cpp fuses away.
+        reasons = dict(absent(self.config.features))
+        for stage, reason in self.graph.not_exposed.items():
+            reasons.setdefault(stage, f"not exposed by llama.cpp: {reason}")
         plan = getattr(tap, "plan", None)
         for st in getattr(plan, "stages", ()):
-            if st.name not in MAPPED and st.name not in NOT_EXPOSED:
-                tap.not_applicable(st.name, "llama.cpp's llama graph has no such node")
+            if st.name not in self.graph.mapped:
+                reasons.setdefault(st.name, f"llama.cpp's {self.graph.arch} graph has no such node")
+        for stage, reason in reasons.items():
+            tap.not_applicable(stage, reason)
 
     def _rule(self, t: GgmlTensor, state: _Pass) -> tuple[Rule, int | None] | None:
-        base, layer = split_name(t.name.decode("utf-8", "replace"))
-        rules = BY_NODE_NAME.get(base)
+        name = t.name.decode("utf-8", "replace")
+        base, layer = split_name(name)
+        rules = self._by_name.get(base)
         if not rules:
-            return None
+            return self._unnamed_rule(t, name) if name.startswith("node_") else None
         op = self.ggml.op_name(int(t.op))
         for rule in rules:
             if rule.op == op and (layer is not None) == rule.per_layer:
@@ -304,6 +326,20 @@ class LlamaCppRunner:
                 if state.seen.get(key, 0) != rule.occurrence:
                     return None
                 return rule, layer
+        return None
+
+    def _unnamed_rule(self, t: GgmlTensor, name: str) -> tuple[Rule, int | None] | None:
+        """A node ggml named ``node_N``, known by the named node it reads (the output projection)."""
+        if not self._by_source:
+            return None
+        op = self.ggml.op_name(int(t.op))
+        for rules in self._by_source.values():
+            for rule in rules:
+                if rule.op != op or rule.via_src is None or not t.src[rule.via_src]:
+                    continue
+                src_base, src_layer = split_name(t.src[rule.via_src].contents.name.decode("utf-8", "replace"))
+                if src_base == rule.name and (src_layer is not None) == rule.per_layer:
+                    return rule, src_layer
         return None
 
     def _wanted(self, rule: Rule, layer: int | None, state: _Pass) -> bool:
@@ -339,7 +375,7 @@ class LlamaCppRunner:
             values = self.ggml.read(ptr, t)
             if values is None:
                 raise PvError(f"llama.cpp node {t.name.decode()} has type "
-                              f"{self.ggml.type_name(int(t.type))}; pv reads F32 and F16 only")
+                              f"{self.ggml.type_name(int(t.type))}; pv reads F32, F16 and I32 only")
             fault = state.fault
             if fault is not None and rule.name == fault.fault.node and rule.op == fault.fault.op \
                     and layer == fault.layer:
@@ -367,11 +403,12 @@ class LlamaCppRunner:
                 meta.setdefault("source", f"llama.cpp {t.name.decode()} {rule.op}")
                 tap(name, key_layer, torch.from_numpy(np.ascontiguousarray(arr)), **meta)
 
+        pairs = self.graph.pairs
         if part:  # one of q|k|v: emit the fused row once all three are in
             assert layer is not None
             d = cfg.head_dim
             arr = values.reshape(s, -1)
-            if part in "qk":
+            if part in "qk" and pairs:
                 arr = halves_from_pairs(arr.reshape(s, -1, d)).reshape(s, -1)
             slot = state.parts.setdefault((stage, layer), {})
             slot[part] = arr
@@ -380,8 +417,9 @@ class LlamaCppRunner:
                 send(stage, np.concatenate([slot["q"], slot["k"], slot["v"]], axis=-1),
                      source=f"llama.cpp Qcur|Kcur|Vcur-{layer} {rule.op}")
             return
-        if stage in ("q_post_rope", "k_post_rope"):
-            send(stage, halves_from_pairs(values.reshape(s, -1, cfg.head_dim)))
+        if stage in ("q_norm", "k_norm", "q_post_rope", "k_post_rope"):
+            heads = values.reshape(s, -1, cfg.head_dim)
+            send(stage, halves_from_pairs(heads) if pairs else heads)
             return
         if stage == "attn_scores":
             assert layer is not None
@@ -390,23 +428,31 @@ class LlamaCppRunner:
         if stage == "attn_softmax":
             assert layer is not None
             cells = state.pos0 + s  # cells 0..pos0+s-1 hold this sequence's positions
+            if cells > values.shape[-1]:
+                raise PvError(f"layer {layer}: {cells} positions but llama.cpp's KV cache shows "
+                              f"{values.shape[-1]} cells; pv reads attention only while every "
+                              f"position has its own cell")
+            window = cfg.layer_window(layer) if self.graph.windows else None
+            mask: dict[str, Any] = {"mask": f"sliding_window:{window}"} if window is not None else {}
             kq = state.kq.pop(layer, None)
             if kq is not None:
                 scale = float(np.frombuffer(bytes(t.op_params)[:4], dtype="<f4")[0])
                 send("attn_scores", kq.reshape(-1, s, kq.shape[-1])[:, :, :cells] * np.float32(scale),
                      source=f"llama.cpp kq-{layer} MUL_MAT, times the softmax scale {scale:.6g}, "
-                            f"{cells} of {kq.shape[-1]} KV cells")
+                            f"{cells} of {kq.shape[-1]} KV cells", **mask)
             send("attn_softmax", values.reshape(-1, s, values.shape[-1])[:, :, :cells],
-                 source=f"llama.cpp {t.name.decode()} SOFT_MAX, {cells} of {values.shape[-1]} KV cells")
+                 source=f"llama.cpp {t.name.decode()} SOFT_MAX, {cells} of {values.shape[-1]} KV cells",
+                 **mask)
             return
-        if stage in ("embedding", "attn_norm", "attention", "attn_out", "post_attn_residual",
-                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out",
+        if stage in ("embedding", "attn_norm", "attention", "attn_out", "post_attn_norm",
+                     "post_attn_residual", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out",
+                     "router_logits", "moe_experts", "moe_weights", "moe_out", "post_ffn_norm",
                      "post_ffn_residual", "final_norm", "lm_head"):
             send(stage, values.reshape(s, -1))
             return
         raise PvError(f"no conversion for llama.cpp stage {stage}")  # pragma: no cover
 
 
-__all__ = ["LLAMA_FAULTS", "NOT_EXPOSED", "RULES", "LlamaCppRunner", "LlamaFault", "LlamaFaultSpec",
+__all__ = ["GRAPHS", "LLAMA_FAULTS", "NOT_EXPOSED", "RULES", "LlamaCppRunner", "LlamaFault", "LlamaFaultSpec",
            "halves_from_pairs", "parse_llama_fault", "split_name"]
 

@@ -35,6 +35,11 @@ LLAMA_FAULTS: dict[str, LlamaFault] = {f.name: f for f in (
                "key head 0 after RoPE set to zero before it enters the KV cache"),
     LlamaFault("ffn_up_scaled", "ffn_up", "MUL_MAT", "ffn_up",
                "the MLP up projection multiplied by 1.5"),
+    # Nodes of the Gemma 3 graph only (the runner refuses them on a graph without the node).
+    LlamaFault("post_attn_norm_scaled", "attn_post_norm", "MUL", "post_attn_norm",
+               "Gemma's post-attention (sandwich) RMSNorm output multiplied by 1.5"),
+    LlamaFault("q_norm_scaled", "Qcur_normed", "MUL", "q_norm",
+               "the per-head query RMSNorm output multiplied by 1.5 (Gemma 3, Qwen3)"),
 )}
 
 

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Stages no llama.cpp node holds, and why.
-NOT_EXPOSED: dict[str, str] = {
-    "ffn_silu": "llama.cpp computes SiLU and the product in one fused SWIGLU op",
-}
+from pv.errors import PvError
 
 
 @dataclass(frozen=True)
@@ -28,10 +25,13 @@ class Rule:
     stage: str  # pv stage (or a qkv part)
     per_layer: bool = True
     occurrence: int = 0  # which node of this name and op, in graph order
+    #: The node has no name of its own (ggml calls it ``node_N``); it is the one of
+    #: this op whose source ``via_src`` is the node named ``name``.
+    via_src: int | None = None
 
 
-RULES: tuple[Rule, ...] = (
-    Rule("embd", "GET_ROWS", "embedding", per_layer=False),
+_EMBD = Rule("embd", "GET_ROWS", "embedding", per_layer=False)
+_ATTN = (
     Rule("attn_norm", "MUL", "attn_norm"),
     Rule("Qcur", "MUL_MAT", "qkv_matmul:q"),
     Rule("Kcur", "MUL_MAT", "qkv_matmul:k"),
@@ -44,22 +44,106 @@ RULES: tuple[Rule, ...] = (
     Rule("kq", "MUL_MAT", "attn_scores"),
     Rule("kq_soft_max", "SOFT_MAX", "attn_softmax"),
     Rule("kqv_out", "CONT", "attention"),
-    Rule("attn_out", "MUL_MAT", "attn_out"),
-    Rule("ffn_inp", "ADD", "post_attn_residual"),
-    Rule("ffn_norm", "MUL", "ffn_norm"),
+)
+_QK_NORM = (
+    Rule("Qcur_normed", "MUL", "q_norm"),
+    Rule("Kcur_normed", "MUL", "k_norm"),
+)
+#: The output projection: named ``attn_out`` by the llama graph only; elsewhere
+#: the unnamed MUL_MAT that reads ``kqv_out``.
+_WO_NAMED = Rule("attn_out", "MUL_MAT", "attn_out")
+_WO_UNNAMED = Rule("kqv_out", "MUL_MAT", "attn_out", via_src=1)
+_DENSE = (
     Rule("ffn_gate", "MUL_MAT", "ffn_gate"),
     Rule("ffn_up", "MUL_MAT", "ffn_up"),
-    Rule("ffn_swiglu", "GLU", "ffn_swiglu"),
     Rule("ffn_out", "MUL_MAT", "ffn_out"),
+)
+_MOE = (
+    Rule("ffn_moe_logits", "MUL_MAT", "router_logits"),
+    Rule("ffn_moe_topk", "VIEW", "moe_experts"),  # int32 indices, best first (ARGSORT descending)
+    Rule("ffn_moe_weights_norm", "DIV", "moe_weights"),  # qwen3moe always renormalises
+    Rule("ffn_moe_out", "ADD", "moe_out"),
+)
+_TAIL = (
+    Rule("ffn_norm", "MUL", "ffn_norm"),
     Rule("l_out", "ADD", "post_ffn_residual"),
     Rule("result_norm", "MUL", "final_norm", per_layer=False),
     Rule("result_output", "MUL_MAT", "lm_head", per_layer=False),
 )
-#: pv stages some llama.cpp node feeds.
-MAPPED = frozenset(r.stage.split(":")[0] for r in RULES)
-BY_NODE_NAME: dict[str, list[Rule]] = {}
-for _r in RULES:
-    BY_NODE_NAME.setdefault(_r.name, []).append(_r)
+_RESIDUAL = Rule("ffn_inp", "ADD", "post_attn_residual")
+_SWIGLU = Rule("ffn_swiglu", "GLU", "ffn_swiglu")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """What one llama.cpp model graph (``general.architecture``) exposes."""
+
+    arch: str
+    rules: tuple[Rule, ...]
+    #: Stages the model has but no node of this graph holds, and why.
+    not_exposed: dict[str, str]
+    #: Q/K rows permuted by the GGUF converter (RoPE on adjacent pairs, not halves).
+    pairs: bool = False
+    #: The graph applies the family's sliding windows (the llama graph runs Mistral
+    #: with a plain causal mask: it reads no window from the GGUF).
+    windows: bool = False
+
+    @property
+    def mapped(self) -> frozenset[str]:
+        """pv stages some node of this graph feeds."""
+        return frozenset(r.stage.split(":")[0] for r in self.rules)
+
+    def by_name(self) -> dict[str, list[Rule]]:
+        out: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.via_src is None:
+                out.setdefault(r.name, []).append(r)
+        return out
+
+    def by_source(self) -> dict[str, list[Rule]]:
+        out: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.via_src is not None:
+                out.setdefault(r.name, []).append(r)
+        return out
+
+
+_FUSED = "llama.cpp computes the activation and the product in one fused {} op"
+
+GRAPHS: dict[str, Graph] = {g.arch: g for g in (
+    Graph("llama", (_EMBD, *_ATTN, _WO_NAMED, _RESIDUAL, *_DENSE, _SWIGLU, *_TAIL),
+          {"ffn_silu": _FUSED.format("SWIGLU")}, pairs=True),
+    Graph("qwen2", (_EMBD, *_ATTN, _WO_UNNAMED, _RESIDUAL, *_DENSE, _SWIGLU, *_TAIL),
+          {"ffn_silu": _FUSED.format("SWIGLU")}),
+    Graph("qwen3", (_EMBD, *_ATTN, *_QK_NORM, _WO_UNNAMED, _RESIDUAL, *_DENSE, _SWIGLU, *_TAIL),
+          {"ffn_silu": _FUSED.format("SWIGLU")}),
+    Graph("qwen3moe", (_EMBD, *_ATTN, *_QK_NORM, _WO_UNNAMED, _RESIDUAL, *_MOE, *_TAIL), {}),
+    Graph("gemma3", (
+        # The embedding pv compares is the scaled one: ``embd`` times sqrt(H) is ``inp_scaled``.
+        Rule("inp_scaled", "SCALE", "embedding", per_layer=False),
+        *_ATTN, *_QK_NORM, _WO_UNNAMED,
+        Rule("attn_post_norm", "MUL", "post_attn_norm"),
+        Rule("sa_out", "ADD", "post_attn_residual"),
+        *_DENSE,
+        Rule("ffn_geglu", "GLU", "ffn_swiglu"),
+        Rule("ffn_post_norm", "MUL", "post_ffn_norm"),
+        *_TAIL), {"ffn_silu": _FUSED.format("GEGLU")}, windows=True),
+)}
+
+#: The llama graph's table (SmolLM2, Llama, Mistral), kept under the names other modules import.
+RULES: tuple[Rule, ...] = GRAPHS["llama"].rules
+NOT_EXPOSED: dict[str, str] = GRAPHS["llama"].not_exposed
+MAPPED = GRAPHS["llama"].mapped
+
+
+def graph_for(family_name: str, gguf_arch: str | None) -> Graph:
+    """The llama.cpp graph a family's GGUF runs in (Mistral's GGUFs say ``llama``)."""
+    arch = gguf_arch or ("llama" if family_name == "mistral" else "")
+    graph = GRAPHS.get(arch)
+    if graph is None:
+        raise PvError(f"--engine llama.cpp has no node table for family {family_name}; "
+                      f"it maps {', '.join(GRAPHS)}")
+    return graph
 
 
 def split_name(name: str) -> tuple[str, int | None]:
