@@ -27,7 +27,8 @@ llama-cpp-python 0.3.36 found, and how it is handled here:
 - Every position of the batch asks for logits, so ``result_output`` and the
   last layer keep all rows (no ``inp_out_ids`` row selection).
 
-Stages llama.cpp does not expose (``ffn_silu``: its SwiGLU is one fused op)
+Each architecture has its own graph and node table (:data:`GRAPHS`). Stages llama.cpp
+does not expose (``ffn_silu``: its SwiGLU or GeGLU is one fused op)
 are recorded in the manifest under ``not_exposed``.
 """
 
