@@ -268,6 +268,12 @@ def test_known_llama_cpp_differences_are_localised(family: str, tokens: str, sta
     gguf = synthetic_gguf(family, tmp_path / f"{family}.gguf")
     capture_pair(gguf, tokens, tmp_path)
     assert bisect(tmp_path / "lc", tmp_path / "pv").first_divergence == {"layer": layer, "stage": stage}
+    if family == "mistral":  # the diagnosis comes with it: the manifests record the masks each applied
+        from pv.compare.diff import diff_captures
+
+        report = diff_captures(tmp_path / "lc", tmp_path / "pv")
+        first = next(r for r in report.records if (r.stage, r.layer) == (stage, layer))
+        assert "masks differ: A causal, B sliding_window:4" in first.reasons
 
 
 @pytest.fixture(scope="module")

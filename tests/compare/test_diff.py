@@ -194,3 +194,31 @@ def test_files_without_stage_names_and_empty_tensors(tmp_path: Path) -> None:
     assert rec.label == "x.bin" and rec.status == "pass"
     assert rec.metrics is not None and rec.metrics.count == 0
     assert any("nothing to measure" in n for n in rec.metrics.notes)
+
+
+def _softmax_rows(scores: np.ndarray, window: int | None) -> np.ndarray:
+    s = scores.shape[-1]
+    q, k = np.arange(s)[:, None], np.arange(s)[None, :]
+    allowed = (k <= q) & ((k > q - window) if window else True)
+    masked = np.where(allowed, scores, -np.inf)
+    e = np.exp(masked - masked.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_a_mask_disagreement_is_named_where_it_makes_a_stage_fail(tmp_path: Path) -> None:
+    scores = np.random.default_rng(3).standard_normal((2, 6, 6)).astype(np.float32)
+    ref = tmp_path / "ref"
+    with aprt.CaptureWriter(ref, {}) as w:  # the model has a window of 2 on layer 0
+        w.write("attn_softmax", 0, _softmax_rows(scores, 2), dtype_captured="float32", mask="sliding_window:2")
+        w.write("attn_softmax", 1, _softmax_rows(scores, None), dtype_captured="float32")
+    engine = tmp_path / "engine"
+    with aprt.CaptureWriter(engine, {}) as w:  # an engine that ignores it
+        w.write("attn_softmax", 0, _softmax_rows(scores, None), dtype_captured="float32")
+        w.write("attn_softmax", 1, _softmax_rows(scores, None), dtype_captured="float32")
+    report = diff_captures(engine, ref)
+    first, second = report.records
+    assert first.bad and "masks differ: A causal, B sliding_window:2" in first.reasons
+    assert not second.bad and not any("masks differ" in r for r in second.reasons)
+    assert "masks differ at layer(s) 0: A records causal, B sliding_window:2" in report.notes
+    same = diff_captures(engine, engine)
+    assert not any("masks differ" in n for n in same.notes)

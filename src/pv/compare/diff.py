@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,9 +259,13 @@ def diff_captures(
     else:
         done = {k: one(k) for k in pairs}
     records: list[StageRecord] = []
+    masks = _mask_disagreements(ea, eb, pairs)
     for key in keys:
         if key in done:
-            records.append(done[key])
+            rec = done[key]
+            if key in masks and rec.bad:
+                rec = replace(rec, reasons=(*rec.reasons, f"masks differ: A {masks[key][0]}, B {masks[key][1]}"))
+            records.append(rec)
         elif key in ea:
             records.append(
                 StageRecord(
@@ -283,6 +287,7 @@ def diff_captures(
                 )
             )
     notes = list(_absent_notes(ca, cb, wanted))
+    notes.extend(_mask_notes(masks))
     if not ca.entries:
         notes.append(f"A ({ca.root}) holds no APRT stage files")
     if not cb.entries:
@@ -296,6 +301,32 @@ def diff_captures(
     if all(r.dtype is None for r in records if r.compared):
         notes.append(f"neither side records its dtype: judged with {tols.assume} tolerances")
     return DiffReport(str(ca.root), str(cb.root), tuple(records), tuple(notes), tols.to_dict())
+
+
+def _mask_disagreements(ea: dict[tuple[str, int | None], aprt.Entry], eb: dict[tuple[str, int | None], aprt.Entry],
+                        pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], tuple[str, str]]:
+    """Pairs whose manifests record different attention masks (``causal`` against ``sliding_window:W``).
+
+    An engine that ignores a model's sliding window (llama.cpp's llama graph on
+    Mistral) differs from the reference at exactly these files; saying so turns
+    a failing ``attn_softmax`` into a diagnosis.
+    """
+    out: dict[tuple[str, int | None], tuple[str, str]] = {}
+    for key in pairs:
+        ma, mb = ea[key].meta.get("mask"), eb[key].meta.get("mask")
+        if isinstance(ma, str) and isinstance(mb, str) and ma != mb:
+            out[key] = (ma, mb)
+    return out
+
+
+def _mask_notes(masks: dict[tuple[str, int | None], tuple[str, str]]) -> Iterable[str]:
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for (_, layer), pair in masks.items():
+        by_pair.setdefault(pair, []).append(-1 if layer is None else layer)
+    for (ma, mb), layers in by_pair.items():
+        shown = sorted(set(layers))
+        text = ", ".join(str(x) for x in shown[:8]) + (f" (+{len(shown) - 8} more)" if len(shown) > 8 else "")
+        yield f"masks differ at layer(s) {text}: A records {ma}, B {mb}"
 
 
 def _absent_notes(ca: aprt.Capture, cb: aprt.Capture, wanted: set[str] | None) -> Iterable[str]:
