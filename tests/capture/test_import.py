@@ -71,8 +71,10 @@ def test_llama_cpp_names_and_layouts(reference: Any, tmp_path: Path) -> None:
         out[f"kq-{layer}"] = np.concatenate([kq, pad], axis=-1)
         out[f"kq_soft_max-{layer}"] = np.concatenate([t[("attn_softmax", layer)], pad * 0], axis=-1)
     np.savez(tmp_path / "llama.npz", **out)
+    # The dump is in the llama graph's pair order, so the sizes come from the synthetic
+    # llama (the same sizes as the qwen2 reference): the mapping refuses other families.
     code = run(["import", str(tmp_path / "llama.npz"), "--mapping", "llama.cpp", "--model",
-                "synthetic", "-o", str(tmp_path / "imp")])
+                "synthetic:llama", "-o", str(tmp_path / "imp")])
     assert code == 0
     report = diff_captures(tmp_path / "imp", ref_dir)
     assert report.ok
@@ -242,7 +244,7 @@ def test_pickle_and_object_arrays_refused(tmp_path: Path, capsys: pytest.Capture
 
 def test_shape_checked_against_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.savez(tmp_path / "d.npz", **{"attn_norm-0": np.zeros((4, 63), np.float32)})
-    code = run(["import", str(tmp_path / "d.npz"), "--mapping", "llama.cpp", "--model", "synthetic",
+    code = run(["import", str(tmp_path / "d.npz"), "--mapping", "llama.cpp", "--model", "synthetic:llama",
                 "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "should be [4, 64]" in err

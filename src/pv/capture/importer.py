@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,23 @@ def _check_shape(stage: str, arr: np.ndarray, config: ModelConfig | None, where:
                       f"{list(arr.shape)}")
 
 
+def _shown(names: Sequence[str], limit: int = 6) -> str:
+    unique = list(dict.fromkeys(names))
+    more = f" (+{len(unique) - limit} more)" if len(unique) > limit else ""
+    return ", ".join(unique[:limit]) + more
+
+
+def _wrong_graph(mapping: Mapping, extra: Sequence[str], used: set[int]) -> str:
+    """One line: the tensors only another graph has, and the rules nothing in the dump matched."""
+    missing = []
+    for rule in mapping.rules:
+        if rule.index not in used:
+            name = re.sub(r"\(:[A-Z_]+\)\?$", "", rule.pattern.pattern.replace(r"(?P<layer>\d+)", "N"))
+            missing.append(f"{name} ({rule.stage}{'' if rule.part is None else ':' + rule.part})")
+    return (f"the dump is not of mapping {mapping.name}'s graph: extra tensor(s) {_shown(extra)}; "
+            f"missing: {_shown(missing) if missing else 'none'}")
+
+
 def import_dumps(
     paths: Sequence[str | os.PathLike[str]],
     mapping: Mapping,
@@ -182,6 +200,9 @@ def import_dumps(
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PvError(f"{out}: output must be a new or empty directory")
+    if config is not None and mapping.families and config.family.name not in mapping.families:
+        raise PvError(f"mapping {mapping.name} reads dumps of {', '.join(mapping.families)} models; "
+                      f"--model is a {config.family.name} model")
     dump_files = dumps.expand(paths)
     tp_size = mapping.tensor_parallel.size if mapping.tensor_parallel else 1
     by_rank: dict[int, list[Path]] = {}
@@ -193,9 +214,13 @@ def import_dumps(
     # (stage, layer, part) -> rank -> array
     found: dict[tuple[str, int | None, str | None], dict[int, tuple[Rule, np.ndarray, str]]] = {}
     ignored: list[str] = []
+    extra: list[str] = []
     for rank, group in sorted(by_rank.items()):
         for path in group:
             for name, arr in dumps.read_dump(path).items():
+                if mapping.is_foreign(name):
+                    extra.append(name)
+                    continue
                 hit = mapping.rule_for(name)
                 if hit is None:
                     ignored.append(name)
@@ -211,6 +236,8 @@ def import_dumps(
                                   f"{'' if rule.part is None else ' part ' + rule.part}")
                 where = f"{path}: '{name}'"
                 slot[rank] = (rule, apply(arr, rule.transforms, config, where), name)
+    if extra:
+        raise PvError(_wrong_graph(mapping, extra, {slot[r][0].index for slot in found.values() for r in slot}))
     if not found:
         raise PvError(f"no tensor name matched mapping {mapping.name} "
                       f"(first names: {', '.join(sorted(set(ignored))[:5])})")

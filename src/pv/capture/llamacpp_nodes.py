@@ -3,8 +3,8 @@
 Nodes are identified by ggml name (``attn_norm-3``: base name and layer), ggml op
 and occurrence, because one name covers several ops (``Qcur-N`` is a MUL_MAT,
 a RESHAPE and a ROPE). The table is read by ``pv.capture.llamacpp``; the
-``llama.cpp`` import mapping (``pv/mappings/llama.cpp.yaml``) follows the same
-names for dumps.
+``pv import`` mappings for llama.cpp dumps (``pv/mappings/llama.cpp*.yaml``) are
+rendered from it by ``pv.capture.llamacpp_mapping``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,12 @@ class Graph:
     #: The graph applies the family's sliding windows (the llama graph runs Mistral
     #: with a plain causal mask: it reads no window from the GGUF).
     windows: bool = False
+    #: Q is scaled before ``kq`` (Gemma): the softmax op's own scale is 1, so ``kq``
+    #: already holds the scaled scores. Elsewhere ``kq`` is unscaled.
+    q_scaled: bool = False
+    #: Named nodes the graph has besides those its rules read (a dump of this graph
+    #: holds them, so they never mark a dump as another graph's).
+    other_nodes: tuple[str, ...] = ()
 
     @property
     def mapped(self) -> frozenset[str]:
@@ -127,7 +133,8 @@ GRAPHS: dict[str, Graph] = {g.arch: g for g in (
         *_DENSE,
         Rule("ffn_geglu", "GLU", "ffn_swiglu"),
         Rule("ffn_post_norm", "MUL", "post_ffn_norm"),
-        *_TAIL), {"ffn_silu": _FUSED.format("GEGLU")}, windows=True),
+        *_TAIL), {"ffn_silu": _FUSED.format("GEGLU")}, windows=True, q_scaled=True,
+        other_nodes=("embd",)),
 )}
 
 #: The llama graph's table (SmolLM2, Llama, Mistral), kept under the names other modules import.

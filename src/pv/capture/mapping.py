@@ -7,13 +7,17 @@ named group ``layer`` gives the layer of per-layer stages), names the pv stage
 is), and lists the layout transforms that turn the dumped array into pv's
 canonical layout (``docs/engines.md``). An optional ``tensor_parallel`` block
 says how to find each dump file's rank and how many ranks there are; each rule
-may override how its stage is unsharded. Everything is checked when the file
+may override how its stage is unsharded. A mapping written for one engine graph
+may name the model ``families`` its dumps come from (``--model`` of another
+family is refused) and ``foreign`` names: regular expressions for tensors that
+only another graph has, so that a dump holding one is refused instead of being
+read with the wrong conversions. Everything is checked when the file
 is loaded, before any dump is read: an unknown stage, a bad regular
 expression, a transform that does not exist or gets the wrong arguments is one
 error naming the rule.
 
 The shipped mappings live in ``pv/mappings/`` and are named by their stem
-(``transformer_lens``, ``llama.cpp``).
+(``transformer_lens``, ``llama.cpp``, ``llama.cpp-gemma3``, ...).
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ DEFAULT_SHARDING: dict[str, str | int] = {
     "attn_out": "replicated", "post_attn_residual": "replicated", "ffn_norm": "replicated",
     "ffn_gate": 1, "ffn_up": 1, "ffn_silu": 1, "ffn_swiglu": 1, "ffn_out": "replicated",
     "post_ffn_residual": "replicated", "final_norm": "replicated", "lm_head": 1,
+    "q_norm": 1, "k_norm": 1, "post_attn_norm": "replicated", "post_ffn_norm": "replicated",
+    # The router runs whole on every rank; the experts' sum is all-reduced.
+    "router_logits": "replicated", "moe_experts": "replicated", "moe_weights": "replicated",
+    "moe_out": "replicated",
 }
 DIM_NAMES = ("S", "H", "NH", "KVH", "D", "I", "V", "NHD", "QKV")
 
@@ -93,6 +101,13 @@ class Mapping:
     description: str
     rules: tuple[Rule, ...]
     tensor_parallel: TensorParallel | None = None
+    #: pv model families whose dumps this mapping reads (empty: any).
+    families: tuple[str, ...] = ()
+    #: Tensor names (full match) a dump for this mapping never holds.
+    foreign: tuple[re.Pattern[str], ...] = ()
+
+    def is_foreign(self, tensor: str) -> bool:
+        return any(p.fullmatch(tensor) for p in self.foreign)
 
     def rule_for(self, tensor: str) -> tuple[Rule, int | None] | None:
         for rule in self.rules:
@@ -212,7 +227,8 @@ def parse(data: Any, where: str) -> Mapping:
         raise _fail(where, "a mapping file is a YAML mapping")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise _fail(where, f"not a pv mapping (needs format: {FORMAT} and version: {VERSION})")
-    unknown = set(data) - {"format", "version", "name", "description", "rules", "tensor_parallel"}
+    unknown = set(data) - {"format", "version", "name", "description", "rules", "tensor_parallel",
+                           "families", "foreign"}
     if unknown:
         raise _fail(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     rules_raw = data.get("rules")
@@ -236,4 +252,32 @@ def parse(data: Any, where: str) -> Mapping:
             raise _fail(where, "tensor_parallel.size must be a positive integer")
         tp = TensorParallel(rank_re, size)
     return Mapping(str(data.get("name") or Path(where).stem), where,
-                   str(data.get("description") or ""), rules, tp)
+                   str(data.get("description") or ""), rules, tp,
+                   _families(data.get("families"), where), _foreign(data.get("foreign"), where))
+
+
+def _families(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    from pv.capture.arch import FAMILIES
+
+    if not isinstance(raw, list) or not raw or not all(isinstance(f, str) for f in raw):
+        raise _fail(where, "families is a non-empty list of pv model families")
+    unknown = [f for f in raw if f not in FAMILIES]
+    if unknown:
+        raise _fail(where, f"families: unknown family '{unknown[0]}'; valid: {', '.join(FAMILIES)}")
+    return tuple(raw)
+
+
+def _foreign(raw: Any, where: str) -> tuple[re.Pattern[str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise _fail(where, "foreign is a list of regular expressions")
+    out = []
+    for i, p in enumerate(raw):
+        try:
+            out.append(re.compile(p))
+        except re.error as exc:
+            raise _fail(where, f"foreign[{i}] is not a valid regular expression: {exc}") from None
+    return tuple(out)
