@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,8 @@ def test_bad_mapping_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_shipped_mappings_validate(capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("transformer_lens", "llama.cpp"):
+    for name in ("transformer_lens", "llama.cpp", "llama.cpp-qwen2", "llama.cpp-qwen3", "llama.cpp-qwen3moe",
+                 "llama.cpp-gemma3"):
         assert run(["import", "x.npz", "--mapping", name, "-o", "unused", "--check"]) == 0
     assert "valid" in capsys.readouterr().out
 
@@ -260,3 +262,137 @@ def test_import_and_generation_bisect_never_load_torch() -> None:
             "pv.compare.bisect; print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------- llama.cpp dumps, every graph
+
+LC_TOKENS = "1,72,101,108,108,111,44,32,119,111,114,108,100,33"
+GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
+
+
+def _eval_callback_dump(gguf: Path, tokens: str, out: Path) -> Path:
+    """What a user's eval-callback dumper writes for one prefill: every named node under
+    NAME:OP (ggml's dims reversed, trailing size-1 dims dropped), and the unnamed output
+    projection (the MUL_MAT reading kqv_out-N) under attn_out-N, as the mappings ask."""
+    from pv.capture.ggml import tensor_at
+    from pv.capture.llamacpp import LlamaCppRunner
+    from pv.capture.llamacpp_nodes import split_name
+    from pv.capture.models import model_config
+
+    nodes: dict[str, np.ndarray] = {}
+
+    class Dumper(LlamaCppRunner):
+        def _on_node(self, ptr: int, ask: bool, user_data: Any) -> bool:
+            if ask:  # eval-callback asks for every node
+                return True
+            t = tensor_at(ptr)
+            name, op = t.name.decode(), self.ggml.op_name(int(t.op))
+            if name.startswith("node_") and op == "MUL_MAT" and t.src[1]:
+                base, layer = split_name(t.src[1].contents.name.decode())
+                if base == "kqv_out":
+                    name = f"attn_out-{layer}"
+            values = self.ggml.read(ptr, t)
+            if values is None:
+                return True
+            ne = [int(x) for x in t.ne]
+            n_dims = max([i + 1 for i, n in enumerate(ne) if n != 1] or [1])
+            nodes[f"{name}:{op}"] = values.reshape(tuple(reversed(ne[:n_dims])))
+            return True
+
+    runner = Dumper(gguf, model_config(str(gguf)), capture=True)
+    try:
+        runner.forward([int(t) for t in tokens.split(",")])
+    finally:
+        runner.close()
+    np.savez(out, **nodes)
+    return out
+
+
+def _synthetic_gguf(family: str, path: Path) -> Path:
+    from pv.capture.export import write_gguf
+    from pv.capture.models import load_model
+
+    model = load_model(f"synthetic:{family}")
+    return write_gguf(model.config, dict(model.state_dict), path)
+
+
+def _same_as_live(gguf: Path, tokens: str, mapping_name: str, root: Path) -> Path:
+    """Import an eval-callback dump and check it against --engine llama.cpp on the same run:
+    the same stages and layers, each within 1e-6. Returns the dump."""
+    from pv.capture.trace import capture
+
+    dump = _eval_callback_dump(gguf, tokens, root / "dump.npz")
+    capture(str(gguf), engine="llama.cpp", tokens=tokens, stages="all", output=root / "live")
+    assert run(["import", str(dump), "--mapping", mapping_name, "--model", str(gguf),
+                "-o", str(root / "imp")]) == 0
+    live = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root / "live").entries}
+    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root / "imp").entries}
+    assert set(imp) == set(live), (sorted(set(live) - set(imp)), sorted(set(imp) - set(live)))
+    for key, arr in live.items():
+        assert imp[key].shape == arr.shape, key
+        assert float(np.max(np.abs(imp[key] - arr), initial=0.0)) <= 1e-6, key
+    report = diff_captures(root / "imp", root / "live")
+    assert report.ok and all(r.status == "pass" for r in report.records)
+    return dump
+
+
+@pytest.mark.parametrize(("family", "mapping_name", "wrong"), [
+    ("qwen3", "llama.cpp-qwen3", "llama.cpp-qwen2"),
+    ("qwen3_moe", "llama.cpp-qwen3moe", "llama.cpp-qwen3"),
+])
+def test_llama_cpp_dump_of_synthetic_graph_equals_live_capture(
+        family: str, mapping_name: str, wrong: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("llama_cpp")
+    gguf = _synthetic_gguf(family, tmp_path / f"{family}.gguf")
+    dump = _same_as_live(gguf, LC_TOKENS, mapping_name, tmp_path)
+    capsys.readouterr()
+    # The same dump through another graph's mapping: refused, naming what does not belong.
+    code = run(["import", str(dump), "--mapping", wrong, "-o", str(tmp_path / "wrong")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    extra = "Qcur_normed-N:MUL" if family == "qwen3" else "ffn_moe_logits-N:MUL_MAT"
+    assert f"not of mapping {wrong}'s graph" in err and extra in err, err
+    if family == "qwen3_moe":  # the dense MLP nodes the qwen3 mapping looked for
+        assert "ffn_gate-N (ffn_gate)" in err and "ffn_swiglu-N (ffn_swiglu)" in err, err
+    assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
+
+
+@pytest.fixture(scope="module")
+def gemma3_gguf() -> Path:
+    pytest.importorskip("llama_cpp")
+    if not GEMMA3.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
+        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
+    return GEMMA3
+
+
+def test_llama_cpp_dump_of_gemma3_equals_live_capture(gemma3_gguf: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Gemma 3 270M Q4_K_M: inp_scaled, q/k norms, sandwich norms, GeGLU, the prescaled kq."""
+    dump = _same_as_live(gemma3_gguf, GEMMA3_TOKENS, "llama.cpp-gemma3", tmp_path)
+    capsys.readouterr()
+    for wrong in ("llama.cpp", "llama.cpp-qwen3"):
+        code = run(["import", str(dump), "--mapping", wrong, "-o", str(tmp_path / wrong)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "inp_scaled:SCALE" in err and "attn_post_norm-N:MUL" in err, err
+        assert "ffn_inp-N (post_attn_residual)" in err, err
+    # --model says which graph the dump came from: another graph's mapping is refused up front.
+    code = run(["import", str(dump), "--mapping", "llama.cpp-qwen3", "--model", str(gemma3_gguf),
+                "-o", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and "reads dumps of qwen3 models; --model is a gemma3_text model" in err, err
+
+
+def test_shipped_llama_cpp_mappings_are_rendered_from_the_node_tables() -> None:
+    """One source: each llama.cpp*.yaml is what the live capture's table renders
+    (python scripts/gen_llamacpp_mappings.py rewrites them)."""
+    from pv.capture.llamacpp_mapping import NAMES, render
+
+    for arch, name in NAMES.items():
+        path = mapping.SHIPPED_DIR / f"{name}.yaml"
+        assert path.read_text() == render(arch), f"{path} is stale: run scripts/gen_llamacpp_mappings.py"
+        assert mapping.load(name).name == name

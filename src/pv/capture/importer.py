@@ -185,8 +185,9 @@ def _wrong_graph(mapping: Mapping, extra: Sequence[str], used: set[int]) -> str:
         if rule.index not in used:
             name = re.sub(r"\(:[A-Z_]+\)\?$", "", rule.pattern.pattern.replace(r"(?P<layer>\d+)", "N"))
             missing.append(f"{name} ({rule.stage}{'' if rule.part is None else ':' + rule.part})")
-    return (f"the dump is not of mapping {mapping.name}'s graph: extra tensor(s) {_shown(extra)}; "
-            f"missing: {_shown(missing) if missing else 'none'}")
+    layers = [re.sub(r"-\d+(?=$|:)", "-N", name) for name in extra]  # one entry per node, not per layer
+    return (f"the dump is not of mapping {mapping.name}'s graph: extra tensor(s) {_shown(layers)}; "
+            f"missing: {_shown(missing, 10) if missing else 'none'}")
 
 
 def import_dumps(
@@ -214,30 +215,31 @@ def import_dumps(
     # (stage, layer, part) -> rank -> array
     found: dict[tuple[str, int | None, str | None], dict[int, tuple[Rule, np.ndarray, str]]] = {}
     ignored: list[str] = []
-    extra: list[str] = []
+    tensors_in: list[tuple[int, Path, str, np.ndarray]] = []
     for rank, group in sorted(by_rank.items()):
         for path in group:
-            for name, arr in dumps.read_dump(path).items():
-                if mapping.is_foreign(name):
-                    extra.append(name)
-                    continue
-                hit = mapping.rule_for(name)
-                if hit is None:
-                    ignored.append(name)
-                    continue
-                rule, layer = hit
-                if stage_table.get(rule.stage).name == "embedding":
-                    layer = 0
-                key = (rule.stage, layer, rule.part)
-                slot = found.setdefault(key, {})
-                if rank in slot:
-                    raise PvError(f"{path}: '{name}' and '{slot[rank][2]}' both map to {rule.stage}"
-                                  f"{'' if layer is None else '@' + str(layer)}"
-                                  f"{'' if rule.part is None else ' part ' + rule.part}")
-                where = f"{path}: '{name}'"
-                slot[rank] = (rule, apply(arr, rule.transforms, config, where), name)
-    if extra:
-        raise PvError(_wrong_graph(mapping, extra, {slot[r][0].index for slot in found.values() for r in slot}))
+            tensors_in.extend((rank, path, name, arr) for name, arr in dumps.read_dump(path).items())
+    extra = [name for _, _, name, _ in tensors_in if mapping.is_foreign(name)]
+    if extra:  # checked before any transform: another graph's names mean other layouts
+        used = {rule.index for _, _, name, _ in tensors_in
+                for rule in mapping.rules if rule.match(name) is not None}
+        raise PvError(_wrong_graph(mapping, extra, used))
+    for rank, path, name, arr in tensors_in:
+        hit = mapping.rule_for(name)
+        if hit is None:
+            ignored.append(name)
+            continue
+        rule, layer = hit
+        if stage_table.get(rule.stage).name == "embedding":
+            layer = 0
+        key = (rule.stage, layer, rule.part)
+        slot = found.setdefault(key, {})
+        if rank in slot:
+            raise PvError(f"{path}: '{name}' and '{slot[rank][2]}' both map to {rule.stage}"
+                          f"{'' if layer is None else '@' + str(layer)}"
+                          f"{'' if rule.part is None else ' part ' + rule.part}")
+        where = f"{path}: '{name}'"
+        slot[rank] = (rule, apply(arr, rule.transforms, config, where), name)
     if not found:
         raise PvError(f"no tensor name matched mapping {mapping.name} "
                       f"(first names: {', '.join(sorted(set(ignored))[:5])})")
