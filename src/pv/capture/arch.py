@@ -16,6 +16,13 @@ each maps to the Hugging Face parameter name inside ``model.layers.N.``:
 ``q_norm``, ``k_norm``, ``post_attn_norm``, ``ffn_norm``, ``post_ffn_norm``,
 ``gate``, ``up``, ``down`` (dense MLP), ``router``, ``experts_gate``,
 ``experts_up``, ``experts_down`` (MoE: stacked ``[E, ...]`` tensors).
+
+MoE families differ in data only: the ``config.json`` keys of their expert facts
+(``moe_config_keys``; a family without a ``norm_topk_prob`` key always
+renormalises the top-k weights, as Mixtral does), fixed keys their transformers
+config wants (``moe_config_fixed``), and whether the routing weights are cast
+back to the compute dtype before they scale the expert outputs (Qwen3-MoE) or
+stay float32 (Mixtral, ``router_weights_float32``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ ROPE_TYPES = ("default", "linear", "llama3")
 _DENSE = {"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
 _MOE = {"router": "mlp.gate", "experts_gate": "mlp.experts.gate_proj",
         "experts_up": "mlp.experts.up_proj", "experts_down": "mlp.experts.down_proj"}
+#: ModelConfig field -> config.json key, per MoE convention.
+_QWEN_MOE_KEYS = {"num_experts": "num_experts", "moe_intermediate_size": "moe_intermediate_size",
+                  "norm_topk_prob": "norm_topk_prob"}
+_MIXTRAL_MOE_KEYS = {"num_experts": "num_local_experts", "moe_intermediate_size": "intermediate_size"}
 _ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
          "o": "self_attn.o_proj"}
 _LLAMA_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
@@ -81,6 +92,16 @@ class Family:
     #: llama.cpp adds 1 to Gemma's norm weights when converting.
     gguf_norm_shift: float = 0.0
     layer_weights: Mapping[str, str] = field(default_factory=dict)
+    #: MoE: ModelConfig field -> ``config.json`` key (no ``norm_topk_prob``: always renormalised).
+    moe_config_keys: Mapping[str, str] = field(default_factory=dict)
+    #: MoE: keys with fixed values in ``config.json`` and the transformers config.
+    moe_config_fixed: Mapping[str, object] = field(default_factory=dict)
+    #: MoE: routing weights scale the expert outputs in float32 (else in the compute dtype).
+    router_weights_float32: bool = False
+    #: MoE checkpoints on the hub: the block's module name and each expert's matrix names
+    #: (pv part -> checkpoint part); pv's own names are ``mlp`` and gate/up/down_proj.
+    hf_moe_block: str = "mlp"
+    hf_expert_parts: Mapping[str, str] = field(default_factory=dict)
     doc: str = ""
 
     def features(self, attention_bias: bool) -> dict[str, bool]:
@@ -121,7 +142,16 @@ FAMILIES: dict[str, Family] = {
                doc="Qwen3: per-head RMSNorm of q and k before RoPE, no biases"),
         Family("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen3moe", qkv_bias="never",
                qk_norm=True, moe=True, layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _MOE),
+               moe_config_keys=_QWEN_MOE_KEYS,
+               moe_config_fixed={"decoder_sparse_step": 1, "mlp_only_layers": []},
                doc="Qwen3-MoE: Qwen3 attention, top-k routed SwiGLU experts (softmax, renormalised)"),
+        Family("mixtral", "MixtralConfig", "MixtralForCausalLM", "llama", qkv_bias="never", moe=True,
+               mask="sliding_window", gguf_permuted_qk=True,
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _MOE), moe_config_keys=_MIXTRAL_MOE_KEYS,
+               router_weights_float32=True, hf_moe_block="block_sparse_moe",
+               hf_expert_parts={"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
+               doc="Mixtral: Llama attention (Mistral's window when set), top-2 routed SwiGLU experts "
+                   "(softmax in float32, always renormalised, float32 routing weights)"),
         Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3", qkv_bias="never",
                qk_norm=True, sandwich_norm=True, norm_offset=True, embed_scale=True,
                activation="gelu_tanh", mask="layer_pattern", gguf_norm_shift=1.0,
@@ -148,9 +178,15 @@ def get(name: str, source: str = "") -> Family:
     return FAMILIES[key]
 
 
-def by_gguf_arch(arch: str, source: str = "") -> Family:
-    for family in FAMILIES.values():
-        if family.gguf_arch == arch:
+def by_gguf_arch(arch: str, source: str = "", moe: bool = False) -> Family:
+    """The family a GGUF of ``general.architecture`` ``arch`` holds; llama.cpp writes a dense
+    Llama and a Mixtral both as ``llama``, told apart by ``moe`` (an expert count above 0)."""
+    matches = [f for f in FAMILIES.values() if f.gguf_arch == arch]
+    for family in matches:
+        if family.moe == moe:
             return family
-    gguf_archs = ", ".join(f.gguf_arch for f in FAMILIES.values() if f.gguf_arch)
+    if matches:
+        raise PvError(f"{source}: a {arch} GGUF {'with' if moe else 'without'} experts is not "
+                      f"a model pv runs")
+    gguf_archs = ", ".join(dict.fromkeys(f.gguf_arch for f in FAMILIES.values() if f.gguf_arch))
     raise PvError(f"{source}: unsupported architecture '{arch}'; pv runs {gguf_archs}")

@@ -82,14 +82,16 @@ def activation(name: str, exact_gelu: bool = False) -> Callable[[torch.Tensor], 
 
 def moe(h: torch.Tensor, x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
         top_k: int, norm_topk: bool, act: Callable[[torch.Tensor], torch.Tensor], layer: int,
-        tap: Any, fault: str | None) -> torch.Tensor:
-    """Top-k routed SwiGLU experts, transformers' Qwen3-MoE order of operations.
+        tap: Any, fault: str | None, weights_float32: bool = False) -> torch.Tensor:
+    """Top-k routed SwiGLU experts, transformers' Qwen3-MoE and Mixtral order of operations.
 
     ``h`` [S, H] is the normed input, ``x`` the residual (read only by the
     ``router_unnormed_input`` fault). Router logits, softmax in float32, top-k
-    (best first), optional renormalisation, back to the compute dtype; then each
-    expert that any token chose, in ascending expert order, adds
-    ``weight * down(act(gate) * up)`` for its tokens.
+    (best first), optional renormalisation, back to the compute dtype (Qwen3-MoE;
+    with ``weights_float32`` they stay float32, as Mixtral's do, and each expert's
+    output is scaled in float32 before the cast back); then each expert that any
+    token chose, in ascending expert order, adds ``weight * down(act(gate) * up)``
+    for its tokens.
     """
     F = torch.nn.functional
     logits = F.linear(x if fault == "router_unnormed_input" else h, router)
@@ -99,7 +101,8 @@ def moe(h: torch.Tensor, x: torch.Tensor, router: torch.Tensor, gate_up: torch.T
     weights, chosen = torch.topk(probs, top_k, dim=-1, largest=fault != "moe_topk_smallest")
     if norm_topk and fault != "moe_weights_not_renormalised":
         weights = weights / weights.sum(dim=-1, keepdim=True)
-    weights = weights.to(logits.dtype)
+    if not weights_float32:
+        weights = weights.to(logits.dtype)
     if tap is not None and tap.wants("moe_experts", layer):
         tap("moe_experts", layer, chosen.to(torch.float32))
     if tap is not None and tap.wants("moe_weights", layer):

@@ -378,7 +378,8 @@ class Engine:
             tap("ffn_norm", i, h)
         if w.router is not None:
             down = blocks.moe(h, x, w.router, w.experts_gu, w.experts_down, cfg.num_experts_per_tok,
-                              cfg.norm_topk_prob, self._act, i, tap, fault)
+                              cfg.norm_topk_prob, self._act, i, tap, fault,
+                              weights_float32=cfg.family.router_weights_float32)
             if tap is not None and tap.wants("moe_out", i):
                 tap("moe_out", i, down)
         else:

@@ -28,12 +28,18 @@ def write_hf_directory(config: ModelConfig, state_dict: dict[str, np.ndarray], d
     safetensors_numpy = require("safetensors.numpy")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    family = config.family
+    block, parts = family.hf_moe_block, family.hf_expert_parts
     tensors: dict[str, np.ndarray] = {}
     for name, value in state_dict.items():
         if ".mlp.experts." in name:  # stacked [E, ...] -> one tensor per expert, as on the hub
             prefix, part = name.split(".mlp.experts.")
+            matrix, _, kind = part.partition(".")
             for e in range(value.shape[0]):
-                tensors[f"{prefix}.mlp.experts.{e}.{part}"] = np.ascontiguousarray(value[e])
+                key = f"{prefix}.{block}.experts.{e}.{parts.get(matrix, matrix)}.{kind}"
+                tensors[key] = np.ascontiguousarray(value[e])
+        elif family.moe and ".mlp." in name:  # the router, under the block's hub name
+            tensors[name.replace(".mlp.", f".{block}.")] = np.ascontiguousarray(value, dtype=np.float32)
         else:
             tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
     (out / "config.json").write_text(json.dumps(to_hf_dict(config), indent=1) + "\n", encoding="utf-8")
@@ -91,7 +97,10 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     u32(f"{name}.context_length", config.max_position_embeddings)
     u32(f"{name}.embedding_length", config.hidden_size)
     u32(f"{name}.block_count", config.num_hidden_layers)
-    u32(f"{name}.feed_forward_length", config.intermediate_size)
+    # Mixtral's config names its expert size intermediate_size; llama.cpp writes it as such
+    expert_ff_key = family.moe_config_keys.get("moe_intermediate_size")
+    ff = config.moe_intermediate_size if expert_ff_key == "intermediate_size" else config.intermediate_size
+    u32(f"{name}.feed_forward_length", ff)
     u32(f"{name}.attention.head_count", config.num_attention_heads)
     u32(f"{name}.attention.head_count_kv", config.num_key_value_heads)
     u32(f"{name}.attention.key_length", config.head_dim)
@@ -110,7 +119,8 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     if family.moe:
         u32(f"{name}.expert_count", config.num_experts)
         u32(f"{name}.expert_used_count", config.num_experts_per_tok)
-        u32(f"{name}.expert_feed_forward_length", config.moe_intermediate_size)
+        if expert_ff_key != "intermediate_size":
+            u32(f"{name}.expert_feed_forward_length", config.moe_intermediate_size)
     _write_tokenizer(writer, config.vocab_size)
     if config.rope_scaling is not None and config.rope_scaling.get("rope_type") == "llama3":
         factors = llama3_factors(config.head_dim, config.rope_theta, config.rope_scaling)

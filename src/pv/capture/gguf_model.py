@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pv.capture.tokenizer import GGUFTokenizer
 
 #: ``general.architecture`` values pv reads: the registry's families that name one.
-ARCHITECTURES = tuple(f.gguf_arch for f in families.FAMILIES.values() if f.gguf_arch)
+ARCHITECTURES = tuple(dict.fromkeys(f.gguf_arch for f in families.FAMILIES.values() if f.gguf_arch))
 
 _MAGIC = b"GGUF"
 
@@ -167,7 +167,7 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
     vocab = int(_field(reader, f"{arch}.vocab_size", vocab_rows))
     if vocab != vocab_rows:
         raise PvError(f"{path}: metadata says vocab {vocab} but token_embd has {vocab_rows} rows")
-    family = families.by_gguf_arch(arch, str(path))
+    family = families.by_gguf_arch(arch, str(path), moe=_expert_count(reader, arch, path) > 0)
     window = _field(reader, f"{arch}.attention.sliding_window")
     extra: dict[str, Any] = {}
     if family.name == "llama" and window is not None:
@@ -188,8 +188,11 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
             query_pre_attn_scalar=_query_scalar(_field(reader, f"{arch}.attention.scale"), head_dim),
             hidden_act="gelu_tanh")
     if family.moe:
+        # llama.cpp writes Mixtral's expert size as feed_forward_length (no expert_ key)
+        expert_ff = _field(reader, f"{arch}.expert_feed_forward_length")
         extra.update(num_experts=int(need("expert_count")), num_experts_per_tok=int(need("expert_used_count")),
-                     moe_intermediate_size=int(need("expert_feed_forward_length")), norm_topk_prob=True)
+                     moe_intermediate_size=int(need("feed_forward_length") if expert_ff is None else expert_ff),
+                     norm_topk_prob=True)
     if rope_factors is not None:
         extra["rope_freq_factors"] = rope_factors
     return ModelConfig(
@@ -208,6 +211,15 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
         max_position_embeddings=int(_field(reader, f"{arch}.context_length", 2048)),
         **extra,
     )
+
+
+def _expert_count(reader: Any, arch: str, path: Path) -> int:
+    """``ARCH.expert_count`` (0 when absent): a ``llama`` GGUF with experts is a Mixtral."""
+    value = _field(reader, f"{arch}.expert_count", 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PvError(f"{path}: GGUF metadata '{arch}.expert_count' is not a number") from None
 
 
 def _query_scalar(scale: Any, head_dim: int) -> float:
@@ -242,7 +254,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
         )
 
     supported = _supported_quant_types(gguf)
-    family = families.by_gguf_arch(str(arch), str(path))
+    family = families.by_gguf_arch(str(arch), str(path), moe=_expert_count(reader, str(arch), path) > 0)
     tensors: dict[str, Any] = {}
     rope_factors: tuple[float, ...] | None = None
     for tensor in reader.tensors:

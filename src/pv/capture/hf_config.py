@@ -89,11 +89,13 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
         if family.moe:
             if data.get("mlp_only_layers") or int(data.get("decoder_sparse_step", 1) or 1) != 1:
                 raise PvError(f"{source}: MoE models with dense layers between sparse ones are not supported")
+            keys = family.moe_config_keys
             moe = {
-                "num_experts": int(data["num_experts"]),
+                "num_experts": int(data[keys["num_experts"]]),
                 "num_experts_per_tok": int(data["num_experts_per_tok"]),
-                "moe_intermediate_size": int(data["moe_intermediate_size"]),
-                "norm_topk_prob": bool(data.get("norm_topk_prob", True)),
+                "moe_intermediate_size": int(data[keys["moe_intermediate_size"]]),
+                # a family whose config has no such key always renormalises (Mixtral)
+                "norm_topk_prob": bool(data.get("norm_topk_prob", True)) if "norm_topk_prob" in keys else True,
             }
         scalar = data.get("query_pre_attn_scalar") if family.name == "gemma3_text" else None
         if family.name == "gemma3_text" and scalar is None:
@@ -161,9 +163,16 @@ def to_hf_dict(cfg: ModelConfig) -> dict[str, Any]:
     if cfg.query_pre_attn_scalar is not None:
         out["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar
     if family.moe:
-        out.update(num_experts=cfg.num_experts, num_experts_per_tok=cfg.num_experts_per_tok,
-                   moe_intermediate_size=cfg.moe_intermediate_size, norm_topk_prob=cfg.norm_topk_prob,
-                   decoder_sparse_step=1, mlp_only_layers=[])
+        out.update(moe_config(cfg))
+    return out
+
+
+def moe_config(cfg: ModelConfig) -> dict[str, Any]:
+    """The expert keys of a MoE family's ``config.json`` (and of its transformers config)."""
+    family = cfg.family
+    out: dict[str, Any] = {key: getattr(cfg, name) for name, key in family.moe_config_keys.items()}
+    out["num_experts_per_tok"] = cfg.num_experts_per_tok
+    out.update({key: list(v) if isinstance(v, (list, tuple)) else v for key, v in family.moe_config_fixed.items()})
     return out
 
 
@@ -171,10 +180,18 @@ def stack_experts(sd: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.n
     """Per-expert checkpoint tensors (``mlp.experts.E.gate_proj.weight``) -> pv's stacked ones.
 
     transformers 5 saves fused ``mlp.experts.gate_up_proj`` [E, 2I, H]; both become
-    ``mlp.experts.{gate,up,down}_proj.weight`` [E, ...].
+    ``mlp.experts.{gate,up,down}_proj.weight`` [E, ...]. A family whose hub checkpoints
+    name the block and the expert matrices otherwise (Mixtral: ``block_sparse_moe``,
+    ``w1``/``w3``/``w2``) is read under those names too (``Family.hf_moe_block``,
+    ``Family.hf_expert_parts``).
     """
     out = dict(sd)
+    family = cfg.family
     for layer in range(cfg.num_hidden_layers):
+        if family.hf_moe_block != "mlp":
+            src = f"model.layers.{layer}.{family.hf_moe_block}."
+            for name in [n for n in out if n.startswith(src)]:
+                out[f"model.layers.{layer}.mlp.{name[len(src):]}"] = out.pop(name)
         p = f"model.layers.{layer}.mlp.experts."
         fused = out.pop(p + "gate_up_proj", None)
         if fused is not None:
@@ -185,7 +202,9 @@ def stack_experts(sd: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.n
                 out[p + "down_proj.weight"] = out.pop(p + "down_proj")
             continue
         for part in ("gate_proj", "up_proj", "down_proj"):
-            names = [f"{p}{e}.{part}.weight" for e in range(cfg.num_experts)]
-            if all(n in out for n in names):
-                out[f"{p}{part}.weight"] = np.stack([out.pop(n) for n in names])
+            for stored in dict.fromkeys((part, family.hf_expert_parts.get(part, part))):
+                names = [f"{p}{e}.{stored}.weight" for e in range(cfg.num_experts)]
+                if all(n in out for n in names):
+                    out[f"{p}{part}.weight"] = np.stack([out.pop(n) for n in names])
+                    break
     return out

@@ -512,14 +512,14 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
         kwargs["attention_bias"] = cfg.attention_bias
     if family.name == "llama":
         kwargs["mlp_bias"] = False
-    if family.name == "mistral":
+    if family.mask == "sliding_window":  # Mistral, Mixtral
         kwargs["sliding_window"] = cfg.sliding_window
     if family.name in ("qwen2", "qwen3", "qwen3_moe"):
         kwargs["use_sliding_window"] = False
     if family.moe:
-        kwargs.update(num_experts=cfg.num_experts, num_experts_per_tok=cfg.num_experts_per_tok,
-                      moe_intermediate_size=cfg.moe_intermediate_size, norm_topk_prob=cfg.norm_topk_prob,
-                      decoder_sparse_step=1, mlp_only_layers=[], output_router_logits=False)
+        from pv.capture.hf_config import moe_config
+
+        kwargs.update(moe_config(cfg), output_router_logits=False)
     if family.name == "gemma3_text":
         del kwargs["hidden_act"]
         local = {"rope_type": "default", "rope_theta": float(cfg.rope_local_theta or cfg.rope_theta)}

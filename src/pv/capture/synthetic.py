@@ -34,6 +34,10 @@ FAMILY_CONFIGS: dict[str, ModelConfig] = {
     "qwen3": ModelConfig(architecture="qwen3", tie_word_embeddings=True, **_BASE),  # type: ignore[arg-type]
     "qwen3_moe": ModelConfig(architecture="qwen3_moe", num_experts=4, num_experts_per_tok=2,
                              moe_intermediate_size=48, **_BASE),  # type: ignore[arg-type]
+    # Mixtral's config has one FFN size, the experts'; a 4 key window so the mask is exercised
+    "mixtral": replace(ModelConfig(architecture="mixtral", num_experts=4, num_experts_per_tok=2,
+                                   moe_intermediate_size=48, sliding_window=4, **_BASE),  # type: ignore[arg-type]
+                       intermediate_size=48),
     "gemma3_text": replace(
         ModelConfig(architecture="gemma3_text", tie_word_embeddings=True, **_BASE),  # type: ignore[arg-type]
         num_hidden_layers=6, hidden_act="gelu_tanh", sliding_window=4, rope_theta=1_000_000.0,
