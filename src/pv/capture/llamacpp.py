@@ -161,7 +161,7 @@ class LlamaCppRunner:
         self.fault: LlamaFaultSpec | None = (
             parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) else fault)
         self.record_names = record_names
-        self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch)
+        self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch, config.family.moe)
         self._by_name = self.graph.by_name()
         self._by_source = self.graph.by_source()
         if self.fault is not None and not any(

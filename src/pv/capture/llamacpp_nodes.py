@@ -137,16 +137,21 @@ GRAPHS: dict[str, Graph] = {g.arch: g for g in (
         other_nodes=("embd",)),
 )}
 
+#: llama.cpp runs Mixtral's GGUF (``llama`` with an expert count) in its llama graph,
+#: whose MoE branch names its nodes as qwen3moe's does (weights always renormalised).
+LLAMA_MOE = Graph("llama", (_EMBD, *_ATTN, _WO_NAMED, _RESIDUAL, *_MOE, *_TAIL), {}, pairs=True)
+
 #: The llama graph's table (SmolLM2, Llama, Mistral), kept under the names other modules import.
 RULES: tuple[Rule, ...] = GRAPHS["llama"].rules
 NOT_EXPOSED: dict[str, str] = GRAPHS["llama"].not_exposed
 MAPPED = GRAPHS["llama"].mapped
 
 
-def graph_for(family_name: str, gguf_arch: str | None) -> Graph:
-    """The llama.cpp graph a family's GGUF runs in (Mistral's GGUFs say ``llama``)."""
+def graph_for(family_name: str, gguf_arch: str | None, moe: bool = False) -> Graph:
+    """The llama.cpp graph a family's GGUF runs in (Mistral's GGUFs say ``llama``, and
+    Mixtral's, whose experts run in the llama graph's MoE branch)."""
     arch = gguf_arch or ("llama" if family_name == "mistral" else "")
-    graph = GRAPHS.get(arch)
+    graph = LLAMA_MOE if moe and arch == "llama" else GRAPHS.get(arch)
     if graph is None:
         raise PvError(f"--engine llama.cpp has no node table for family {family_name}; "
                       f"it maps {', '.join(GRAPHS)}")
