@@ -226,7 +226,7 @@ def test_bad_mapping_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_shipped_mappings_validate(capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("transformer_lens", "llama.cpp", "llama.cpp-qwen2", "llama.cpp-qwen3", "llama.cpp-qwen3moe",
-                 "llama.cpp-gemma3"):
+                 "llama.cpp-gemma3", "llama.cpp-mixtral"):
         assert run(["import", "x.npz", "--mapping", name, "-o", "unused", "--check"]) == 0
     assert "valid" in capsys.readouterr().out
 
@@ -340,6 +340,7 @@ def _same_as_live(gguf: Path, tokens: str, mapping_name: str, root: Path) -> Pat
 @pytest.mark.parametrize(("family", "mapping_name", "wrong"), [
     ("qwen3", "llama.cpp-qwen3", "llama.cpp-qwen2"),
     ("qwen3_moe", "llama.cpp-qwen3moe", "llama.cpp-qwen3"),
+    ("mixtral", "llama.cpp-mixtral", "llama.cpp"),  # the llama graph's MoE branch
 ])
 def test_llama_cpp_dump_of_synthetic_graph_equals_live_capture(
         family: str, mapping_name: str, wrong: str, tmp_path: Path,
@@ -354,7 +355,7 @@ def test_llama_cpp_dump_of_synthetic_graph_equals_live_capture(
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     extra = "Qcur_normed-N:MUL" if family == "qwen3" else "ffn_moe_logits-N:MUL_MAT"
     assert f"not of mapping {wrong}'s graph" in err and extra in err, err
-    if family == "qwen3_moe":  # the dense MLP nodes the qwen3 mapping looked for
+    if family in ("qwen3_moe", "mixtral"):  # the dense MLP nodes the other mapping looked for
         assert "ffn_gate-N (ffn_gate)" in err and "ffn_swiglu-N (ffn_swiglu)" in err, err
     assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
 

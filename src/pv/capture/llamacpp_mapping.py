@@ -2,7 +2,8 @@
 
 One mapping per llama.cpp graph (``llama.cpp`` for the llama graph,
 ``llama.cpp-qwen2``, ``llama.cpp-qwen3``, ``llama.cpp-qwen3moe``,
-``llama.cpp-gemma3``), each written from :data:`pv.capture.llamacpp_nodes.GRAPHS`
+``llama.cpp-gemma3``, and ``llama.cpp-mixtral`` for the llama graph's MoE
+branch), each written from :data:`pv.capture.llamacpp_nodes.GRAPHS` (and ``LLAMA_MOE``)
 so that the node names, the layout conversions and the stages they feed have
 one source: the table ``--engine llama.cpp`` reads. The shipped YAML files are
 this module's output (``scripts/gen_llamacpp_mappings.py`` rewrites them; a
@@ -28,11 +29,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pv.capture.llamacpp_nodes import GRAPHS, Graph, Rule, graph_for
+from pv.capture.llamacpp_nodes import GRAPHS, LLAMA_MOE, Graph, Rule, graph_for
 from pv.errors import PvError
 
-#: graph -> mapping name (the llama graph keeps the name its mapping always had).
-NAMES: dict[str, str] = {arch: "llama.cpp" if arch == "llama" else f"llama.cpp-{arch}" for arch in GRAPHS}
+#: mapping key -> node table: every llama.cpp graph, and the llama graph's MoE
+#: branch, which Mixtral's GGUFs run in (``mixtral``).
+TABLES: dict[str, Graph] = {**GRAPHS, "mixtral": LLAMA_MOE}
+#: mapping key -> mapping name (the llama graph keeps the name its mapping always had).
+NAMES: dict[str, str] = {key: "llama.cpp" if key == "llama" else f"llama.cpp-{key}" for key in TABLES}
 #: Names a name-only key stands for: the last node of that name is this op.
 _LAST_OP = {"Qcur": "ROPE", "Kcur": "ROPE"}
 #: Older llama.cpp called the embedding rows ``inp_embd``.
@@ -42,13 +46,13 @@ _HEADS = {"q_post_rope": "NH", "q_norm": "NH", "k_post_rope": "KVH", "k_norm": "
 
 
 def families(arch: str) -> list[str]:
-    """pv model families whose GGUFs llama.cpp runs in this graph."""
+    """pv model families whose GGUFs llama.cpp runs with this table."""
     from pv.capture.arch import FAMILIES
 
     out = []
     for fam in FAMILIES.values():
         try:
-            if graph_for(fam.name, fam.gguf_arch).arch == arch:
+            if graph_for(fam.name, fam.gguf_arch, moe=fam.moe) is TABLES[arch]:
                 out.append(fam.name)
         except PvError:
             continue
@@ -85,11 +89,15 @@ def _transforms(graph: Graph, rule: Rule) -> list[Any]:
     return []
 
 
+def _title(arch: str) -> str:
+    return "llama graph's MoE branch" if TABLES[arch] is LLAMA_MOE else f"{arch} graph"
+
+
 def _foreign(graph: Graph) -> list[str]:
     """Node names of other graphs this one never has: finding one means a wrong-graph dump."""
     own = {_node_name(r) for r in graph.rules} | set(graph.other_nodes)
     seen: dict[str, bool] = {}
-    for other in GRAPHS.values():
+    for other in TABLES.values():
         for r in other.rules:
             name = _node_name(r)
             if name not in own:
@@ -99,9 +107,9 @@ def _foreign(graph: Graph) -> list[str]:
 
 def mapping_data(arch: str) -> dict[str, Any]:
     """The pv-mapping document for one graph, as plain data."""
-    graph = GRAPHS.get(arch)
+    graph = TABLES.get(arch)
     if graph is None:
-        raise PvError(f"llama.cpp has no graph '{arch}' in pv's node tables ({', '.join(GRAPHS)})")
+        raise PvError(f"llama.cpp has no graph '{arch}' in pv's node tables ({', '.join(TABLES)})")
     rules: list[dict[str, Any]] = []
     for rule in graph.rules:
         if rule.occurrence:  # pragma: no cover - no table uses it; a name cannot say which one
@@ -118,7 +126,7 @@ def mapping_data(arch: str) -> dict[str, Any]:
         "format": "pv-mapping",
         "version": 1,
         "name": NAMES[arch],
-        "description": f"llama.cpp {arch} graph node names ({', '.join(families(arch))} GGUFs)",
+        "description": f"llama.cpp {_title(arch)} node names ({', '.join(families(arch))} GGUFs)",
         "families": families(arch),
         "foreign": _foreign(graph),
         "rules": rules,
@@ -142,11 +150,12 @@ def _flow(value: Any) -> str:
 def render(arch: str) -> str:
     """The shipped YAML text of one graph's mapping."""
     data = mapping_data(arch)
-    graph = GRAPHS[arch]
+    graph = TABLES[arch]
+    source = "LLAMA_MOE" if graph is LLAMA_MOE else f"GRAPHS['{arch}']"
     head = [
-        f"# Generated from pv.capture.llamacpp_nodes.GRAPHS['{arch}'] by pv.capture.llamacpp_mapping",
+        f"# Generated from pv.capture.llamacpp_nodes.{source} by pv.capture.llamacpp_mapping",
         "# (scripts/gen_llamacpp_mappings.py); edit the table, not this file.",
-        f"# llama.cpp's {arch} graph, for a prefill of one sequence from an empty KV cache,",
+        f"# llama.cpp's {_title(arch)}, for a prefill of one sequence from an empty KV cache,",
         "# dumped with flash attention off (e.g. by llama.cpp's eval-callback, one array per node:",
         "# ggml's dims reversed, trailing size-1 dims dropped). A key is NAME-LAYER or NAME-LAYER:OP;",
         "# a name alone is the last node of that name (Qcur/Kcur: the ROPE output); the Q/K/V",
@@ -185,7 +194,7 @@ def render(arch: str) -> str:
 def write(directory: Path) -> list[Path]:
     """(Re)write every graph's mapping file into ``directory``."""
     out = []
-    for arch in GRAPHS:
+    for arch in TABLES:
         path = directory / f"{NAMES[arch]}.yaml"
         path.write_text(render(arch))
         out.append(path)
