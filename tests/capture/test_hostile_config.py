@@ -111,6 +111,21 @@ def test_bad_config_json_is_one_line_naming_the_file(tmp_path: Path, case: str) 
     assert "\n" not in message and str(d) in message
 
 
+@pytest.mark.parametrize("family", ["mistral", "mixtral"])
+def test_q_k_v_biases_a_family_cannot_have_are_refused(tmp_path: Path, family: str) -> None:
+    extra = {"num_local_experts": 4, "num_experts_per_tok": 2} if family == "mixtral" else {}
+    d = model_dir(tmp_path, json.dumps(hf_config(model_type=family, attention_bias=True, **extra)))
+    with pytest.raises(PvError, match="attention_bias is set, but .* has no q/k/v biases"):
+        model_config(str(d))
+    (d / "config.json").write_text(json.dumps(hf_config(model_type=family, attention_bias=False, **extra)))
+    assert not model_config(str(d)).attention_bias
+
+
+def test_q_k_v_biases_follow_the_config_where_the_family_has_them(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, json.dumps(hf_config(model_type="qwen3", attention_bias=True)))
+    assert model_config(str(d)).attention_bias
+
+
 def _alarm(seconds: int) -> Any:
     def on_alarm(signum: int, frame: Any) -> None:
         raise TimeoutError("hang")

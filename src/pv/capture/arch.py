@@ -76,7 +76,8 @@ class Family:
     hf_model_class: str
     #: ``general.architecture`` of its GGUF files, or None when pv reads none.
     gguf_arch: str | None
-    #: "always" (Qwen2), "config" (``attention_bias``), "never".
+    #: q/k/v biases: "always" (Qwen2), "config" (``attention_bias``), or "never"
+    #: (the transformers model has none: a config that asks for them is refused).
     qkv_bias: str = "config"
     qk_norm: bool = False
     sandwich_norm: bool = False
@@ -131,16 +132,16 @@ FAMILIES: dict[str, Family] = {
         Family("llama", "LlamaConfig", "LlamaForCausalLM", "llama", gguf_permuted_qk=True,
                layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
                doc="Llama 2/3.x: RMSNorm, SwiGLU, GQA, optional llama3/linear RoPE scaling"),
-        Family("mistral", "MistralConfig", "MistralForCausalLM", None, mask="sliding_window",
+        Family("mistral", "MistralConfig", "MistralForCausalLM", None, mask="sliding_window", qkv_bias="never",
                gguf_permuted_qk=True, layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
                doc="Mistral: Llama's layer with a sliding-window mask on every layer"),
         Family("qwen2", "Qwen2Config", "Qwen2ForCausalLM", "qwen2", qkv_bias="always",
                layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
                doc="Qwen2/2.5: Llama's layer with q/k/v biases"),
-        Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", "qwen3", qkv_bias="never", qk_norm=True,
+        Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", "qwen3", qk_norm=True,
                layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _DENSE),
-               doc="Qwen3: per-head RMSNorm of q and k before RoPE, no biases"),
-        Family("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen3moe", qkv_bias="never",
+               doc="Qwen3: per-head RMSNorm of q and k before RoPE, biases only if the config asks"),
+        Family("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen3moe",
                qk_norm=True, moe=True, layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _MOE),
                moe_config_keys=_QWEN_MOE_KEYS,
                moe_config_fixed={"decoder_sparse_step": 1, "mlp_only_layers": []},
@@ -152,7 +153,7 @@ FAMILIES: dict[str, Family] = {
                hf_expert_parts={"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
                doc="Mixtral: Llama attention (Mistral's window when set), top-2 routed SwiGLU experts "
                    "(softmax in float32, always renormalised, float32 routing weights)"),
-        Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3", qkv_bias="never",
+        Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3",
                qk_norm=True, sandwich_norm=True, norm_offset=True, embed_scale=True,
                activation="gelu_tanh", mask="layer_pattern", gguf_norm_shift=1.0,
                layer_weights=_weights(_GEMMA_NORMS, _QK_NORMS, _ATTN, _DENSE),

@@ -69,6 +69,8 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         if data.get(key) is not None:
             raise PvError(f"{source}: {key} is not supported by the engine")
+    if family.qkv_bias == "never" and data.get("attention_bias"):
+        raise PvError(f"{source}: attention_bias is set, but {family.hf_model_class} has no q/k/v biases")
     if data.get("use_sliding_window") and family.mask == "causal":
         raise PvError(f"{source}: use_sliding_window on {family.name} is not supported by the engine")
     try:
