@@ -271,10 +271,11 @@ GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
 
 
-def _eval_callback_dump(gguf: Path, tokens: str, out: Path) -> Path:
+def _eval_callback_dump(gguf: Path, tokens: str, out: Path, bare: bool = False) -> Path:
     """What a user's eval-callback dumper writes for one prefill: every named node under
     NAME:OP (ggml's dims reversed, trailing size-1 dims dropped), and the unnamed output
-    projection (the MUL_MAT reading kqv_out-N) under attn_out-N, as the mappings ask."""
+    projection (the MUL_MAT reading kqv_out-N) under attn_out-N, as the mappings ask.
+    ``bare``: keyed by name alone instead, so a later node of a name replaces an earlier one."""
     from pv.capture.ggml import tensor_at
     from pv.capture.llamacpp import LlamaCppRunner
     from pv.capture.llamacpp_nodes import split_name
@@ -297,7 +298,7 @@ def _eval_callback_dump(gguf: Path, tokens: str, out: Path) -> Path:
                 return True
             ne = [int(x) for x in t.ne]
             n_dims = max([i + 1 for i, n in enumerate(ne) if n != 1] or [1])
-            nodes[f"{name}:{op}"] = values.reshape(tuple(reversed(ne[:n_dims])))
+            nodes[name if bare else f"{name}:{op}"] = values.reshape(tuple(reversed(ne[:n_dims])))
             return True
 
     runner = Dumper(gguf, model_config(str(gguf)), capture=True)
@@ -358,6 +359,26 @@ def test_llama_cpp_dump_of_synthetic_graph_equals_live_capture(
     if family in ("qwen3_moe", "mixtral"):  # the dense MLP nodes the other mapping looked for
         assert "ffn_gate-N (ffn_gate)" in err and "ffn_swiglu-N (ffn_swiglu)" in err, err
     assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
+
+
+def test_llama_cpp_dump_keyed_by_name_alone(tmp_path: Path) -> None:
+    """A dump keyed NAME-LAYER only holds the last node of each name: Qcur/Kcur are then the
+    ROPE outputs, which import as they do from NAME:OP keys; the projections, which need
+    :MUL_MAT keys, are simply absent, and nothing is mapped from the wrong node."""
+    pytest.importorskip("llama_cpp")
+    from pv.capture.trace import capture
+
+    gguf = _synthetic_gguf("qwen3", tmp_path / "qwen3.gguf")
+    dump = _eval_callback_dump(gguf, LC_TOKENS, tmp_path / "bare.npz", bare=True)
+    capture(str(gguf), engine="llama.cpp", tokens=LC_TOKENS, stages="all", output=tmp_path / "live")
+    assert run(["import", str(dump), "--mapping", "llama.cpp-qwen3", "--model", str(gguf),
+                "-o", str(tmp_path / "imp")]) == 0
+    live = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(tmp_path / "live").entries}
+    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(tmp_path / "imp").entries}
+    assert {stage for stage, _ in set(live) - set(imp)} == {"qkv_matmul"}
+    assert set(imp) < set(live)
+    for key, arr in imp.items():
+        assert float(np.max(np.abs(arr - live[key]), initial=0.0)) == 0.0, key
 
 
 @pytest.fixture(scope="module")
