@@ -230,3 +230,43 @@ def test_smollm2_matches_transformers_gguf_loader(smollm2_path: Path, smollm2: A
         theirs = ref[name]
         theirs = theirs.numpy() if hasattr(theirs, "numpy") else np.asarray(theirs)
         assert np.array_equal(value, theirs), name
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "qwen3_moe"])
+def test_pvs_reader_reads_what_gguf_reads_without_copying_weights(family: str, tmp_path: Path) -> None:
+    """The faster reader (a plain ndarray view of the mapping) gives gguf's own fields and
+    tensors, value for value, and the tensors still point into the file's mapping."""
+    import mmap
+
+    import gguf
+
+    from pv.capture.export import write_gguf
+    from pv.capture.gguf_reader import open_gguf
+
+    model = load_model(f"synthetic:{family}")
+    path = write_gguf(model.config, dict(model.state_dict), tmp_path / "m.gguf")
+    ours, stock = open_gguf(path), gguf.GGUFReader(str(path), "r")
+    assert list(ours.fields) == list(stock.fields)
+    for name, field in stock.fields.items():
+        mine = ours.fields[name]
+        assert (mine.types, mine.data, mine.offset) == (field.types, field.data, field.offset), name
+        assert all(np.array_equal(a, b) for a, b in zip(mine.parts, field.parts, strict=True)), name
+    assert [t.name for t in ours.tensors] == [t.name for t in stock.tensors]
+    for mine, theirs in zip(ours.tensors, stock.tensors, strict=True):
+        assert mine.tensor_type == theirs.tensor_type and np.array_equal(mine.data, theirs.data), mine.name
+        base = mine.data
+        while getattr(base, "base", None) is not None and not isinstance(base, mmap.mmap):
+            base = base.base
+        assert isinstance(base, mmap.mmap), mine.name  # mapped, not copied
+
+
+def test_pvs_reader_refuses_a_damaged_file_in_one_line(tmp_path: Path) -> None:
+    from pv.capture.gguf_reader import open_gguf
+
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
+    with pytest.raises(PvError, match=r"cut.gguf: unreadable GGUF file \(") as info:
+        open_gguf(bad)
+    assert "\n" not in str(info.value)
+    with pytest.raises(PvError, match="model file not found"):
+        open_gguf(tmp_path / "absent.gguf")

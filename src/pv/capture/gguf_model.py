@@ -24,6 +24,7 @@ import numpy as np
 from pv import files
 from pv.capture import arch as families
 from pv.capture.config import ModelConfig
+from pv.capture.gguf_reader import open_gguf
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
@@ -242,10 +243,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     gguf = require("gguf")
     from gguf.quants import dequantize
 
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # noqa: BLE001 - GGUFReader raises ValueError, struct.error, IndexError... on damage
-        raise PvError(f"{path}: unreadable GGUF file ({type(exc).__name__}: {exc})") from None
+    reader = open_gguf(path)
 
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:

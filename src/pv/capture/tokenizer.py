@@ -321,11 +321,6 @@ def _sentencepiece_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | N
 
 def load_gguf_tokenizer(path: str | Path) -> GGUFTokenizer | None:
     """The tokenizer embedded in a GGUF file, without dequantising any weights."""
-    gguf = require("gguf")
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except FileNotFoundError:
-        raise PvError(f"model file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - GGUFReader raises many types on a damaged file
-        raise PvError(f"{path}: unreadable GGUF file ({type(exc).__name__}: {exc})") from None
-    return tokenizer_from_gguf_fields(reader, path)
+    from pv.capture.gguf_reader import open_gguf
+
+    return tokenizer_from_gguf_fields(open_gguf(path), path)
