@@ -10,7 +10,6 @@ real (Q4_K_M) weights as SmolLM2 does.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from pv.compare.diff import diff_paths
 
 FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3"]
 TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10]
-GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 #: "The capital of France is" as Gemma 3's tokenizer cuts it, after <bos>, and a few more words.
 GEMMA3_TOKENS = [2, 818, 5279, 529, 7001, 563, 496, 1651, 236764, 1144, 1217, 236761]
 
@@ -160,12 +158,8 @@ def test_half_precision_oracle_keeps_float32_rope_frequencies() -> None:
 
 
 @pytest.fixture(scope="module")
-def gemma3() -> Any:
-    if not GEMMA3.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
-        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
-    return load_model(str(GEMMA3))
+def gemma3(gemma3_gguf: Path) -> Any:
+    return load_model(str(gemma3_gguf))
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +266,6 @@ def test_import_and_generation_bisect_never_load_torch() -> None:
 # --------------------------------------------------------------------------- llama.cpp dumps, every graph
 
 LC_TOKENS = "1,72,101,108,108,111,44,32,119,111,114,108,100,33"
-GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
 
 
@@ -381,19 +379,10 @@ def test_llama_cpp_dump_keyed_by_name_alone(tmp_path: Path) -> None:
         assert float(np.max(np.abs(arr - live[key]), initial=0.0)) == 0.0, key
 
 
-@pytest.fixture(scope="module")
-def gemma3_gguf() -> Path:
-    pytest.importorskip("llama_cpp")
-    if not GEMMA3.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
-        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
-    return GEMMA3
-
-
 def test_llama_cpp_dump_of_gemma3_equals_live_capture(gemma3_gguf: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Gemma 3 270M Q4_K_M: inp_scaled, q/k norms, sandwich norms, GeGLU, the prescaled kq."""
+    pytest.importorskip("llama_cpp")
     dump = _same_as_live(gemma3_gguf, GEMMA3_TOKENS, "llama.cpp-gemma3", tmp_path)
     capsys.readouterr()
     for wrong in ("llama.cpp", "llama.cpp-qwen3"):

@@ -5,7 +5,6 @@ graph (llama, qwen2, qwen3, qwen3moe, gemma3) maps each stage to its node or say
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -169,7 +168,6 @@ def test_bisect_against_the_oracle_end_to_end(lc: Path, capsys: pytest.CaptureFi
 # --------------------------------------------------------------------------- every family's graph
 
 TOKENS = "1,72,101,108,108,111,44,32,119,111,114,108,100,33"
-GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
 
 
@@ -279,17 +277,8 @@ def test_known_llama_cpp_differences_are_localised(family: str, tokens: str, sta
 
 
 @pytest.fixture(scope="module")
-def gemma3_gguf() -> Path:
-    pytest.importorskip("llama_cpp")
-    if not GEMMA3.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
-        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
-    return GEMMA3
-
-
-@pytest.fixture(scope="module")
 def gemma3_pair(gemma3_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("llama_cpp")
     root = tmp_path_factory.mktemp("gemma3lc")
     capture_pair(gemma3_gguf, GEMMA3_TOKENS, root, layers="0..6")
     return root

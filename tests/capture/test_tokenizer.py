@@ -273,7 +273,6 @@ def test_malformed_metadata_is_one_line_error(tmp_path: Path, change: dict[str, 
 
 # ------------------------------------------------------------------- Gemma 3
 
-GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
 
 #: Varied text, on the real Gemma 3 vocabulary: ids must equal llama.cpp's.
 GEMMA_SAMPLES = [
@@ -312,19 +311,15 @@ GEMMA_SAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def gemma3_tokenizer() -> Any:
-    if not GEMMA3.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
-        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
-    tok = load_gguf_tokenizer(GEMMA3)
+def gemma3_tokenizer(gemma3_gguf: Path) -> Any:
+    tok = load_gguf_tokenizer(gemma3_gguf)
     assert tok is not None
     return tok
 
 
 @pytest.fixture(scope="module")
-def gemma3_llama_cpp(gemma3_tokenizer: Any) -> Any:
-    return llama_cpp_vocab(GEMMA3)
+def gemma3_llama_cpp(gemma3_gguf: Path, gemma3_tokenizer: Any) -> Any:
+    return llama_cpp_vocab(gemma3_gguf)
 
 
 @pytest.mark.slow
@@ -379,11 +374,11 @@ TRANSFORMERS_DIFFERS = {" " * 40 + "forty spaces", "\u2581literal metaspace\u258
 
 
 @pytest.mark.slow
-def test_gemma3_matches_transformers_gguf_tokenizer(gemma3_tokenizer: Any,
+def test_gemma3_matches_transformers_gguf_tokenizer(gemma3_gguf: Path, gemma3_tokenizer: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
-    ref = transformers.AutoTokenizer.from_pretrained(str(GEMMA3.parent), gguf_file=GEMMA3.name)
+    ref = transformers.AutoTokenizer.from_pretrained(str(gemma3_gguf.parent), gguf_file=gemma3_gguf.name)
     differ = {text for text in GEMMA_SAMPLES
               if gemma3_tokenizer.encode(text) != ref.encode(text, add_special_tokens=True)}
     assert differ == TRANSFORMERS_DIFFERS
