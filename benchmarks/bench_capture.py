@@ -219,7 +219,7 @@ def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) ->
     t = interleaved_best({f"{n}": run(n) for n in (1, 2, 4)}, repeat, lambda: shutil.rmtree(out, ignore_errors=True))
     cells = ", ".join(f"{n} thread{'s' if n != '1' else ''} {w * 1e3:.0f} ms ({w / forward_s:.2f}x the forward)"
                       for n, (w, _) in t.items())
-    print(f"  writer alone ({len(kept)} files, {mib:.0f} MiB, sha256 + write + manifest): {cells}")
+    print(f"  writer alone ({len(kept)} files, {mib:.0f} MiB, blake3 + write + manifest): {cells}")
 
 
 def main() -> int:

@@ -384,8 +384,8 @@ def _localise_all(model: Any, reference: Path, workdir: Path, device: str, token
         if i == 0:
             again = _capture(model, workdir / f"fault-{name}-again", tokens=tokens, device=device,
                              fault=FaultSpec(fault, layer))
-            first_files = {e["path"]: e["sha256"] for e in cap.manifest["files"]}
-            assert first_files == {e["path"]: e["sha256"] for e in again.manifest["files"]}, \
+            first_files = {e["path"]: e["blake3"] for e in cap.manifest["files"]}
+            assert first_files == {e["path"]: e["blake3"] for e in again.manifest["files"]}, \
                 f"{name}@{layer}: two captures of the same faulted run differ"
             repeat = bisect(again.output, reference, model=model)
             where = (result.first_divergence, result.last_good.stage, result.last_good.layer)

@@ -43,7 +43,7 @@ def test_layout_of_the_bytes(tmp_path: Path) -> None:
 def test_special_values_round_trip_bit_exact(tmp_path: Path) -> None:
     p = tmp_path / "s.bin"
     digest = aprt.write(p, aprt.stage_table.MODEL_LAYER, special_values())
-    assert digest == aprt.sha256_file(p)
+    assert digest == aprt.digest_file(p)
     header, values = aprt.read(p)
     assert header == aprt.Header(layer=0xFFFFFFFF, count=SPECIAL_BITS.size)
     assert values.view("<u4").tolist() == SPECIAL_BITS.tolist()
@@ -150,7 +150,7 @@ def test_capture_files_are_written_in_place_and_match_their_digest(tmp_path: Pat
         w.write("attn_norm", 1, values, dtype_captured="float32")
     assert sorted(p.name for p in (root / "layer-1").iterdir()) == ["attn_norm.bin"]  # no temp file left
     entry = aprt.open_capture(root).entries[0]
-    assert entry.meta["sha256"] == aprt.sha256_file(root / "layer-1" / "attn_norm.bin")
+    assert entry.meta["blake3"] == aprt.digest_file(root / "layer-1" / "attn_norm.bin")
     assert (root / "layer-1" / "attn_norm.bin").read_bytes() == aprt.encode(1, values)
 
 
@@ -269,7 +269,7 @@ def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
     scores = manifest["files"][1]
     assert scores["shape"] == [4, 2, 2] and scores["layout"] == ["NH", "S", "S"]
     assert scores["mask"] == "causal" and scores["dtype_captured"] == "bfloat16"
-    assert scores["sha256"] == aprt.sha256_file(root / "layer-1" / "attn_scores.bin")
+    assert scores["blake3"] == aprt.digest_file(root / "layer-1" / "attn_scores.bin")
     assert manifest["files"][2]["layer"] is None
     assert manifest["not_applicable"] == [{"stage": "qkv_bias", "reason": "no bias"}]
     cap = aprt.open_capture(root)
@@ -314,3 +314,48 @@ def test_foreign_or_broken_manifest(tmp_path: Path, text: str) -> None:
     (root / aprt.MANIFEST).write_text(text)
     with pytest.raises(aprt.AprtError):
         aprt.open_capture(root)
+
+
+def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
+    """The manifest's digest is BLAKE3 of the whole file, header included (what b3sum prints)."""
+    import blake3
+
+    root = tmp_path / "cap"
+    with aprt.CaptureWriter(root, {}) as w:
+        rec = w.store("attn_norm", 1, special_values(), dtype_captured="float32")
+        w.add(rec)
+    data = (root / rec["path"]).read_bytes()
+    assert rec["blake3"] == blake3.blake3(data).hexdigest()
+    assert "sha256" not in rec
+    assert aprt.digest_file(root / rec["path"]) == rec["blake3"]
+    import hashlib
+
+    assert aprt.digest_file(root / rec["path"], "sha256") == hashlib.sha256(data).hexdigest()
+    with pytest.raises(ValueError, match="unknown digest"):
+        aprt.digest_file(root / rec["path"], "md5")
+
+
+@pytest.mark.parametrize("field", ["blake3", "sha256"])
+@pytest.mark.parametrize("value", [7, "ab", "Z" * 64, "A" * 64, None])
+def test_manifest_digest_must_be_64_hex_digits(tmp_path: Path, field: str, value: object) -> None:
+    root = tmp_path / "cap"
+    with aprt.CaptureWriter(root, {}) as w:
+        w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
+    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    manifest["files"][0][field] = value
+    (root / aprt.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(aprt.AprtError, match=f"'{field}' must be 64 lowercase hex digits"):
+        aprt.open_capture(root)
+
+
+def test_an_earlier_manifest_with_sha256_still_opens(tmp_path: Path) -> None:
+    root = tmp_path / "cap"
+    with aprt.CaptureWriter(root, {}) as w:
+        w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
+    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    rec = manifest["files"][0]
+    rec["sha256"] = aprt.digest_file(root / rec["path"], "sha256")
+    del rec["blake3"]
+    (root / aprt.MANIFEST).write_text(json.dumps(manifest))
+    entry = aprt.open_capture(root).entries[0]
+    assert entry.meta["sha256"] == aprt.digest_file(entry.path, "sha256")

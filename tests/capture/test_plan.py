@@ -111,7 +111,7 @@ def test_several_writers_keep_the_tap_order_and_report_progress_in_it(tmp_path: 
     assert seen == keys
     capture = aprt.open_capture(tmp_path / "cap")
     for entry in capture.entries:
-        assert entry.meta["sha256"] == aprt.sha256_file(entry.path)
+        assert entry.meta["blake3"] == aprt.digest_file(entry.path)
         assert aprt.read(entry.path)[1].tolist() == [float(entry.layer or 0)] * 32
 
 
@@ -299,7 +299,7 @@ def test_a_borrowing_tap_writes_the_same_files_as_a_copying_one(tmp_path: Path) 
             tap(stage, layer, t)
         tap.finish()
         writer.close()
-        digests.append([(r["path"], r["sha256"], r["dtype_captured"]) for r in writer.files])
+        digests.append([(r["path"], r["blake3"], r["dtype_captured"]) for r in writer.files])
     assert digests[0] == digests[1]
     assert {p: d for p, _, d in digests[1]}["layer-0/ffn_up.bin"] == "bfloat16"
 

@@ -12,12 +12,16 @@ A capture directory holds ``layer-<N>/<stage>.bin`` for per-layer stages (and
 and optionally ``manifest.json`` describing shapes, layouts and the run. Files
 written by other engines come without a manifest; readers cope with that.
 
-Only numpy is needed here, so comparing captures never imports torch.
+Each file's digest in the manifest is BLAKE3 of its bytes (header included,
+what ``b3sum`` prints): as collision-resistant as sha256 and about 4x faster,
+which matters when a capture hashes a few hundred MiB beside a forward.
+Manifests written before carry ``sha256`` instead; a reader accepts either.
+
+Only numpy and blake3 are needed here, so comparing captures never imports torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+import blake3
 import numpy as np
 
 from pv import bounded, files
@@ -45,6 +50,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "pv-capture"
 MANIFEST_VERSION = 1
 _LAYER_DIR = re.compile(r"^layer-(\d+)$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class AprtError(PvError):
@@ -146,11 +152,16 @@ def encode(layer: int, array: Any) -> bytes:
     return HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size) + arr.tobytes()
 
 
+#: The manifest field holding each file's digest, and the digests a reader accepts.
+DIGEST = "blake3"
+DIGESTS = ("blake3", "sha256")
+
+
 def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
-    """Write one APRT file atomically (temp file + rename); returns its sha256."""
+    """Write one APRT file atomically (temp file + rename); returns its BLAKE3 (hex)."""
     p = Path(path)
     arr = _as_f32le(array)
-    digest = hashlib.sha256()
+    digest = blake3.blake3()
     header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
@@ -176,7 +187,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | 
 
 
 def _create(path: Path, layer: int, array: Any) -> str:
-    """Write one APRT file under a fresh name, without a temp file; returns its sha256.
+    """Write one APRT file under a fresh name, without a temp file; returns its BLAKE3 (hex).
 
     Only for the files of a capture directory, which ``CaptureWriter`` owns: the
     manifest, written last, is what makes those files a capture, so a file cut
@@ -188,7 +199,7 @@ def _create(path: Path, layer: int, array: Any) -> str:
     arr = _as_f32le(array)
     header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
     view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
-    digest = hashlib.sha256(header)
+    digest = blake3.blake3(header)
     digest.update(view)
     try:
         fd = os.open(path, _CREATE, 0o644)
@@ -220,7 +231,19 @@ def relpath_for(stage: str, layer: int | None) -> str:
     return f"layer-{layer}/{st.name}.bin"
 
 
-sha256_file = files.sha256_file
+def digest_file(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes with one of ``DIGESTS`` (what a manifest record holds)."""
+    if algorithm == "sha256":
+        return files.sha256_file(path, chunk)
+    if algorithm != "blake3":
+        raise ValueError(f"unknown digest {algorithm!r} (known: {', '.join(DIGESTS)})")
+    digest = blake3.blake3()
+    with files.open_regular(path) as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 atomic_write_text = files.replace_text
 
 
@@ -343,6 +366,9 @@ def _file_record_problem(rec: Any) -> str | None:
     value = rec.get("dtype_captured")
     if value is not None and not isinstance(value, str):
         return f"'dtype_captured' must be a string, not {bounded.brief(value)}"
+    for name in DIGESTS:
+        if name in rec and not (isinstance(rec[name], str) and _HEX64.fullmatch(rec[name])):
+            return f"'{name}' must be 64 lowercase hex digits, not {bounded.brief(rec[name])}"
     return None
 
 
@@ -492,7 +518,7 @@ class CaptureWriter:
             "layout": list(st.layout),
             "dtype_captured": dtype_captured,
             "mask": st.mask,
-            "sha256": digest,
+            DIGEST: digest,
             **extra,
         }
 
