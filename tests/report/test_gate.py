@@ -154,3 +154,20 @@ def test_json_output(repo, capsys) -> None:
 
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def test_contract_status_raised_by_hand(repo, capsys) -> None:
+    """metadata.status above the weakest falsifier is a claim no evidence carries."""
+    text = repo.contract.read_text()
+    repo.contract.write_text(text.replace("  description: demo contract for pv falsify\n",
+                                          "  description: demo contract for pv falsify\n  status: FUNCTIONAL\n"))
+    code, out = gate(capsys)
+    assert code == 1
+    assert ("unsupported: demo-v1: metadata.status FUNCTIONAL is ahead of its falsifiers: "
+            "the contract stands at BLOCKER_FIXTURE_ABSENT; pv falsify sets it") in out
+    # Behind its falsifiers is only cautious; a word off the ladder claims no rung.
+    for word in ("PROPOSED", "ACTIVE"):
+        repo.contract.write_text(text.replace("  description: demo contract for pv falsify\n",
+                                              f"  description: demo contract for pv falsify\n  status: {word}\n"))
+        code, out = gate(capsys)
+        assert code == 0, out

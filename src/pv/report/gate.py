@@ -9,6 +9,8 @@ Compared with a baseline (contracts and evidence at a git ref, or a ``pv status
 - ``unsupported``: a status higher than the evidence supports, recomputed from the
   records' measured facts against the contract's *current* claim (see
   ``pv.falsify.judge``): a hand edit, or a record that proves less than it says;
+  and a contract whose ``metadata.status`` is above its weakest falsifier's (the
+  contract stands where that one stands; ``pv falsify`` keeps the two in step);
 - ``evidence``: a record edited after it was written (digest or signature), lying in
   another falsifier's folder, off its falsifier's chain, unreadable, or a record of
   the baseline that is now missing or changed (deleting the newest failing record
@@ -41,7 +43,7 @@ from pv.falsify.binding import scan_markers
 from pv.falsify.catalog import Contract, contract_from_text
 from pv.falsify.judge import canonical
 from pv.files import read_regular
-from pv.report.status import SNAPSHOT_KIND, StatusReport
+from pv.report.status import SNAPSHOT_KIND, ContractStatus, StatusReport
 
 #: contract id -> falsifier id -> status as written.
 Snapshot = Mapping[str, Mapping[str, "str | None"]]
@@ -209,6 +211,21 @@ def binding_failures(contracts: Iterable[Contract], falsifiers_dir: Path, root: 
     return out
 
 
+def _metadata_ahead(c: ContractStatus) -> str | None:
+    """Why ``metadata.status`` claims more than the contract's weakest falsifier, or None.
+
+    Behind is only cautious and passes; a word off the ladder (``ACTIVE``) claims no rung.
+    """
+    claimed = ladder.normalize(c.metadata_status) if c.metadata_status else None
+    if claimed is None or not c.falsifiers:
+        return None
+    weakest = min((f.status for f in c.falsifiers), key=ladder.rank)
+    if ladder.rank(claimed) <= ladder.rank(weakest):
+        return None
+    return (f"metadata.status {claimed} is ahead of its falsifiers: the contract stands at {weakest}; "
+            "pv falsify sets it")
+
+
 def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = False,
           root: Path | None = None, evidence_dir: Path | None = None,
           contracts: Iterable[Contract] = (), falsifiers_dir: Path | None = None) -> list[GateFailure]:
@@ -233,6 +250,9 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
         if root is not None and evidence_dir is not None:
             failures += evidence_changes(baseline, root, evidence_dir)
     for c in report.contracts:
+        ahead = _metadata_ahead(c)
+        if ahead:
+            failures.append(GateFailure(UNSUPPORTED, c.id, None, ahead))
         for f in c.falsifiers:
             failures += [GateFailure(EVIDENCE, c.id, f.id, p) for p in f.problems]
             if not f.supported:
