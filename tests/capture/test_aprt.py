@@ -359,3 +359,22 @@ def test_an_earlier_manifest_with_sha256_still_opens(tmp_path: Path) -> None:
     (root / aprt.MANIFEST).write_text(json.dumps(manifest))
     entry = aprt.open_capture(root).entries[0]
     assert entry.meta["sha256"] == aprt.digest_file(entry.path, "sha256")
+
+
+def test_manifest_text_is_json_with_a_line_per_file(tmp_path: Path) -> None:
+    root = tmp_path / "cap"
+    run = {"model": {"name": "x\u00e9", "dims": [1, 2]}, "note": "line\nbreak"}
+    with aprt.CaptureWriter(root, run) as w:
+        for layer in range(3):
+            w.write("attn_norm", layer, np.ones((2, 3), dtype=np.float32), dtype_captured="float32")
+        w.mark_not_applicable("qkv_bias", "no bias")
+        expected = w.manifest()
+    text = (root / aprt.MANIFEST).read_text()
+    assert json.loads(text) == expected
+    assert text == aprt.manifest_text(json.loads(text)) and text.endswith("}\n")
+    lines = text.splitlines()
+    for rec in expected["files"]:
+        assert sum(f'"path": "{rec["path"]}"' in line for line in lines) == 1
+        assert json.loads(next(line for line in lines if rec["path"] in line).strip().rstrip(",")) == rec
+    empty = aprt.manifest_text({"format": "pv-capture", "files": [], "not_applicable": []})
+    assert json.loads(empty) == {"format": "pv-capture", "files": [], "not_applicable": []}
