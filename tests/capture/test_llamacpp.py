@@ -254,6 +254,24 @@ def test_synthetic_family_matches_pv_engine(family: str, tmp_path: Path) -> None
         assert probs[:, 10, :7].max() == 0.0 and probs[:, 10, 7:11].min() > 0.0
 
 
+def test_mixtral_with_one_tensor_per_expert_is_refused_by_llama_cpp_in_one_line(tmp_path: Path) -> None:
+    """The layout Mixtral GGUFs had before llama.cpp stacked the experts: pv's engine reads it
+    (test_gguf_experts.py), the llama.cpp pv builds does not, and the error says why."""
+    pytest.importorskip("llama_cpp")
+    from pv.capture.export import write_gguf
+    from pv.capture.models import load_model
+    from pv.capture.trace import capture
+    from pv.errors import PvError
+
+    model = load_model("synthetic:mixtral")
+    gguf = write_gguf(model.config, dict(model.state_dict), tmp_path / "split.gguf", per_expert=True)
+    split = load_model(str(gguf))
+    with pytest.raises(PvError, match="llama.cpp could not load this GGUF file \\(experts stored one tensor "
+                                      "each, which this llama.cpp no longer reads; pv's engine does\\)$"):
+        capture(split, engine="llama.cpp", tokens="1,2,3", stages="all", output=tmp_path / "lc")
+    capture(split, engine="pv", tokens="1,2,3", stages="all", output=tmp_path / "pv")
+
+
 @pytest.mark.parametrize(("family", "tokens", "stage", "layer"), [
     # llama.cpp's llama graph reads no sliding window: past 4 tokens Mistral's softmax differs.
     ("mistral", TOKENS, "attn_softmax", 0),

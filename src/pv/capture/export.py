@@ -81,12 +81,19 @@ def _write_tokenizer(writer: Any, vocab_size: int) -> None:
     writer.add_eos_token_id(2)
 
 
-def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str | Path) -> Path:
-    """A float32 GGUF file of the model, as llama.cpp's converter lays it out."""
+def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str | Path, *,
+               per_expert: bool = False) -> Path:
+    """A float32 GGUF file of the model, as llama.cpp's converter lays it out.
+
+    ``per_expert``: Mixtral's experts one tensor each (``blk.N.ffn_gate.E.weight``),
+    as converters wrote them before llama.cpp stacked them, instead of stacked.
+    """
     gguf = require("gguf")
     from pv.capture.blocks import llama3_factors
 
     family = config.family
+    if per_expert and not (family.moe and family.gguf_arch == "llama"):
+        raise PvError(f"per-expert GGUF tensors exist for Mixtral only, not {family.name}")
     name = family.gguf_arch or ("llama" if family.name == "mistral" else None)
     if name is None:
         raise PvError(f"no GGUF layout for family {family.name}")
@@ -140,6 +147,11 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
                 value = _permute_rope_rows(value, config.num_attention_heads if base == "q"
                                            else config.num_key_value_heads)
             kind = "bias" if role.endswith("_bias") else "weight"
+            if per_expert and base.startswith("experts_"):
+                part = gguf_of_role[base].removesuffix("_exps")
+                for e in range(value.shape[0]):
+                    tensors[f"blk.{layer}.{part}.{e}.{kind}"] = value[e]
+                continue
             tensors[f"blk.{layer}.{gguf_of_role[base]}.{kind}"] = value
     for gg, value in tensors.items():
         value = np.ascontiguousarray(value, dtype=np.float32)

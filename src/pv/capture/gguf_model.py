@@ -57,6 +57,10 @@ _GLOBAL_NAMES = {
 }
 
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+#: Mixtral GGUFs converted before llama.cpp stacked the experts (early 2024) hold one
+#: tensor per expert, ``blk.N.ffn_gate.E.weight``; pv stacks them on load, as llama.cpp
+#: did until it dropped the layout (the llama.cpp pv builds refuses such a file).
+_EXPERT_RE = re.compile(r"^blk\.(\d+)\.(ffn_gate|ffn_up|ffn_down)\.(\d+)\.weight$")
 
 
 @dataclass(frozen=True)
@@ -254,13 +258,19 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     supported = _supported_quant_types(gguf)
     family = families.by_gguf_arch(str(arch), str(path), moe=_expert_count(reader, str(arch), path) > 0)
     tensors: dict[str, Any] = {}
+    per_expert: dict[str, dict[int, Any]] = {}
     rope_factors: tuple[float, ...] | None = None
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":  # llama3 RoPE scaling as per-frequency divisors
             values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(-1)
             rope_factors = tuple(float(x) for x in values)
             continue
-        name = hf_name(tensor.name, family)
+        expert = _EXPERT_RE.match(tensor.name) if family.moe and family.gguf_arch == "llama" else None
+        if expert is not None:
+            layer, part, index = expert.groups()
+            name = hf_name(f"blk.{layer}.{part}_exps.weight", family)
+        else:
+            name = hf_name(tensor.name, family)
         if name is None:
             raise PvError(f"{path}: tensor '{tensor.name}' has no place in a {arch} decoder")
         if tensor.tensor_type not in supported:
@@ -268,7 +278,14 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
                 f"{path}: tensor '{tensor.name}' uses quantisation {tensor.tensor_type.name}, "
                 f"which pv cannot dequantise (supported: {', '.join(sorted(t.name for t in supported))})"
             )
-        tensors[name] = tensor
+        if expert is not None:
+            per_expert.setdefault(name, {})[int(index)] = tensor
+        else:
+            tensors[name] = tensor
+    for name, by_index in per_expert.items():
+        if name in tensors:
+            raise PvError(f"{path}: the experts of {name} are stored both stacked and one tensor per expert")
+        tensors[name] = _expert_list(by_index, path)
 
     if "model.embed_tokens.weight" not in tensors:
         raise PvError(f"{path}: no token_embd.weight tensor")
@@ -288,10 +305,13 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     state_dict: dict[str, np.ndarray] = {}
     quant_types: dict[str, str] = {}
     for name, tensor in tensors.items():
-        # np.array copies: F32 tensors come back as views into the memory map.
-        values = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        shape = tuple(int(d) for d in reversed(tensor.shape))  # ggml lists ne0 (columns) first
-        values = values.reshape(shape)
+        if isinstance(tensor, list):  # one tensor per expert: stacked into [E, ...] as llama.cpp does
+            values = np.stack([_dequantized(t, dequantize) for t in tensor])
+            kinds = sorted({t.tensor_type.name for t in tensor})
+            quant_types[name] = kinds[0] if len(kinds) == 1 else "+".join(kinds)
+        else:
+            values = _dequantized(tensor, dequantize)
+            quant_types[name] = tensor.tensor_type.name
         if config.family.gguf_permuted_qk and (".q_proj." in name or ".k_proj." in name):
             heads = (config.num_attention_heads if ".q_proj." in name
                      else config.num_key_value_heads)
@@ -299,8 +319,10 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
         if config.family.gguf_norm_shift and name.endswith("norm.weight"):
             values = values - np.float32(config.family.gguf_norm_shift)  # llama.cpp stored 1 + w
         state_dict[name] = values
-        quant_types[name] = tensor.tensor_type.name
 
+    from pv.capture.models import check_state_dict
+
+    check_state_dict(config, state_dict, str(path))  # e.g. fewer experts stored than expert_count says
     metadata = {
         key: _field(reader, key)
         for key in reader.fields
@@ -312,6 +334,34 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
 
         tokenizer = tokenizer_from_gguf_fields(reader, path)
     return GGUFContents(config, state_dict, metadata, quant_types, tokenizer)
+
+
+def has_per_expert_tensors(path: str | Path) -> bool:
+    """Whether a GGUF file stores its experts one tensor each (False when it cannot be read)."""
+    try:
+        return any(_EXPERT_RE.match(t.name) for t in open_gguf(Path(path)).tensors)
+    except PvError:  # open_gguf turns every failure into one
+        return False
+
+
+def _dequantized(tensor: Any, dequantize: Any) -> np.ndarray:
+    """A GGUF tensor as a float32 array in row-major (Hugging Face) shape."""
+    # np.array copies: F32 tensors come back as views into the memory map.
+    values = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+    return values.reshape(tuple(int(d) for d in reversed(tensor.shape)))  # ggml lists ne0 (columns) first
+
+
+def _expert_list(by_index: dict[int, Any], path: Path) -> list[Any]:
+    """Per-expert tensors in expert order: 0 .. E-1, each present once, all of one shape."""
+    indices = sorted(by_index)
+    if indices != list(range(len(indices))):
+        gap = next(i for i in range(len(indices) + 1) if i not in by_index)
+        raise PvError(f"{path}: per-expert tensors of {by_index[indices[0]].name.rsplit('.', 2)[0]} "
+                      f"skip expert {gap}")
+    shapes = {tuple(int(d) for d in by_index[i].shape) for i in indices}
+    if len(shapes) > 1:
+        raise PvError(f"{path}: per-expert tensors of {by_index[0].name.rsplit('.', 2)[0]} differ in shape")
+    return [by_index[i] for i in indices]
 
 
 def _supported_quant_types(gguf: Any) -> set[Any]:

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from pv.capture import gguf_model
 from pv.capture.config import ModelConfig
 from pv.capture.ggml import Ggml, GgmlTensor, tensor_at
 from pv.capture.llamacpp_faults import (
@@ -175,7 +176,9 @@ class LlamaCppRunner:
         mparams.n_gpu_layers = 0
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
-            raise PvError(f"{self.path}: llama.cpp could not load this GGUF file")
+            why = " (experts stored one tensor each, which this llama.cpp no longer reads; " \
+                  "pv's engine does)" if gguf_model.has_per_expert_tensors(self.path) else ""
+            raise PvError(f"{self.path}: llama.cpp could not load this GGUF file{why}")
         self.n_ctx = int(n_ctx)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
