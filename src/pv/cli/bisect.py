@@ -45,6 +45,8 @@ class BisectPlan:
     dtype: str
     engine: str = "pv"
     generate: int = 0
+    #: Files must still have the digests their manifests record (``--no-verify``: skip).
+    verify: bool = True
 
 
 def _check_out_file(path: str | None, suffix: str, flag: str) -> Path | None:
@@ -220,6 +222,10 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
 )
 @format_option
 @click.option("--verbose", "-v", is_flag=True, help="Details for every stage.")
+@click.option(
+    "--no-verify", "no_verify", is_flag=True,
+    help="Compare files even when their bytes no longer have the digest their manifest records.",
+)
 @tolerance_options
 def command(
     a: str | None,
@@ -240,6 +246,7 @@ def command(
     generate: int,
     fmt: str,
     verbose: bool,
+    no_verify: bool,
     threshold: float | None,
     rtol: float | None,
     atol: float | None,
@@ -262,7 +269,7 @@ def command(
         device=device,
         dtype=dtype,
     )
-    plan = replace(plan, engine=engine.lower(), generate=generate)
+    plan = replace(plan, engine=engine.lower(), generate=generate, verify=not no_verify)
     if plan.isolate and plan.engine != "pv":
         raise PvError("--isolate reruns this project's engine layer by layer: it needs --engine pv")
     if plan.generate and (plan.isolate or plan.plot or plan.report):
@@ -331,7 +338,7 @@ def _finish(
     from pv.compare.report import bisect_text, markdown
 
     ref_capture = aprt.open_capture(b)
-    result = bisect(a, ref_capture, model=config, tolerances=tols)
+    result = bisect(a, ref_capture, model=config, tolerances=tols, verify=plan.verify)
     iso = None
     if plan.isolate and loaded is not None:
         from pv.capture.engine import Engine
@@ -339,7 +346,8 @@ def _finish(
 
         engine = Engine(loaded, device=plan.device, dtype=plan.dtype, fault=plan.fault)
         iso = isolate(
-            engine, ref_capture, cumulative=result.report, tolerances=tols, config=loaded.config
+            engine, ref_capture, cumulative=result.report, tolerances=tols, config=loaded.config,
+            verify=plan.verify,
         )
     context = []
     if plan.model is not None:

@@ -51,7 +51,8 @@ def finish_generation(plan: BisectPlan, a: Path, b: Path, config: Any, tols: Any
     from pv.compare.bisect import bisect_generation
     from pv.compare.report import bisect_text, table
 
-    result = bisect_generation(a, b, model=config, tolerances=tols, max_steps=plan.generate)
+    result = bisect_generation(a, b, model=config, tolerances=tols, max_steps=plan.generate,
+                               verify=plan.verify)
     if fmt.lower() == "json":
         out = result.to_dict()
         out["files"] = {"captures": [str(a), str(b)] if plan.keep else None}

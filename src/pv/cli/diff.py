@@ -81,6 +81,10 @@ def build_tolerances(
 @click.option(
     "--verbose", "-v", is_flag=True, help="Details for every stage, not only failing ones."
 )
+@click.option(
+    "--no-verify", "no_verify", is_flag=True,
+    help="Compare files even when their bytes no longer have the digest their manifest records.",
+)
 @tolerance_options
 def command(
     a: str,
@@ -90,6 +94,7 @@ def command(
     stages: str | None,
     top_k: int,
     verbose: bool,
+    no_verify: bool,
     threshold: float | None,
     rtol: float | None,
     atol: float | None,
@@ -107,7 +112,7 @@ def command(
         from pv.capture.models import model_config
 
         config = model_config(model)
-    report = diff_paths(a, b, model=config, tolerances=tols, stages=wanted, top_k=top_k)
+    report = diff_paths(a, b, model=config, tolerances=tols, stages=wanted, top_k=top_k, verify=not no_verify)
     if fmt.lower() == "json":
         click.echo(json.dumps(report.to_dict(), indent=1))
     else:

@@ -92,9 +92,13 @@ def bisect(
     *,
     model: Any = None,
     tolerances: Tolerances | None = None,
+    verify: bool = True,
 ) -> BisectResult:
-    """Compare capture ``a`` (under test) with ``b`` (reference) and walk to the first divergence."""
-    return walk(diff_captures(a, b, model=model, tolerances=tolerances))
+    """Compare capture ``a`` (under test) with ``b`` (reference) and walk to the first divergence.
+
+    ``verify``: files must still have the digests their manifests record (``diff_captures``).
+    """
+    return walk(diff_captures(a, b, model=model, tolerances=tolerances, verify=verify))
 
 
 # --------------------------------------------------------------------------- generations
@@ -181,6 +185,7 @@ def bisect_generation(
     model: Any = None,
     tolerances: Tolerances | None = None,
     max_steps: int | None = None,
+    verify: bool = True,
 ) -> GenerationBisect:
     """Two-level bisection of two generation captures (``a`` under test, ``b`` reference).
 
@@ -205,7 +210,7 @@ def bisect_generation(
     for t in range(n):
         sa, sb = ga["steps"][t], gb["steps"][t]
         da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
-        logits = _next_token_logprobs(da, db, tolerances or Tolerances())
+        logits = _next_token_logprobs(da, db, tolerances or Tolerances(), verify)
         if logits is None and t == 0:
             notes.append("lm_head not captured on both sides: steps judged by their tokens only")
         v = StepVerdict(t, int(sa.get("position", 0)), list(sa["input"]) == list(sb["input"]),
@@ -222,7 +227,7 @@ def bisect_generation(
         # the first step with a diverging stage, so a stage-level bug is never missed.
         for t in range(n):
             da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
-            walked = bisect(da, db, model=model, tolerances=tolerances)
+            walked = bisect(da, db, model=model, tolerances=tolerances, verify=verify)
             if walked.first is not None:
                 stage, stage_step = walked, t
                 notes.append(f"no step's next token or log-probabilities left tolerance, but step "
@@ -231,7 +236,7 @@ def bisect_generation(
     elif first.inputs_equal:
         stage_step = first.step
         da, db = gen_steps.step_dir(ra, first.step), gen_steps.step_dir(rb, first.step)
-        stage = bisect(da, db, model=model, tolerances=tolerances)
+        stage = bisect(da, db, model=model, tolerances=tolerances, verify=verify)
         if stage.first is None:
             notes.append(f"step {first.step}: every stage is within tolerance; the next token "
                          "differs on a near tie")
@@ -242,7 +247,7 @@ def bisect_generation(
                             stage_step)
 
 
-def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances) -> StageRecord | None:
+def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool = True) -> StageRecord | None:
     """The step's next-token log-probabilities (log-softmax of ``lm_head``'s last row), compared.
 
     Log-probabilities up to their mean, not raw logits: a shift of every logit
@@ -264,6 +269,9 @@ def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances) -> StageRecor
         entry = cap.by_key().get(("lm_head", None))
         if entry is None:
             return None
+        problem = aprt.digest_problem(entry.path, entry.meta) if verify else None
+        if problem:
+            raise PvError(problem)
         _, values = aprt.read(entry.path)
         vocab = entry.shape[-1] if entry.shape else values.size
         if vocab <= 0 or values.size % vocab:

@@ -152,11 +152,23 @@ def compare_sides(
     tolerances: Tolerances,
     top_k: int = 5,
     chunk: int = metrics.CHUNK,
+    verify: bool = True,
 ) -> StageRecord:
-    """Compare one pair of tensors into a record; never raises for a bad pair."""
+    """Compare one pair of tensors into a record; never raises for a bad pair.
+
+    ``verify``: a side whose manifest record names a digest is compared only if
+    its bytes still have that digest (else the record is an error saying so).
+    """
     stage = a.stage or b.stage
     pa, pb = str(a.path), str(b.path)
     dtype = looser(a.dtype, b.dtype)
+    if verify:
+        try:
+            problem = aprt.digest_problem(a.path, a.meta) or aprt.digest_problem(b.path, b.meta)
+        except OSError as exc:
+            problem = f"cannot read {pa} or {pb}: {exc.strerror or exc}"
+        if problem:
+            return StageRecord(stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb, dtype=dtype)
     try:
         view = align.plan_view(a, b, config)
     except align.PairError as exc:
@@ -218,12 +230,15 @@ def diff_captures(
     top_k: int = 5,
     chunk: int = metrics.CHUNK,
     workers: int | None = None,
+    verify: bool = True,
 ) -> DiffReport:
     """Compare two capture directories (``a`` under test, ``b`` reference), stage by stage.
 
     ``stages`` limits the comparison to those stage names; ``workers`` threads
-    compare pairs concurrently (default: one per CPU, at most 4). Raises
-    PvError only when nothing could be compared at all.
+    compare pairs concurrently (default: one per CPU, at most 4). With
+    ``verify``, each compared file listed with a digest in its manifest must
+    still have it (``compare_sides``). Raises PvError only when nothing could
+    be compared at all.
     """
     ca, cb = _open(a), _open(b)
     config = _config(model)
@@ -242,6 +257,7 @@ def diff_captures(
             tolerances=tols,
             top_k=top_k,
             chunk=chunk,
+            verify=verify,
         )
 
     n_workers = max(1, min(workers if workers is not None else default_workers(), len(pairs)))
@@ -397,6 +413,7 @@ def diff_paths(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
         # Not only regular files: a FIFO or device is refused by the APRT reader, by name.
         kwargs.pop("stages", None)
         kwargs.pop("chunk", None)
+        kwargs.pop("verify", None)  # single files have no manifest, so no digest
         return diff_files(pa, pb, **kwargs)
 
     def kind(p: Path) -> str:

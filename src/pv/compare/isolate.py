@@ -112,8 +112,12 @@ def isolate(
     cumulative: DiffReport | None = None,
     tolerances: Tolerances | None = None,
     config: ModelConfig | None = None,
+    verify: bool = True,
 ) -> IsolateResult:
-    """Rerun every layer of ``engine`` from ``reference``'s inputs; compare each stage locally."""
+    """Rerun every layer of ``engine`` from ``reference``'s inputs; compare each stage locally.
+
+    ``verify``: every reference file read must still have the digest its manifest records.
+    """
     tols = tolerances or Tolerances()
     cfg = config or getattr(engine, "config", None)
     entries = reference.by_key()
@@ -132,7 +136,7 @@ def isolate(
                 )
             )
             continue
-        hidden = _read(entries[src], cfg)
+        hidden = _read(entries[src], cfg, verify)
         tap = MemoryTap(layer)
         engine.run_layer(layer, hidden, tap=tap)
         records: list[StageRecord] = []
@@ -142,7 +146,7 @@ def isolate(
                 continue
             ref_entry = entries[key]
             dtype = _side_dtype(ref_entry.meta, reference.manifest)
-            ref = _read(ref_entry, cfg)
+            ref = _read(ref_entry, cfg, verify)
             rec = compare_arrays(
                 tap.tensors[st.name],
                 ref,
@@ -159,8 +163,11 @@ def isolate(
     return IsolateResult(tuple(out))
 
 
-def _read(entry: aprt.Entry, config: ModelConfig | None) -> np.ndarray:
+def _read(entry: aprt.Entry, config: ModelConfig | None, verify: bool = True) -> np.ndarray:
     """A reference tensor in its stage shape (manifest, else solved from the config)."""
+    problem = aprt.digest_problem(entry.path, entry.meta) if verify else None
+    if problem:
+        raise PvError(problem)
     from pv.compare.align import _dims_from_count
 
     shape = entry.shape
