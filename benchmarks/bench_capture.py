@@ -97,7 +97,7 @@ def _sync() -> None:
 
 
 def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
-    from pv.capture.aprt import CaptureWriter
+    from pv.capture.directory import CaptureWriter
     from pv.capture.engine import Engine
     from pv.capture.models import load_model
     from pv.capture.plan import CapturePlan, Tap
@@ -184,7 +184,7 @@ def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) ->
 
     import numpy as np
 
-    from pv.capture.aprt import CaptureWriter
+    from pv.capture.directory import CaptureWriter
 
     kept: list[tuple[str, int | None, np.ndarray, dict[str, object]]] = []
 

@@ -66,14 +66,12 @@ def _record_run(rec: FalsifierRecord, model: Any, *captures: Any) -> None:
 
 
 def _entries(root: Path) -> list[Any]:
-    from pv.capture import aprt
-
-    return list(aprt.open_capture(root).entries)
+    from pv.capture import directory
+    return list(directory.open_capture(root).entries)
 
 
 def _array(entry: Any) -> np.ndarray:
     from pv.capture import aprt
-
     _, values = aprt.read(entry.path, tuple(entry.shape))
     return np.asarray(values, dtype=np.float64)
 
@@ -263,7 +261,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     """pv diff on both sub-stages: every layer reported, cosine in [-1, 1], masked part ignored."""
     import shutil
 
-    from pv.capture import aprt
+    from pv.capture import aprt, directory
     from pv.cli import run
 
     sub = "attn_scores,attn_softmax"
@@ -274,8 +272,8 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     seen = {(r["stage"], r["layer"]) for r in data["records"]}
     assert seen == {(s, layer) for s in sub.split(",") for layer in range(n_layers)}
     cosines = []
-    by_key_a = {(e.stage, e.layer): e for e in aprt.open_capture(candidate).entries}
-    by_key_b = {(e.stage, e.layer): e for e in aprt.open_capture(reference).entries}
+    by_key_a = {(e.stage, e.layer): e for e in directory.open_capture(candidate).entries}
+    by_key_b = {(e.stage, e.layer): e for e in directory.open_capture(reference).entries}
     for r in data["records"]:
         cos, rel = r["metrics"]["cosine"], r["metrics"]["rel_err"]
         assert -1.0 <= cos <= 1.0 and np.isfinite(rel), r
@@ -293,7 +291,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     moved = scaled / Path(target.path).relative_to(candidate)
     _, values = aprt.read(moved, tuple(target.shape))
     aprt.write(moved, target.header.layer, np.array(values, dtype=np.float32).reshape(target.shape) * 1.5)
-    aprt.reseal(scaled)  # as if the engine had written it: pv diff compares only files that match their digests
+    directory.reseal(scaled)  # as if the engine had written it: pv diff compares only files that match their digests
     code = run(["diff", str(scaled), str(reference), "--stages", sub, "--format", "json"])
     scaled_data = json.loads(capsys.readouterr().out)
     failed = {(r["stage"], r["layer"]) for r in scaled_data["records"] if r["status"] == "fail"}
@@ -301,14 +299,14 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     # Masked positions (key after query) must not count: garbage there changes nothing.
     noisy = workdir / "noisy"
     shutil.copytree(candidate, noisy)
-    for e in aprt.open_capture(noisy).entries:
+    for e in directory.open_capture(noisy).entries:
         if e.stage == "attn_softmax":
             _, probs = aprt.read(e.path, tuple(e.shape))
             probs = np.array(probs, dtype=np.float32).reshape(e.shape)
             upper = ~np.tril(np.ones(probs.shape[-2:], dtype=bool))
             probs[:, upper] = 123.0
             aprt.write(e.path, e.header.layer, probs)
-    aprt.reseal(noisy)
+    directory.reseal(noisy)
     code = run(["diff", str(noisy), str(reference), "--stages", sub, "--format", "json"])
     noisy_data = json.loads(capsys.readouterr().out)
     assert code == 0, noisy_data["summary"]

@@ -75,7 +75,7 @@ def test_decode_equals_recomputation(falsifier_record: FalsifierRecord) -> None:
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-002")
 def test_decode_stages_equal_full_rows(falsifier_record: FalsifierRecord, tmp_path: Path) -> None:
-    from pv.capture import aprt
+    from pv.capture import aprt, directory
     from pv.capture.generate import capture_generation
     from pv.capture.models import load_model
     from pv.capture.steps import load, step_dir
@@ -93,8 +93,8 @@ def test_decode_stages_equal_full_rows(falsifier_record: FalsifierRecord, tmp_pa
         prefix = PROMPT + [s["fed"] for s in fed[:t]]
         full = capture(model, tokens=prefix, stages="all", output=tmp_path / f"full-{t}")
         falsifier_record.capture(full)
-        full_by = {e.key: e for e in aprt.open_capture(full.output).entries}
-        for entry in aprt.open_capture(step_dir(gen.output, t)).entries:
+        full_by = {e.key: e for e in directory.open_capture(full.output).entries}
+        for entry in directory.open_capture(step_dir(gen.output, t)).entries:
             _, got = aprt.read(entry.path, entry.shape)
             ref_entry = full_by[entry.key]
             _, ref = aprt.read(ref_entry.path, ref_entry.shape)

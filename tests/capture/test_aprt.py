@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt
+from pv import stages as stage_table
+from pv.capture import aprt, directory
 from pv.errors import PvError
 
 # Quiet NaN with a payload, signalling NaN, negative NaN, both infinities, both zeros, a subnormal.
@@ -42,7 +43,7 @@ def test_layout_of_the_bytes(tmp_path: Path) -> None:
 
 def test_special_values_round_trip_bit_exact(tmp_path: Path) -> None:
     p = tmp_path / "s.bin"
-    digest = aprt.write(p, aprt.stage_table.MODEL_LAYER, special_values())
+    digest = aprt.write(p, stage_table.MODEL_LAYER, special_values())
     assert digest == aprt.digest_file(p)
     header, values = aprt.read(p)
     assert header == aprt.Header(layer=0xFFFFFFFF, count=SPECIAL_BITS.size)
@@ -146,17 +147,17 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_capture_files_are_written_in_place_and_match_their_digest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("attn_norm", 1, values, dtype_captured="float32")
     assert sorted(p.name for p in (root / "layer-1").iterdir()) == ["attn_norm.bin"]  # no temp file left
-    entry = aprt.open_capture(root).entries[0]
+    entry = directory.open_capture(root).entries[0]
     assert entry.meta["blake3"] == aprt.digest_file(root / "layer-1" / "attn_norm.bin")
     assert (root / "layer-1" / "attn_norm.bin").read_bytes() == aprt.encode(1, values)
 
 
 def test_force_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("attn_norm", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
         w.write("ffn_up", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
     outside = tmp_path / "precious.txt"
@@ -167,13 +168,13 @@ def test_force_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Pat
     (root / "layer-1" / "attn_norm.bin").symlink_to(outside)
     (root / "layer-1" / "ffn_up.bin").unlink()
     (root / "layer-1" / "ffn_up.bin").hardlink_to(other)
-    with aprt.CaptureWriter(root, {}, overwrite=True) as w:
+    with directory.CaptureWriter(root, {}, overwrite=True) as w:
         w.write("attn_norm", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
         w.write("ffn_up", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
     assert outside.read_text() == "keep me"
     assert other.read_text() == "keep me too"
     assert not (root / "layer-1" / "attn_norm.bin").is_symlink()
-    assert len(aprt.open_capture(root).entries) == 2
+    assert len(directory.open_capture(root).entries) == 2
 
 
 def test_a_write_cut_short_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +198,7 @@ def test_a_write_cut_short_leaves_no_partial_file(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(aprt.os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
     root = tmp_path / "cap"
-    w = aprt.CaptureWriter(root, {})
+    w = directory.CaptureWriter(root, {})
     with pytest.raises(PvError, match="No space left on device"):
         w.write("attn_norm", 1, np.ones(3, dtype=np.float32), dtype_captured="float32")
     w.abort()
@@ -205,12 +206,12 @@ def test_a_write_cut_short_leaves_no_partial_file(tmp_path: Path, monkeypatch: p
 
 
 def test_relpaths() -> None:
-    assert aprt.relpath_for("embedding", None) == "layer-0/embedding.bin"
-    assert aprt.relpath_for("LAYER_OUTPUT", 3) == "layer-3/post_ffn_residual.bin"
-    assert aprt.relpath_for("lm_head", None) == "lm_head.bin"
-    assert aprt.relpath_for("final_norm", 5) == "final_norm.bin"
+    assert directory.relpath_for("embedding", None) == "layer-0/embedding.bin"
+    assert directory.relpath_for("LAYER_OUTPUT", 3) == "layer-3/post_ffn_residual.bin"
+    assert directory.relpath_for("lm_head", None) == "lm_head.bin"
+    assert directory.relpath_for("final_norm", 5) == "final_norm.bin"
     with pytest.raises(ValueError):
-        aprt.relpath_for("attn_out", None)
+        directory.relpath_for("attn_out", None)
 
 
 # ---------------------------------------------------------------------------------------- directories
@@ -234,7 +235,7 @@ def foreign_capture(root: Path) -> Path:
 
 
 def test_directory_without_manifest(tmp_path: Path) -> None:
-    cap = aprt.open_capture(foreign_capture(tmp_path / "c"))
+    cap = directory.open_capture(foreign_capture(tmp_path / "c"))
     assert cap.manifest is None and cap.not_applicable == ()
     assert [e.key for e in cap.entries] == [
         ("embedding", 0), ("attn_norm", 0), ("post_ffn_residual", 0), ("attn_norm", 1), ("lm_head", None)]
@@ -246,23 +247,23 @@ def test_a_bad_file_in_a_directory_is_reported(tmp_path: Path) -> None:
     root = foreign_capture(tmp_path / "c")
     raw_file(root / "layer-1" / "ffn_out.bin", b"APRT", 1, 100, b"\x00" * 4)
     with pytest.raises(aprt.AprtError, match="ffn_out.bin"):
-        aprt.open_capture(root)
+        directory.open_capture(root)
 
 
 def test_not_a_directory(tmp_path: Path) -> None:
     with pytest.raises(PvError, match="not a capture directory"):
-        aprt.open_capture(tmp_path / "nope")
+        directory.open_capture(tmp_path / "nope")
 
 
 def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {"engine": "test"}) as w:
+    with directory.CaptureWriter(root, {"engine": "test"}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
         w.write("attn_scores", 1, np.zeros((4, 2, 2), dtype=np.float32), dtype_captured="bfloat16")
         w.write("lm_head", None, np.zeros((2, 5), dtype=np.float32), dtype_captured="float32")
         w.mark_not_applicable("qkv_bias", "no bias")
         w.mark_not_applicable("qkv_bias", "no bias")
-    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    manifest = json.loads((root / directory.MANIFEST).read_text())
     assert manifest["format"] == "pv-capture" and manifest["run"] == {"engine": "test"}
     assert [f["path"] for f in manifest["files"]] == [
         "layer-0/embedding.bin", "layer-1/attn_scores.bin", "lm_head.bin"]
@@ -272,48 +273,48 @@ def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
     assert scores["blake3"] == aprt.digest_file(root / "layer-1" / "attn_scores.bin")
     assert manifest["files"][2]["layer"] is None
     assert manifest["not_applicable"] == [{"stage": "qkv_bias", "reason": "no bias"}]
-    cap = aprt.open_capture(root)
+    cap = directory.open_capture(root)
     assert cap.not_applicable == ("qkv_bias",)
     assert cap.by_key()[("attn_scores", 1)].shape == (4, 2, 2)
 
 
 def test_aborted_capture_has_no_manifest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with pytest.raises(RuntimeError), aprt.CaptureWriter(root, {}) as w:
+    with pytest.raises(RuntimeError), directory.CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
         raise RuntimeError("forward failed")
-    assert not (root / aprt.MANIFEST).exists()
+    assert not (root / directory.MANIFEST).exists()
 
 
 def test_writer_refuses_a_non_empty_directory_and_drops_a_stale_manifest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
     with pytest.raises(PvError, match="not empty"):
-        aprt.CaptureWriter(root, {})
-    w2 = aprt.CaptureWriter(root, {}, overwrite=True)
-    assert not (root / aprt.MANIFEST).exists()
+        directory.CaptureWriter(root, {})
+    w2 = directory.CaptureWriter(root, {}, overwrite=True)
+    assert not (root / directory.MANIFEST).exists()
     w2.abort()
 
 
 def test_manifest_shape_must_agree_with_the_file(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
-    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    manifest = json.loads((root / directory.MANIFEST).read_text())
     manifest["files"][0]["shape"] = [2, 4]
-    (root / aprt.MANIFEST).write_text(json.dumps(manifest))
+    (root / directory.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(aprt.AprtError, match="disagrees"):
-        aprt.open_capture(root)
+        directory.open_capture(root)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"format": "other"}'])
 def test_foreign_or_broken_manifest(tmp_path: Path, text: str) -> None:
     root = tmp_path / "cap"
     root.mkdir()
-    (root / aprt.MANIFEST).write_text(text)
+    (root / directory.MANIFEST).write_text(text)
     with pytest.raises(aprt.AprtError):
-        aprt.open_capture(root)
+        directory.open_capture(root)
 
 
 def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
@@ -321,7 +322,7 @@ def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
     import blake3
 
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         rec = w.store("attn_norm", 1, special_values(), dtype_captured="float32")
         w.add(rec)
     data = (root / rec["path"]).read_bytes()
@@ -339,42 +340,42 @@ def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [7, "ab", "Z" * 64, "A" * 64, None])
 def test_manifest_digest_must_be_64_hex_digits(tmp_path: Path, field: str, value: object) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
-    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    manifest = json.loads((root / directory.MANIFEST).read_text())
     manifest["files"][0][field] = value
-    (root / aprt.MANIFEST).write_text(json.dumps(manifest))
+    (root / directory.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(aprt.AprtError, match=f"'{field}' must be 64 lowercase hex digits"):
-        aprt.open_capture(root)
+        directory.open_capture(root)
 
 
 def test_an_earlier_manifest_with_sha256_still_opens(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with aprt.CaptureWriter(root, {}) as w:
+    with directory.CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
-    manifest = json.loads((root / aprt.MANIFEST).read_text())
+    manifest = json.loads((root / directory.MANIFEST).read_text())
     rec = manifest["files"][0]
     rec["sha256"] = aprt.digest_file(root / rec["path"], "sha256")
     del rec["blake3"]
-    (root / aprt.MANIFEST).write_text(json.dumps(manifest))
-    entry = aprt.open_capture(root).entries[0]
+    (root / directory.MANIFEST).write_text(json.dumps(manifest))
+    entry = directory.open_capture(root).entries[0]
     assert entry.meta["sha256"] == aprt.digest_file(entry.path, "sha256")
 
 
 def test_manifest_text_is_json_with_a_line_per_file(tmp_path: Path) -> None:
     root = tmp_path / "cap"
     run = {"model": {"name": "x\u00e9", "dims": [1, 2]}, "note": "line\nbreak"}
-    with aprt.CaptureWriter(root, run) as w:
+    with directory.CaptureWriter(root, run) as w:
         for layer in range(3):
             w.write("attn_norm", layer, np.ones((2, 3), dtype=np.float32), dtype_captured="float32")
         w.mark_not_applicable("qkv_bias", "no bias")
         expected = w.manifest()
-    text = (root / aprt.MANIFEST).read_text()
+    text = (root / directory.MANIFEST).read_text()
     assert json.loads(text) == expected
-    assert text == aprt.manifest_text(json.loads(text)) and text.endswith("}\n")
+    assert text == directory.manifest_text(json.loads(text)) and text.endswith("}\n")
     lines = text.splitlines()
     for rec in expected["files"]:
         assert sum(f'"path": "{rec["path"]}"' in line for line in lines) == 1
         assert json.loads(next(line for line in lines if rec["path"] in line).strip().rstrip(",")) == rec
-    empty = aprt.manifest_text({"format": "pv-capture", "files": [], "not_applicable": []})
+    empty = directory.manifest_text({"format": "pv-capture", "files": [], "not_applicable": []})
     assert json.loads(empty) == {"format": "pv-capture", "files": [], "not_applicable": []}

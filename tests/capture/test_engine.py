@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pv import stages
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.config import SYNTHETIC
 from pv.capture.engine import Engine
 from pv.capture.models import LoadedModel, fingerprint, load_model
@@ -53,17 +53,17 @@ def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
 
 
 def capture_to(tmp_path: Path, engine: Engine, spec: str = "all", layers: str = "all",
-               tokens: list[int] = TOKENS) -> tuple[torch.Tensor, aprt.Capture]:
-    writer = aprt.CaptureWriter(tmp_path, {})
+               tokens: list[int] = TOKENS) -> tuple[torch.Tensor, directory.Capture]:
+    writer = directory.CaptureWriter(tmp_path, {})
     tap = Tap(CapturePlan.parse(spec, layers, engine.config.num_hidden_layers), writer)
     logits = engine.forward(tokens, tap)
     tap.finish()
     assert tap.missing(engine.config.num_hidden_layers) == []
     writer.close()
-    return logits, aprt.open_capture(tmp_path)
+    return logits, directory.open_capture(tmp_path)
 
 
-def arrays(cap: aprt.Capture) -> dict[tuple[str, int | None], np.ndarray]:
+def arrays(cap: directory.Capture) -> dict[tuple[str, int | None], np.ndarray]:
     return {e.key: aprt.read(e.path, e.shape)[1] for e in cap.entries}
 
 
@@ -168,7 +168,7 @@ def test_run_layer_reproduces_the_forward(tmp_path: Path, qwen: LoadedModel) -> 
 
 def test_run_layer_with_a_tap(tmp_path: Path, qwen: LoadedModel) -> None:
     engine = Engine(qwen)
-    writer = aprt.CaptureWriter(tmp_path, {})
+    writer = directory.CaptureWriter(tmp_path, {})
     tap = Tap(CapturePlan.parse("attn_norm,ffn_out", "2"), writer)
     engine.run_layer(2, np.ones((5, 64), dtype=np.float32), tap)
     tap.finish()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pv import stages
-from pv.capture import aprt, faults
+from pv.capture import aprt, directory, faults
 from pv.capture.engine import Engine
 from pv.capture.models import LoadedModel, load_model
 from pv.capture.plan import CapturePlan, Tap
@@ -41,12 +41,12 @@ _CLEAN: dict[str, dict[tuple[str, int | None], np.ndarray]] = {}
 
 def run(model: LoadedModel, fault: str | None, root: Path) -> dict[tuple[str, int | None], np.ndarray]:
     engine = Engine(model, fault=fault)
-    writer = aprt.CaptureWriter(root, {})
+    writer = directory.CaptureWriter(root, {})
     tap = Tap(CapturePlan.parse("all"), writer)
     engine.forward(TOKENS, tap)
     tap.finish()
     writer.close()
-    return {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root).entries}
+    return {e.key: aprt.read(e.path, e.shape)[1] for e in directory.open_capture(root).entries}
 
 
 def causal_view(stage: str, a: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt, dumps, mapping
+from pv.capture import aprt, directory, dumps, mapping
 from pv.capture.config import SYNTHETIC
 from pv.capture.importer import import_dumps
 from pv.cli import run
@@ -32,7 +32,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tupl
 
     out = tmp_path_factory.mktemp("ref") / "cap"
     capture("synthetic", tokens=TOKENS, stages=CLASSIC, output=out)
-    cap = aprt.open_capture(out)
+    cap = directory.open_capture(out)
     return out, {e.key: aprt.read(e.path, e.shape)[1] for e in cap.entries}
 
 
@@ -325,8 +325,8 @@ def _same_as_live(gguf: Path, tokens: str, mapping_name: str, root: Path) -> Pat
     capture(str(gguf), engine="llama.cpp", tokens=tokens, stages="all", output=root / "live")
     assert run(["import", str(dump), "--mapping", mapping_name, "--model", str(gguf),
                 "-o", str(root / "imp")]) == 0
-    live = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root / "live").entries}
-    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(root / "imp").entries}
+    live = {e.key: aprt.read(e.path, e.shape)[1] for e in directory.open_capture(root / "live").entries}
+    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in directory.open_capture(root / "imp").entries}
     assert set(imp) == set(live), (sorted(set(live) - set(imp)), sorted(set(imp) - set(live)))
     for key, arr in live.items():
         assert imp[key].shape == arr.shape, key
@@ -371,8 +371,8 @@ def test_llama_cpp_dump_keyed_by_name_alone(tmp_path: Path) -> None:
     capture(str(gguf), engine="llama.cpp", tokens=LC_TOKENS, stages="all", output=tmp_path / "live")
     assert run(["import", str(dump), "--mapping", "llama.cpp-qwen3", "--model", str(gguf),
                 "-o", str(tmp_path / "imp")]) == 0
-    live = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(tmp_path / "live").entries}
-    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in aprt.open_capture(tmp_path / "imp").entries}
+    live = {e.key: aprt.read(e.path, e.shape)[1] for e in directory.open_capture(tmp_path / "live").entries}
+    imp = {e.key: aprt.read(e.path, e.shape)[1] for e in directory.open_capture(tmp_path / "imp").entries}
     assert {stage for stage, _ in set(live) - set(imp)} == {"qkv_matmul"}
     assert set(imp) < set(live)
     for key, arr in imp.items():

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from pv import stages as stage_table
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.config import SYNTHETIC
 from pv.capture.engine import Engine
 from pv.capture.models import LoadedModel, fingerprint, synthetic_model
@@ -129,7 +129,7 @@ def test_capture_files_agree(tmp_path: Path) -> None:
     a = capture("synthetic", tokens=TOKENS, output=tmp_path / "pv", engine="pv")
     b = capture("synthetic", tokens=TOKENS, output=tmp_path / "hf", engine="hf")
     assert a.files == b.files == 3 + SYNTHETIC.num_hidden_layers * 17
-    ca, cb = aprt.open_capture(tmp_path / "pv"), aprt.open_capture(tmp_path / "hf")
+    ca, cb = directory.open_capture(tmp_path / "pv"), directory.open_capture(tmp_path / "hf")
     ea, eb = ca.by_key(), cb.by_key()
     assert set(ea) == set(eb)
     for key, entry in ea.items():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pv import cli, stages
-from pv.capture import aprt, trace
+from pv.capture import aprt, directory, trace
 from pv.capture.models import load_model
 from pv.errors import PvError
 
@@ -36,7 +36,7 @@ def test_full_capture_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert pv_trace("--prompt", "Hello, pv!", "--save-tensor", "all", "--output", str(out)) == 0
     stdout = capsys.readouterr().out
     assert "wrote 71 files" in stdout and str(out) in stdout
-    cap = aprt.open_capture(out)
+    cap = directory.open_capture(out)
     assert len(cap.entries) == 71
     dims = load_model("synthetic").config.dims(len("Hello, pv!"))
     for e in cap.entries:
@@ -58,7 +58,7 @@ def test_selected_stages_and_layers(tmp_path: Path) -> None:
     out = tmp_path / "cap"
     assert pv_trace("--tokens", "1, 2,3", "--save-tensor", "ATTN_SCORES,layer_output", "--layers", "1..3",
                     "-o", str(out)) == 0
-    cap = aprt.open_capture(out)
+    cap = directory.open_capture(out)
     assert [e.key for e in cap.entries] == [("attn_scores", 1), ("post_ffn_residual", 1),
                                             ("attn_scores", 2), ("post_ffn_residual", 2)]
     assert cap.by_key()["attn_scores", 1].shape == (4, 3, 3)
@@ -92,7 +92,7 @@ def test_fault_injection_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / "cap"
     assert pv_trace("--tokens", "1,2,3,4", "--save-tensor", "attn_softmax", "-o", str(out),
                     "--inject-fault", "mask_off_by_one@2") == 0
-    run = aprt.open_capture(out).manifest["run"]  # type: ignore[index]
+    run = directory.open_capture(out).manifest["run"]  # type: ignore[index]
     assert run["fault"] == {"name": "mask_off_by_one", "layer": 2, "stage": "attn_softmax"}
 
 
@@ -101,7 +101,7 @@ def test_force_replaces_only_the_old_capture(tmp_path: Path) -> None:
     assert pv_trace("--tokens", "1,2", "--save-tensor", "all", "-o", str(out)) == 0
     (out / "notes.txt").write_text("mine")
     assert pv_trace("--tokens", "1,2", "--save-tensor", "lm_head", "-o", str(out), "--force") == 0
-    cap = aprt.open_capture(out)
+    cap = directory.open_capture(out)
     assert [e.key for e in cap.entries] == [("lm_head", None)]
     assert sorted(os.listdir(out)) == ["lm_head.bin", "manifest.json", "notes.txt"]
 
@@ -120,7 +120,7 @@ def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pv.capture.plan import Tap
 
-    real_create = aprt._create
+    real_create = aprt.create
     calls = [0]
 
     def fails_late(path: Path, layer: int, array: object) -> str:
@@ -130,7 +130,7 @@ def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_create(path, layer, array)
 
-    monkeypatch.setattr(aprt, "_create", fails_late)
+    monkeypatch.setattr(aprt, "create", fails_late)
     monkeypatch.setattr(Tap, "INLINE_BELOW", 0)  # every stage through the writer threads
     monkeypatch.setattr(trace, "Tap", lambda *a, **k: Tap(*a, **{**k, "writers": 3}))
     out = tmp_path / "cap"
@@ -208,7 +208,7 @@ def test_unsupported_architecture(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_disk_full_leaves_no_manifest_and_no_partial_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    real_create = aprt._create
+    real_create = aprt.create
     calls = [0]
 
     def filling_disk(path: os.PathLike[str], layer: int, array: object) -> str:
@@ -217,7 +217,7 @@ def test_disk_full_leaves_no_manifest_and_no_partial_files(tmp_path: Path, capsy
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_create(path, layer, array)
 
-    monkeypatch.setattr(aprt, "_create", filling_disk)
+    monkeypatch.setattr(aprt, "create", filling_disk)
     out = tmp_path / "cap"
     assert pv_trace("--prompt", "hi", "--save-tensor", "all", "-o", str(out)) == 2
     assert "No space left on device" in one_error_line(capsys)
@@ -287,7 +287,7 @@ def test_smollm2_prompt_capture(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     "qkv_bias,attn_softmax,layer_output,lm_head", "--layers", "0,29", "-o", str(out)) == 0
     stdout = capsys.readouterr().out
     assert "not applicable: qkv_bias" in stdout
-    cap = aprt.open_capture(out)
+    cap = directory.open_capture(out)
     run = cap.manifest["run"]  # type: ignore[index]
     assert run["model"]["architecture"] == "llama" and "gguf" in run["versions"]
     s = len(run["token_ids"])

@@ -91,7 +91,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     """A constant added to every logit is no divergence; one token's logit moved is."""
     import shutil
 
-    from pv.capture import aprt
+    from pv.capture import aprt, directory
     from pv.compare.bisect import bisect_generation
 
     ref = tmp_path / "ref"
@@ -104,7 +104,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
         path = out / "step-1" / "lm_head.bin"
         header, values = aprt.read(path)
         aprt.write(path, header.layer, change(values.copy()))  # type: ignore[operator]
-        aprt.reseal(out / "step-1")
+        directory.reseal(out / "step-1")
         return out
 
     shifted = edited("shifted", lambda v: v + 3.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.cli import run
 
 S = 4
@@ -28,14 +28,14 @@ def capture_dir(
         tensors[("ffn_gate", 1)] = rng.standard_normal((S, 160))
     root.mkdir(parents=True)
     if manifest:
-        with aprt.CaptureWriter(root, {"dtype": "float32"}) as w:
+        with directory.CaptureWriter(root, {"dtype": "float32"}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, arr.astype(np.float32), dtype_captured="float32")
     else:
         from pv import stages
 
         for (stage, layer), arr in tensors.items():
-            p = root / aprt.relpath_for(stage, layer)
+            p = root / directory.relpath_for(stage, layer)
             p.parent.mkdir(parents=True, exist_ok=True)
             aprt.write(p, stages.get(stage).header_layer(layer), arr)
     return root

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pv import bounded
-from pv.capture import aprt, mapping
+from pv.capture import directory, mapping
 from pv.cli import run
 from pv.compare.tolerances import load_config
 from pv.contract.load import ContractLoadError, load_document
@@ -109,7 +109,7 @@ def test_tolerance_file_with_a_repeated_key_is_refused(
     with pytest.raises(PvError, match=f"duplicate key {key}"):
         load_config(cfg)
     for side in ("a", "b"):
-        with aprt.CaptureWriter(tmp_path / side, {"dtype": "float32"}) as writer:
+        with directory.CaptureWriter(tmp_path / side, {"dtype": "float32"}) as writer:
             writer.write("attn_out", 0, np.ones((2, 64), np.float32), dtype_captured="float32")
     for command in ("diff", "bisect"):
         code = run([command, str(tmp_path / "a"), str(tmp_path / "b"), "--tolerances", str(cfg)])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt
+from pv.capture import aprt, directory
 
 
 def write_capture(
@@ -22,14 +22,14 @@ def write_capture(
     """Write ``{(stage, layer): array}`` as a capture directory (with or without a manifest)."""
     root.mkdir(parents=True, exist_ok=True)
     if manifest:
-        with aprt.CaptureWriter(root, {"dtype": dtype}) as w:
+        with directory.CaptureWriter(root, {"dtype": dtype}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, np.asarray(arr, dtype=np.float32), dtype_captured=dtype)
     else:
         from pv import stages as stage_table
 
         for (stage, layer), arr in tensors.items():
-            path = root / aprt.relpath_for(stage, layer)
+            path = root / directory.relpath_for(stage, layer)
             path.parent.mkdir(parents=True, exist_ok=True)
             aprt.write(path, stage_table.get(stage).header_layer(layer), arr)
     return root

@@ -124,14 +124,14 @@ def test_fault_in_another_layer_and_hf_reference(synthetic: Any, tmp_path: Path)
 def test_isolate_separates_the_layer_that_introduces_a_bug(
     synthetic: Any, clean: Path, tmp_path: Path
 ) -> None:
-    from pv.capture import aprt
+    from pv.capture import directory
     from pv.capture.engine import Engine
     from pv.capture.trace import capture
     from pv.compare.isolate import isolate
 
     bad = tmp_path / "bad"
     capture(synthetic, tokens=TOKENS, output=bad, engine="pv", fault="ffn_norm_attn_weight@1")
-    ref = aprt.open_capture(clean)
+    ref = directory.open_capture(clean)
     result = bisect(bad, ref)
     iso = isolate(Engine(synthetic, fault="ffn_norm_attn_weight@1"), ref, cumulative=result.report)
     assert iso.introduced == [1]
@@ -144,14 +144,14 @@ def test_isolate_separates_the_layer_that_introduces_a_bug(
 
 
 def test_isolate_notes_missing_inputs(synthetic: Any, tmp_path: Path) -> None:
-    from pv.capture import aprt
+    from pv.capture import directory
     from pv.capture.engine import Engine
     from pv.capture.trace import capture
     from pv.compare.isolate import isolate
 
     part = tmp_path / "part"
     capture(synthetic, tokens=TOKENS, output=part, engine="pv", stages="ffn_out")
-    iso = isolate(Engine(synthetic), aprt.open_capture(part))
+    iso = isolate(Engine(synthetic), directory.open_capture(part))
     assert all(x.records == () and "not rerun" in x.note for x in iso.layers)
     assert iso.introduced == []
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.cli import run
 
 GOOD_FILES = [{"path": "layer-0/attn_norm.bin", "shape": [2, 4], "layout": ["S", "H"]}]
@@ -58,13 +58,13 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
 
 
 def capture(root: Path, manifest: Any = None, values: Any = None, stage: str = "attn_norm") -> Path:
-    path = root / aprt.relpath_for(stage, 0)
+    path = root / directory.relpath_for(stage, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.arange(8, dtype=np.float32) if values is None else np.asarray(values, np.float32)
     aprt.write(path, 0 if stage != "lm_head" else 0xFFFFFFFF, arr)
     if manifest is not None:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-        (root / aprt.MANIFEST).write_text(text, encoding="utf-8")
+        (root / directory.MANIFEST).write_text(text, encoding="utf-8")
     return root
 
 
@@ -139,20 +139,20 @@ def test_bad_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     a = tmp_path / "a"
     if case == "not UTF-8":
         capture(a)
-        (a / aprt.MANIFEST).write_bytes(b'{"format": "pv-capture", "run": "\xff"}')
+        (a / directory.MANIFEST).write_bytes(b'{"format": "pv-capture", "run": "\xff"}')
         expected = "not UTF-8"
     else:
         capture(a, data)
     b = capture(tmp_path / "b", manifest())
     line = refused([str(a), str(b)], capsys, a, b)
-    assert str(a / aprt.MANIFEST) in line
+    assert str(a / directory.MANIFEST) in line
     assert expected is not None and expected in line
 
 
 def test_manifest_over_the_size_bound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(aprt, "MANIFEST_MAX_BYTES", 1024)
+    monkeypatch.setattr(directory, "MANIFEST_MAX_BYTES", 1024)
     a = capture(tmp_path / "a", manifest(run={"pad": "x" * 2000}))
     b = capture(tmp_path / "b", manifest())
     assert "larger than 1024 bytes" in refused([str(a), str(b)], capsys, a, b)
@@ -179,7 +179,7 @@ def test_empty_tensors_with_zero_dimensions(
 ) -> None:
     """A zero last dimension once divided by zero when rows were counted."""
     stage = "attn_scores" if len(shape) == 3 else "attn_norm"
-    files = [{"path": aprt.relpath_for(stage, 0), "shape": shape}]
+    files = [{"path": directory.relpath_for(stage, 0), "shape": shape}]
     a = capture(tmp_path / "a", manifest(files=files), values=np.zeros(0), stage=stage)
     b = capture(tmp_path / "b", manifest(files=files), values=np.zeros(0), stage=stage)
     with time_limit(20):
@@ -210,7 +210,7 @@ def test_fifo_where_a_stage_file_is_expected(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_fifo_where_the_manifest_is_expected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = capture(tmp_path / "a"), capture(tmp_path / "b")
-    _fifo(a / aprt.MANIFEST)
+    _fifo(a / directory.MANIFEST)
     assert "manifest is not a regular file" in refused([str(a), str(b)], capsys, a, b)
 
 

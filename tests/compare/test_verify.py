@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.models import load_model
 from pv.capture.trace import capture
 from pv.cli import run
@@ -61,25 +61,25 @@ def test_a_file_changed_after_the_capture_is_an_error_not_a_comparison(pair: tup
 def test_reseal_records_a_deliberate_edit(pair: tuple[Path, Path]) -> None:
     ref, _ = pair
     edited = _edited(pair, "resealed")
-    assert aprt.reseal(edited) == 1
+    assert directory.reseal(edited) == 1
     report = diff_captures(edited, ref)
     assert [(r.stage, r.layer, r.status) for r in report.records if r.bad] == [("ffn_up", 1, FAIL)]
-    assert aprt.reseal(edited) == 0
+    assert directory.reseal(edited) == 0
     bare = pair[1] / "bare"
     bare.mkdir()
     with pytest.raises(aprt.AprtError, match="no manifest.json to record digests in"):
-        aprt.reseal(bare)
+        directory.reseal(bare)
 
 
 def test_a_manifest_with_sha256_digests_is_checked_as_well(pair: tuple[Path, Path]) -> None:
     ref, root = pair
     older = root / "older"
     shutil.copytree(ref, older)
-    manifest = json.loads((older / aprt.MANIFEST).read_text())
+    manifest = json.loads((older / directory.MANIFEST).read_text())
     for rec in manifest["files"]:
         del rec["blake3"]
         rec["sha256"] = aprt.digest_file(older / rec["path"], "sha256")
-    (older / aprt.MANIFEST).write_text(json.dumps(manifest))
+    (older / directory.MANIFEST).write_text(json.dumps(manifest))
     assert diff_captures(older, ref).ok
     path = older / "layer-0" / "attn_norm.bin"
     header, values = aprt.read(path)
@@ -111,6 +111,6 @@ def test_isolate_reads_only_reference_files_that_match(pair: tuple[Path, Path]) 
     edited = _edited(pair, "isolate")
     engine = Engine(model)
     with pytest.raises(PvError, match="ffn_up.bin: contents differ from the blake3"):
-        isolate(engine, aprt.open_capture(edited), config=model.config)
-    result = isolate(engine, aprt.open_capture(edited), config=model.config, verify=False)
+        isolate(engine, directory.open_capture(edited), config=model.config)
+    result = isolate(engine, directory.open_capture(edited), config=model.config, verify=False)
     assert 1 in result.introduced

@@ -69,15 +69,15 @@ def test_each_attention_fault_is_refuted(falsifiers: Any, synthetic: Any, refere
 def test_attention_that_disagrees_with_its_probabilities_is_refuted(falsifiers: Any, synthetic: Any,
                                                                     tmp_path: Path) -> None:
     """A fused kernel whose output is not softmax . v (the scores and softmax captured fine)."""
-    from pv.capture import aprt
+    from pv.capture import aprt, directory
     from pv.capture.trace import capture
 
     cap = capture(synthetic, tokens=[3, 17, 42, 101, 7, 250, 64, 9], output=tmp_path / "cap").output
-    entry = next(e for e in aprt.open_capture(cap).entries if (e.stage, e.layer) == ("attention", 2))
+    entry = next(e for e in directory.open_capture(cap).entries if (e.stage, e.layer) == ("attention", 2))
     _, values = aprt.read(entry.path, tuple(entry.shape))
     broken = np.array(values, dtype=np.float32).reshape(entry.shape)
     broken[-1] *= 1.01  # the last position's attention off by 1 %
     aprt.write(entry.path, entry.header.layer, broken)
-    aprt.reseal(cap)
+    directory.reseal(cap)
     with pytest.raises(AssertionError, match="attention differs from softmax . v"):
         falsifiers._check_capture(cap, synthetic.config, full_scores=True)

@@ -46,8 +46,7 @@ def capture_base() -> dict[str, Any]:
     """A small pv capture (four stages, manifest) as {relative path: bytes}, plus its manifest."""
     import tempfile
 
-    from pv.capture import aprt
-
+    from pv.capture import directory
     rng = np.random.default_rng(0)
     tensors = {
         ("embedding", 0): rng.standard_normal((3, 8)),
@@ -57,14 +56,14 @@ def capture_base() -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "cap"
-        with aprt.CaptureWriter(root, {"dtype": "float32", "engine": "pv"}) as w:
+        with directory.CaptureWriter(root, {"dtype": "float32", "engine": "pv"}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, arr.astype(np.float32), dtype_captured="float32")
         files = {
             p.relative_to(root).as_posix(): p.read_bytes()
             for p in sorted(root.rglob("*.bin"))
         }
-        manifest = json.loads((root / aprt.MANIFEST).read_text())
+        manifest = json.loads((root / directory.MANIFEST).read_text())
     return {"files": files, "manifest": manifest}
 
 

@@ -1,4 +1,4 @@
-"""APRT v1 tensor files and capture directories: the interface between engines.
+"""APRT v1 tensor files: the interface between engines.
 
 One file holds one float32 tensor::
 
@@ -7,50 +7,35 @@ One file holds one float32 tensor::
     bytes 8-11  u32 LE element count N
     bytes 12-   N little-endian float32 values, bit-exact (NaN payloads, Inf, -0.0)
 
-A capture directory holds ``layer-<N>/<stage>.bin`` for per-layer stages (and
-``embedding`` in ``layer-0/``), ``<stage>.bin`` for ``final_norm`` and ``lm_head``,
-and optionally ``manifest.json`` describing shapes, layouts and the run. Files
-written by other engines come without a manifest; readers cope with that.
-
-Each file's digest in the manifest is BLAKE3 of its bytes (header included,
-what ``b3sum`` prints): as collision-resistant as sha256 and about 4x faster,
-which matters when a capture hashes a few hundred MiB beside a forward.
-Manifests written before carry ``sha256`` instead; a reader accepts either.
+A file's digest is BLAKE3 of its bytes (header included, what ``b3sum``
+prints): as collision-resistant as sha256 and about 4x faster, which matters
+when a capture hashes a few hundred MiB beside a forward. Manifests written
+before record ``sha256`` instead; ``digest_problem`` checks either. How files
+make up a capture directory, with its manifest: ``pv.capture.directory``.
 
 Only numpy and blake3 are needed here, so comparing captures never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import struct
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from typing import Any, BinaryIO
 
 import blake3
 import numpy as np
 
 from pv import bounded, files
-from pv import stages as stage_table
 from pv.errors import PvError
 
 MAGIC = b"APRT"
 HEADER = struct.Struct("<4sII")
 HEADER_SIZE = HEADER.size  # 12
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "pv-capture"
-MANIFEST_VERSION = 1
-_LAYER_DIR = re.compile(r"^layer-(\d+)$")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class AprtError(PvError):
@@ -186,10 +171,10 @@ def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _create(path: Path, layer: int, array: Any) -> str:
+def create(path: Path, layer: int, array: Any) -> str:
     """Write one APRT file under a fresh name, without a temp file; returns its BLAKE3 (hex).
 
-    Only for the files of a capture directory, which ``CaptureWriter`` owns: the
+    Only for the files of a capture directory, which ``directory.CaptureWriter`` owns: the
     manifest, written last, is what makes those files a capture, so a file cut
     short by a crash is never claimed and the temp file + rename of ``write``
     (a third of the writer's time per file) buys nothing there. A name that
@@ -217,18 +202,6 @@ def _create(path: Path, layer: int, array: Any) -> str:
             pass
         raise
     return digest.hexdigest()
-
-
-def relpath_for(stage: str, layer: int | None) -> str:
-    """Where a stage lives inside a capture directory."""
-    st = stage_table.get(stage)
-    if st.name == "embedding":
-        return f"layer-0/{st.name}.bin"
-    if st.whole_model:
-        return f"{st.name}.bin"
-    if layer is None:
-        raise ValueError(f"stage {st.name} needs a layer")
-    return f"layer-{layer}/{st.name}.bin"
 
 
 def digest_problem(path: str | os.PathLike[str], record: Mapping[str, Any]) -> str | None:
@@ -262,366 +235,6 @@ def digest_file(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: in
     return blake3.blake3().update_mmap(path).hexdigest()
 
 
-atomic_write_text = files.replace_text
-
-
-# --------------------------------------------------------------------------- directories
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One tensor of a capture directory."""
-
-    stage: str
-    layer: int | None  # None for final_norm / lm_head; 0 for embedding
-    path: Path
-    header: Header
-    #: From the manifest when there is one; else None (flat comparison or --model dims).
-    shape: tuple[int, ...] | None = None
-    layout: tuple[str, ...] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, int | None]:
-        return (self.stage, self.layer)
-
-
-@dataclass(frozen=True)
-class Capture:
-    """A capture directory: its tensors in computation order, and its manifest if any."""
-
-    root: Path
-    entries: tuple[Entry, ...]
-    manifest: dict[str, Any] | None
-    #: Stages the engine declared not applicable (e.g. qkv_bias without a bias).
-    not_applicable: tuple[str, ...] = ()
-
-    def by_key(self) -> dict[tuple[str, int | None], Entry]:
-        return {e.key: e for e in self.entries}
-
-
-#: Bounds on a manifest: a 100-layer capture of every stage writes ~1 MiB, and
-#: parsed JSON takes ~15x its text in memory, so 16 MiB caps a manifest near 250 MiB.
-MANIFEST_MAX_BYTES = 16 * 1024 * 1024
-MANIFEST_MAX_DEPTH = 32
-MANIFEST_MAX_FILES = 100_000
-#: Dimensions a manifest shape may have, and the largest one: an APRT count is a u32.
-MAX_RANK = 8
-MAX_DIM = 0xFFFFFFFF
-
-
-def load_manifest(root: Path) -> dict[str, Any] | None:
-    """``manifest.json`` of a capture directory, checked field by field; None if absent.
-
-    Only the fields pv reads are checked, and each before it is used: a
-    manifest written by another tool may carry more.
-    """
-    path = root / MANIFEST
-    if not os.path.lexists(path):
-        return None
-    try:
-        data = bounded.load_json(
-            path,
-            "manifest",
-            limit=MANIFEST_MAX_BYTES,
-            max_depth=MANIFEST_MAX_DEPTH,
-            max_items=16 * MANIFEST_MAX_FILES,
-        )
-    except bounded.DataFileError as exc:
-        raise AprtError(f"unreadable manifest: {exc}") from None
-    shown = bounded.show_path(path)
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise AprtError(f"{shown}: not a pv capture manifest (format != {MANIFEST_FORMAT!r})")
-    check_manifest(data, shown)
-    return data
-
-
-def _manifest_problem(data: dict[str, Any]) -> str | None:
-    """What is wrong with a parsed manifest's fields, or None."""
-    run = data.get("run")
-    if run is not None and not isinstance(run, dict):
-        return f"'run' must be an object, not {bounded.brief(run)}"
-    for key in ("dtype", "weights_dtype", "quantization"):
-        value = (run or {}).get(key)
-        if value is not None and not isinstance(value, str):
-            return f"'run.{key}' must be a string, not {bounded.brief(value)}"
-    records = data.get("files", [])
-    if not isinstance(records, list):
-        return f"'files' must be a list, not {bounded.brief(records)}"
-    if len(records) > MANIFEST_MAX_FILES:
-        return f"'files' lists {len(records)} entries (at most {MANIFEST_MAX_FILES})"
-    for i, rec in enumerate(records):
-        problem = _file_record_problem(rec)
-        if problem:
-            return f"files[{i}]: {problem}"
-    na = data.get("not_applicable", [])
-    if not isinstance(na, list):
-        return f"'not_applicable' must be a list, not {bounded.brief(na)}"
-    for i, rec in enumerate(na):
-        if not isinstance(rec, dict) or not isinstance(rec.get("stage"), str):
-            return f"not_applicable[{i}] must be an object with a string 'stage'"
-    return None
-
-
-def _file_record_problem(rec: Any) -> str | None:
-    if not isinstance(rec, dict):
-        return f"must be an object, not {bounded.brief(rec)}"
-    if not isinstance(rec.get("path"), str):
-        return f"'path' must be a string, not {bounded.brief(rec.get('path'))}"
-    shape = rec.get("shape")
-    if "shape" in rec:
-        if not isinstance(shape, list) or len(shape) > MAX_RANK:
-            return f"'shape' must be a list of at most {MAX_RANK} integers, not {bounded.brief(shape)}"
-        for dim in shape:
-            if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim <= MAX_DIM:
-                return f"'shape' {bounded.brief(shape)}: {bounded.brief(dim)} is not an integer in 0..{MAX_DIM}"
-    if "layout" in rec:
-        layout = rec.get("layout")
-        if not isinstance(layout, list) or not all(isinstance(x, str) and len(x) <= 16 for x in layout):
-            return f"'layout' must be a list of short dimension names, not {bounded.brief(layout)}"
-        if isinstance(shape, list) and len(layout) != len(shape):
-            return f"'layout' {bounded.brief(layout)} does not match 'shape' {bounded.brief(shape)}"
-    value = rec.get("dtype_captured")
-    if value is not None and not isinstance(value, str):
-        return f"'dtype_captured' must be a string, not {bounded.brief(value)}"
-    for name in DIGESTS:
-        if name in rec and not (isinstance(rec[name], str) and _HEX64.fullmatch(rec[name])):
-            return f"'{name}' must be 64 lowercase hex digits, not {bounded.brief(rec[name])}"
-    return None
-
-
-def check_manifest(data: dict[str, Any], where: str) -> None:
-    """Raise ``AprtError`` naming the first field of ``data`` that pv cannot use."""
-    problem = _manifest_problem(data)
-    if problem:
-        raise AprtError(f"{where}: {problem}")
-
-
-def open_capture(root: str | os.PathLike[str]) -> Capture:
-    """Scan a capture directory, with or without a manifest.
-
-    Unknown ``*.bin`` names are ignored (other engines may write extras);
-    headers are checked as they are found.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise PvError(f"{base}: not a capture directory")
-    manifest = load_manifest(base)
-    meta_by_path: dict[str, dict[str, Any]] = {}
-    if manifest is not None:
-        for rec in manifest.get("files", []):
-            meta_by_path[rec["path"]] = rec
-    found: list[Entry] = []
-    candidates: list[tuple[str, int | None, Path]] = []
-    for child in sorted(base.iterdir()):
-        m = _LAYER_DIR.match(child.name)
-        if child.is_dir() and m:
-            layer_no = int(m.group(1))
-            for f in sorted(child.glob("*.bin")):
-                candidates.append((f.stem, layer_no, f))
-        elif not child.is_dir() and child.suffix == ".bin":
-            candidates.append((child.stem, None, child))
-    for stem, layer, path in candidates:
-        key = stem.lower()
-        key = stage_table.ALIASES.get(key, key)
-        st = stage_table.BY_NAME.get(key)
-        if st is None:
-            continue
-        if st.name == "embedding":
-            if layer != 0:
-                continue
-            layer_key: int | None = 0
-        elif st.whole_model:
-            if layer is not None:
-                continue
-            layer_key = None
-        else:
-            if layer is None:
-                continue
-            layer_key = layer
-        rel = path.relative_to(base).as_posix()
-        meta = meta_by_path.get(rel, {})
-        shape = tuple(meta["shape"]) if "shape" in meta else None
-        layout = tuple(meta["layout"]) if "layout" in meta else None
-        header = read_header(path)
-        if shape is not None and math.prod(shape) != header.count:
-            raise AprtError(
-                f"{bounded.show_path(base / MANIFEST)}: shape {list(shape)} of {rel} "
-                f"disagrees with {header.count} values in that file"
-            )
-        found.append(Entry(st.name, layer_key, path, header, shape, layout, meta))
-    found.sort(key=lambda e: stage_table.sort_key(e.stage, e.layer))
-    na = tuple(x["stage"] for x in (manifest or {}).get("not_applicable", []))
-    return Capture(base, tuple(found), manifest, na)
-
-
-def manifest_text(manifest: dict[str, Any]) -> str:
-    """A manifest as JSON with one line per file record.
-
-    Indented like ``json.dumps(indent=1)`` above the records, which stay
-    readable and diffable a line each; encoding them with the C encoder takes
-    a third of the time indenting them does (5 ms against 19 ms for a full
-    SmolLM2 capture's 483), time the capture pays after its forward.
-    """
-    parts = []
-    for key, value in manifest.items():
-        if key == "files" and value:
-            body = "[\n" + ",\n".join("  " + json.dumps(rec) for rec in value) + "\n ]"
-        else:
-            body = json.dumps(value, indent=1).replace("\n", "\n ")
-        parts.append(f" {json.dumps(key)}: {body}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
-
-
-class CaptureWriter:
-    """Streams stages to a capture directory; the manifest is written last.
-
-    Each tensor is written (atomically) as soon as it is handed over, so memory
-    stays bounded by one stage. ``close()`` writes ``manifest.json`` listing
-    exactly the files written; if the capture fails first, ``abort()`` leaves no
-    manifest, so a partial capture never claims files it does not have.
-    """
-
-    def __init__(self, root: str | os.PathLike[str], run: dict[str, Any], overwrite: bool = False):
-        self.root = Path(root)
-        self.run = dict(run)
-        self.files: list[dict[str, Any]] = []
-        self.not_applicable: list[dict[str, str]] = []
-        self._closed = False
-        self._folders: set[Path] = set()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PvError(f"{self.root}: cannot create output directory: {exc.strerror}") from None
-        if not os.access(self.root, os.W_OK):
-            raise PvError(f"{self.root}: output directory is not writable")
-        existing = [p.name for p in self.root.iterdir()]
-        if existing and not overwrite:
-            raise PvError(
-                f"{self.root}: output directory is not empty ({len(existing)} entries); "
-                "choose a new directory or pass --force to replace the capture in it"
-            )
-        if (self.root / MANIFEST).exists():
-            # A stale manifest must never describe a new, partial capture.
-            (self.root / MANIFEST).unlink()
-
-    def write(
-        self,
-        stage: str,
-        layer: int | None,
-        array: Any,
-        *,
-        dtype_captured: str,
-        **extra: Any,
-    ) -> Path:
-        """Write one stage's file and list it in the manifest."""
-        record = self.store(stage, layer, array, dtype_captured=dtype_captured, **extra)
-        self.add(record)
-        return self.root / str(record["path"])
-
-    def store(
-        self,
-        stage: str,
-        layer: int | None,
-        array: Any,
-        *,
-        dtype_captured: str,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """Write one stage's file and return its manifest record, without listing it.
-
-        Safe to call from several threads at once for different stages; the
-        caller lists the records with ``add`` in the order the manifest should
-        have (the order the stages were tapped), whatever order the files were
-        finished in.
-        """
-        st = stage_table.get(stage)
-        rel = relpath_for(st.name, layer)
-        path = self.root / rel
-        arr = np.asarray(array)
-        try:
-            if path.parent not in self._folders:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._folders.add(path.parent)
-            digest = _create(path, st.header_layer(layer), arr)
-        except OSError as exc:
-            raise PvError(f"{path}: write failed: {exc.strerror or exc}") from None
-        return {
-            "path": rel,
-            "stage": st.name,
-            "layer": layer if not st.whole_model else None,
-            "shape": [int(x) for x in arr.shape],
-            "layout": list(st.layout),
-            "dtype_captured": dtype_captured,
-            "mask": st.mask,
-            DIGEST: digest,
-            **extra,
-        }
-
-    def add(self, record: dict[str, Any]) -> None:
-        """List a file written by ``store`` in the manifest."""
-        self.files.append(record)
-
-    def mark_not_applicable(self, stage: str, reason: str) -> None:
-        name = stage_table.get(stage).name
-        if all(x["stage"] != name for x in self.not_applicable):
-            self.not_applicable.append({"stage": name, "reason": reason})
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "run": self.run,
-            "files": self.files,
-            "not_applicable": self.not_applicable,
-        }
-
-    def close(self) -> Path:
-        if self._closed:
-            return self.root / MANIFEST
-        self._closed = True
-        text = manifest_text(self.manifest())
-        try:
-            atomic_write_text(self.root / MANIFEST, text)
-        except OSError as exc:
-            raise PvError(f"{self.root / MANIFEST}: write failed: {exc.strerror or exc}") from None
-        return self.root / MANIFEST
-
-    def abort(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def reseal(root: str | os.PathLike[str]) -> int:
-    """Record the present digest of every file a capture's manifest lists; returns how many changed.
-
-    For a capture edited on purpose (a test planting a fault in one stage, a
-    file rewritten by another tool): ``pv diff`` and ``pv bisect`` compare a
-    listed file only while its bytes have the digest the manifest records.
-    """
-    capture = open_capture(root)
-    if capture.manifest is None:
-        raise AprtError(f"{bounded.show_path(root)}: no {MANIFEST} to record digests in")
-    changed = 0
-    for entry in capture.entries:
-        if not entry.meta:  # a stage file the manifest does not list stays unlisted
-            continue
-        digest = digest_file(entry.path)
-        if entry.meta.get(DIGEST) != digest or len([k for k in DIGESTS if k in entry.meta]) > 1:
-            for name in DIGESTS:
-                entry.meta.pop(name, None)
-            entry.meta[DIGEST] = digest  # the manifest's own record: ``open_capture`` shares it
-            changed += 1
-    atomic_write_text(capture.root / MANIFEST, manifest_text(capture.manifest))
-    return changed
 
 
 def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[np.ndarray]:

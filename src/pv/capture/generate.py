@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pv import files
-from pv.capture import aprt
+from pv.capture import directory
 from pv.capture.models import LoadedModel
 from pv.capture.plan import Tap, stage_keys
 from pv.capture.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
@@ -109,7 +109,7 @@ def capture_generation(
     try:
         for t in range(n_new):
             run = dict(base, step=t, position=position, input_tokens=ids)
-            writer = aprt.CaptureWriter(step_dir(root, t), run)
+            writer = directory.CaptureWriter(step_dir(root, t), run)
             tap = Tap(plan.capture, writer, on_write=on_write)
             try:
                 logits = step(ids, tap)

@@ -24,7 +24,7 @@ import numpy as np
 
 from pv import environment, files
 from pv import stages as stage_table
-from pv.capture import aprt, dumps
+from pv.capture import directory, dumps
 from pv.capture.config import ModelConfig
 from pv.capture.mapping import Mapping, Rule, Transform
 from pv.errors import PvError
@@ -275,7 +275,7 @@ def import_dumps(
         "notes": notes,
     }
     out = Path(output)
-    writer = aprt.CaptureWriter(out, run)
+    writer = directory.CaptureWriter(out, run)
     order = sorted(tensors, key=lambda k: stage_table.sort_key(k[0], k[1]))
     try:
         for stage, layer in order:

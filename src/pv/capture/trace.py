@@ -26,7 +26,7 @@ import numpy as np
 
 from pv import environment
 from pv import stages as stage_table
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.config import ModelConfig
 from pv.capture.engine import DTYPES, resolve_device
 from pv.capture.faults import FaultSpec, check_fault
@@ -211,7 +211,7 @@ def clear_capture(root: Path) -> None:
     if not root.is_dir():
         return
     (root / GENERATE_FILE).unlink(missing_ok=True)
-    (root / aprt.MANIFEST).unlink(missing_ok=True)
+    (root / directory.MANIFEST).unlink(missing_ok=True)
     for child in list(root.iterdir()):
         if _STEP_DIR.fullmatch(child.name):
             if child.is_dir() and not child.is_symlink():
@@ -220,7 +220,7 @@ def clear_capture(root: Path) -> None:
                 child.unlink()
         elif child.is_file() and child.suffix == ".bin" and child.stem.lower() in stage_table.BY_NAME:
             child.unlink()
-        elif child.is_dir() and aprt._LAYER_DIR.match(child.name):
+        elif child.is_dir() and directory._LAYER_DIR.match(child.name):
             for f in child.glob("*.bin"):
                 if f.stem.lower() in stage_table.BY_NAME:
                     f.unlink()
@@ -310,7 +310,7 @@ def run_plan(
     created = not plan.output.exists()
     if plan.overwrite:
         clear_capture(plan.output)
-    writer = aprt.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
+    writer = directory.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
     tap = Tap(plan.capture, writer, on_write=on_write)
     try:
         logits = runner.forward(token_ids, tap)

@@ -333,11 +333,11 @@ def _finish(
         from pv.cli.bisect_generate import finish_generation
 
         return finish_generation(plan, a, b, config, tols, fmt, verbose)
-    from pv.capture import aprt
+    from pv.capture import directory
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown
 
-    ref_capture = aprt.open_capture(b)
+    ref_capture = directory.open_capture(b)
     result = bisect(a, ref_capture, model=config, tolerances=tols, verify=plan.verify)
     iso = None
     if plan.isolate and loaded is not None:
@@ -376,7 +376,7 @@ def _finish(
             context=context,
         )
         try:
-            aprt.atomic_write_text(plan.report, text)
+            directory.atomic_write_text(plan.report, text)
         except OSError as exc:
             raise PvError(f"{plan.report}: cannot write report: {exc.strerror or exc}") from None
     if fmt.lower() == "json":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import stages as stage_table
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.compare.diff import DiffReport, StageRecord, diff_captures
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
@@ -87,8 +87,8 @@ def walk(report: DiffReport) -> BisectResult:
 
 
 def bisect(
-    a: str | Path | aprt.Capture,
-    b: str | Path | aprt.Capture,
+    a: str | Path | directory.Capture,
+    b: str | Path | directory.Capture,
     *,
     model: Any = None,
     tolerances: Tolerances | None = None,
@@ -263,7 +263,7 @@ def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool 
     rows, dtypes = [], []
     for root in (a, b):
         try:
-            cap = aprt.open_capture(root)
+            cap = directory.open_capture(root)
         except PvError:
             return None
         entry = cap.by_key().get(("lm_head", None))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.config import ModelConfig
 from pv.compare import align, metrics
 from pv.compare.tolerances import Tolerance, Tolerances, dtype_class, judge, looser
@@ -201,7 +201,7 @@ def _compare_files(pa: Path, pb: Path, view: align.View, top_k: int, chunk: int)
     return metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
 
 
-def _side(entry: aprt.Entry, manifest: dict[str, Any] | None) -> align.Side:
+def _side(entry: directory.Entry, manifest: dict[str, Any] | None) -> align.Side:
     return align.Side(
         entry.path,
         entry.stage,
@@ -214,15 +214,15 @@ def _side(entry: aprt.Entry, manifest: dict[str, Any] | None) -> align.Side:
     )
 
 
-def _open(path: str | Path | aprt.Capture) -> aprt.Capture:
-    if isinstance(path, aprt.Capture):
+def _open(path: str | Path | directory.Capture) -> directory.Capture:
+    if isinstance(path, directory.Capture):
         return path
-    return aprt.open_capture(path)
+    return directory.open_capture(path)
 
 
 def diff_captures(
-    a: str | Path | aprt.Capture,
-    b: str | Path | aprt.Capture,
+    a: str | Path | directory.Capture,
+    b: str | Path | directory.Capture,
     *,
     model: Any = None,
     tolerances: Tolerances | None = None,
@@ -317,7 +317,7 @@ def diff_captures(
     return DiffReport(str(ca.root), str(cb.root), tuple(records), tuple(notes), tols.to_dict())
 
 
-def _mask_disagreements(ea: dict[tuple[str, int | None], aprt.Entry], eb: dict[tuple[str, int | None], aprt.Entry],
+def _mask_disagreements(ea: dict[tuple[str, int | None], directory.Entry], eb: dict[tuple[str, int | None], directory.Entry],
                         pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], tuple[str, str]]:
     """Pairs whose manifests record different attention masks (``causal`` against ``sliding_window:W``).
 
@@ -343,7 +343,7 @@ def _mask_notes(masks: dict[tuple[str, int | None], tuple[str, str]]) -> Iterabl
         yield f"masks differ at layer(s) {text}: A records {ma}, B {mb}"
 
 
-def _absent_notes(ca: aprt.Capture, cb: aprt.Capture, wanted: set[str] | None) -> Iterable[str]:
+def _absent_notes(ca: directory.Capture, cb: directory.Capture, wanted: set[str] | None) -> Iterable[str]:
     present = {e.stage for e in ca.entries} | {e.stage for e in cb.entries}
     na = dict.fromkeys(ca.not_applicable) | dict.fromkeys(cb.not_applicable)
     absent = [

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import aprt
+from pv.capture import aprt, directory
 from pv.capture.config import ModelConfig
 from pv.compare.diff import PASS, DiffReport, StageRecord, _side_dtype, compare_arrays
 from pv.compare.tolerances import Tolerances
@@ -107,7 +107,7 @@ class IsolateResult:
 
 def isolate(
     engine: Any,
-    reference: aprt.Capture,
+    reference: directory.Capture,
     *,
     cumulative: DiffReport | None = None,
     tolerances: Tolerances | None = None,
@@ -163,7 +163,7 @@ def isolate(
     return IsolateResult(tuple(out))
 
 
-def _read(entry: aprt.Entry, config: ModelConfig | None, verify: bool = True) -> np.ndarray:
+def _read(entry: directory.Entry, config: ModelConfig | None, verify: bool = True) -> np.ndarray:
     """A reference tensor in its stage shape (manifest, else solved from the config)."""
     problem = aprt.digest_problem(entry.path, entry.meta) if verify else None
     if problem:
