@@ -122,3 +122,15 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     result = bisect_generation(moved, ref)
     assert not result.ok and result.first_step is not None and result.first_step.step == 1
     assert any("log-probabilities" in r for r in result.first_step.reasons())
+    # An lm_head changed after the capture (no reseal) is refused, not judged; --no-verify judges it.
+    unsealed = tmp_path / "unsealed"
+    shutil.copytree(moved, unsealed)
+    header, values = aprt.read(unsealed / "step-1" / "lm_head.bin")
+    aprt.write(unsealed / "step-1" / "lm_head.bin", header.layer, values + 1.0)
+    from pv.errors import PvError
+
+    with pytest.raises(PvError, match="step-1/lm_head.bin: contents differ from the blake3 its manifest records"):
+        bisect_generation(unsealed, ref)
+    assert not bisect_generation(unsealed, ref, verify=False).ok
+    assert run(["bisect", str(unsealed), str(ref), "--generate", "3"]) == 2
+    assert run(["bisect", str(unsealed), str(ref), "--generate", "3", "--no-verify"]) == 1
