@@ -4,8 +4,8 @@ An engine calls ``tap.wants(stage, layer)`` at each capture point and, only when
 that is true, ``tap(stage, layer, tensor)``. Without a tap the forward pays one
 ``is None`` check per point. The tap never changes the tensor it sees: it copies
 it to float32 host memory and hands it, in batches of a few stages, to writer
-threads, which write it through a ``CaptureWriter`` (hashing and file I/O release the GIL, so they
-overlap with the forward). One writer thread per core the forward leaves idle
+threads, which write it through a ``CaptureWriter`` (hashing and file I/O
+release the GIL, so they overlap with the forward). One writer thread per core the forward leaves idle
 (at least one, at most ``MAX_WRITERS``) write different stages at once; the
 manifest still lists them in the order they were tapped. A bound on the bytes
 waiting to be written keeps memory near one stage: the forward waits when the
