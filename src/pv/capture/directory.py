@@ -278,10 +278,12 @@ def manifest_text(manifest: dict[str, Any]) -> str:
 class CaptureWriter:
     """Streams stages to a capture directory; the manifest is written last.
 
-    Each tensor is written (atomically) as soon as it is handed over, so memory
-    stays bounded by one stage. ``close()`` writes ``manifest.json`` listing
-    exactly the files written; if the capture fails first, ``abort()`` leaves no
-    manifest, so a partial capture never claims files it does not have.
+    Each tensor is written as soon as it is handed over (``aprt.create``: in
+    place under a fresh name, its BLAKE3 taken on the way), so memory stays
+    bounded by one stage. ``close()`` writes ``manifest.json`` listing exactly
+    the files written, with their digests; if the capture fails first,
+    ``abort()`` leaves no manifest, so a partial capture never claims files it
+    does not have.
     """
 
     def __init__(self, root: str | os.PathLike[str], run: dict[str, Any], overwrite: bool = False):
