@@ -19,6 +19,8 @@ For the synthetic model and (when present) SmolLM2-135M and Gemma 3 270M, at
   (target <= 1.0x),
 - the writer alone (no forward running) on the same tensors with 1, 2 and 4
   threads: how the file work scales where there are cores for it,
+- encoding the capture's manifest as pv writes it (a line per file record)
+  against ``json.dumps(indent=1)``,
 
 the best wall time and the best process CPU time (all threads, the capture's
 writer thread included) over ``--repeat`` interleaved runs after a warm-up.
@@ -169,7 +171,20 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
         print(f"  {label:34} {wall * 1e3:9.1f} {wall / pw:6.2f}x {cpu * 1e3:9.1f} {cpu / pc:6.2f}x")
     print(f"  full capture / forward: wall {fw / pw:.2f}x, cpu {fc / pc:.2f}x (target <= 1.3x on SmolLM2)")
     print(f"  engine / transformers:  wall {pw / hw:.2f}x, cpu {pc / hc:.2f}x (target <= 1.0x)")
+    manifest_encoding(probe.manifest, repeat)
     writer_alone(engine, ids, plan, out, repeat, pw)
+
+
+def manifest_encoding(manifest: dict[str, object], repeat: int) -> None:
+    """The manifest as pv writes it (a line per file record) against json indent=1 throughout."""
+    import json
+
+    from pv.capture.directory import manifest_text
+
+    t = interleaved_best({"lines": lambda: manifest_text(manifest),  # type: ignore[arg-type]
+                          "indent": lambda: json.dumps(manifest, indent=1)}, repeat, lambda: None)
+    print(f"  manifest ({len(manifest['files'])} records): a line per record {t['lines'][0] * 1e3:.1f} ms, "  # type: ignore[arg-type]
+          f"json indent=1 {t['indent'][0] * 1e3:.1f} ms")
 
 
 def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) -> None:  # type: ignore[no-untyped-def]
