@@ -142,20 +142,25 @@ DIGEST = "blake3"
 DIGESTS = ("blake3", "sha256")
 
 
+def _encoded(layer: int, array: Any) -> tuple[bytes, memoryview, str]:
+    """One APRT file's header, its values as bytes (no copy when already float32 LE), and its BLAKE3."""
+    arr = _as_f32le(array)
+    header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
+    view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
+    digest = blake3.blake3(header)
+    digest.update(view)
+    return header, view, digest.hexdigest()
+
+
 def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
     """Write one APRT file atomically (temp file + rename); returns its BLAKE3 (hex)."""
     p = Path(path)
-    arr = _as_f32le(array)
-    digest = blake3.blake3()
-    header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
+    header, view, digest = _encoded(layer, array)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header)
-            digest.update(header)
-            view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
             f.write(view)
-            digest.update(view)
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -163,7 +168,7 @@ def write(path: str | os.PathLike[str], layer: int, array: Any) -> str:
         except OSError:
             pass
         raise
-    return digest.hexdigest()
+    return digest
 
 
 #: Flags for a stage file: a new name only, never through a symlink (O_NOFOLLOW
@@ -181,11 +186,7 @@ def create(path: Path, layer: int, array: Any) -> str:
     already exists (``--force`` over an earlier capture) is unlinked first, so
     a symlink or a hard link planted under it is replaced, never written through.
     """
-    arr = _as_f32le(array)
-    header = HEADER.pack(MAGIC, layer & 0xFFFFFFFF, arr.size)
-    view = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
-    digest = blake3.blake3(header)
-    digest.update(view)
+    header, view, digest = _encoded(layer, array)
     try:
         fd = os.open(path, _CREATE, 0o644)
     except FileExistsError:
@@ -201,7 +202,7 @@ def create(path: Path, layer: int, array: Any) -> str:
         except OSError:
             pass
         raise
-    return digest.hexdigest()
+    return digest
 
 
 def digest_problem(path: str | os.PathLike[str], record: Mapping[str, Any]) -> str | None:
@@ -217,6 +218,13 @@ def digest_problem(path: str | os.PathLike[str], record: Mapping[str, Any]) -> s
             return (f"{bounded.show_path(path)}: contents differ from the {algorithm} its manifest "
                     "records (changed after the capture was written; pass --no-verify to compare anyway)")
     return None
+
+
+def require_digest(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """``digest_problem`` as an ``AprtError``, for readers that take one file at a time."""
+    problem = digest_problem(path, record)
+    if problem:
+        raise AprtError(problem)
 
 
 def digest_file(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: int = 1 << 20) -> str:

@@ -269,9 +269,8 @@ def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool 
         entry = cap.by_key().get(("lm_head", None))
         if entry is None:
             return None
-        problem = aprt.digest_problem(entry.path, entry.meta) if verify else None
-        if problem:
-            raise PvError(problem)
+        if verify:
+            aprt.require_digest(entry.path, entry.meta)
         _, values = aprt.read(entry.path)
         vocab = entry.shape[-1] if entry.shape else values.size
         if vocab <= 0 or values.size % vocab:

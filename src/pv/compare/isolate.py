@@ -165,9 +165,8 @@ def isolate(
 
 def _read(entry: directory.Entry, config: ModelConfig | None, verify: bool = True) -> np.ndarray:
     """A reference tensor in its stage shape (manifest, else solved from the config)."""
-    problem = aprt.digest_problem(entry.path, entry.meta) if verify else None
-    if problem:
-        raise PvError(problem)
+    if verify:
+        aprt.require_digest(entry.path, entry.meta)
     from pv.compare.align import _dims_from_count
 
     shape = entry.shape
