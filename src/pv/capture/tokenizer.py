@@ -123,14 +123,7 @@ def build_byte_level_bpe(tokens: list[str], merges: list[str], token_types: list
         steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.decoder = decoders.ByteLevel()
-    special = [tk.AddedToken(t, special=True, normalized=False)
-               for t, kind in zip(tokens, token_types) if kind == _CONTROL]
-    user = [tk.AddedToken(t, special=False, normalized=False)
-            for t, kind in zip(tokens, token_types) if kind == _USER_DEFINED]
-    if special:
-        tokenizer.add_special_tokens(special)
-    if user:
-        tokenizer.add_tokens(user)
+    _add_tokens(tokenizer, tk, tokens, token_types, special_kinds=(_CONTROL,))
     return tokenizer
 
 
@@ -196,15 +189,21 @@ def build_sentencepiece_bpe(tokens: list[str], scores: list[float], token_types:
     # Decoding keeps the prefix space, as llama.cpp's detokenizer does.
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    _add_tokens(tokenizer, tk, tokens, token_types, special_kinds=(_UNKNOWN, _CONTROL))
+    return tokenizer
+
+
+def _add_tokens(tokenizer: Any, tk: Any, tokens: list[str], token_types: list[int],
+                special_kinds: tuple[int, ...]) -> None:
+    """Register the vocabulary's special tokens (``special_kinds``) and user-defined ones, never split."""
     special = [tk.AddedToken(t, special=True, normalized=False)
-               for t, kind in zip(tokens, token_types) if kind in (_UNKNOWN, _CONTROL)]
+               for t, kind in zip(tokens, token_types) if kind in special_kinds]
     user = [tk.AddedToken(t, special=False, normalized=False)
             for t, kind in zip(tokens, token_types) if kind == _USER_DEFINED]
     if special:
         tokenizer.add_special_tokens(special)
     if user:
         tokenizer.add_tokens(user)
-    return tokenizer
 
 
 def _contents(reader: Any, key: str, default: Any = None) -> Any:
