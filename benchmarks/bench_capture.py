@@ -20,7 +20,8 @@ For the synthetic model and (when present) SmolLM2-135M and Gemma 3 270M, at
 - the writer alone (no forward running) on the same tensors with 1, 2 and 4
   threads: how the file work scales where there are cores for it,
 - encoding the capture's manifest as pv writes it (a line per file record)
-  against ``json.dumps(indent=1)``,
+  against ``json.dumps(indent=1)``, and hashing the stages with BLAKE3 (what
+  the manifest records) against sha256,
 
 the best wall time and the best process CPU time (all threads, the capture's
 writer thread included) over ``--repeat`` interleaved runs after a warm-up.
@@ -231,6 +232,21 @@ def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) ->
             return writer.close()
         return go
 
+    def hash_all(algorithm: str) -> Callable[[], object]:
+        def go() -> object:
+            for _, _, array, _ in kept:
+                digest = blake3.blake3() if algorithm == "blake3" else hashlib.sha256()
+                digest.update(memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B"))
+            return None
+        return go
+
+    import hashlib
+
+    import blake3
+
+    h = interleaved_best({"blake3": hash_all("blake3"), "sha256": hash_all("sha256")}, repeat, lambda: None)
+    print(f"  hashing the same {mib:.0f} MiB, one thread: blake3 {h['blake3'][0] * 1e3:.0f} ms, "
+          f"sha256 {h['sha256'][0] * 1e3:.0f} ms")
     t = interleaved_best({f"{n}": run(n) for n in (1, 2, 4)}, repeat, lambda: shutil.rmtree(out, ignore_errors=True))
     cells = ", ".join(f"{n} thread{'s' if n != '1' else ''} {w * 1e3:.0f} ms ({w / forward_s:.2f}x the forward)"
                       for n, (w, _) in t.items())
