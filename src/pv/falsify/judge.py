@@ -4,7 +4,9 @@ Nothing stored in a record is trusted as a verdict. For one falsifier:
 
 1. **A record's reach** (``reach``). Only tests that the contract's ``test:`` names
    count. Any failed test makes the record a failure (failures always count,
-   whatever else is wrong with the record). A passing record reaches
+   whatever else is wrong with the record). A test that errored (an exception
+   other than a failed prediction) is no failure: such a record reaches nothing
+   and moves no status. A passing record reaches
    ``FUNCTIONAL`` when one counted passing test's *measured* facts meet the
    *current* ``live_requirements`` (none: every pass), else
    ``PARTIAL_ALGORITHM_LEVEL``; it reaches nothing when it is a format-1 record
@@ -32,7 +34,15 @@ from pv.contract import ladder
 from pv.falsify import facts as fact_rules
 from pv.falsify.binding import base_node_id
 from pv.falsify.catalog import Falsifier
-from pv.falsify.records import DISCHARGE, FAILED, PASSED, EvidenceRecord, StoredRecord, signature_ok
+from pv.falsify.records import (
+    DISCHARGE,
+    ERROR,
+    FAILED,
+    PASSED,
+    EvidenceRecord,
+    StoredRecord,
+    signature_ok,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
         return Reach(None, False, "a discharge record")
     if record.outcome == FAILED or any(t.outcome == FAILED for t in record.tests):
         return Reach(None, True)
+    broken = errored(record)
+    if broken is not None:
+        return Reach(None, False, broken)
     if record.outcome != PASSED:
         return Reach(None, False, f"the run {record.outcome}")
     bad = integrity(stored, key)
@@ -98,6 +111,14 @@ def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
     closest = min(reversed(passing), key=lambda t: len(fact_rules.unmet(t.measured, reqs, t.environment)))
     misses = fact_rules.unmet(closest.measured, reqs, closest.environment)
     return Reach(ladder.PARTIAL, False, "live requirements not met: " + "; ".join(misses))
+
+
+def errored(record: EvidenceRecord) -> str | None:
+    """``<node id> errored: <reason>`` for a record's first errored test (or an error outcome)."""
+    test = next((t for t in record.tests if t.outcome == ERROR), None)
+    if test is not None:
+        return f"{test.nodeid} errored: {test.reason or 'no reason given'}"
+    return f"the run errored: {record.reason or 'no reason given'}" if record.outcome == ERROR else None
 
 
 @dataclass(frozen=True)
@@ -201,7 +222,8 @@ def _valid_discharge(recent: Sequence[StoredRecord], claim: Falsifier, reaches: 
 def new_status(old: str | None, run: StoredRecord, support_after: Support, claim: Falsifier) -> tuple[str, str | None]:
     """The status after a run (and why it did not move, when it did not).
 
-    A failure falsifies. A pass moves the status to what the evidence now supports
+    A failure falsifies; an error (a broken test, not a failed prediction) moves
+    nothing and says which test errored. A pass moves the status to what the evidence now supports
     (a non-live pass never demotes a supported FUNCTIONAL or DISCHARGED, since the
     live record behind it still stands). A skip for a missing fixture blocks a
     PROPOSED falsifier. A pass that reaches nothing (a modified covered file, say)
@@ -212,6 +234,9 @@ def new_status(old: str | None, run: StoredRecord, support_after: Support, claim
     r = reach(run, claim)
     if r.failed:
         return ladder.FALSIFIED, None
+    broken = errored(record)
+    if broken is not None:
+        return current, broken
     if record.outcome == PASSED:
         if r.level is None:
             return current, r.why

@@ -45,7 +45,10 @@ from pv.errors import PvError
 
 FORMAT_VERSION = 2
 PASSED, FAILED, SKIPPED, DISCHARGED = "passed", "failed", "skipped", "discharged"
-OUTCOMES = (PASSED, FAILED, SKIPPED)
+#: A test that raised something other than a failed prediction (an ``AssertionError`` or
+#: ``pytest.fail`` in its call phase): a broken test, not a refutation.
+ERROR = "error"
+OUTCOMES = (PASSED, FAILED, ERROR, SKIPPED)
 RUN, DISCHARGE = "run", "discharge"
 #: Environment variable holding the key that signs (and verifies) records.
 KEY_ENV = "PV_EVIDENCE_KEY"
