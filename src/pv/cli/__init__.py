@@ -29,10 +29,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "falsify": ("pv.cli.falsify", "Run a contract's falsifiers, record evidence, promote statuses."),
     "discharge": ("pv.cli.discharge", "Close a falsifier past FUNCTIONAL on live evidence for every target."),
     "status": ("pv.cli.status", "Report falsifier statuses and the evidence behind them."),
-    "gate": ("pv.cli.gate", "Fail when a status regressed against a baseline (for CI)."),
+    "gate": ("pv.cli.gate", "Fail when a status regressed or a claim weakened against a baseline (for CI)."),
+    "acknowledge": ("pv.cli.acknowledge", "Accept a weaker claim on the record (who and why), for pv gate."),
     "scaffold": ("pv.cli.scaffold", "Write failing test skeletons for a contract's unbound falsifiers."),
     "graph": ("pv.cli.graph", "Draw the depends_on graph of contracts (dot or mermaid), cycles flagged."),
     "coverage": ("pv.cli.coverage", "List obligations without falsifiers, falsifiers without tests, and back."),
+    "schema": ("pv.cli.schema", "Print the contract schema, or write it where contracts' modelines can name it."),
 }
 
 
