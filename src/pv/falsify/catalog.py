@@ -14,10 +14,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pv.contract import claims
 from pv.errors import PvError
 from pv.falsify.binding import base_node_id
+
+if TYPE_CHECKING:
+    from pv.contract.load import Document
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Falsifier:
     discharge_matrix: tuple[Mapping[str, Any], ...] = ()
     #: ``discharge.artifacts``: proof files whose hashes a discharge record must cover.
     discharge_artifacts: tuple[str, ...] = ()
+    #: 1-based line of the falsifier's ``id`` in its file (1 when unknown), for annotations.
+    line: int = 1
 
     @property
     def covered_files(self) -> tuple[str, ...]:
@@ -55,6 +61,15 @@ class Contract:
     path: Path
     metadata_status: str | None
     falsifiers: tuple[Falsifier, ...]
+    #: What the contract claims, normalised (``pv.contract.claims.claim_view``): the gate
+    #: compares it with the baseline's, field by field.
+    claim: Mapping[str, Any] = field(default_factory=dict)
+    #: ``claim_changes``: reviewed acknowledgements of a weaker claim.
+    acknowledgements: tuple[claims.Acknowledgement, ...] = ()
+
+    @property
+    def claim_digest(self) -> str:
+        return claims.claim_digest(self.claim)
 
     def falsifier(self, fid: str) -> Falsifier | None:
         return next((f for f in self.falsifiers if f.id == fid), None)
@@ -98,12 +113,16 @@ def _matrix(raw: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(dict(t) for t in targets if isinstance(t, dict)) if isinstance(targets, list) else ()
 
 
-def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) -> Contract:
+def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str,
+                       doc: Document | None = None) -> Contract:
+    """The falsifier view of a contract's data; ``doc`` (when given) locates each falsifier."""
+    lines = {i: line for i, (line, _) in doc.item_keys("falsification_tests", "id").items()} if doc else {}
     raw_meta = data.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     version = meta.get("version")
     falsifiers: list[Falsifier] = []
-    for raw in data.get("falsification_tests") or []:
+    tests = data.get("falsification_tests")
+    for i, raw in enumerate(tests if isinstance(tests, list) else []):
         if not isinstance(raw, dict) or raw.get("id") is None:
             continue
         raw_evidence = raw.get("algorithm_evidence")
@@ -121,6 +140,7 @@ def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) ->
             claim_digest=claim_digest(raw),
             discharge_matrix=_matrix(discharge),
             discharge_artifacts=_strings(discharge.get("artifacts")) if isinstance(discharge, dict) else (),
+            line=lines.get(i, 1),
         ))
     mstatus = meta.get("status")
     return Contract(
@@ -129,6 +149,8 @@ def contract_from_data(path: Path, data: Mapping[str, Any], contract_id: str) ->
         path=path,
         metadata_status=None if mstatus is None else str(mstatus),
         falsifiers=tuple(falsifiers),
+        claim=claims.claim_view(data),
+        acknowledgements=claims.acknowledgements(data),
     )
 
 
@@ -136,7 +158,7 @@ def load_contract(path: Path) -> Contract:
     from pv.contract.load import load_document
 
     doc = load_document(path)
-    return contract_from_data(path, doc.data, doc.contract_id)
+    return contract_from_data(path, doc.data, doc.contract_id, doc)
 
 
 def contract_from_text(path: Path, text: str) -> Contract:
@@ -163,7 +185,7 @@ def load_contracts(paths: Iterable[Path]) -> list[Contract]:
     for path in find_contract_files(paths):
         doc = load_document(path)
         if not is_binding_registry(doc):
-            contracts.append(contract_from_data(path, doc.data, doc.contract_id))
+            contracts.append(contract_from_data(path, doc.data, doc.contract_id, doc))
     seen: dict[str, Path] = {}
     for c in contracts:
         if c.id in seen:
