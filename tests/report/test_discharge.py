@@ -55,8 +55,9 @@ def test_the_honest_discharge_passes_the_gate_and_an_edit_to_its_artifact_fails_
     (repo.root / "proofs" / "two.md").write_text("a different proof\n")
     repo.commit("edit the proof")
     assert run(["gate"]) == 1
-    assert "unsupported: demo-v1/FALSIFY-DEMO-002: DISCHARGED but no valid discharge record" \
-        in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unsupported: demo-v1/FALSIFY-DEMO-002: DISCHARGED but the discharge record" in out
+    assert "no longer stands: proofs/two.md changed since it was written; pv discharge again" in out
 
 
 def test_refused_with_uncommitted_artifacts_or_missing_ones(repo, capsys) -> None:

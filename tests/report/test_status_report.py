@@ -14,10 +14,11 @@ def test_text_report(repo, capsys) -> None:
     out = capsys.readouterr().out
     assert "demo-v1 (v1.0.0) contracts/demo-v1.yaml" in out
     assert "FALSIFY-DEMO-001  FUNCTIONAL" in out and "no live requirements" in out
-    assert "FALSIFY-DEMO-002  PARTIAL_ALGORITHM_LEVEL" in out and "(not live)" in out
+    assert "FALSIFY-DEMO-002  PARTIAL_ALGORITHM_LEVEL" in out
+    assert "(not live: dtype=float64 (measured: float32))" in out
     assert "blocked: fixture absent: no GPU here" in out
     assert "total: 3 falsifiers: 1 FUNCTIONAL, 1 PARTIAL_ALGORITHM_LEVEL, 1 BLOCKER_FIXTURE_ABSENT; " \
-           "FUNCTIONAL or better: 33%" in out
+           "FUNCTIONAL or better, supported and fresh: 33%" in out
     assert "stale" not in out and "unsupported" not in out
 
 

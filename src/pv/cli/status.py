@@ -18,13 +18,14 @@ def command(paths: tuple[Path, ...], contract_id: str | None, evidence_dir: Path
     """Report falsifier statuses and the evidence behind them (default PATH: <repo>/contracts)."""
     from pv.falsify.catalog import load_contracts, select
     from pv.repo import repo_root
-    from pv.report import status
+    from pv.report import status, status_render
 
     root = repo_root()
     contracts = load_contracts(list(paths) or [root / "contracts"])
     if contract_id:
         contracts = [select(contracts, contract_id)]
     report = status.collect(contracts, (evidence_dir or root / "evidence").resolve(), root)
-    render = {"text": status.render_text, "json": status.to_json, "markdown": status.render_markdown}[fmt]
+    render = {"text": status_render.render_text, "json": status_render.to_json,
+              "markdown": status_render.render_markdown}[fmt]
     click.echo(render(report))
     return 0

@@ -131,6 +131,10 @@ class Support:
     why: str
     failed_later: bool
     discharge: StoredRecord | None = None
+    #: Why no discharge record stands (for messages), when the evidence reaches FUNCTIONAL.
+    discharge_why: str = ""
+    #: Under ``fresh``: the newest record that would reach FUNCTIONAL but is stale.
+    stale_live: StoredRecord | None = None
 
     def allows(self, status: str | None) -> bool:
         canon = canonical(status)
@@ -177,10 +181,43 @@ def discharge_backing(recent: Sequence[StoredRecord], claim: Falsifier, reaches:
     return found, missing
 
 
+def _freshen(reaches: dict[str, Reach], stored: Sequence[StoredRecord], claim: Falsifier,
+             root: Path) -> StoredRecord | None:
+    """Cap every stale record's reach at PARTIAL (in place); the newest one capped, or None.
+
+    A record is stale when a file it covers, or the falsifier's claim, changed since
+    it ran: it proved the claim for other code, so it is no live evidence for this.
+    """
+    from pv.falsify.records import stale_subjects
+
+    capped = None
+    for s in stored:
+        r = reaches[s.file_sha256]
+        changed = stale_subjects(s.record, root, claim.claim_digest) if r.level == ladder.FUNCTIONAL else []
+        if changed:
+            reaches[s.file_sha256] = Reach(ladder.PARTIAL, False, f"stale: {stale_phrase(changed)} changed "
+                                           "since it ran")
+            capped = s
+    return capped
+
+
+def stale_phrase(items: Sequence[str]) -> str:
+    """``a.py``, ``a.py and b.py``, ``a.py, b.py and the falsifier's claim in the contract``."""
+    from pv.falsify.records import CLAIM_CHANGED
+
+    parts = [p for p in items if p != CLAIM_CHANGED] + [p for p in items if p == CLAIM_CHANGED]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
 def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | None = None,
-            key: bytes | None = None, require_signed: bool = False) -> Support:
+            key: bytes | None = None, require_signed: bool = False, fresh: bool = False) -> Support:
+    """How far ``stored`` carries ``claim``; ``fresh`` (with ``root``): stale records reach at most
+    PARTIAL_ALGORITHM_LEVEL (the repository's default policy, ``pv.config``)."""
     recent, failed = _since_failure(stored)
     reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed) for s in stored}
+    capped = _freshen(reaches, recent, claim, root) if fresh and root is not None else None
     best: StoredRecord | None = None
     for s in recent:
         lvl = reaches[s.file_sha256].level
@@ -192,31 +229,53 @@ def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | No
     reasons = [reaches[s.file_sha256].why for s in reversed(recent) if reaches[s.file_sha256].why
                and s.record.kind != DISCHARGE]
     why = reasons[0] if reasons else ("no record after the latest failing record" if failed else "no record")
-    dis = None
+    dis, dis_why = None, ""
     if level == ladder.FUNCTIONAL:
-        dis = _valid_discharge(recent, claim, reaches, root, key, require_signed)
-    return Support(level, best, why, failed, dis)
+        dis, dis_why = _valid_discharge(recent, claim, reaches, root, key, require_signed)
+    return Support(level, best, why, failed, dis, dis_why, capped if level != ladder.FUNCTIONAL else None)
+
+
+def _discharge_problem(s: StoredRecord, recent: Sequence[StoredRecord], claim: Falsifier,
+                       reaches: Mapping[str, Reach], root: Path | None, key: bytes | None,
+                       require_signed: bool) -> str | None:
+    """Why the discharge record ``s`` no longer stands, or None when it does."""
+    from pv.falsify.records import stale_subjects
+
+    rec = s.record
+    bad = integrity(s, key)
+    if rec.discharge is None or bad:
+        return bad or "it holds no discharge"
+    if require_signed and (key is None or signature_ok(rec, key) is not True):
+        return "it is not signed with the evidence key"
+    present = {x.file_sha256 for x in recent if reaches[x.file_sha256].level == ladder.FUNCTIONAL}
+    gone = [b for b in rec.discharge.get("backing", []) if b not in present]
+    if gone:
+        return (f"{len(gone)} live record(s) it rests on no longer reach FUNCTIONAL (missing, stale or "
+                "superseded by a failure)")
+    missing = discharge_backing(recent, claim, reaches)[1]
+    if missing:
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in missing)
+        return f"no live pass meets the discharge matrix target(s) {shown}"
+    if root is not None:
+        changed = stale_subjects(rec, root, claim.claim_digest)
+        if changed:
+            return f"{stale_phrase(changed)} changed since it was written"
+    return None
 
 
 def _valid_discharge(recent: Sequence[StoredRecord], claim: Falsifier, reaches: Mapping[str, Reach],
-                     root: Path | None, key: bytes | None, require_signed: bool) -> StoredRecord | None:
-    from pv.falsify.records import stale_subjects
-
-    present = {s.file_sha256 for s in recent if reaches[s.file_sha256].level == ladder.FUNCTIONAL}
+                     root: Path | None, key: bytes | None, require_signed: bool) -> tuple[StoredRecord | None, str]:
+    """The newest discharge record that still stands, or None and why the newest one does not."""
+    why = ""
     for s in reversed(recent):
-        rec = s.record
-        if rec.kind != DISCHARGE or rec.discharge is None or integrity(s, key):
+        if s.record.kind != DISCHARGE:
             continue
-        if require_signed and (key is None or signature_ok(rec, key) is not True):
-            continue
-        if not set(rec.discharge.get("backing", [])) <= present:
-            continue
-        if discharge_backing(recent, claim, reaches)[1]:
-            continue
-        if root is not None and stale_subjects(rec, root, claim.claim_digest):
-            continue
-        return s
-    return None
+        problem = _discharge_problem(s, recent, claim, reaches, root, key, require_signed)
+        if problem is None:
+            return s, ""
+        if not why:
+            why = f"the discharge record {s.path.name} no longer stands: {problem}; pv discharge again"
+    return None, why or "no discharge record (pv discharge) stands on its live evidence"
 
 
 def new_status(old: str | None, run: StoredRecord, support_after: Support, claim: Falsifier) -> tuple[str, str | None]:

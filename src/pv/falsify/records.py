@@ -60,6 +60,8 @@ MAX_DEPTH = 64
 MAX_VALUES = 200_000
 #: The claim subject of a record: ``contract:<contract-id>#<falsifier-id>``.
 CLAIM_PREFIX = "contract:"
+#: How ``stale_subjects`` names a changed claim.
+CLAIM_CHANGED = "the falsifier's claim in the contract"
 
 versions = environment.versions
 sha256_file = files.sha256_file
@@ -347,7 +349,7 @@ def stale_subjects(record: EvidenceRecord, root: Path, claim_digest: str | None)
     changed = [p for p, digest in paths.items() if now[p] != digest]
     claim = claim_subject(record.contract_id, record.falsifier_id)
     if claim_digest is not None and claim in record.subjects and record.subjects[claim] != claim_digest:
-        changed.append("the falsifier's claim in the contract")
+        changed.append(CLAIM_CHANGED)
     return changed
 
 

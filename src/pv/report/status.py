@@ -5,23 +5,23 @@ call: no cache, no stored verdict, no torch. Support comes from
 ``pv.falsify.judge`` (measured facts against the *current* claim); integrity
 problems of the records themselves (an edited record, a record in another
 falsifier's folder, a broken or forked chain, an unreadable file) are listed
-per falsifier. ``collect`` returns data; ``render_text``/``render_markdown``/
-``to_json`` print it (the JSON doubles as a baseline snapshot for ``pv gate``).
+per falsifier. ``collect`` returns data; ``pv.report.status_render`` prints it as text,
+markdown or JSON (the JSON doubles as a baseline snapshot for ``pv gate``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pv import config
 from pv.contract import ladder
 from pv.falsify import judge
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, Falsifier
-from pv.falsify.judge import canonical
+from pv.falsify.judge import canonical, stale_phrase
 
 SNAPSHOT_KIND = "pv-status"
 
@@ -60,10 +60,23 @@ class FalsifierStatus:
     #: path (relative to the repository) -> sha256 of every record file: the evidence a gate
     #: baseline snapshot keeps.
     evidence: dict[str, str] = field(default_factory=dict)
+    #: Why live evidence no longer counts (it is stale), when that is what holds the status
+    #: below FUNCTIONAL; "" otherwise.
+    stale_live: str = ""
 
     @property
     def stale(self) -> bool:
         return bool(self.backing and self.backing.stale)
+
+    @property
+    def stale_text(self) -> str:
+        """What changed since the backing record ran, as a phrase (``a.py and the claim``)."""
+        return stale_phrase(self.backing.stale if self.backing else ())
+
+    @property
+    def counts_as_functional(self) -> bool:
+        """FUNCTIONAL or better, supported and on fresh evidence: what the percentage counts."""
+        return ladder.rank(self.status) >= ladder.rank(ladder.FUNCTIONAL) and self.supported and not self.stale
 
 
 @dataclass(frozen=True)
@@ -75,17 +88,20 @@ class ContractStatus:
     falsifiers: tuple[FalsifierStatus, ...]
     mismatch: str | None
     counts: dict[str, int] = field(default_factory=dict)
+    #: The contract's claim view (``pv.contract.claims``): a snapshot baseline compares claims too.
+    claim: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def functional_share(self) -> float:
         n = len(self.falsifiers)
-        good = sum(ladder.rank(f.status) >= ladder.rank(ladder.FUNCTIONAL) for f in self.falsifiers)
+        good = sum(f.counts_as_functional for f in self.falsifiers)
         return good / n if n else 0.0
 
 
 @dataclass(frozen=True)
 class StatusReport:
     contracts: tuple[ContractStatus, ...]
+    settings: config.Settings = config.DEFAULTS
 
     @property
     def counts(self) -> dict[str, int]:
@@ -101,9 +117,10 @@ class StatusReport:
 
     @property
     def functional_share(self) -> float:
-        good = sum(ladder.rank(f.status) >= ladder.rank(ladder.FUNCTIONAL)
-                   for c in self.contracts for f in c.falsifiers)
+        good = sum(f.counts_as_functional for c in self.contracts for f in c.falsifiers)
         return good / self.total if self.total else 0.0
+
+
 
 
 def _rank(status: str) -> int:
@@ -171,13 +188,17 @@ def integrity_problems(stored: Sequence[rec.StoredRecord], cid: str, fid: str, r
 
 
 def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root: Path, *,
-                     key: bytes | None = None, require_signed: bool = False) -> FalsifierStatus:
+                     key: bytes | None = None, require_signed: bool = False,
+                     settings: config.Settings = config.DEFAULTS) -> FalsifierStatus:
     stored, problems = read_folder(evidence_dir, contract.id, f.id)
     problems += integrity_problems(stored, contract.id, f.id, root, key)
     canon = canonical(f.status)
-    sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed)
+    fresh = settings.stale_blocks
+    sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed, fresh=fresh)
     ok = sup.allows(canon)
-    why = "" if ok else _unsupported(canon, sup)
+    stale_live = _stale_live(f, sup, root)
+    why = "" if ok else f"{canon} but {stale_live}" if stale_live and canon in (
+        ladder.FUNCTIONAL, ladder.DISCHARGED) else _unsupported(canon, sup)
 
     def ref(s: rec.StoredRecord) -> RecordRef:
         r = judge.reach(s, f, key=key, require_signed=require_signed)
@@ -194,7 +215,18 @@ def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root:
     evidence = {_shown(s.path, root): s.file_sha256 for s in stored}
     return FalsifierStatus(f.id, f.status, canon, blocked, ref(stored[-1]) if stored else None,
                            ref(back) if back is not None else None, ok, why, len(stored),
-                           tuple(problems), evidence)
+                           tuple(problems), evidence, stale_live)
+
+
+def _stale_live(f: Falsifier, sup: judge.Support, root: Path) -> str:
+    """Why stale live evidence no longer carries the falsifier to FUNCTIONAL ("" when it is not that)."""
+    if sup.level == ladder.FUNCTIONAL or sup.stale_live is None:
+        return ""
+    changed = stale_phrase(rec.stale_subjects(sup.stale_live.record, root, f.claim_digest))
+    reqs = ", ".join(f"{k}={v}" for k, v in f.live_requirements.items())
+    where = f" where {reqs} holds" if reqs else ""
+    return (f"its live evidence {_shown(sup.stale_live.path, root)} is stale: {changed} changed since it ran; "
+            f"rerun pv falsify{where} to restore FUNCTIONAL")
 
 
 def _unsupported(canon: str, sup: judge.Support) -> str:
@@ -205,8 +237,7 @@ def _unsupported(canon: str, sup: judge.Support) -> str:
     if canon == ladder.DISCHARGED:
         if sup.level != ladder.FUNCTIONAL:
             return f"DISCHARGED but no passing live record{tail}: {sup.why}"
-        return ("DISCHARGED but no valid discharge record (pv discharge) rests on the current live "
-                "evidence for every target of the discharge matrix")
+        return f"DISCHARGED but {sup.discharge_why or 'no discharge record (pv discharge) stands'}"
     if canon == ladder.FUNCTIONAL:
         return f"FUNCTIONAL but no passing live record{tail}: {sup.why}"
     return f"{canon} but no passing record{tail}: {sup.why}"
@@ -237,120 +268,22 @@ def _mismatch(meta: str | None, statuses: Sequence[str]) -> str | None:
 
 
 def contract_status(contract: Contract, evidence_dir: Path, root: Path, *, key: bytes | None = None,
-                    require_signed: bool = False) -> ContractStatus:
-    rows = tuple(falsifier_status(contract, f, evidence_dir, root, key=key, require_signed=require_signed)
+                    require_signed: bool = False, settings: config.Settings = config.DEFAULTS) -> ContractStatus:
+    rows = tuple(falsifier_status(contract, f, evidence_dir, root, key=key, require_signed=require_signed,
+                                  settings=settings)
                  for f in contract.falsifiers)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
     return ContractStatus(contract.id, _shown(contract.path, root), contract.version, contract.metadata_status,
-                          rows, _mismatch(contract.metadata_status, [r.status for r in rows]), counts)
+                          rows, _mismatch(contract.metadata_status, [r.status for r in rows]), counts,
+                          dict(contract.claim))
 
 
 def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path, *, key: bytes | None = None,
-            require_signed: bool = False) -> StatusReport:
-    return StatusReport(tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed)
-                              for c in contracts))
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def to_dict(report: StatusReport) -> dict[str, Any]:
-    def contract(c: ContractStatus) -> dict[str, Any]:
-        return {"id": c.id, "path": c.path, "version": c.version, "metadata_status": c.metadata_status,
-                "mismatch": c.mismatch, "counts": c.counts, "functional_share": round(c.functional_share, 4),
-                "falsifiers": [{**asdict(f), "stale": f.stale} for f in c.falsifiers]}
-    return {"kind": SNAPSHOT_KIND, "version": 1, "contracts": [contract(c) for c in report.contracts],
-            "total": {"falsifiers": report.total, "counts": report.counts,
-                      "functional_share": round(report.functional_share, 4)}}
-
-
-def to_json(report: StatusReport) -> str:
-    return json.dumps(to_dict(report), indent=2)
-
-
-def _evidence_text(f: FalsifierStatus) -> str:
-    if f.latest is None:
-        return "no evidence"
-    live = ("live" if f.latest.live else "not live") if f.latest.requirements else "no live requirements"
-    if f.latest.outcome == rec.PASSED and not f.latest.live and not f.latest.why.startswith("live requirements"):
-        live = f"backs nothing: {f.latest.why}"
-    text = f"latest {f.latest.outcome} {f.latest.finished_at[:19]}Z ({live})"
-    if f.backing is not None and f.backing.path != f.latest.path:
-        text += f"; backed by {f.backing.outcome} {f.backing.finished_at[:19]}Z"
-    return text
-
-
-def _notes(f: FalsifierStatus) -> list[str]:
-    notes = list(f.problems)
-    if f.written is not None and ladder.normalize(f.written) is None:
-        rung = ladder.interpret(f.written)
-        notes.append(f"written {f.written!r}: not on the ladder, counted as {f.status}"
-                     + (f" (the word means {rung})" if rung and rung != f.status else ""))
-    if f.blocked_reason:
-        notes.append(f"blocked: {f.blocked_reason}")
-    if not f.supported:
-        notes.append(f"unsupported: {f.unsupported_reason}")
-    if f.stale and f.backing is not None:
-        notes.append(f"stale: {', '.join(f.backing.stale)} changed since {f.backing.path}")
-    return notes
-
-
-def _summary(counts: dict[str, int], total: int, share: float) -> str:
-    parts = ", ".join(f"{v} {k}" for k, v in counts.items())
-    return f"{total} falsifiers: {parts or 'none'}; FUNCTIONAL or better: {share:.0%}"
-
-
-def _flags(c: ContractStatus) -> list[str]:
-    """What a reader should know before trusting the rows: the contract fails ``pv validate``,
-    or its metadata.status is not on the ladder."""
-    from pv.contract.validate import validation_note_for
-
-    flags = []
-    note = validation_note_for(c.path)
-    if note:
-        flags.append(note)
-    if c.metadata_status and ladder.normalize(c.metadata_status) is None:
-        rung = ladder.interpret(c.metadata_status)
-        flags.append(f"metadata.status {c.metadata_status!r} is not on the ladder"
-                     + (f" (the word means {rung})" if rung else ""))
-    return flags
-
-
-def render_text(report: StatusReport) -> str:
-    lines: list[str] = []
-    for c in report.contracts:
-        meta = f", metadata.status {c.metadata_status}" if c.metadata_status else ""
-        lines.append(f"{c.id} (v{c.version or '?'}{meta}) {c.path}")
-        lines.extend(f"  ! {flag}" for flag in _flags(c))
-        width = max((len(f.id) for f in c.falsifiers), default=0)
-        swidth = max((len(f.status) for f in c.falsifiers), default=0)
-        for f in c.falsifiers:
-            lines.append(f"  {f.id.ljust(width)}  {f.status.ljust(swidth)}  {_evidence_text(f)}")
-            lines.extend(f"  {'':{width}}  {note}" for note in _notes(f))
-        if c.mismatch:
-            lines.append(f"  mismatch: {c.mismatch}")
-        lines.append("  " + _summary(c.counts, len(c.falsifiers), c.functional_share))
-        lines.append("")
-    lines.append("total: " + _summary(report.counts, report.total, report.functional_share))
-    return "\n".join(lines)
-
-
-def render_markdown(report: StatusReport) -> str:
-    headline = (f"**{report.total} falsifiers** in {len(report.contracts)} contract(s); "
-                f"FUNCTIONAL or better: **{report.functional_share:.0%}**")
-    lines = ["## Falsifier status", "", headline, ""]
-    for c in report.contracts:
-        lines += [f"### `{c.id}` v{c.version or '?'}"
-                  + (f" (metadata.status `{c.metadata_status}`)" if c.metadata_status else ""), ""]
-        for flag in _flags(c):
-            lines += [f"> **Warning:** {flag}", ""]
-        if c.mismatch:
-            lines += [f"> **Mismatch:** {c.mismatch}", ""]
-        lines += ["| Falsifier | Status | Evidence | Notes |", "|---|---|---|---|"]
-        for f in c.falsifiers:
-            notes = "; ".join(_notes(f)).replace("|", "\\|") or ""
-            lines.append(f"| `{f.id}` | {f.status} | {_evidence_text(f)} | {notes} |")
-        lines += ["", _summary(c.counts, len(c.falsifiers), c.functional_share), ""]
-    return "\n".join(lines).rstrip() + "\n"
+            require_signed: bool = False, settings: config.Settings | None = None) -> StatusReport:
+    """Every contract's statuses; ``settings`` default to the repository's (``pv.config.load``)."""
+    settings = settings if settings is not None else config.load(root)
+    return StatusReport(tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed,
+                                              settings=settings)
+                              for c in contracts), settings)
