@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pv.compare.diff import DiffReport
     from pv.compare.tolerances import Tolerances
     from pv.contract.validate import Report
-    from pv.report.gate import GateFailure
+    from pv.report.gate import GateResult
     from pv.report.status import StatusReport
 
 PathLike = str | os.PathLike[str]
@@ -98,25 +98,15 @@ def status(paths: Iterable[PathLike] | None = None, *,
     return status_report.collect(_contracts(paths, root), evidence.resolve(), root)
 
 
-def gate(paths: Iterable[PathLike] | None = None, *, baseline: str | None = None,
-         strict: bool = False, evidence_dir: PathLike | None = None) -> list[GateFailure]:
-    """The gate's failures against ``baseline`` (a git revision or a ``pv status
-    --format json`` file; default: the merge base with main). Empty means the gate
-    passes. Same as ``pv gate``."""
-    from pv.repo import repo_root
+def gate(paths: Iterable[PathLike] | None = None, *, baseline: str | None = None, strict: bool = False,
+         require_signed: bool = False, evidence_dir: PathLike | None = None,
+         falsifiers_dir: PathLike | None = None) -> GateResult:
+    """The gate's verdict against ``baseline`` (a git revision or a ``pv status --format json``
+    file; default: the merge base with main): ``.ok``, ``.failures``, ``.notes``. Evidence is
+    verified with ``PV_EVIDENCE_KEY`` when it is set. The same function ``pv gate`` runs."""
     from pv.report import gate as gate_report
-    from pv.report import status as status_report
 
-    root = repo_root()
-    contracts = _contracts(paths, root)
-    dirs = [Path(p) for p in paths] if paths is not None else [root / "contracts"]
-    evidence = (Path(evidence_dir) if evidence_dir is not None else root / "evidence").resolve()
-    report = status_report.collect(contracts, evidence, root)
-    if baseline is not None and Path(baseline).is_file():
-        base: gate_report.Baseline | None = gate_report.baseline_from_file(Path(baseline))
-    else:
-        ref = baseline if baseline is not None else gate_report.default_ref(root)
-        base = gate_report.baseline_from_git(root, ref, dirs, evidence) if ref is not None else None
-    tests = root / "falsifiers"
-    return gate_report.check(report, base, strict=strict, root=root, evidence_dir=evidence,
-                             contracts=contracts, falsifiers_dir=tests if tests.is_dir() else None)
+    return gate_report.run([Path(p) for p in paths] if paths is not None else [], baseline=baseline,
+                           strict=strict, require_signed=require_signed,
+                           evidence_dir=Path(evidence_dir) if evidence_dir is not None else None,
+                           falsifiers_dir=Path(falsifiers_dir) if falsifiers_dir is not None else None)

@@ -45,7 +45,7 @@ def test_functional_to_discharged_by_hand_even_with_a_live_pass(repo, capsys) ->
     repo.commit("live pass")
     repo.set_status("FALSIFY-DEMO-002", "DISCHARGED")
     line = failing(capsys, "FALSIFY-DEMO-002", "unsupported")
-    assert "no valid discharge record" in line
+    assert "no discharge record (pv discharge) stands" in line
 
 
 def test_changing_a_records_facts(repo, capsys) -> None:
@@ -162,8 +162,14 @@ def test_a_status_raised_on_stale_evidence(repo, capsys) -> None:
     repo.git("checkout", "-q", "-b", "raise")
     repo.set_status("FALSIFY-DEMO-002", "FUNCTIONAL")
     repo.commit("raise the status on the old evidence")
+    line = failing(capsys, "FALSIFY-DEMO-002", "unsupported")
+    assert "FUNCTIONAL but its live evidence" in line and "is stale: src/algo.py changed since it ran" in line
+    assert "rerun pv falsify where device=cpu, dtype=float64 holds" in line
+    # Under the weaker policy a stale FUNCTIONAL may stand, but never be raised on stale evidence.
+    (repo.root / "pyproject.toml").write_text(
+        '[tool.pv]\nstale-evidence = "warn"\nstale-evidence-by = "Ada"\nstale-evidence-reason = "GPU runs are weekly"\n')
     line = failing(capsys, "FALSIFY-DEMO-002", "stale")
-    assert "raised in this change on" in line and "src/algo.py changed since" in line
+    assert "raised in this change on" in line and "src/algo.py changed since it ran" in line
 
 
 # --------------------------------------------------------------------------- this project's contract

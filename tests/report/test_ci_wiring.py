@@ -32,7 +32,9 @@ def test_gate_writes_sarif_and_github_annotations(repo, capsys) -> None:
     assert uri == Path(repo.contract).relative_to(repo.root).as_posix()
     assert run(["gate", "--format", "github"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"::error file={uri},line=1,col=1,title=gate/regressed::demo-v1/"
+    # At the falsifier's id line, not at the top of the file.
+    line = next(i for i, text in enumerate(repo.contract.read_text().splitlines(), 1) if "FALSIFY-DEMO-002" in text)
+    assert lines[0].startswith(f"::error file={uri},line={line},col=1,title=gate/regressed::demo-v1/"
                                "FALSIFY-DEMO-002: PARTIAL_ALGORITHM_LEVEL -> PROPOSED")
     assert lines[-1].startswith("pv gate FAILED")
 

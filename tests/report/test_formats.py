@@ -58,10 +58,14 @@ def test_sarif_for_odd_file_names_and_no_file(tmp_path):
 def test_gate_failures_render_in_both_formats(tmp_path):
     failures = [GateFailure("regression", "demo-v1", "F-1", "FUNCTIONAL -> PROPOSED"),
                 GateFailure("unsupported", "demo-v1", None, "no evidence, line\nbreak 100%")]
-    notes = annotations.from_gate_failures(failures, {"demo-v1": str(tmp_path / "demo-v1.yaml")})
+    from pv.falsify.catalog import Contract, Falsifier
+
+    contract = Contract("demo-v1", "1", tmp_path / "demo-v1.yaml", None, (Falsifier("F-1", "FUNCTIONAL", line=7),))
+    notes = annotations.from_gate_failures(failures, [contract])
     _valid_sarif(sarif.sarif_log(notes))
     lines = annotations.github(notes)
-    assert lines[0].startswith("::error file=") and ",line=1,col=1,title=gate/regression::" in lines[0]
+    assert lines[0].startswith("::error file=") and ",line=7,col=1,title=gate/regression::" in lines[0]
+    assert ",line=1,col=1," in lines[1]  # a contract-level failure points at the file
     assert lines[0].endswith("::demo-v1/F-1: FUNCTIONAL -> PROPOSED")
     assert lines[1].endswith("::demo-v1: no evidence, line%0Abreak 100%25")
 
@@ -138,5 +142,6 @@ def test_gate_kinds_are_described():
     from pv.report import gate
 
     kinds = {gate.REGRESSED, gate.FALSIFIER_REMOVED, gate.CONTRACT_REMOVED, gate.UNSUPPORTED,
-             gate.STALE, gate.EVIDENCE, gate.BINDING}
+             gate.STALE, gate.EVIDENCE, gate.BINDING, gate.INVALID, gate.WEAKENED}
+    assert kinds == set(gate.KINDS)
     assert {f"gate/{k}" for k in kinds} == set(sarif.gate_rules())

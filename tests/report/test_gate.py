@@ -58,8 +58,8 @@ def test_stale_evidence_fails_under_strict_or_when_a_status_rises(repo, capsys) 
     assert code == 0, out
     code, out = gate(capsys, "--strict")
     assert code == 1
-    assert "stale: demo-v1/FALSIFY-DEMO-002: PARTIAL_ALGORITHM_LEVEL backed by evidence/demo-v1/" in out
-    assert "src/algo.py changed since" in out
+    assert "stale: demo-v1/FALSIFY-DEMO-002: PARTIAL_ALGORITHM_LEVEL rests on evidence/demo-v1/" in out
+    assert "but src/algo.py changed since it ran; rerun pv falsify" in out
 
 
 def test_snapshot_file_baseline(repo, capsys, tmp_path_factory) -> None:

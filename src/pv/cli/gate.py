@@ -1,5 +1,5 @@
-"""``pv gate``: fail CI when a falsifier status regressed, outran its evidence, or rests on
-evidence that was edited."""
+"""``pv gate``: fail CI when a status regressed, outran its evidence or rests on edited evidence,
+or when a claim was weakened unseen (``pv.report.gate`` decides; this prints)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import click
-
-from pv.errors import PvError
 
 
 @click.command("gate")
@@ -27,55 +25,33 @@ from pv.errors import PvError
 def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, require_signed: bool,
             evidence_dir: Path | None, falsifiers_dir: Path | None, fmt: str) -> int:
     """Compare statuses with a baseline and with the evidence; exit 1 naming each failure."""
-    from pv.falsify.catalog import load_contracts
-    from pv.falsify.records import KEY_ENV, key_from_env
-    from pv.repo import repo_root
-    from pv.report import gate, status
+    from pv.report import gate
 
-    root = repo_root()
-    key = key_from_env()
-    if require_signed and key is None:
-        raise PvError(f"--require-signed needs the signing key in {KEY_ENV} to verify signatures")
-    dirs = list(paths) or [root / "contracts"]
-    contracts = load_contracts(dirs)
-    evidence = (evidence_dir or root / "evidence").resolve()
-    report = status.collect(contracts, evidence, root, key=key, require_signed=require_signed)
-    if baseline is not None and Path(baseline).is_file():
-        base: gate.Baseline | None = gate.baseline_from_file(Path(baseline))
-    else:
-        ref = baseline if baseline is not None else gate.default_ref(root)
-        base = gate.baseline_from_git(root, ref, dirs, evidence) if ref is not None else None
-    tests = (falsifiers_dir or root / "falsifiers").resolve()
-    if falsifiers_dir is not None and not tests.is_dir():
-        raise PvError(f"{falsifiers_dir}: no such falsifier folder")
-    failures = gate.check(report, base, strict=strict, root=root, evidence_dir=evidence, contracts=contracts,
-                          falsifiers_dir=tests if tests.is_dir() else None)
-    label = base.label if base is not None else "none (no earlier commit)"
-    if fmt == "sarif":
-        from pv.report import annotations, sarif
-
-        notes = annotations.from_gate_failures(failures, {c.id: str(c.path) for c in contracts})
-        click.echo(json.dumps(sarif.sarif_log(notes, sarif.gate_rules()), indent=2, ensure_ascii=False))
-        return 1 if failures else 0
-    if fmt == "github":
+    result = gate.run(paths, baseline=baseline, strict=strict, require_signed=require_signed,
+                      evidence_dir=evidence_dir, falsifiers_dir=falsifiers_dir)
+    failures = result.failures
+    if fmt in ("sarif", "github"):
         from pv.report import annotations
 
-        notes = annotations.from_gate_failures(failures, {c.id: str(c.path) for c in contracts})
+        notes = annotations.from_gate_failures(failures, result.contracts)
+        if fmt == "sarif":
+            from pv.report import sarif
+
+            click.echo(json.dumps(sarif.sarif_log(notes, sarif.gate_rules()), indent=2, ensure_ascii=False))
+            return 1 if failures else 0
         for line in annotations.github(notes):
             click.echo(line)  # then the summary line below, as for text
     if fmt == "json":
-        click.echo(json.dumps({"baseline": label, "strict": strict, "require_signed": require_signed,
-                               "ok": not failures, "notes": list(base.notes) if base else [],
-                               "failures": [f.__dict__ for f in failures]}, indent=2))
-    else:
-        for note in base.notes if base else ():
-            click.echo(f"note: {note}")
-        for f in failures if fmt == "text" else ():
-            click.echo(f.format())
-        n = sum(len(c.falsifiers) for c in report.contracts)
-        verdict = f"FAILED ({len(failures)} problem(s))" if failures else "passed"
-        mode = " (strict)" if strict else ""
-        mode += " (signed records only)" if require_signed else ""
-        click.echo(f"pv gate {verdict}: {n} falsifier(s) in {len(report.contracts)} contract(s) "
-                   f"against baseline {label}{mode}")
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return 1 if failures else 0
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for f in failures if fmt == "text" else ():
+        click.echo(f.format())
+    n = sum(len(c.falsifiers) for c in result.report.contracts)
+    verdict = f"FAILED ({len(failures)} problem(s))" if failures else "passed"
+    mode = " (strict)" if strict else ""
+    mode += " (signed records only)" if require_signed else ""
+    click.echo(f"pv gate {verdict}: {n} falsifier(s) in {len(result.report.contracts)} contract(s) "
+               f"against baseline {result.baseline}{mode}")
     return 1 if failures else 0

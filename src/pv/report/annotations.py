@@ -8,7 +8,7 @@ list of them, so each format is written once for every command.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from pv.contract.findings import display_path
 
 if TYPE_CHECKING:
     from pv.contract.findings import Finding
+    from pv.falsify.catalog import Contract
     from pv.report.gate import GateFailure
 
 LEVELS = ("error", "warning", "note")
@@ -37,14 +38,17 @@ def from_findings(findings: Iterable[Finding]) -> list[Annotation]:
     return [Annotation(f.file, f.line, f.column, f.rule, f.severity, f.message) for f in findings]
 
 
-def from_gate_failures(failures: Iterable[GateFailure],
-                       files: Mapping[str, str] | None = None) -> list[Annotation]:
-    """Gate failures, each at its contract file when ``files`` (contract id -> path) knows it."""
+def from_gate_failures(failures: Iterable[GateFailure], contracts: Iterable[Contract] = ()) -> list[Annotation]:
+    """Gate failures, each at its contract file and at the falsifier's ``id`` line when
+    ``contracts`` know them (a removed falsifier or contract points at line 1 of the file)."""
+    by_id = {c.id: c for c in contracts}
     out = []
     for failure in failures:
-        where = f"{failure.contract}/{failure.falsifier}" if failure.falsifier else failure.contract
-        out.append(Annotation((files or {}).get(failure.contract), 1, 1, f"gate/{failure.kind}",
-                              "error", f"{where}: {failure.message}"))
+        where = "/".join(p for p in (failure.contract, failure.falsifier) if p)
+        contract = by_id.get(failure.contract)
+        found = contract.falsifier(failure.falsifier) if contract and failure.falsifier else None
+        out.append(Annotation(str(contract.path) if contract else None, found.line if found else 1, 1,
+                              f"gate/{failure.kind}", "error", f"{where}: {failure.message}"))
     return out
 
 

@@ -84,13 +84,15 @@ def validation_rules() -> dict[str, str]:
 
 #: What each kind of gate failure means (``pv.report.gate`` kinds), for rule descriptors.
 GATE_KINDS: dict[str, str] = {
+    "invalid": "a contract fails pv validate, so its claim cannot be read as written",
+    "weakened": "a contract claims less than the baseline's, without a reviewed acknowledgement",
     "regressed": "a falsifier's status moved down the ladder against the baseline",
     "falsifier-removed": "a falsifier of the baseline is gone",
     "contract-removed": "a contract of the baseline is gone",
     "unsupported": "a status is ahead of what its evidence supports",
     "stale": "the record backing a status covers files changed since it ran",
     "evidence": "an evidence record was edited, moved or deleted, or fails its integrity check",
-    "binding": "a test and a falsifier do not name each other",
+    "binding": "a test and a falsifier do not name each other, or a test names an id no contract defines",
 }
 
 
