@@ -139,7 +139,7 @@ def binding_failures(contracts: Sequence[Contract], falsifiers_dir: Path, root: 
     return out
 
 
-def invalid_contracts(contracts: Sequence[Contract]) -> list[GateFailure]:
+def invalid_contracts(contracts: Sequence[Contract], root: Path | None = None) -> list[GateFailure]:
     """Contracts that fail ``pv validate``: the gate judges only claims it can read as written."""
     from pv.contract.validate import validate_files
 
@@ -151,10 +151,18 @@ def invalid_contracts(contracts: Sequence[Contract]) -> list[GateFailure]:
     for f in report.findings:
         if f.is_error:
             cid = by_file.get(f.file, f.display_file)
+            shown = _shown(Path(f.file), root) if root is not None else f.display_file
             out.append(GateFailure(INVALID, cid, None, (
-                f"{f.display_file}:{f.line}:{f.column}: {f.rule} {f.message}; the gate judges only valid "
+                f"{shown}:{f.line}:{f.column}: {f.rule} {f.message}; the gate judges only valid "
                 "contracts (pv validate)")))
     return out
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except (OSError, ValueError):
+        return str(path)
 
 
 def _acknowledge_hint(c: Contract) -> str:
@@ -256,7 +264,7 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
     """Every gate failure of ``report`` (current statuses with evidence) against ``baseline``,
     and notes (acknowledged weaker claims) for the reader."""
     contracts = list(contracts)
-    failures: list[GateFailure] = invalid_contracts(contracts) if validate else []
+    failures: list[GateFailure] = invalid_contracts(contracts, root) if validate else []
     notes: list[str] = []
     claim_checked = baseline is not None and baseline.claims is not None
     if baseline is not None and claim_checked:
