@@ -162,10 +162,10 @@ def run_baseline(case: tuple[tuple[str, bytes | str], str], workdir: Path) -> ha
     path = workdir / "baseline" / "status.json"
     place(path, content)
     if how == "library":
-        from pv.report.gate import baseline_from_file
+        from pv.report.baseline import from_file
 
         before = harness.snapshot(path.parent)
-        outcome = harness.run_library(lambda: baseline_from_file(path))
+        outcome = harness.run_library(lambda: from_file(path))
         if harness.snapshot(path.parent) != before:
             return harness.Outcome(harness.CHANGED, "baseline folder changed while read")
         return outcome

@@ -272,6 +272,7 @@ def test_a_falsified_status_is_never_called_raised_or_stale(sm, capsys) -> None:
     sm.ops.write_text(BROKEN_OPS + "\n# still broken\n")
     sm.commit("touch the code")
     code, out = gate(capsys, "--strict")
+    assert code == 1
     assert "FALSIFIED raised" not in out and not [ln for ln in lines_of(out, "stale") if "FALSIFIED" in ln]
     assert lines_of(out, "regressed"), out
 
@@ -280,4 +281,5 @@ def test_a_stale_claim_and_file_read_as_one_phrase(sm, capsys) -> None:
     sm.ops.write_text(OPS + "\n# tuned\n")
     sm.edit("    if_fails: the max subtraction is wrong", "    if_fails: the max subtraction is off")
     code, out = gate(capsys, "--strict")
+    assert code == 1
     assert "mylib/ops.py and the falsifier's claim in the contract changed since it ran" in out, out

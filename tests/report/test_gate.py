@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from pv.cli import run
 
 
@@ -112,6 +114,20 @@ def test_bad_baselines_and_no_git(repo, capsys, tmp_path_factory) -> None:
         assert "not a git checkout" in capsys.readouterr().err
     finally:
         os.chdir(here)
+
+
+@pytest.mark.parametrize("where", ["contract", "falsifier"])
+def test_a_snapshot_with_ids_that_are_not_strings_is_malformed(repo, capsys, tmp_path_factory, where) -> None:
+    """Not read as a removed contract (exit 1): refused as a malformed baseline (exit 2)."""
+    snap = tmp_path_factory.mktemp("snap") / "status.json"
+    assert run(["status", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    target = data["contracts"][0] if where == "contract" else data["contracts"][0]["falsifiers"][0]
+    target["id"] = {"a": 1}
+    snap.write_text(json.dumps(data))
+    assert run(["gate", "--baseline", str(snap)]) == 2
+    err = capsys.readouterr().err
+    assert "malformed baseline snapshot" in err and "id {'a': 1} is not a string" in err
 
 
 def test_signed_records_and_require_signed(repo, capsys, monkeypatch) -> None:
