@@ -218,3 +218,43 @@ def test_deep_nesting_is_refused_without_crashing(write, text):
 def test_moderate_nesting_is_fine(write):
     text = "metadata: {version: '1', description: d}\nx: " + "[" * 100 + "]" * 100 + "\n"
     assert load_document(write(text)).data["x"] is not None
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("metadata:\n\tversion: '1'\n", 2, 1),                       # cannot start any token
+    ("metadata:\n  version: '1'\n\tdescription: d\n", 3, 1),
+    ("a:\n  b: 1\n  \tc: 2\n", 3, 3),                            # violates indentation
+    ("a: 1\n\tb: 2\n", 2, 1),
+    ("a: |\n\tx\n", 2, 1),                                       # in a block scalar
+    ("é: 1\nb:\n  é: 2\n  \tc: 3\n", 4, 3),                      # columns count characters
+    ("a: b\r\n\tc: d\r\n", 2, 1),
+])
+def test_a_tab_is_named(write, text, line, column):
+    path = write(text)
+    with pytest.raises(ContractLoadError) as info:
+        load_document(path)
+    f = info.value.finding
+    assert (f.rule, f.line, f.column) == ("PV004", line, column)
+    assert f.message == (f"invalid YAML: a tab character at line {line}, column {column}: "
+                         "YAML indents with spaces, never tabs")
+
+
+def test_other_syntax_errors_keep_the_parser_message(write):
+    rule, line, message = _rule(write("a: ok\nb: `x\n"))
+    assert (rule, line) == ("PV004", 2) and "tab" not in message
+    assert "cannot start any token" in message
+
+
+def test_tabs_where_yaml_allows_them_are_fine(write):
+    doc = load_document(write("a: [1,\n\t2]\nb: x\ty\n"))
+    assert doc.data == {"a": [1, 2], "b": "x\ty"}
+
+
+def test_scalar_text_is_the_text_written(write):
+    doc = load_document(write("metadata:\n  version: 1.10\n  tags: [1.20, x]\n"))
+    assert doc.data["metadata"]["version"] == 1.1
+    assert doc.scalar_text(("metadata", "version")) == "1.10"
+    assert doc.scalar_text(("metadata", "tags", 0)) == "1.20"
+    assert doc.scalar_text(("metadata", "tags")) is None
+    assert doc.scalar_text(("metadata", "absent")) is None
+    assert doc.scalar_text(("metadata", "tags", 5)) is None

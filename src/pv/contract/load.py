@@ -21,8 +21,11 @@ from typing import Any
 
 import yaml
 
-from pv.bounded import DuplicateKeyError, refuse_duplicate_keys, refuse_duplicate_keys_in
+from pv.bounded import refuse_duplicate_keys, refuse_duplicate_keys_in
 from pv.contract.findings import ERROR, Finding, KeyPath
+from pv.contract.yamlerrors import ValueProblem, explain
+from pv.contract.yamlerrors import clip as _clip
+from pv.contract.yamlerrors import position as _position
 from pv.errors import PvError
 
 #: Contracts are hand-written text; anything bigger is refused before it is read.
@@ -78,10 +81,6 @@ _Loader.add_constructor("tag:yaml.org,2002:value", _construct_as_text)
 MAX_INT_CHARS = 1000
 
 
-class ValueProblem(yaml.constructor.ConstructorError):
-    """A scalar whose text does not fit its tag (``!!int abc``) or pv's bounds."""
-
-
 def _construct_bounded_int(loader: Any, node: yaml.Node) -> int:
     text = str(node.value)
     if len(text) > MAX_INT_CHARS:
@@ -104,10 +103,6 @@ def _checked(kind: str, construct: Any) -> Any:
             raise ValueProblem(None, None, f"{_clip(str(text))!r} is not a valid !!{kind}",
                                node.start_mark) from None
     return run
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
@@ -194,6 +189,25 @@ class Document:
                 return None
         return key
 
+    def scalar_text(self, path: KeyPath) -> str | None:
+        """The source text of the scalar at ``path`` as written (``1.10``, which the float
+        ``1.1`` has lost), or None when the path does not end at a scalar."""
+        if self._root is None:
+            self._root = yaml.compose(self.text, Loader=_Loader)
+        node = self._root
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                hit = self._keys(node).get(str(part))
+                if hit is None:
+                    return None
+                node = hit[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                node = node.value[part]
+            else:
+                return None
+        return str(node.value) if isinstance(node, yaml.ScalarNode) else None
+
     def item_keys(self, section: str, key: str) -> dict[int, tuple[int, int]]:
         """index -> 1-based (line, column) of ``key`` in each mapping item of the list ``section``.
 
@@ -276,11 +290,6 @@ def _decode(path: Path, raw: bytes) -> str:
         raise _fail(path, "PV003", f"not UTF-8 text (invalid byte at offset {exc.start})",
                     line) from None
     return text.removeprefix("\ufeff")
-
-
-def _position(mark: Any) -> tuple[int, int]:
-    """1-based (line, column) of a libyaml mark (0-based), (1, 1) when there is none."""
-    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def _at_node_start(pattern: re.Pattern[str], text: str) -> bool:
@@ -373,37 +382,8 @@ def _check_structure(path: Path, text: str) -> None:
         return  # the real parse below reports syntax errors with their location
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> ContractLoadError:
-    line, col = _position(getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None))
-    problem = str(getattr(exc, "problem", "") or exc).strip()
-    if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
-        return _fail(path, "PV005", "several YAML documents in one file; a contract is exactly "
-                     "one document", line, col)
-    if isinstance(exc, DuplicateKeyError):
-        return _fail(path, "PV004", problem, line, col)
-    if isinstance(exc, ValueProblem):
-        refused = problem.startswith("tag ")
-        return _fail(path, "PV008" if refused else "PV004",
-                     problem if refused else f"invalid YAML value: {problem}", line, col)
-    if isinstance(exc, yaml.constructor.ConstructorError) and "unhashable" in problem:
-        return _fail(path, "PV004", "invalid YAML: a mapping key is a list or a mapping",
-                     line, col)
-    if isinstance(exc, yaml.constructor.ConstructorError):
-        tag = re.search(r"tag '([^']*)'", problem)
-        name = tag.group(1) if tag else "?"
-        name = name.replace("tag:yaml.org,2002:", "!!")
-        if "python/" in name:
-            return _fail(path, "PV008", f"tag {name} is refused: pv never constructs Python objects",
-                         line, col)
-        return _fail(path, "PV008", f"unsupported YAML tag {name}: {problem}", line, col)
-    if "nesting depth" in problem:
-        # Newer libyaml releases stop deep nesting themselves (in the scanner,
-        # possibly before our event scan reaches MAX_DEPTH): the same finding.
-        return _fail(path, "PV009", f"collections nested too deep for the YAML parser "
-                     f"(pv allows {MAX_DEPTH}); refused", line, col)
-    context = getattr(exc, "context", None)
-    detail = f"{context}: {problem}" if context else problem
-    return _fail(path, "PV004", f"invalid YAML: {detail}", line, col)
+def _yaml_error(path: Path, exc: yaml.YAMLError, text: str = "") -> ContractLoadError:
+    return _fail(path, *explain(exc, text, MAX_DEPTH))
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -478,7 +458,7 @@ def parse_text(path: Path, text: str) -> Document:
         root = loader.get_single_node()
         data = _construct(loader, root) if root is not None else None
     except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from None
+        raise _yaml_error(path, exc, text) from None
     except (RecursionError, MemoryError):
         raise _fail(path, "PV004", "invalid YAML: nested too deeply to parse") from None
     finally:
