@@ -149,3 +149,26 @@ def test_console_script_entry(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pv.cli", "validate", str(path)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok: 1 file checked, 0 errors, 0 warnings"
+
+
+def test_pre_commit_hooks_validate_the_whole_set(tmp_path, monkeypatch, capsys):
+    """A commit that changes one contract checks them all: set-wide rules need every file."""
+    import yaml
+
+    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert [h["id"] for h in hooks] == ["pv-validate", "pv-validate-strict"]
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    _write(folder, "a.yaml", GOOD)
+    _write(folder, "b.yaml", GOOD)  # the same falsifier id F-1 in another file: PV015
+    monkeypatch.chdir(tmp_path)
+    for hook in hooks:
+        assert hook["pass_filenames"] is False and hook["args"] == ["contracts"]
+        files = re.compile(hook["files"])
+        assert files.search("contracts/x.yaml") and files.search("sub/contracts/y.yml")
+        assert not files.search("evidence/x.yaml")
+        argv = hook["entry"].split()[1:] + hook["args"]
+        rc = run(argv)
+        out = capsys.readouterr().out
+        assert "PV015" in out, out
+        assert rc == (1 if "--strict" in argv else 0), out
