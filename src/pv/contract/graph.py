@@ -10,13 +10,20 @@ be established first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pv.contract.findings import ERROR, Finding
 from pv.contract.load import ContractLoadError, Document, load_document
 from pv.contract.references import bare
 from pv.contract.registry import is_binding_registry
+
+if TYPE_CHECKING:
+    from pv.contract.models import ContractSummary, Located
+
+CYCLE_RULE = "PV035"
 
 
 @dataclass(frozen=True)
@@ -47,13 +54,21 @@ def load_set(paths: Iterable[Path]) -> tuple[list[Document], list[str]]:
     return docs, skipped
 
 
+def resolver(named: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Name -> contract id, from (contract id, file stem) pairs: a dependency may be written
+    as either; an id wins over another file's stem."""
+    named = list(named)
+    by_name: dict[str, str] = {}
+    for cid, stem in named:
+        by_name.setdefault(stem, cid)
+    for cid, _ in named:
+        by_name[cid] = cid
+    return by_name
+
+
 def build(docs: Iterable[Document], skipped: Iterable[str] = ()) -> Graph:
     docs = list(docs)
-    by_name: dict[str, str] = {}
-    for doc in docs:
-        by_name.setdefault(doc.stem, doc.contract_id)
-    for doc in docs:
-        by_name[doc.contract_id] = doc.contract_id  # an id wins over another file's stem
+    by_name = resolver((doc.contract_id, doc.stem) for doc in docs)
     nodes = list(dict.fromkeys(doc.contract_id for doc in docs))
     edges: dict[tuple[str, str], None] = {}
     missing: dict[str, None] = {}
@@ -69,11 +84,38 @@ def build(docs: Iterable[Document], skipped: Iterable[str] = ()) -> Graph:
                 missing[name] = None
                 target = name
             edges[(doc.contract_id, target)] = None
-    return Graph(tuple(nodes), tuple(edges), tuple(missing), _cycles(nodes, list(edges)),
+    return Graph(tuple(nodes), tuple(edges), tuple(missing), cycles(nodes, list(edges)),
                  tuple(skipped))
 
 
-def _cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, ...], ...]:
+def cycle_through(start: str, members: Iterable[str],
+                  edges: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """A shortest cycle from ``start`` back to it inside one cycle component (``cycles``),
+    as the path ``(start, ..., start)``; ``()`` when there is none."""
+    inside = set(members)
+    succ: dict[str, list[str]] = {}
+    for a, b in edges:
+        if a in inside and b in inside:
+            succ.setdefault(a, []).append(b)
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt: list[str] = []
+        for node in frontier:
+            for child in succ.get(node, []):
+                if child == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return (start, *reversed(path[:-1]), start) if node != start else (start, start)
+                if child not in parent:
+                    parent[child] = node
+                    nxt.append(child)
+        frontier = nxt
+    return ()
+
+
+def cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, ...], ...]:
     """Strongly connected components that form a cycle (Tarjan, iterative: no recursion limit)."""
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in edges:
@@ -118,6 +160,32 @@ def _cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, 
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
     return tuple(sorted(found))
+
+
+def cycle_findings(summaries: Iterable[ContractSummary]) -> Iterator[Finding]:
+    """PV035 for ``pv validate``: one finding per cycle, at the ``depends_on`` entry of its
+    first contract (in file order) that leads into the cycle, naming the whole cycle."""
+    summaries = list(summaries)
+    by_name = resolver((s.id, s.stem) for s in summaries)
+    entry: dict[tuple[str, str], tuple[str, Located]] = {}  # edge -> (file, where it is written)
+    for summary in summaries:
+        for raw, located in summary.depends_on:
+            target = by_name.get(bare(raw))
+            if target is not None:
+                entry.setdefault((summary.id, target), (summary.file, located))
+    nodes = list(dict.fromkeys(s.id for s in summaries))
+    for component in cycles(nodes, list(entry)):
+        start = next(n for n in nodes if n in component)
+        cycle = cycle_through(start, component, entry)
+        file, (key, line, col) = entry[(cycle[0], cycle[1])]
+        others = [n for n in component if n not in cycle]
+        also = f"; {', '.join(map(_flat, others))} {'is' if len(others) == 1 else 'are'} in " \
+            "the same cycle" if others else ""
+        shown = " -> ".join(map(_flat, cycle))
+        why = ("the contract depends on itself, so it can never be established; remove this entry"
+               if len(cycle) == 2 else f"no contract in it can be established first{also}; "
+               "remove one of the depends_on entries that close it")
+        yield Finding(file, line, col, key, CYCLE_RULE, f"depends_on cycle {shown}: {why}", ERROR)
 
 
 def _flat(name: str) -> str:
