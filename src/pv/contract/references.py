@@ -8,7 +8,8 @@ that names nothing in its own file may name a contract or another contract's
 falsifier. A note in parentheses after a reference (``silu-kernel-v1 (gate)``) is
 the author's comment, not part of the name.
 
-Only id-shaped references (``AP-INV-001``) are errors when they dangle: free text
+Only id-shaped references (``AP-INV-001``, ``PO-SM-RFE``: at least two upper-case
+words joined by dashes or underscores) are errors when they dangle: free text
 that names nothing is a warning for Kani obligations (which real contracts cite
 by property text) and is left alone elsewhere.
 """

@@ -100,5 +100,7 @@ def shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-#: ``ATTN-SUB-ORD-001``, ``FALSIFY-AP-001``: upper-case words joined by dashes, digits last.
-ID_SHAPE = re.compile(r"^[A-Z][A-Z0-9]*(?:[-_][A-Z0-9]+)*[-_]\d+[A-Z]?$")
+#: ``ATTN-SUB-ORD-001``, ``PO-SM-RFE``, ``FALSIFY-SM-A``: at least two upper-case words
+#: (or numbers) joined by dashes or underscores. A reference of this shape is an id,
+#: and an id that names nothing is an error; other text may be a property or a note.
+ID_SHAPE = re.compile(r"^[A-Z][A-Z0-9]*(?:[-_][A-Z0-9]+)+$")
