@@ -60,14 +60,20 @@ def test_properties_required_and_openness_agree(name, sub, model):
     assert closed == (model.model_config.get("extra") == "forbid"), name
 
 
-def test_enums_agree():
+def test_requirement_enums_agree():
+    """Each measurable fact's values: the model's Literal, for one value and in a list."""
     lr = contract_schema()["$defs"]["live_requirements"]["properties"]
     fields = MODELS_BY_DEF["live_requirements"].model_fields
+    checked = 0
     for key, spec in lr.items():
-        if "enum" not in spec:
+        one = spec["anyOf"][0]
+        if "enum" not in one:
             continue
-        literal = next(a for a in typing.get_args(fields[key].annotation) if a is not type(None))
-        assert set(typing.get_args(literal)) == set(spec["enum"]), key
+        literal = next(a for a in typing.get_args(fields[key].annotation)
+                       if typing.get_origin(a) is typing.Literal)
+        assert set(typing.get_args(literal)) == set(one["enum"]), key
+        checked += 1
+    assert checked == 3  # device, dtype, weights
 
 
 BASE: dict[str, Any] = {
@@ -135,11 +141,26 @@ MUTATIONS: dict[str, dict[str, Any]] = {
     "evidence list of ints": _set(FT + ("algorithm_evidence",), [1]),
     "evidence typo key": _set(FT + ("algorithm_evidence",), {"file_path": ["a"]}),
     "evidence null notes": _set(FT + ("algorithm_evidence",), {"notes": None}),
-    "live ok": _set(FT + ("live_requirements",), {"device": "cuda", "weights": "real", "n": 2}),
+    "live ok": _set(FT + ("live_requirements",), {"device": "cuda", "weights": "real"}),
+    "live every fact": _set(FT + ("live_requirements",), {
+        "device": "cpu", "dtype": "bfloat16", "weights": "synthetic", "model_sha256": "a" * 64,
+        "model_fingerprint": "fp", "architecture": "LlamaForCausalLM"}),
+    "live lists": _set(FT + ("live_requirements",), {"device": ["cpu", "cuda"],
+                                                      "dtype": ["float32"], "model_sha256": ["0" * 64],
+                                                      "architecture": ["A", "B"]}),
+    "live empty list": _set(FT + ("live_requirements",), {"dtype": []}),
     "live bad device": _set(FT + ("live_requirements",), {"device": "tpu"}),
-    "live list fact": _set(FT + ("live_requirements",), {"extra": [1]}),
-    "live null fact": _set(FT + ("live_requirements",), {"extra": None}),
+    "live bad device in list": _set(FT + ("live_requirements",), {"device": ["cuda", "tpu"]}),
+    "live bad sha": _set(FT + ("live_requirements",), {"model_sha256": "A" * 64}),
+    "live empty fingerprint": _set(FT + ("live_requirements",), {"model_fingerprint": ""}),
+    "live int architecture": _set(FT + ("live_requirements",), {"architecture": 3}),
+    "live null fact": _set(FT + ("live_requirements",), {"device": None}),
+    "live unmeasured fact": _set(FT + ("live_requirements",), {"backend": "triton"}),
+    "live unmeasured list": _set(FT + ("live_requirements",), {"extra": [1]}),
+    "live int key": _set(FT + ("live_requirements",), {1: "x"}),
     "live string": _set(FT + ("live_requirements",), "cuda"),
+    "matrix ok": _set(FT + ("discharge",), {"matrix": [{"dtype": ["float32", "bfloat16"]}]}),
+    "matrix unmeasured": _set(FT + ("discharge",), {"matrix": [{"gpu": "h100"}]}),
     "binds_to list": _set(FT + ("binds_to",), ["x"]),
     "binds_to int": _set(FT + ("binds_to",), 1),
     "binds_to list of ints": _set(FT + ("binds_to",), [1]),

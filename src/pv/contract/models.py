@@ -107,15 +107,25 @@ class AlgorithmEvidence(_NoNulls):
     notes: str | None = None
 
 
-class LiveRequirements(_Open):
-    """Facts a passing run must show to count as live; extra facts are scalars."""
+Device = Literal["cpu", "cuda"]
+Weights = Literal["synthetic", "real"]
+Dtype = Literal["float64", "float32", "float16", "bfloat16"]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
-    __pydantic_extra__: dict[str, str | float | bool] = Field(init=False)
 
-    device: Literal["cpu", "cuda"] | None = None
-    weights: Literal["synthetic", "real"] | None = None
-    dtype: Literal["float64", "float32", "float16", "bfloat16"] | None = None
-    model_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+class LiveRequirements(_NoNulls):
+    """Facts a passing run must show to count as live: only the ones pv measures
+    (``pv.contract.requirements``), each one value or a non-empty list ("any of them")."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    device: Device | Annotated[list[Device], Field(min_length=1)] | None = None
+    dtype: Dtype | Annotated[list[Dtype], Field(min_length=1)] | None = None
+    weights: Weights | Annotated[list[Weights], Field(min_length=1)] | None = None
+    model_sha256: Sha256 | Annotated[list[Sha256], Field(min_length=1)] | None = None
+    model_fingerprint: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] | None = None
+    architecture: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] | None = None
 
 
 class Discharge(_NoNulls):
