@@ -87,10 +87,12 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, tuple[Any, ...], s
     ("PV020", lambda d: d["metadata"].__setitem__("depends_on", ["no-such-contract-v1"]), "warning",
      ("metadata", "depends_on", 0), ("no contract with id or file name no-such-contract-v1 in the "
                                      "validated set or next to this file")),
-    ("PV021", lambda d: d.__setitem__("falsification_test", d.pop("falsification_tests")),
-     "warning", ("falsification_test",), "did you mean 'falsification_tests'"),
-    ("PV021", lambda d: _ft(0)(d).__setitem__("predicton", _ft(0)(d).pop("prediction")), "warning",
-     ("falsification_tests", 0, "predicton"), "did you mean 'prediction'"),
+    ("PV021", lambda d: _ft(0)(d).__setitem__("if_fail", _ft(0)(d).pop("if_fails")), "warning",
+     ("falsification_tests", 0, "if_fail"), "did you mean 'if_fails'"),
+    ("PV021", lambda d: d.__setitem__("kani_harness", []), "warning", ("kani_harness",),
+     "unknown key 'kani_harness'; did you mean 'kani_harnesses'"),
+    ("PV021", lambda d: d["proof_obligations"][0].__setitem__("applies_too", "x"), "warning",
+     ("proof_obligations", 0, "applies_too"), "did you mean 'applies_to'"),
     ("PV021", lambda d: d["metadata"].__setitem__("auther", "x"), "warning",
      ("metadata", "auther"), "did you mean 'author'"),
     ("PV021", lambda d: d.__setitem__("author", "me"), "warning", ("author",),
@@ -120,6 +122,38 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, tuple[Any, ...], s
      ("falsification_tests", 0, "binds_to"), "nor any validated contract or falsifier"),
     ("PV031", lambda d: _ft(1)(d).pop("test"), "warning", ("falsification_tests", 1),
      "names no 'test'"),
+    ("PV030", lambda d: _ft(0)(d).__setitem__("binds_to", "PO-SM-RFE"), "error",
+     ("falsification_tests", 0, "binds_to"), "binds_to PO-SM-RFE, which names no obligation"),
+    ("PV030", lambda d: d.__setitem__("kani_harnesses", [{"id": "K-1", "obligation": "DEMO-OB-X"}]),
+     "error", ("kani_harnesses", 0, "obligation"), "cites proof obligation DEMO-OB-X, which no"),
+    ("PV014", lambda d: d["proof_obligations"].append(dict(d["proof_obligations"][0])), "error",
+     ("proof_obligations", 1, "id"), "duplicate proof obligation id DEMO-OB-1 (first at line "),
+    ("PV033", lambda d: d.__setitem__("falsification_test", d.pop("falsification_tests")),
+     "error", ("falsification_test",), ("unknown key 'falsification_test' where "
+     "'falsification_tests' belongs: pv would not read this claim (the contract would count as "
+     "having no falsification tests); rename it")),
+    ("PV033", lambda d: _ft(0)(d).__setitem__("predicton", _ft(0)(d).pop("prediction")), "error",
+     ("falsification_tests", 0, "predicton"), "where 'prediction' belongs"),
+    ("PV033", lambda d: _ft(0)(d).__setitem__("live_requirement", {"device": "cuda"}), "error",
+     ("falsification_tests", 0, "live_requirement"), ("unknown key 'live_requirement' where "
+     "'live_requirements' belongs: pv would not read this claim (the falsifier would count as "
+     "having no live requirements); rename it")),
+    ("PV033", lambda d: _ft(1)(d).__setitem__("stauts", "FUNCTIONAL"), "error",
+     ("falsification_tests", 1, "stauts"), "(the falsifier would count as PROPOSED)"),
+    ("PV033", lambda d: d["proof_obligations"][0].__setitem__("tolerence", 1e-5), "error",
+     ("proof_obligations", 0, "tolerence"), "where 'tolerance' belongs"),
+    ("PV033", lambda d: d["metadata"].__setitem__("ids", d["metadata"].pop("id")), "error",
+     ("metadata", "ids"), "(the contract id would default to the file stem)"),
+    ("PV034", lambda d: _ft(0)(d).__setitem__("live_requirements", {"backend": "triton"}), "error",
+     ("falsification_tests", 0, "live_requirements", "backend"),
+     ("live_requirements.backend is not a fact pv measures (device, dtype, weights, model_sha256, "
+     "model_fingerprint, architecture): no run could meet it, so the falsifier could never be live")),
+    ("PV034", lambda d: _ft(0)(d).__setitem__("live_requirements", {"devices": "cuda"}), "error",
+     ("falsification_tests", 0, "live_requirements", "devices"), "; did you mean 'device'?"),
+    ("PV034", lambda d: _ft(1)(d).__setitem__("discharge", {"matrix": [{"device": "cuda"},
+                                                                      {"gpu": "h100"}]}),
+     "error", ("falsification_tests", 1, "discharge", "matrix", 1, "gpu"),
+     "discharge.matrix[1].gpu is not a fact pv measures"),
 ]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pv.contract import hygiene, ladder, references, statuses
+from pv.contract import hygiene, ladder, references, requirements, statuses, typos
 from pv.contract.evidence import is_defined
 from pv.contract.findings import ERROR, WARNING, Finding, KeyPath
 from pv.contract.load import Document
@@ -27,6 +27,7 @@ from pv.contract.rulebase import (
     close_match,
     falsifiers,
     metadata,
+    obligations,
 )
 from pv.contract.statuses import contract_status
 
@@ -40,16 +41,6 @@ KNOWN_OBLIGATION_TYPES: frozenset[str] = frozenset({
     # provable-contracts' canonical kinds beyond those
     "involution", "roundtrip", "state_machine", "classification", "independence", "subcontract",
 })
-
-TOP_LEVEL_KEYS = ("metadata", "equations", "proof_obligations", "falsification_tests",
-                  "kani_harnesses", "qa_gate", "verification_summary", "enforcement")
-METADATA_KEYS = ("version", "description", "references", "id", "kind", "status", "created",
-                 "author", "depends_on", "binds_to", "changelog")
-FALSIFIER_KEYS = ("id", "rule", "prediction", "test", "if_fails", "status", "algorithm_evidence",
-                  "live_requirements", "discharge", "binds_to")
-#: Top-level keys that belong under ``metadata`` (a common slip in real files).
-_META_AT_TOP = ("version", "description", "references", "status", "depends_on", "author",
-                "created", "kind")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_ID_LENGTH = 128
@@ -78,9 +69,12 @@ def rule_version_float(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     version = _metadata(doc).get("version")
     if isinstance(version, (int, float)) and not isinstance(version, bool):
         shown = repr(version) if not (isinstance(version, float) and math.isnan(version)) else "nan"
+        # The text as written (1.10), which the float (1.1) has lost: what to quote.
+        written = doc.scalar_text(("metadata", "version"))
+        quoted = written if written is not None and 0 < len(written) <= 40 else shown
         yield Issue(("metadata", "version"),
                     f"metadata.version was read as the number {shown}: YAML turns an unquoted "
-                    f"1.0 into a float (and 1.10 into 1.1); quote it, e.g. version: \"{shown}\"",
+                    f"1.0 into a float (and 1.10 into 1.1); quote it, e.g. version: \"{quoted}\"",
                     WARNING)
 
 
@@ -102,17 +96,23 @@ def rule_empty_prediction(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
                         "predicts nothing cannot be falsified")
 
 
-def rule_duplicate_ids(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+def _repeated_ids(doc: Document, section: str, items: Iterator[tuple[int, dict[str, Any]]],
+                  what: str) -> Iterator[Issue]:
     seen: dict[str, int] = {}
-    for i, test in _falsifiers(doc):
-        fid = test.get("id")
-        if not isinstance(fid, str):
+    for i, item in items:
+        ident = item.get("id")
+        if not isinstance(ident, str):
             continue
-        if fid in seen:
-            yield Issue(("falsification_tests", i, "id"),
-                        f"duplicate falsifier id {fid} (first at falsification_tests[{seen[fid]}])")
+        if ident in seen:
+            first_line, _ = doc.locate((section, seen[ident], "id"))
+            yield Issue((section, i, "id"), f"duplicate {what} id {ident} (first at line {first_line})")
         else:
-            seen[fid] = i
+            seen[ident] = i
+
+
+def rule_duplicate_ids(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
+    yield from _repeated_ids(doc, "falsification_tests", _falsifiers(doc), "falsifier")
+    yield from _repeated_ids(doc, "proof_obligations", obligations(doc), "proof obligation")
 
 
 def rule_safe_ids(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
@@ -187,34 +187,6 @@ def rule_status_mismatch(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     yield Issue(written[0],
                 f"{where} {as_read} is {direction} its falsifiers ({shown}; unset counts "
                 f"as PROPOSED): the contract stands at {weakest}", WARNING)
-
-
-def _typos(mapping: dict[str, Any], known: tuple[str, ...], prefix: KeyPath) -> Iterator[Issue]:
-    # A key that is already present is never the suggestion: it cannot be the one meant.
-    absent = tuple(k for k in known if k not in mapping)
-    for key in mapping:
-        if not isinstance(key, str) or key in known or (not prefix and key in _META_AT_TOP):
-            continue
-        guess = close_match(key, absent, 0.75)
-        if guess is not None:
-            where = ".".join(str(p) for p in prefix) + "." if prefix else ""
-            yield Issue(prefix + (key,), f"unknown key '{where}{key}'; did you mean '{guess}'?",
-                        WARNING)
-
-
-def rule_typo_keys(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
-    meta = _metadata(doc)
-    for key in doc.data:
-        # Set in both places: PV029 when the values differ, nothing when they agree.
-        # A top-level status is PV025's (status written elsewhere).
-        if isinstance(key, str) and key in _META_AT_TOP and key not in meta and key != "status" \
-                and "metadata" in doc.data:
-            yield Issue((key,), f"top-level '{key}' is not read; did you mean 'metadata.{key}' "
-                        "(which is missing)?", WARNING)
-    yield from _typos(doc.data, TOP_LEVEL_KEYS, ())
-    yield from _typos(meta, METADATA_KEYS, ("metadata",))
-    for i, test in _falsifiers(doc):
-        yield from _typos(test, FALSIFIER_KEYS, ("falsification_tests", i))
 
 
 def _evidence(doc: Document, ctx: RuleContext) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
@@ -300,7 +272,8 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV011", "version-float", WARNING, "metadata.version was read as a number", rule_version_float),
     Rule("PV012", "empty-formula", ERROR, "an equation's formula is empty", rule_empty_formula),
     Rule("PV013", "empty-prediction", ERROR, "a falsifier's prediction is empty", rule_empty_prediction),
-    Rule("PV014", "duplicate-id", ERROR, "a falsifier id repeats within the contract", rule_duplicate_ids),
+    Rule("PV014", "duplicate-id", ERROR, "a falsifier or proof obligation id repeats within the "
+         "contract", rule_duplicate_ids),
     Rule("PV015", "duplicate-id-across-set", WARNING, "a falsifier id repeats across validated files"),
     Rule("PV016", "unsafe-id", ERROR, "a falsifier or contract id is not safe as a file name", rule_safe_ids),
     Rule("PV017", "obligation-type", ERROR, "unknown proof obligation type", rule_obligation_types),
@@ -308,7 +281,8 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV019", "status-mismatch", WARNING, "metadata.status disagrees with the falsifiers", rule_status_mismatch),
     Rule("PV020", "depends-on", WARNING, "a depends_on entry names no validated contract and no "
          "file next to this one"),
-    Rule("PV021", "typo-key", WARNING, "an unknown key looks like a known one (did you mean)", rule_typo_keys),
+    Rule("PV021", "typo-key", WARNING, "an unknown key looks like a known one that bears no claim "
+         "(did you mean)", typos.rule_typo_keys),
     Rule("PV022", "evidence-file", ERROR, "a cited evidence file does not exist", rule_evidence_files),
     Rule("PV023", "evidence-function", ERROR, "a cited function is not defined in the cited files",
          rule_evidence_functions),
@@ -328,6 +302,13 @@ RULE_TABLE: tuple[Rule, ...] = (
     Rule("PV031", "no-test", WARNING, "a falsifier names no test, so pv falsify cannot bind it",
          hygiene.rule_test_missing),
     Rule("PV032", "binding-registry", ERROR, "a binding.yaml entry lacks what it binds"),
+    Rule("PV033", "claim-key-typo", ERROR, "an unknown key where a claim-bearing key belongs (a "
+         "misspelt live_requirements, falsification_tests...): pv would not read the claim",
+         typos.rule_claim_key_typos),
+    Rule("PV034", "unmeasurable-requirement", ERROR, "a live requirement names a fact pv does not "
+         "measure, so no run could meet it", requirements.rule_unmeasurable),
+    Rule("PV035", "depends-on-cycle", ERROR, "contracts depend on each other in a cycle "
+         "(metadata.depends_on)"),
 )
 RULES: dict[str, Rule] = {rule.id: rule for rule in RULE_TABLE}
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pv.contract import references, registry, rulebase
+from pv.contract import graph, references, registry, rulebase
 from pv.contract.discover import find_contracts, repo_root
 from pv.contract.findings import ERROR, WARNING, Finding, display_path
 from pv.contract.load import ContractLoadError, Document, load_document
@@ -28,6 +28,8 @@ from pv.contract.rules import check_document
 from pv.contract.schema import RULE as SCHEMA_RULE
 from pv.contract.schema import schema_errors
 
+#: Rules whose finding replaces the schema's for the same key.
+EXPLAINS_SCHEMA = frozenset({"PV034"})
 #: Below this many files a pool costs more than it saves.
 PARALLEL_MIN_FILES = 48
 
@@ -131,7 +133,12 @@ def check_file(path: Path, check_evidence: bool | None) -> FileResult:
         root = Path.cwd()
     ctx = RuleContext(repo_root=root, check_evidence=bool(check_evidence if check_evidence
                                                           is not None else root is not None))
-    findings.extend(check_document(doc, ctx))
+    semantic = list(check_document(doc, ctx))
+    # A key a rule explains precisely (PV034: a fact pv does not measure) is not
+    # reported again as a generic schema violation ("unknown key; allowed here: ...").
+    explained = {f.path for f in semantic if f.rule in EXPLAINS_SCHEMA}
+    findings = [f for f in findings if not (f.rule == SCHEMA_RULE and f.path in explained)]
+    findings.extend(semantic)
     errors = sum(1 for f in findings if f.severity == ERROR)
     return FileResult(str(path), tuple(findings), _summary(doc, ctx, errors))
 
@@ -178,7 +185,8 @@ def _check_all(paths: list[Path], check_evidence: bool | None, jobs: int | None)
 
 
 def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
-    """Rules over the whole validated set: ids unique, dependencies and contract references resolve."""
+    """Rules over the whole validated set: ids unique, dependencies and contract references
+    resolve, dependencies form no cycle."""
     findings: list[Finding] = []
     first_falsifier: dict[str, str] = {}
     for summary in summaries:
@@ -203,6 +211,7 @@ def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
                                     f"contract id {summary.id} is also the id of "
                                     f"{display_path(other)}"))
     findings.extend(references.set_references(summaries, first_contract))
+    findings.extend(graph.cycle_findings(summaries))
     return findings
 
 
