@@ -14,7 +14,14 @@ marker and the ``falsifier_record`` fixture. ``pv falsify`` adds options:
   Facts travel inside the reports (``user_properties``), so remote workers work too.
 
 On any orphan or unbound id every test is deselected (nothing runs) and the
-problems are written to the spool for ``pv falsify`` to report.
+problems are written to the spool for ``pv falsify`` to report. A test file that
+cannot be collected (an import or syntax error) is written to the spool as
+``collecterror-<worker>-<hash>.json``: its path and pytest's own error line.
+
+A test **fails** only when its prediction fails: an ``AssertionError`` (or a
+subclass) or ``pytest.fail`` in its call phase. Any other exception there, and any
+exception in setup or teardown, makes its outcome ``error``: a broken test, which
+refutes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,8 @@ _ENVIRONMENT = "pv:environment"
 _MEASURED_KEY = pytest.StashKey[dict[str, Any]]()
 _METRIC = "pv:metric:"
 _IDS = "pv:falsifies"
+#: On a failed report whose exception is not a failed prediction: the phase it came from.
+_ERROR = "pv:error"
 #: Lines the runner echoes as progress while pytest runs in a subprocess.
 PROGRESS_PREFIX = "[pv] "
 
@@ -55,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(*ids): bind this test to contract falsifier ids such as FALSIFY-ATTN-SUB-001",
     )
     spool = config.getoption("--pv-spool", None)
+    if spool:
+        config.pluginmanager.register(_CollectErrorSpool(Path(spool)), "pv-collect-error-spool")
     if spool and getattr(config, "workerinput", None) is None:
         config.pluginmanager.register(_ResultSpool(config, Path(spool)), "pv-result-spool")
 
@@ -224,7 +236,62 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         props.append((_MEASURED, item.stash.get(_MEASURED_KEY, {})))
         props.append((_ENVIRONMENT, environment()))
         item.user_properties[:] = props
-    return (yield)
+    report: pytest.TestReport = yield
+    if item.get_closest_marker(MARKER) is not None and _broken(call):
+        report.user_properties.append((_ERROR, call.when))
+    return report
+
+
+def _broken(call: pytest.CallInfo[None]) -> bool:
+    """Whether a phase raised something other than a failed prediction or a skip.
+
+    A prediction fails only by an assertion (``AssertionError`` and its subclasses, such
+    as numpy.testing's) or ``pytest.fail`` (and ``pytest.xfail``) while the test itself
+    runs; anything else, or anything raised in setup or teardown, is a broken test.
+    """
+    excinfo = call.excinfo
+    if excinfo is None or excinfo.errisinstance(pytest.skip.Exception):
+        return False
+    return call.when != "call" or not excinfo.errisinstance((AssertionError, pytest.fail.Exception))
+
+
+# --------------------------------------------------------------------------- collection errors
+
+#: ``E   ModuleNotFoundError: No module named 'foo'``: an exception line in pytest's report.
+_EXCEPTION_LINE = re.compile(r"^E\s+((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failed)\b.*)$")
+_FILE_LINE = re.compile(r'^E\s+File "[^"]*", line (\d+)')
+
+
+def error_line(text: str) -> str:
+    """pytest's own line for an error it reported as text: the exception (with the line of a syntax
+    error), else the first ``E`` line, else the first line of what pytest said."""
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    marked = [ln for ln in lines if ln.startswith("E ")]
+    line = next((m.group(1).strip() for ln in marked if (m := _EXCEPTION_LINE.match(ln))), None)
+    if line is not None:
+        where = next((m.group(1) for ln in marked if (m := _FILE_LINE.match(ln))), None)
+        line += f" (line {where})" if where else ""
+    else:
+        line = next((ln[1:].strip() for ln in marked if ln[1:].strip()), None) \
+            or next((ln.strip() for ln in lines if ln.strip()), "no detail")
+    return line[:300]
+
+
+class _CollectErrorSpool:
+    """In every collecting process (each xdist worker, and the controller, which is handed the
+    workers' failed reports): spool a file that cannot be collected, so ``pv falsify`` names
+    it rather than the unbound falsifiers it causes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if not report.failed:
+            return
+        nodeid = report.nodeid or "."
+        digest = hashlib.sha1(nodeid.encode("utf-8")).hexdigest()[:16]
+        payload = {"nodeid": nodeid, "error": error_line(str(report.longrepr))}
+        _write_json(self.folder / f"collecterror-{digest}.json", payload)
 
 
 # --------------------------------------------------------------------------- results
@@ -240,7 +307,7 @@ def _reason(report: pytest.TestReport) -> str | None:
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
         return str(crash.message).splitlines()[0][:500] if crash.message else None
-    return str(longrepr).strip().splitlines()[-1][:500] if str(longrepr).strip() else None
+    return error_line(str(longrepr)) if str(longrepr).strip() else None
 
 
 def _properties(report: pytest.TestReport) -> Iterator[tuple[str, Any]]:
@@ -274,11 +341,15 @@ class _ResultSpool:
                 state["declared"][name[len(_FACT):]] = value
             elif name.startswith(_METRIC):
                 state["metrics"][name[len(_METRIC):]] = value
-        if state["outcome"] != "failed":
-            if report.failed or (report.skipped and hasattr(report, "wasxfail")):
+        broke = report.failed or (report.skipped and hasattr(report, "wasxfail"))
+        if state["outcome"] != "failed" and broke and any(name == _ERROR for name, _ in _properties(report)):
+            if state["outcome"] != "error":  # the first error names the test's trouble
+                state["outcome"], state["reason"] = "error", _reason(report) or f"error in {report.when}"
+        elif state["outcome"] != "failed":
+            if broke:
                 state["outcome"] = "failed"
                 state["reason"] = _reason(report) or f"expected failure: {getattr(report, 'wasxfail', '')}"
-            elif report.skipped:
+            elif report.skipped and state["outcome"] == "passed":
                 reason = _reason(report) or "skipped"
                 state["outcome"], state["reason"] = "skipped", reason
                 state["fixture_absent"] = reason.startswith(FIXTURE_ABSENT_PREFIX)

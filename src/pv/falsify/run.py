@@ -1,23 +1,17 @@
 """Run a contract's falsifiers through pytest and turn the results into evidence.
 
 The steps are plain functions so each can be tested: build the pytest argument
-list, run it (in a subprocess by default, so a crashing test or a CUDA context
-cannot take the caller down, and so ``-n 2`` works; in-process on request),
-read the spool the plugin filled (``collect-*.json`` from every collecting
-process, ``result-*.json`` from the controller), fold the tests of each
-falsifier into one ``EvidenceRecord``, promote, write records, rewrite statuses.
+list, run it and read back the spool the plugin filled (``pv.falsify.session``),
+fold the tests of each falsifier into one ``EvidenceRecord``, promote, write
+records, rewrite statuses.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
 import tempfile
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,14 +19,13 @@ from typing import Any
 from pv import files, repo
 from pv.contract import ladder
 from pv.errors import ExitCode, PvError
+from pv.falsify import facts as fact_rules
 from pv.falsify import judge
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, Falsifier, contract_from_text, load_contract
 from pv.falsify.judge import canonical
-from pv.falsify.plugin import PROGRESS_PREFIX
 from pv.falsify.rewrite import rewrite_statuses
-
-Echo = Callable[[str], None]
+from pv.falsify.session import Echo, read_spool, run_pytest
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class Row:
     """One line of the result table."""
 
     falsifier_id: str
-    outcome: str  # passed | failed | skipped | not run
+    outcome: str  # passed | failed | error | skipped | not run
     reason: str | None
     facts: Mapping[str, Any]
     old: str | None
@@ -63,8 +56,10 @@ class Row:
     record_path: Path | None = None
     #: The falsifier names live requirements (so "live" says something).
     has_requirements: bool = False
-    #: Why a pass moved no status (a modified covered file, say).
+    #: Why a pass or an error moved no status (a modified covered file, a test that errored).
     why: str | None = None
+    #: Why a pass is not live: the requirements its measured facts did not meet.
+    not_live: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,66 +81,22 @@ def pytest_argv(plan: RunPlan, spool: Path) -> list[str]:
     return argv + list(plan.pytest_args)
 
 
-def _run_subprocess(argv: list[str], cwd: Path, echo: Echo) -> tuple[int, list[str]]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    tail: deque[str] = deque(maxlen=60)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "pytest", *argv], cwd=cwd, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
-    except OSError as exc:
-        raise PvError(f"cannot start pytest: {exc}") from None
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            at = line.find(PROGRESS_PREFIX)  # may follow pytest's progress dots
-            if at >= 0:
-                echo(line[at + len(PROGRESS_PREFIX):])
-            else:
-                tail.append(line)
-    finally:
-        code = proc.wait()
-    return code, list(tail)
-
-
-def _run_in_process(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
-    import pytest
-
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        code = int(pytest.main(argv))
-    finally:
-        os.chdir(here)
-    return code, []
-
-
-def read_spool(spool: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(collection reports, per-test results) the plugin wrote."""
-    def load(pattern: str) -> list[dict[str, Any]]:
-        out = []
-        for p in sorted(spool.glob(pattern)):
-            try:
-                out.append(json.loads(p.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as exc:
-                raise PvError(f"unreadable falsifier result {p.name}: {exc}") from None
-        return out
-    return load("collect-*.json"), load("result-*.json")
-
-
 def _deciding(tests: Sequence[rec.TestResult], outcome: str) -> rec.TestResult:
     """The test whose facts stand for the run: the failure, the first pass, or a skip."""
     return next((t for t in tests if t.outcome == outcome), tests[0])
 
 
 def fold(tests: Sequence[rec.TestResult]) -> tuple[str, str | None, bool]:
-    """(outcome, reason, fixture_absent): any failure fails, else any pass passes, else skipped."""
+    """(outcome, reason, fixture_absent): any failure fails, else any error errs, else any pass
+    passes, else skipped."""
     if not tests:
         raise ValueError("a falsifier run needs at least one test result")
     failed = [t for t in tests if t.outcome == rec.FAILED]
     if failed:
         return rec.FAILED, failed[0].reason, False
+    errored = [t for t in tests if t.outcome == rec.ERROR]
+    if errored:
+        return rec.ERROR, errored[0].reason, False
     if any(t.outcome == rec.PASSED for t in tests):
         return rec.PASSED, None, False
     absent = [t for t in tests if t.fixture_absent]
@@ -273,15 +224,13 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
         started = rec.iso(rec.utc_now())
         gits = {f.id: {"commit": repo.head_commit(plan.root), "dirty": dirty_paths(plan.root, plan.contract, f)}
                 for f in plan.contract.falsifiers}
-        if plan.in_process:
-            code, tail = _run_in_process(argv, plan.root)
-        else:
-            code, tail = _run_subprocess(argv, plan.root, echo)
+        code, tail = run_pytest(argv, plan.root, echo, in_process=plan.in_process)
         finished = rec.iso(rec.utc_now())
-        collected, results = read_spool(spool)
-    problems = sorted({m for c in collected for m in c.get("problems", [])})
-    if problems:
-        raise PvError("; ".join(problems))
+        spooled = read_spool(spool)
+    trouble = spooled.trouble()
+    if trouble:
+        raise PvError(trouble)
+    results = list(spooled.results)
     if code not in (0, 1, 5) or (code == 1 and not results):
         detail = next((ln for ln in reversed(tail) if ln.strip()), "no output")
         raise PvError(f"pytest could not run the falsifiers (exit {code}): {detail}")
@@ -295,6 +244,7 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
     key = rec.key_from_env()
     lock = plan.evidence_dir / plan.contract.id / ".lock"
     try:
+        ignore_locks(plan.evidence_dir)
         with files.locked(lock):
             return _record_and_promote(plan, by_id, gits, started, finished, key)
     except TimeoutError as exc:
@@ -330,14 +280,51 @@ def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]]
                 if t.outcome == rec.PASSED and judge.meets_target(t, f.live_requirements)]
         lead = live[0] if live and record.outcome == rec.PASSED else _deciding(record.tests, record.outcome)
         rows.append(Row(f.id, record.outcome, record.reason, dict(lead.measured), old, new,
-                        bool(live), path, bool(f.live_requirements), why))
+                        bool(live), path, bool(f.live_requirements), why,
+                        None if live else why_not_live(record, f)))
     meta = standing(contract, updates) if plan.update else None
     if updates or meta is not None:
         rewrite_statuses(plan.contract.path, updates, metadata_status=meta)
-    failed = any(r.outcome == rec.FAILED for r in rows)
+    failed = any(r.outcome in (rec.FAILED, rec.ERROR) for r in rows)
     meta_change = (contract.metadata_status, meta) if meta is not None else None
     return FalsifyResult(tuple(rows), int(ExitCode.FINDINGS if failed else ExitCode.OK), tuple(records),
                          meta_change)
+
+
+#: What a pass that is not live says when its test handed pv nothing to measure facts from.
+NOTHING_MEASURED = "the test handed pv nothing to measure: call falsifier_record.observe(...)"
+
+
+def why_not_live(record: rec.EvidenceRecord, f: Falsifier) -> str | None:
+    """For a passing run none of whose passes is live: the requirements that the closest
+    counted pass did not meet (``device=cuda (measured: cpu)``), as ``judge.reach`` says it."""
+    passing = [t for t in judge.counted(record, f) if t.outcome == rec.PASSED]
+    if record.outcome != rec.PASSED or not passing or not f.live_requirements:
+        return None
+    reqs = dict(f.live_requirements)
+    closest = min(reversed(passing), key=lambda t: len(fact_rules.unmet(t.measured, reqs, t.environment)))
+    misses = fact_rules.unmet(closest.measured, reqs, closest.environment)
+    if not misses:
+        return None
+    text = "; ".join(misses)
+    return f"{text}; {NOTHING_MEASURED}" if not closest.measured else text
+
+
+#: ``evidence/.gitignore``, written when the evidence folder has none: lock files are no evidence.
+EVIDENCE_GITIGNORE = b"# pv falsify serialises runs on evidence/<contract-id>/.lock: not evidence\n**/.lock\n"
+
+
+def ignore_locks(evidence_dir: Path) -> None:
+    """Create ``evidence_dir/.gitignore`` ignoring the lock files, unless one exists (never replaced)."""
+    target = evidence_dir / ".gitignore"
+    if os.path.lexists(target):
+        return
+    try:
+        files.create_bytes(target, EVIDENCE_GITIGNORE)
+    except FileExistsError:
+        pass  # another run made it first
+    except OSError as exc:
+        raise PvError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f: Falsifier,
@@ -349,4 +336,4 @@ def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f
     return judge.new_status(old, run, after, f)
 
 
-__all__ = ["FalsifyResult", "Row", "RunPlan", "build_record", "falsify", "pytest_argv", "read_spool"]
+__all__ = ["FalsifyResult", "Row", "RunPlan", "build_record", "falsify", "pytest_argv", "read_spool", "why_not_live"]
