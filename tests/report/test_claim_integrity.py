@@ -105,6 +105,7 @@ def test_a_weakened_requirement_fails_until_acknowledged(sm, capsys) -> None:
     assert done.returncode == 0, done.stderr
     assert "FALSIFY-SM-001: live_requirements.device loosened: cuda -> cpu" in done.stdout
     assert "claim_changes:" in sm.contract.read_text()
+    assert run(["validate", "--strict", "contracts/"]) == 0, capsys.readouterr().out
     sm.commit("acknowledge the weaker claim")
     code, out = gate(capsys)
     assert code == 0, out
@@ -119,6 +120,15 @@ def test_a_weakened_requirement_fails_until_acknowledged(sm, capsys) -> None:
     sm.pv("acknowledge", "--contract", "softmax-v1", "--by", "Ada", "--reason", "wording")
     done = sm.pv("acknowledge", "--contract", "softmax-v1", "--by", "Ada", "--reason", "again")
     assert done.returncode == 2 and "already acknowledged by Ada" in done.stderr
+
+
+def test_a_hand_written_acknowledgement_must_be_whole(sm, capsys) -> None:
+    sm.edit("    live_requirements: {device: cuda}", "    live_requirements: {device: cpu}")
+    sm.contract.write_text(sm.contract.read_text() + "claim_changes:\n  - reason: trust me\n    claim: abc\n")
+    code, out = gate(capsys)
+    invalid = lines_of(out, "invalid")
+    assert code == 1 and any("claim_changes[0]: missing required key 'by'" in ln for ln in invalid), out
+    assert any("claim_changes[0].claim" in ln for ln in invalid) and lines_of(out, "weakened")
 
 
 def test_acknowledge_refuses_a_claim_that_is_not_weaker(sm) -> None:

@@ -238,7 +238,7 @@ class Acknowledgement:
 
 
 def acknowledgements(data: Mapping[str, Any]) -> tuple[Acknowledgement, ...]:
-    """The well-formed entries of ``claim_changes`` (``pv validate`` reports the others)."""
+    """The well-formed entries of ``claim_changes`` (the schema reports the others: PV010)."""
     entries = data.get(CHANGES_KEY)
     out = []
     for entry in entries if isinstance(entries, list) else []:
@@ -252,26 +252,3 @@ def acknowledgements(data: Mapping[str, Any]) -> tuple[Acknowledgement, ...]:
         out.append(Acknowledgement(by.strip(), " ".join(reason.split()), claim,
                                    str(date) if date is not None else None, tuple(_strings(entry.get("changes")))))
     return tuple(out)
-
-
-def entry_problems(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """(key path, message) for each malformed ``claim_changes`` entry."""
-    entries = data.get(CHANGES_KEY)
-    if entries is None:
-        return
-    if not isinstance(entries, list):
-        yield (CHANGES_KEY,), f"{CHANGES_KEY} must be a list of acknowledgements (by, reason, claim)"
-        return
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            yield (CHANGES_KEY, i), f"{CHANGES_KEY}[{i}] must be a mapping with by, reason and claim"
-            continue
-        for key in ("by", "reason"):
-            value = entry.get(key)
-            if not isinstance(value, str) or not value.strip():
-                yield (CHANGES_KEY, i), f"{CHANGES_KEY}[{i}] needs '{key}': who accepted the weaker claim and why"
-        claim = entry.get("claim")
-        if not isinstance(claim, str) or not _HEX64.match(claim):
-            yield ((CHANGES_KEY, i, "claim") if "claim" in entry else (CHANGES_KEY, i),
-                   (f"{CHANGES_KEY}[{i}].claim must be the sha256 of the claim it accepts "
-                   "(64 lowercase hex digits; pv acknowledge writes it)"))

@@ -150,6 +150,18 @@ class FalsificationTest(_Open):
     binds_to: str | StrList | None = None
 
 
+class ClaimChange(_NoNulls):
+    """An acknowledgement of a weaker claim (``pv acknowledge``): who, why, which claim."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    by: Annotated[str, StringConstraints(pattern=r"\S")]
+    reason: Annotated[str, StringConstraints(pattern=r"\S")]
+    claim: Sha256
+    date: str | None = None
+    changes: StrList | None = None
+
+
 class Contract(_Open):
     metadata: Metadata
     equations: dict[Any, Equation] | None = None
@@ -159,6 +171,7 @@ class Contract(_Open):
     qa_gate: Any = None
     verification_summary: Any = None
     enforcement: Any = None
+    claim_changes: list[ClaimChange] | None = None
 
 
 #: Schema ``$defs`` name -> the model that mirrors it (the agreement test walks this).
@@ -170,6 +183,7 @@ MODELS_BY_DEF: dict[str, type[BaseModel]] = {
     "algorithm_evidence": AlgorithmEvidence,
     "live_requirements": LiveRequirements,
     "discharge": Discharge,
+    "claim_change": ClaimChange,
 }
 
 

@@ -28,7 +28,7 @@ from pv.contract.rulebase import Issue, RuleContext, close_match, falsifiers, me
 from pv.contract.statuses import status_elsewhere
 
 TOP_LEVEL_KEYS = ("metadata", "equations", "proof_obligations", "falsification_tests",
-                  "kani_harnesses", "qa_gate", "verification_summary", "enforcement")
+                  "kani_harnesses", "qa_gate", "verification_summary", "enforcement", "claim_changes")
 METADATA_KEYS = ("version", "description", "references", "id", "kind", "status", "created",
                  "author", "depends_on", "binds_to", "changelog")
 FALSIFIER_KEYS = ("id", "rule", "prediction", "test", "if_fails", "status", "algorithm_evidence",

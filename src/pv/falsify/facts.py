@@ -1,7 +1,9 @@
 """Facts measured from what a falsifier test ran, never taken from what it says.
 
-``live_requirements`` (``device: cuda``, ``weights: real``, ``dtype``, ``model_sha256``)
-are matched only against facts read here from objects the test hands over:
+``live_requirements`` name only facts measured here (``pv.contract.requirements``:
+``device``, ``dtype``, ``weights``, ``model_sha256``, ``model_fingerprint``,
+``architecture``; ``pv validate`` refuses any other key) and are matched only
+against facts read here from objects the test hands over:
 
 - a torch tensor: its ``device`` and ``dtype`` attributes;
 - a numpy array: device ``cpu``, its dtype;
@@ -33,10 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pv.contract.requirements import MEASURED_KEYS
 from pv.files import read_regular, sha256_file
 
-#: Facts that requirements can name. Anything else in ``live_requirements`` is never met.
-MEASURED_KEYS = ("device", "dtype", "weights", "model_sha256", "model_fingerprint", "architecture")
 _MANIFEST_LIMIT = 64 << 20
 
 
