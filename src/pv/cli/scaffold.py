@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
@@ -17,7 +18,8 @@ from pv.errors import ExitCode, PvError
 @click.option("--tests", "tests_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of falsifier tests [default: <repo>/falsifiers].")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Test file to append to [default: <tests>/test_<contract id>.py].")
+              help="Test file to append to [default: <tests>/test_<contract id as a Python name>.py, "
+                   "e.g. test_softmax_v1.py for softmax-v1].")
 def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
             output: Path | None) -> int:
     """Write a failing test skeleton (marker, prediction as docstring) for each falsifier of
@@ -25,7 +27,7 @@ def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
     from pv.contract.coverage import marked_tests
     from pv.contract.discover import find_contracts
     from pv.contract.graph import load_set
-    from pv.contract.scaffold import scaffold
+    from pv.contract.scaffold import scaffold, skeleton_file_name
     from pv.repo import repo_root
 
     root = repo_root()
@@ -39,8 +41,7 @@ def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
         raise PvError(f"{contract}: no such contract (give an id, a file stem or a path)")
     doc = matches[0]
     folder = tests_dir or root / "falsifiers"
-    safe = "".join(c if c.isalnum() else "_" for c in doc.contract_id.lower())[:100]
-    target = output or folder / f"test_{safe}.py"
+    target = output or folder / skeleton_file_name(doc.contract_id)
     tests = marked_tests([folder], root) if folder.is_dir() else []
     added = scaffold(doc, target, tests)
     if not added:
@@ -51,4 +52,33 @@ def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
                f"Bind them in {doc.path}:")
     for s in added:
         click.echo(f"  {s.falsifier}: test: \"{s.node_id(rel)}\"")
+    hint = _schema_hint(doc.path, root)
+    if hint:
+        click.echo(hint)
     return int(ExitCode.OK)
+
+
+#: ``# yaml-language-server: $schema=PATH`` in a contract's first lines.
+_MODELINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)", re.MULTILINE)
+
+
+def _schema_hint(contract: Path, root: Path) -> str | None:
+    """A line telling the user how editors get the contract schema, when the contract's modeline
+    is missing or names a file that is not there; None when it resolves (or is a URL)."""
+    from pv.cli.schema import modeline
+
+    try:
+        with contract.open(encoding="utf-8", errors="replace") as f:
+            head = "".join(f.readline() for _ in range(5))
+    except OSError:
+        return None
+    shown = Path(os.path.relpath(contract, root)).as_posix()
+    found = _MODELINE.search(head)
+    if found is None:
+        return (f"hint: start {shown} with `{modeline(contract.resolve().parent, root / 'schemas')}` so editors "
+                "check it, and run `pv schema --write` to put the schema there")
+    target = found.group(1)
+    if "://" in target or (contract.parent / target).is_file():
+        return None
+    return (f"hint: {shown}'s modeline names {target}, which does not exist: `pv schema --write` "
+            "writes the schema into <repo>/schemas")
