@@ -1,84 +1,142 @@
-"""``pv scaffold CONTRACT``: falsifier test skeletons for a contract's unbound falsifiers."""
+"""``pv scaffold``: a falsifier test skeleton for each falsifier that no test binds yet.
+
+Each skeleton is a pytest function with the ``falsifies`` marker that takes the
+``falsifier_record`` fixture, the falsifier's prediction as its docstring (with
+the rule and what a failure would mean), comments showing how to hand pv what
+the test computed (``falsifier_record.observe``: only measured facts meet
+``live_requirements``) and a body that fails until someone writes the test: a
+scaffold never passes, so it can never promote a status by itself. Skeletons are
+appended to the contract's test file (``skeleton_file_name``; created if needed),
+never replacing a function that exists; the ``test:`` lines to add to the
+contract are returned for the user.
+"""
 
 from __future__ import annotations
 
-import os
+import ast
 import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
-from pv.errors import ExitCode, PvError
-
-
-@click.command("scaffold")
-@click.argument("contract")
-@click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to find CONTRACT by id [default: <repo>/contracts].")
-@click.option("--tests", "tests_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of falsifier tests [default: <repo>/falsifiers].")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Test file to append to [default: <tests>/test_<contract id as a Python name>.py, "
-                   "e.g. test_softmax_v1.py for softmax-v1].")
-def command(contract: str, contracts_dir: Path | None, tests_dir: Path | None,
-            output: Path | None) -> int:
-    """Write a failing test skeleton (marker, prediction as docstring) for each falsifier of
-    CONTRACT (an id or a file) that no test binds, and print the `test:` entries to add."""
-    from pv.contract.coverage import marked_tests
-    from pv.contract.discover import find_contracts
-    from pv.contract.graph import load_set
-    from pv.contract.scaffold import scaffold, skeleton_file_name
-    from pv.repo import repo_root
-
-    root = repo_root()
-    if Path(contract).is_file():
-        candidates = [Path(contract)]
-    else:
-        candidates = find_contracts([contracts_dir or root / "contracts"])
-    docs, _ = load_set(candidates)
-    matches = [d for d in docs if Path(contract).is_file() or contract in (d.contract_id, d.stem)]
-    if not matches:
-        raise PvError(f"{contract}: no such contract (give an id, a file stem or a path)")
-    doc = matches[0]
-    folder = tests_dir or root / "falsifiers"
-    target = output or folder / skeleton_file_name(doc.contract_id)
-    tests = marked_tests([folder], root) if folder.is_dir() else []
-    added = scaffold(doc, target, tests)
-    if not added:
-        click.echo(f"{doc.contract_id}: every falsifier has a bound test; nothing to scaffold")
-        return int(ExitCode.OK)
-    rel = Path(os.path.relpath(target, root)).as_posix()
-    click.echo(f"wrote {len(added)} skeleton(s) to {rel}; each fails until written. "
-               f"Bind them in {doc.path}:")
-    for s in added:
-        click.echo(f"  {s.falsifier}: test: \"{s.node_id(rel)}\"")
-    hint = _schema_hint(doc.path, root)
-    if hint:
-        click.echo(hint)
-    return int(ExitCode.OK)
+from pv import files
+from pv.contract.coverage import MarkedTest, contract_coverage
+from pv.contract.load import Document
+from pv.contract.rulebase import falsifiers
 
 
-#: ``# yaml-language-server: $schema=PATH`` in a contract's first lines.
-_MODELINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)", re.MULTILINE)
+@dataclass(frozen=True)
+class Skeleton:
+    falsifier: str
+    function: str
+
+    def node_id(self, test_file: str) -> str:
+        return f"{test_file}::{self.function}"
 
 
-def _schema_hint(contract: Path, root: Path) -> str | None:
-    """A line telling the user how editors get the contract schema, when the contract's modeline
-    is missing or names a file that is not there; None when it resolves (or is a URL)."""
-    from pv.cli.schema import modeline
+def skeleton_file_name(contract_id: str) -> str:
+    """``softmax-v1`` -> ``test_softmax_v1.py``: the contract id as a Python module name
+    (lowercase; every character but a letter or digit becomes ``_``), so the file imports
+    under any pytest import mode and passes linters' module-name checks."""
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in contract_id.lower())[:100]
+    return f"test_{safe}.py"
 
-    try:
-        with contract.open(encoding="utf-8", errors="replace") as f:
-            head = "".join(f.readline() for _ in range(5))
-    except OSError:
-        return None
-    shown = Path(os.path.relpath(contract, root)).as_posix()
-    found = _MODELINE.search(head)
-    if found is None:
-        return (f"hint: start {shown} with `{modeline(contract.resolve().parent, root / 'schemas')}` so editors "
-                "check it, and run `pv schema --write` to put the schema there")
-    target = found.group(1)
-    if "://" in target or (contract.parent / target).is_file():
-        return None
-    return (f"hint: {shown}'s modeline names {target}, which does not exist: `pv schema --write` "
-            "writes the schema into <repo>/schemas")
+
+def function_name(fid: str) -> str:
+    """``FALSIFY-ATTN-SUB-001`` -> ``test_falsify_attn_sub_001``."""
+    name = re.sub(r"\W+", "_", fid.lower()).strip("_")
+    return f"test_{name}" if not name.startswith("test") else name
+
+
+def _docstring(test: dict[str, object]) -> str:
+    def text(key: str) -> str:
+        value = test.get(key)
+        return " ".join(str(value).split()) if isinstance(value, str) and value.strip() else ""
+
+    parts = [text("prediction") or "(no prediction written)"]
+    if text("rule"):
+        parts.append(f"Rule: {text('rule')}")
+    if text("if_fails"):
+        parts.append(f"If this fails: {text('if_fails')}")
+    body = "\n\n".join(textwrap.fill(p, 88, break_long_words=False) for p in parts)
+    # Text from a contract may hold control characters or lone surrogates (YAML
+    # escapes allow both); neither may appear in Python source written as UTF-8.
+    body = "".join(c if c >= " " or c == "\n" else f"\\x{ord(c):02x}" for c in body)
+    body = body.encode("utf-8", "backslashreplace").decode("utf-8")
+    return body.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+#: How to hand pv what the test computed; commented out, so the skeleton still fails.
+_HOW_TO = """\
+    # Compute what the prediction is about, hand pv what you computed, then assert:
+    #     out = engine(inputs)                  # a torch tensor, a numpy array or a capture
+    #     falsifier_record.observe(out)         # pv measures device and dtype from it
+    #     falsifier_record.model(loaded)        # and the weights: sha256, real or synthetic
+    #     falsifier_record.metric("max_abs_error", err)
+    #     assert err <= tolerance, "the prediction fails"
+"""
+
+
+def _requirements(test: dict[str, object]) -> str:
+    reqs = test.get("live_requirements")
+    if not isinstance(reqs, dict) or not reqs:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in reqs.items())
+    shown = "".join(max(c, " ") for c in shown).encode("utf-8", "backslashreplace").decode("utf-8")
+    return (f"    # live_requirements: {shown[:200]}: met only by facts pv measured from what the\n"
+            "    # test handed it (declared facts such as falsifier_record.device() never count).\n")
+
+
+def render(fid: str, test: dict[str, object]) -> str:
+    doc = textwrap.indent(_docstring(test), "    ")
+    return (f'\n\n\n@pytest.mark.falsifies({fid!r})\n'
+            f"def {function_name(fid)}(falsifier_record: FalsifierRecord) -> None:\n"
+            f'    """\n{doc}\n    """\n'
+            f"{_HOW_TO}{_requirements(test)}"
+            f"    pytest.fail({('not written yet: try to refute the prediction of ' + fid)!r})\n")
+
+
+def _imports_record(tree: ast.Module | None, text: str) -> bool:
+    """Whether a test file already imports ``FalsifierRecord`` (for the skeletons' annotation)."""
+    if tree is None:
+        return "FalsifierRecord" in text
+    return any(isinstance(n, ast.ImportFrom) and any(a.name == "FalsifierRecord" and a.asname is None
+                                                      for a in n.names)
+               for n in ast.walk(tree))
+
+
+def scaffold(doc: Document, test_file: Path, tests: list[MarkedTest]) -> list[Skeleton]:
+    """Append skeletons for ``doc``'s unbound falsifiers to ``test_file``; return what was added."""
+    report = contract_coverage(doc, tests)
+    unbound = {fid for fid, _ in report.untested}
+    existing = test_file.read_text(encoding="utf-8") if test_file.exists() else ""
+    defined: set[str] = set()
+    tree: ast.Module | None = None
+    if existing:
+        try:
+            tree = ast.parse(existing)
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        except SyntaxError:
+            defined = set(re.findall(r"def (\w+)\(", existing))
+    added: list[Skeleton] = []
+    chunks: list[str] = []
+    for _, test in falsifiers(doc):
+        fid = test.get("id")
+        if not isinstance(fid, str) or fid not in unbound or function_name(fid) in defined:
+            continue
+        chunks.append(render(fid, test))
+        added.append(Skeleton(fid, function_name(fid)))
+    if not chunks:
+        return []
+    head = existing.rstrip("\n") if existing else (
+        f'"""Falsifier tests of contract {doc.contract_id} ({doc.path.name}).\n\n'
+        "Scaffolded by pv scaffold: each test fails until it is written.\n"
+        '"""\n\nfrom __future__ import annotations\n\nimport pytest\n\n'
+        "from pv.falsify.plugin import FalsifierRecord")
+    if existing and not re.search(r"^import pytest", existing, re.MULTILINE):
+        head += "\n\nimport pytest"  # after the file's own imports (and any __future__ one)
+    if existing and not _imports_record(tree, existing):
+        head += "\n\nfrom pv.falsify.plugin import FalsifierRecord"
+    test_file.parent.mkdir(parents=True, exist_ok=True)
+    files.replace_text(test_file, head + "".join(chunks))
+    return added
