@@ -16,10 +16,14 @@ from pv.errors import ExitCode
               help="Folders (or files) of falsifier tests [default: <repo>/falsifiers].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-@click.option("--strict", is_flag=True, help="Exit 1 when anything is uncovered.")
+@click.option("--strict", is_flag=True, help="Exit 1 when anything is uncovered (an orphan marker always does).")
 def command(paths: tuple[Path, ...], tests_dirs: tuple[Path, ...], fmt: str, strict: bool) -> int:
     """Per contract (default PATH: <repo>/contracts): proof obligations that no falsifier
-    cites, falsifiers that no test binds, and marked tests that bind no falsifier."""
+    cites, falsifiers that no test binds, and marked tests that bind no falsifier.
+
+    A test marked for an id that no contract defines (an orphan marker) is an error:
+    pv falsify refuses every contract while it is there, so the exit status is 1
+    with or without --strict."""
     from pv.contract.coverage import coverage, marked_tests
     from pv.contract.discover import find_contracts
     from pv.contract.graph import load_set
@@ -40,6 +44,8 @@ def command(paths: tuple[Path, ...], tests_dirs: tuple[Path, ...], fmt: str, str
                           for c in result.contracts],
             "tests_without_falsifier": [{"test": t.node_id, "line": t.line, "why": w}
                                         for t, w in result.orphans],
+            "orphan_markers": [{"test": m.test.node_id, "line": m.test.line, "id": m.falsifier,
+                                "closest": m.closest} for m in result.orphan_markers],
             "skipped": skipped,
         }, indent=2, ensure_ascii=False))
     else:
@@ -52,9 +58,15 @@ def command(paths: tuple[Path, ...], tests_dirs: tuple[Path, ...], fmt: str, str
                 click.echo(f"  obligation {ob}: no falsifier enforces it")
             for fid, why in c.untested:
                 click.echo(f"  falsifier {fid}: no test ({why})")
+        errors = {(m.test.node_id, m.why): m for m in result.orphan_markers}
         for t, why in result.orphans:
-            click.echo(f"test {t.node_id} (line {t.line}): no falsifier ({why})")
+            marker = errors.get((t.node_id, why))
+            click.echo(f"error: {marker.message()}" if marker else f"test {t.node_id} (line {t.line}): "
+                       f"no falsifier ({why})")
         for line in skipped:
             click.echo(f"skipped: {line}")
-        click.echo("coverage complete" if result.complete else "coverage incomplete")
-    return int(ExitCode.FINDINGS if strict and not result.complete else ExitCode.OK)
+        verdict = "coverage complete" if result.complete else "coverage incomplete"
+        n = len(result.orphan_markers)
+        click.echo(verdict + (f"; {n} orphan marker(s), an error" if n else ""))
+    failed = bool(result.orphan_markers) or (strict and not result.complete)
+    return int(ExitCode.FINDINGS if failed else ExitCode.OK)

@@ -9,7 +9,9 @@ Per contract:
   exists and carries ``@pytest.mark.falsifies("<its id>")`` (pv falsify counts
   only tests that do both);
 - tests with no falsifier: a test marked ``falsifies("<id>")`` for an id no
-  contract defines, or for a falsifier whose ``test:`` does not name it.
+  contract defines, or for a falsifier whose ``test:`` does not name it. The first
+  kind (an orphan marker) is an error, not a gap: ``pv falsify`` refuses every
+  contract while one is there.
 
 Test files are read with ``ast`` (nothing is imported or run).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from pv.contract.load import Document
 from pv.contract.references import bare
-from pv.contract.rulebase import falsifiers, obligations, strings
+from pv.contract.rulebase import close_match, falsifiers, obligations, strings
 
 MARKER = "falsifies"
 #: ``path/test_x.py::test_name`` or ``path/test_x.py::Class::test_name``, parameters stripped.
@@ -55,9 +57,31 @@ class ContractCoverage:
 
 
 @dataclass(frozen=True)
+class OrphanMarker:
+    """A test marked for an id that no contract defines: ``pv falsify`` refuses every contract
+    while it is there, so ``pv coverage`` reports it as an error."""
+
+    test: MarkedTest
+    falsifier: str
+    #: The known falsifier id closest to ``falsifier`` (a typo?), or None.
+    closest: str | None
+
+    @property
+    def why(self) -> str:
+        hint = f" (did you mean {self.closest}?)" if self.closest else ""
+        return f"marked for {self.falsifier}, which no contract defines{hint}"
+
+    def message(self) -> str:
+        return (f"test {self.test.node_id} (line {self.test.line}) is {self.why}; "
+                "pv falsify refuses to run any contract while it is")
+
+
+@dataclass(frozen=True)
 class Coverage:
     contracts: tuple[ContractCoverage, ...]
     orphans: tuple[tuple[MarkedTest, str], ...]  # (test, why)
+    #: Markers naming an id no contract defines: errors, not gaps.
+    orphan_markers: tuple[OrphanMarker, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -161,13 +185,17 @@ def coverage(docs: Iterable[Document], tests: list[MarkedTest]) -> Coverage:
     per = [contract_coverage(doc, tests) for doc in docs]
     defined = {fid: c for c in per for fid in c.bound}
     orphans: list[tuple[MarkedTest, str]] = []
+    markers: list[OrphanMarker] = []
+    known = frozenset(defined)
     for t in tests:
         for fid in t.falsifiers:
             owner = defined.get(fid)
             if owner is None:
-                orphans.append((t, f"marked for {fid}, which no contract defines"))
+                marker = OrphanMarker(t, fid, close_match(fid, known, 0.8) if known else None)
+                markers.append(marker)
+                orphans.append((t, marker.why))
             elif t.node_id not in owner.bound[fid]:
                 why = (f"marked for {fid}, but {owner.id}'s 'test' does not name it, so pv "
                        "falsify does not count it")
                 orphans.append((t, why))
-    return Coverage(tuple(per), tuple(orphans))
+    return Coverage(tuple(per), tuple(orphans), tuple(markers))
