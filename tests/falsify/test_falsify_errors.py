@@ -151,3 +151,18 @@ def test_error_line_picks_pytests_own_line() -> None:
     assert error_line("E   something odd\nE   more") == "something odd"
     assert error_line("\nUsing pytest.skip outside of a test will skip the entire module.") == \
         "Using pytest.skip outside of a test will skip the entire module."
+
+
+def test_a_missing_fixture_and_an_expected_failure_that_raises_otherwise_are_errors(demo, capsys) -> None:
+    text = demo.tests.read_text().replace("def test_three(falsifier_record):",
+                                          "def test_three(falsifier_record, no_such_fixture):")
+    text = text.replace("def test_one(falsifier_record):",
+                        "@pytest.mark.xfail(reason='known')\ndef test_one(falsifier_record):\n"
+                        "    raise KeyError('k')\n\n\ndef _unused(falsifier_record):")
+    demo.tests.write_text(text)
+    demo.commit("a missing fixture and an xfail that raises a KeyError")
+    assert run(demo.args()) == 1
+    assert latest(demo, "FALSIFY-DEMO-003").reason == "fixture 'no_such_fixture' not found"
+    assert latest(demo, "FALSIFY-DEMO-001").outcome == "error"
+    assert latest(demo, "FALSIFY-DEMO-001").reason == "KeyError: 'k'"
+    assert statuses(demo)["FALSIFY-DEMO-001"] == statuses(demo)["FALSIFY-DEMO-003"] == "PROPOSED"
