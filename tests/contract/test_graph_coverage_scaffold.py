@@ -127,10 +127,10 @@ def test_coverage_finds_each_kind_of_gap(project):
 
 
 def test_coverage_command(project, capsys):
-    assert run(["coverage"]) == 0
+    assert run(["coverage"]) == 1
     out = capsys.readouterr().out
     assert "demo: 1/3 obligations enforced, 1/3 falsifiers with a bound test" in out
-    assert out.strip().endswith("coverage incomplete")
+    assert out.strip().endswith("coverage incomplete; 1 orphan marker(s), an error")
     assert run(["coverage", "--strict", "--format", "json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["complete"] is False and len(data["tests_without_falsifier"]) == 2

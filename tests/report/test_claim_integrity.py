@@ -58,6 +58,17 @@ def test_the_honest_path_passes(sm, capsys) -> None:
     assert code == 0, out
 
 
+def test_the_ci_recipe_without_the_live_target(sm, capsys, tmp_path) -> None:
+    """docs/falsify.md's second recipe: rerun at algorithm level into a scratch folder, then gate."""
+    before = sm.contract.read_text()
+    done = sm.pv("falsify", "--all", "--no-update", "--evidence", str(tmp_path / "scratch"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sm.contract.read_text() == before and sm.git("status", "--porcelain") == ""
+    sm.ops.write_text(BROKEN_OPS)
+    done = sm.pv("falsify", "--all", "--no-update", "--evidence", str(tmp_path / "scratch"))
+    assert done.returncode == 1 and sm.contract.read_text() == before
+
+
 # --------------------------------------------------------------------------- 1. a typo drops a requirement
 
 

@@ -152,6 +152,24 @@ def test_signed_records_and_require_signed(repo, capsys, monkeypatch) -> None:
     assert "needs the signing key in PV_EVIDENCE_KEY" in capsys.readouterr().err
 
 
+def test_the_api_and_the_command_agree_on_a_tampered_signature(repo, capsys, monkeypatch) -> None:
+    import pv
+
+    repo.behave(two_live="skip-absent", three="skip-absent")
+    assert repo.falsify(env={"PV_EVIDENCE_KEY": "ci-secret"}).returncode == 0
+    path = repo.record("FALSIFY-DEMO-001")
+    data = json.loads(path.read_text())
+    data["signature"]["value"] = "0" * 64  # altered before it was ever committed
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    repo.commit("signed evidence, one signature altered")
+    monkeypatch.setenv("PV_EVIDENCE_KEY", "ci-secret")
+    code, out = gate(capsys, "--baseline", "HEAD")
+    assert code == 1 and "its signature does not verify" in out
+    result = pv.gate(baseline="HEAD")
+    assert not result.ok and [f.format() for f in result.failures] == [
+        ln for ln in out.splitlines() if ln.split(":", 1)[0] in ("evidence", "unsupported")]
+
+
 def test_binding_check_needs_no_import(repo, capsys) -> None:
     (repo.root / "falsifiers" / "test_more.py").write_text(
         "import pytest\n\n@pytest.mark.falsifies('FALSIFY-DEMO-003')\ndef test_unnamed():\n    pass\n")
@@ -187,3 +205,22 @@ def test_contract_status_raised_by_hand(repo, capsys) -> None:
                                               f"  description: demo contract for pv falsify\n  status: {word}\n"))
         code, out = gate(capsys)
         assert code == 0, out
+
+
+def test_a_rerun_without_the_live_target_lowers_a_stale_functional(repo, capsys) -> None:
+    """pv falsify judges as the gate does: stale live evidence backs no FUNCTIONAL, so a run that
+    cannot reach the live target lowers the status, and the gate names why."""
+    repo.behave(two_live="pass-live", three="skip-absent")
+    assert repo.falsify().returncode == 0
+    repo.commit("live pass")
+    (repo.root / "src" / "algo.py").write_text("def algo():\n    return 7\n")
+    repo.commit("change the algorithm")
+    repo.behave(two_live="skip-absent", three="skip-absent")  # the live target is not here
+    done = repo.falsify()
+    assert done.returncode == 0 and "FUNCTIONAL -> PARTIAL_ALGORITHM_LEVEL" in done.stdout, done.stdout
+    repo.commit("rerun where the live target is not")
+    code, out = gate(capsys, "--baseline", "HEAD~2")
+    assert code == 1
+    assert ("regressed: demo-v1/FALSIFY-DEMO-002: FUNCTIONAL -> PARTIAL_ALGORITHM_LEVEL (its live evidence "
+            "evidence/demo-v1/FALSIFY-DEMO-002/") in out
+    assert "is stale: src/algo.py changed since it ran; rerun pv falsify where device=cpu, dtype=float64 holds" in out

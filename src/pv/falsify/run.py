@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pv import files, repo
+from pv import config, files, repo
 from pv.contract import ladder
 from pv.errors import ExitCode, PvError
 from pv.falsify import facts as fact_rules
@@ -218,6 +218,7 @@ def preflight(plan: RunPlan) -> None:
 def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
     """Run, record, promote. Raises PvError on trouble (nothing written then)."""
     preflight(plan)
+    fresh = config.load(plan.root).stale_blocks
     with tempfile.TemporaryDirectory(prefix="pv-falsify-") as tmp:
         spool = Path(tmp)
         argv = pytest_argv(plan, spool)
@@ -246,14 +247,14 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
     try:
         ignore_locks(plan.evidence_dir)
         with files.locked(lock):
-            return _record_and_promote(plan, by_id, gits, started, finished, key)
+            return _record_and_promote(plan, by_id, gits, started, finished, key, fresh)
     except TimeoutError as exc:
         raise PvError(str(exc)) from None
 
 
 def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]],
                         gits: Mapping[str, Mapping[str, Any]], started: str, finished: str,
-                        key: bytes | None) -> FalsifyResult:
+                        key: bytes | None, fresh: bool) -> FalsifyResult:
     """Under the contract's lock: re-read the statuses, chain and write records, rewrite once."""
     contract = load_contract(plan.contract.path)  # statuses as they are now, not at the start
     rows: list[Row] = []
@@ -269,7 +270,7 @@ def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]]
         record = build_record(plan.contract, f, by_id[f.id], root=plan.root, started=started,
                               finished=finished, update=plan.update, git=gits[f.id],
                               previous=rec.head(stored), old_status=old)
-        new, why = _promotion(record, stored, f, old, plan.root, key)
+        new, why = _promotion(record, stored, f, old, plan.root, key, fresh)
         record = replace(record, promotion={"old": canonical(old), "new": new, "applied": plan.update,
                                             "why": why}).sealed(key)
         path = rec.write_record(plan.evidence_dir, record, root=plan.root)
@@ -328,11 +329,12 @@ def ignore_locks(evidence_dir: Path) -> None:
 
 
 def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f: Falsifier,
-               old: str | None, root: Path, key: bytes | None) -> tuple[str, str | None]:
-    """The status this run leads to, judged exactly as ``pv gate`` will judge it."""
+               old: str | None, root: Path, key: bytes | None, fresh: bool) -> tuple[str, str | None]:
+    """The status this run leads to, judged exactly as ``pv gate`` will judge it (``fresh``: the
+    repository's stale-evidence policy, ``pv.config``)."""
     sealed = record.sealed(key)
     run = rec.StoredRecord(sealed, Path("<new>"), hashlib.sha256(sealed.to_json().encode("utf-8")).hexdigest())
-    after = judge.support(f, [*stored, run], root=root, key=key)
+    after = judge.support(f, [*stored, run], root=root, key=key, fresh=fresh)
     return judge.new_status(old, run, after, f)
 
 
