@@ -26,13 +26,14 @@ Plain data in, plain data out: no file access, no git.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pv.digest import sha256_json
 
 #: The top-level key holding acknowledgements of weakened claims.
 CHANGES_KEY = "claim_changes"
@@ -125,8 +126,8 @@ def claim_view(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def claim_digest(view: Mapping[str, Any]) -> str:
-    text = json.dumps(view, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """sha256 of a claim view's canonical JSON: what an acknowledgement names."""
+    return sha256_json(view)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ gate reads baseline contracts out of git).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pv.contract import claims
+from pv.digest import sha256_json
 from pv.errors import PvError
 from pv.falsify.binding import base_node_id
 
@@ -101,9 +100,7 @@ def node_ids(value: Any) -> tuple[str, ...]:
 
 def claim_digest(raw: Mapping[str, Any]) -> str:
     """sha256 of a falsifier entry without ``status``: what the claim says, not where it stands."""
-    body = {k: v for k, v in raw.items() if k != "status"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_json({k: v for k, v in raw.items() if k != "status"})
 
 
 def _matrix(raw: Any) -> tuple[Mapping[str, Any], ...]:

@@ -41,6 +41,7 @@ from typing import Any
 
 from pv import bounded, environment, files
 from pv.bounded import one_line, show_path
+from pv.digest import sha256_json
 from pv.errors import PvError
 
 FORMAT_VERSION = 2
@@ -145,18 +146,13 @@ class EvidenceRecord:
     def content_digest(self) -> str:
         """sha256 of the canonical JSON of everything but ``digest`` and ``signature``."""
         body = {k: v for k, v in self.to_dict().items() if k not in ("digest", "signature")}
-        return canonical_digest(body)
+        return sha256_json(body)
 
     def sealed(self, key: bytes | None) -> EvidenceRecord:
         """This record with its digest set and, given a key, signed."""
         digest = self.content_digest()
         sig = None if key is None else {"alg": "hmac-sha256", "key_id": key_id(key), "value": _mac(key, digest)}
         return replace(self, digest=digest, signature=sig)
-
-
-def canonical_digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def claim_subject(contract_id: str, falsifier_id: str) -> str:
