@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 from pv.compare.diff import default_workers, diff_captures
 
 S, H = 4096, 4096  # one [S, H] float32 stage tensor = 64 MiB

@@ -5,7 +5,7 @@
 
 Contenders, all float32 on the CPU, one sequence of ``--tokens`` tokens, no tap:
 
-- ``engine``: ``pv.capture.engine.Engine.forward``;
+- ``engine``: ``pv.capture.engine.runner.Engine.forward``;
 - ``hf-eager``: transformers' class for the family (``LlamaForCausalLM``,
   ``Gemma3ForCausalLM``, ...) with
   ``attn_implementation="eager"`` (the reference the target is stated against);
@@ -41,7 +41,7 @@ SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", ROOT / "models" / "SmolLM2-135M
 
 def hf_model(loaded: Any, attn: str) -> Any:
     """transformers' model class for ``loaded``, its weights, a stock attention implementation."""
-    from pv.capture.oracle import HFOracle
+    from pv.capture.oracle.runner import HFOracle
 
     # The family's transformers class with the weights loaded as the oracle loads
     # them (MoE experts fused, ties checked), then a stock attention implementation.
@@ -97,9 +97,9 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
-    from pv.capture.oracle import HFOracle
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model.load import load_model
+    from pv.capture.oracle.runner import HFOracle
 
     specs = args.model or ([str(p) for p in (SMOLLM2, GEMMA3) if p.is_file()] or ["synthetic"])
     for spec in specs:

@@ -59,9 +59,9 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as pv trace does
     import torch
 
-    from pv.capture.engine import Engine
+    from pv.capture.engine.runner import Engine
     from pv.capture.generate import capture_generation
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import make_plan
 
     if args.threads:
@@ -91,7 +91,7 @@ def main() -> int:
     lc_ok = spec.lower().endswith(".gguf")
     if lc_ok:
         try:
-            from pv.capture.llamacpp import LlamaCppRunner
+            from pv.capture.llamacpp.runner import LlamaCppRunner
         except ImportError:
             lc_ok = False
     if lc_ok:

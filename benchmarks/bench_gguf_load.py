@@ -1,4 +1,4 @@
-"""Opening a GGUF: the ``gguf`` package's reader against pv's (``pv.capture.gguf_reader``).
+"""Opening a GGUF: the ``gguf`` package's reader against pv's (``pv.capture.model.gguf_reader``).
 
     python benchmarks/bench_gguf_load.py [--repeat 3] [PATH ...]
 
@@ -28,7 +28,7 @@ def main() -> int:
     args = parser.parse_args()
     import gguf
 
-    from pv.capture.gguf_reader import open_gguf
+    from pv.capture.model.gguf_reader import open_gguf
 
     paths = args.paths or [p for p in DEFAULT if p.is_file()]
     if not paths:

@@ -37,7 +37,7 @@ SMOLLM2_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M
 
 @pytest.fixture(scope="module")
 def synthetic() -> Any:
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     return load_model("synthetic")
 
@@ -66,12 +66,12 @@ def _record_run(rec: FalsifierRecord, model: Any, *captures: Any) -> None:
 
 
 def _entries(root: Path) -> list[Any]:
-    from pv.capture import directory
+    from pv.capture.store import directory
     return list(directory.open_capture(root).entries)
 
 
 def _array(entry: Any) -> np.ndarray:
-    from pv.capture import aprt
+    from pv.capture.store import aprt
     _, values = aprt.read(entry.path, tuple(entry.shape))
     return np.asarray(values, dtype=np.float64)
 
@@ -133,7 +133,7 @@ def _cuda_or_absent() -> Any:
 @functools.lru_cache(maxsize=1)
 def _load_smollm2() -> tuple[Any, list[int]]:
     """SmolLM2-135M-Instruct's real weights and the prompt's token ids (loaded once)."""
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     model = load_model(str(_smollm2_path()))
     tokens = model.tokenizer.encode(SMOLLM2_PROMPT) if model.tokenizer else list(range(1, 9))
@@ -261,7 +261,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     """pv diff on both sub-stages: every layer reported, cosine in [-1, 1], masked part ignored."""
     import shutil
 
-    from pv.capture import aprt, directory
+    from pv.capture.store import aprt, directory
     from pv.cli import run
 
     sub = "attn_scores,attn_softmax"
@@ -428,7 +428,7 @@ def test_bisect_localises_faults_live(tmp_path: Path, falsifier_record: Falsifie
 def _assert_additive(model: Any, tokens: list[int], device: str, workdir: Path, steps: int,
                      rec: FalsifierRecord) -> None:
     """Logits and greedy tokens are byte-identical with no plan and with every stage captured."""
-    from pv.capture.engine import Engine
+    from pv.capture.engine.runner import Engine
 
     engine = Engine(model, device=device)
     plain = engine.forward(tokens).cpu().numpy()

@@ -44,10 +44,10 @@ def _decode_vs_recompute(engine: Any, prompt: list[int], n: int,
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-001")
 def test_decode_equals_recomputation(falsifier_record: FalsifierRecord) -> None:
-    from pv.capture import arch
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
-    from pv.capture.oracle import HFOracle
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model import arch
+    from pv.capture.model.load import load_model
+    from pv.capture.oracle.runner import HFOracle
 
     worst_all = 0.0
     for name in ["synthetic", *(f"synthetic:{f}" for f in arch.FAMILIES)]:
@@ -75,10 +75,10 @@ def test_decode_equals_recomputation(falsifier_record: FalsifierRecord) -> None:
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-002")
 def test_decode_stages_equal_full_rows(falsifier_record: FalsifierRecord, tmp_path: Path) -> None:
-    from pv.capture import aprt, directory
     from pv.capture.generate import capture_generation
-    from pv.capture.models import load_model
-    from pv.capture.steps import load, step_dir
+    from pv.capture.model.load import load_model
+    from pv.capture.store import aprt, directory
+    from pv.capture.store.steps import load, step_dir
     from pv.capture.trace import capture, make_plan
     from pv.compare.diff import compare_arrays
     from pv.compare.tolerances import DEFAULTS
@@ -113,10 +113,10 @@ def test_decode_stages_equal_full_rows(falsifier_record: FalsifierRecord, tmp_pa
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-003")
 def test_decode_faults_localised(falsifier_record: FalsifierRecord, tmp_path: Path) -> None:
-    from pv.capture.engine import Engine
+    from pv.capture.engine.kvcache import DECODE_FAULTS
+    from pv.capture.engine.runner import Engine
     from pv.capture.generate import capture_generation
-    from pv.capture.kvcache import DECODE_FAULTS
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import make_plan
     from pv.compare.bisect import bisect_generation
 
@@ -142,8 +142,8 @@ def test_decode_faults_localised(falsifier_record: FalsifierRecord, tmp_path: Pa
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-004")
 def test_decode_equals_recomputation_live(falsifier_record: FalsifierRecord) -> None:
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model.load import load_model
 
     path = Path(os.environ.get("PV_SMOLLM2_GGUF") or SMOLLM2_DEFAULT)
     if not path.is_file():

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from pv.capture.llamacpp_mapping import write
-from pv.capture.mapping import SHIPPED_DIR
+from pv.capture.importer.mapping import SHIPPED_DIR
+from pv.capture.llamacpp.mappings import write
 
 if __name__ == "__main__":
     for path in write(SHIPPED_DIR):

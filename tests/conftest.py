@@ -25,6 +25,6 @@ def smollm2_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path: Path) -> Any:
     """SmolLM2 as a ``LoadedModel`` (dequantised once per test session)."""
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     return load_model(str(smollm2_path))

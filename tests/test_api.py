@@ -41,7 +41,7 @@ def test_validate_returns_the_report_the_cli_prints(tmp_path):
 
 
 def _capture(root: Path, scale: float) -> Path:
-    from pv.capture import directory
+    from pv.capture.store import directory
     with directory.CaptureWriter(root, {"dtype": "float32"}) as w:
         w.write("embedding", 0, np.ones((4, 8), np.float32), dtype_captured="float32")
         w.write("attn_norm", 0, np.full((4, 8), scale, np.float32), dtype_captured="float32")
@@ -60,7 +60,7 @@ def test_diff_and_bisect_on_captures(tmp_path):
 
 
 def test_capture_stays_callable_once_the_subpackage_is_imported():
-    code = ("import pv.capture.aprt, pv; assert callable(pv.capture); "
+    code = ("import pv.capture.store.aprt, pv; assert callable(pv.capture); "
             "import inspect, pv.api; print(pv.capture.__class__.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "_CallableModule"

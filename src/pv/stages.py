@@ -12,7 +12,7 @@ I intermediate, V vocab, E experts, K experts chosen per token.
 
 Not every family has every stage: ``requires`` names the model feature that
 makes a stage exist (``qkv_bias``, ``qk_norm``, ``sandwich_norm``,
-``dense_ffn``, ``moe``; see ``pv.capture.arch``). A capture marks the stages a
+``dense_ffn``, ``moe``; see ``pv.capture.model.arch``). A capture marks the stages a
 model lacks as not applicable instead of failing. The attention matrices carry
 ``mask="causal"``; a sliding-window layer's files add its window in the
 manifest (``mask: "sliding_window:W"``), which ``pv diff`` applies.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pv import stages as stage_table
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 from pv.errors import PvError
 
 # Quiet NaN with a payload, signalling NaN, negative NaN, both infinities, both zeros, a subnormal.

@@ -22,8 +22,8 @@ OFFLOAD = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers
 
 
 def test_offloaded_oracle_equals_plain(tmp_path: Path) -> None:
-    from pv.capture.models import load_model
-    from pv.capture.oracle import HFOracle
+    from pv.capture.model.load import load_model
+    from pv.capture.oracle.runner import HFOracle
     from pv.compare.diff import diff_captures
 
     model = load_model("synthetic")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from pv import stages
-from pv.capture import aprt, directory
-from pv.capture.config import SYNTHETIC
-from pv.capture.engine import Engine
-from pv.capture.models import LoadedModel, fingerprint, load_model
+from pv.capture.engine.runner import Engine
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.model.load import LoadedModel, fingerprint, load_model
+from pv.capture.model.synthetic import synthetic_state_dict
 from pv.capture.plan import CapturePlan, Tap
-from pv.capture.synthetic import synthetic_state_dict
+from pv.capture.store import aprt, directory
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -39,7 +39,7 @@ def qwen() -> LoadedModel:
 def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
     """transformers' own model class on the same weights, with its eager attention."""
     transformers = pytest.importorskip("transformers")
-    from pv.capture.oracle import HF_CLASSES, hf_config
+    from pv.capture.oracle.runner import HF_CLASSES, hf_config
 
     config = hf_config(m.config, transformers)
     config._attn_implementation = "eager"

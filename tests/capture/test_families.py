@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import arch
-from pv.capture.models import load_model
+from pv.capture.model import arch
+from pv.capture.model.load import load_model
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pv.capture.engine import Engine
-from pv.capture.export import write_gguf, write_hf_directory
-from pv.capture.oracle import HFOracle
+from pv.capture.engine.runner import Engine
+from pv.capture.model.export import write_gguf, write_hf_directory
+from pv.capture.oracle.runner import HFOracle
 from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.diff import diff_paths
@@ -142,7 +142,7 @@ def test_every_family_is_registered_with_its_transformers_classes() -> None:
 ])
 def test_config_json_the_engine_cannot_run_is_refused(patch: dict[str, Any], message: str,
                                                       tmp_path: Path) -> None:
-    from pv.capture.hf_config import to_hf_dict
+    from pv.capture.model.hf_config import to_hf_dict
 
     data = {**to_hf_dict(load_model("synthetic:llama").config), **patch}
     (tmp_path / "config.json").write_text(json.dumps(data), encoding="utf-8")
@@ -218,7 +218,7 @@ def test_half_precision_engine_within_the_measured_tolerances(family: str, dtype
 @pytest.mark.parametrize("family", ["mixtral", "qwen3_moe"])
 def test_moe_block_is_bit_identical_to_transformers_on_the_same_input(family: str, dtype: str) -> None:
     """Routing weights cast back to the compute dtype (Qwen3-MoE) or kept float32 (Mixtral)."""
-    from pv.capture import blocks
+    from pv.capture.engine import blocks
 
     model = load_model(f"synthetic:{family}")
     engine, oracle = Engine(model, dtype=dtype), HFOracle(model, dtype=dtype)

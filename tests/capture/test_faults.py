@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from pv import stages
-from pv.capture import aprt, directory, faults
-from pv.capture.engine import Engine
-from pv.capture.models import LoadedModel, load_model
+from pv.capture import faults
+from pv.capture.engine.runner import Engine
+from pv.capture.model.load import LoadedModel, load_model
 from pv.capture.plan import CapturePlan, Tap
+from pv.capture.store import aprt, directory
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")

@@ -37,8 +37,8 @@ def test_generation_layout_and_shapes(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_generate_matches_the_engines_own_generate(tmp_path: Path) -> None:
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model.load import load_model
 
     model = load_model("synthetic")
     ids = [int(t) for t in TOKENS.split(",")]
@@ -67,7 +67,7 @@ def test_bad_generation_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_failed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pv.capture import engine as engine_module
+    from pv.capture.engine import runner as engine_module
 
     calls = {"n": 0}
     real = engine_module.Engine.decode
@@ -140,7 +140,7 @@ def test_generate_force_replaces_a_single_capture(tmp_path: Path) -> None:
 def test_generate_force_that_fails_leaves_the_earlier_capture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pv.capture import engine as engine_module
+    from pv.capture.engine import runner as engine_module
 
     out = tmp_path / "gen"
     assert _generate(out, 3) == 0
@@ -174,8 +174,8 @@ def test_generate_force_dry_run_changes_nothing(tmp_path: Path,
 
 
 def test_failed_decode_step_leaves_the_cache_as_it_was() -> None:
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model.load import load_model
 
     engine = Engine(load_model("synthetic"))
     cache = engine.start()
@@ -216,8 +216,8 @@ def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
     assert shapes[("k_post_rope", 0)] == [1, 3, 64]
     assert shapes[("lm_head", None)] == [1, 49152]
     # Capture is additive: llama.cpp without the graph callback picks the same tokens.
-    from pv.capture.llamacpp import LlamaCppRunner
-    from pv.capture.models import model_config
+    from pv.capture.llamacpp.runner import LlamaCppRunner
+    from pv.capture.model.load import model_config
 
     runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)), capture=False)
     assert runner.generate(doc["steps"][0]["input"], 3) == doc["tokens"]

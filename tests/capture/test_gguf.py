@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture.config import SYNTHETIC
-from pv.capture.gguf_model import hf_name, load_gguf, read_gguf, unpermute_rope_rows
-from pv.capture.models import fingerprint, load_model
-from pv.capture.synthetic import synthetic_state_dict
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.model.gguf import hf_name, load_gguf, read_gguf, unpermute_rope_rows
+from pv.capture.model.load import fingerprint, load_model
+from pv.capture.model.synthetic import synthetic_state_dict
 from pv.errors import PvError
 
 pytest.importorskip("gguf")
@@ -240,8 +240,8 @@ def test_pvs_reader_reads_what_gguf_reads_without_copying_weights(family: str, t
 
     import gguf
 
-    from pv.capture.export import write_gguf
-    from pv.capture.gguf_reader import open_gguf
+    from pv.capture.model.export import write_gguf
+    from pv.capture.model.gguf_reader import open_gguf
 
     model = load_model(f"synthetic:{family}")
     path = write_gguf(model.config, dict(model.state_dict), tmp_path / "m.gguf")
@@ -261,7 +261,7 @@ def test_pvs_reader_reads_what_gguf_reads_without_copying_weights(family: str, t
 
 
 def test_pvs_reader_refuses_a_damaged_file_in_one_line(tmp_path: Path) -> None:
-    from pv.capture.gguf_reader import open_gguf
+    from pv.capture.model.gguf_reader import open_gguf
 
     bad = tmp_path / "cut.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)

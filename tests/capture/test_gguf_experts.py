@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture.export import write_gguf
-from pv.capture.gguf_model import read_gguf
-from pv.capture.models import load_model
+from pv.capture.model.export import write_gguf
+from pv.capture.model.gguf import read_gguf
+from pv.capture.model.load import load_model
 from pv.errors import PvError
 
 gguf = pytest.importorskip("gguf")

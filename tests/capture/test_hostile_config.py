@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt
-from pv.capture.config import SYNTHETIC, ConfigValueError, check_values
-from pv.capture.models import model_config
+from pv.capture.model.config import SYNTHETIC, ConfigValueError, check_values
+from pv.capture.model.load import model_config
+from pv.capture.store import aprt
 from pv.cli import run
 from pv.errors import PvError
 

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory, dumps, mapping
-from pv.capture.config import SYNTHETIC
-from pv.capture.importer import import_dumps
+from pv.capture.importer import dumps, mapping
+from pv.capture.importer.convert import import_dumps
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.store import aprt, directory
 from pv.cli import run
 from pv.compare.diff import diff_captures
 
@@ -257,7 +258,7 @@ def test_import_and_generation_bisect_never_load_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import pv.cli.import_, pv.capture.importer, pv.capture.steps, "
+    code = ("import sys; import pv.cli.import_, pv.capture.importer.convert, pv.capture.store.steps, "
             "pv.compare.bisect; print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
@@ -274,10 +275,10 @@ def _eval_callback_dump(gguf: Path, tokens: str, out: Path, bare: bool = False) 
     NAME:OP (ggml's dims reversed, trailing size-1 dims dropped), and the unnamed output
     projection (the MUL_MAT reading kqv_out-N) under attn_out-N, as the mappings ask.
     ``bare``: keyed by name alone instead, so a later node of a name replaces an earlier one."""
-    from pv.capture.ggml import tensor_at
-    from pv.capture.llamacpp import LlamaCppRunner
-    from pv.capture.llamacpp_nodes import split_name
-    from pv.capture.models import model_config
+    from pv.capture.llamacpp.ggml import tensor_at
+    from pv.capture.llamacpp.nodes import split_name
+    from pv.capture.llamacpp.runner import LlamaCppRunner
+    from pv.capture.model.load import model_config
 
     nodes: dict[str, np.ndarray] = {}
 
@@ -309,8 +310,8 @@ def _eval_callback_dump(gguf: Path, tokens: str, out: Path, bare: bool = False) 
 
 
 def _synthetic_gguf(family: str, path: Path) -> Path:
-    from pv.capture.export import write_gguf
-    from pv.capture.models import load_model
+    from pv.capture.model.export import write_gguf
+    from pv.capture.model.load import load_model
 
     model = load_model(f"synthetic:{family}")
     return write_gguf(model.config, dict(model.state_dict), path)
@@ -401,7 +402,7 @@ def test_llama_cpp_dump_of_gemma3_equals_live_capture(gemma3_gguf: Path, tmp_pat
 def test_shipped_llama_cpp_mappings_are_rendered_from_the_node_tables() -> None:
     """One source: each llama.cpp*.yaml is what the live capture's table renders
     (python scripts/gen_llamacpp_mappings.py rewrites them)."""
-    from pv.capture.llamacpp_mapping import NAMES, render
+    from pv.capture.llamacpp.mappings import NAMES, render
 
     for arch, name in NAMES.items():
         path = mapping.SHIPPED_DIR / f"{name}.yaml"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture.llamacpp import (
+from pv.capture.llamacpp.runner import (
     GRAPHS,
     LLAMA_FAULTS,
     halves_from_pairs,
@@ -68,7 +68,7 @@ def pv_ref(lc: Path, smollm2: Any, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_struct_matches_the_bundled_ggml(lc: Path) -> None:
     from llama_cpp import _ggml
 
-    from pv.capture.ggml import Ggml
+    from pv.capture.llamacpp.ggml import Ggml
 
     g = Ggml(_ggml.libggml)
     g.check_layout()
@@ -172,8 +172,8 @@ GEMMA3_TOKENS = "2,818,5279,529,7001,563,496,1651,236764,1144,1217,236761"
 
 
 def synthetic_gguf(family: str, path: Path, **changes: Any) -> Path:
-    from pv.capture.export import write_gguf
-    from pv.capture.models import load_model
+    from pv.capture.model.export import write_gguf
+    from pv.capture.model.load import load_model
 
     model = load_model(f"synthetic:{family}")
     return write_gguf(replace(model.config, **changes), dict(model.state_dict), path)
@@ -182,7 +182,7 @@ def synthetic_gguf(family: str, path: Path, **changes: Any) -> Path:
 def capture_pair(gguf: Path, tokens: str, root: Path, layers: str = "all",
                  fault: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """llama.cpp and pv's engine on the same GGUF, every stage; the two manifests."""
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import capture
 
     model = load_model(str(gguf))
@@ -258,8 +258,8 @@ def test_mixtral_with_one_tensor_per_expert_is_refused_by_llama_cpp_in_one_line(
     """The layout Mixtral GGUFs had before llama.cpp stacked the experts: pv's engine reads it
     (test_gguf_experts.py), the llama.cpp pv builds does not, and the error says why."""
     pytest.importorskip("llama_cpp")
-    from pv.capture.export import write_gguf
-    from pv.capture.models import load_model
+    from pv.capture.model.export import write_gguf
+    from pv.capture.model.load import load_model
     from pv.capture.trace import capture
     from pv.errors import PvError
 

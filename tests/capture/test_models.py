@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import models
-from pv.capture.config import SYNTHETIC
+from pv.capture.model import load as models
+from pv.capture.model.config import SYNTHETIC
 from pv.errors import PvError
 
 SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -161,7 +161,7 @@ def test_corrupt_safetensors(tmp_path: Path) -> None:
 
 
 def test_gguf_goes_to_the_gguf_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pv.capture import gguf_model
+    from pv.capture.model import gguf as gguf_model
 
     seen: list[Path] = []
     syn = models.load_model("synthetic")

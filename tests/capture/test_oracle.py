@@ -15,9 +15,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from pv import stages as stage_table
-from pv.capture.config import SYNTHETIC
-from pv.capture.models import LoadedModel, fingerprint, synthetic_model
-from pv.capture.oracle import (
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.model.load import LoadedModel, fingerprint, synthetic_model
+from pv.capture.model.synthetic import synthetic_state_dict
+from pv.capture.oracle.runner import (
     ATTN_IMPLEMENTATION,
     OBSERVED,
     RECOMPUTED,
@@ -25,7 +26,6 @@ from pv.capture.oracle import (
     hf_config,
     provenance,
 )
-from pv.capture.synthetic import synthetic_state_dict
 from pv.errors import PvError
 
 #: The synthetic model as a Llama with tied embeddings (no bias): the other code paths.

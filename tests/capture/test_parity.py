@@ -20,12 +20,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from pv import stages as stage_table
-from pv.capture import aprt, directory
-from pv.capture.config import SYNTHETIC
-from pv.capture.engine import Engine
-from pv.capture.models import LoadedModel, fingerprint, synthetic_model
-from pv.capture.oracle import HFOracle
-from pv.capture.synthetic import synthetic_state_dict
+from pv.capture.engine.runner import Engine
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.model.load import LoadedModel, fingerprint, synthetic_model
+from pv.capture.model.synthetic import synthetic_state_dict
+from pv.capture.oracle.runner import HFOracle
+from pv.capture.store import aprt, directory
 
 MIN_COSINE = 0.99999
 CONTINUATION = 32

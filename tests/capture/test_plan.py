@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
 from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.capture.store import aprt, directory
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -305,8 +305,8 @@ def test_a_borrowing_tap_writes_the_same_files_as_a_copying_one(tmp_path: Path) 
 
 
 def test_the_engine_lends_its_tensors_to_the_tap(tmp_path: Path) -> None:
-    from pv.capture.engine import Engine
-    from pv.capture.models import load_model
+    from pv.capture.engine.runner import Engine
+    from pv.capture.model.load import load_model
 
     writer = directory.CaptureWriter(tmp_path / "cap", {"engine": "test"})
     tap = Tap(CapturePlan.parse("attn_norm", "0"), writer)

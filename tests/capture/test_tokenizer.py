@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pv.capture.config import SYNTHETIC
-from pv.capture.gguf_model import load_gguf
-from pv.capture.synthetic import synthetic_state_dict
-from pv.capture.tokenizer import BYTE_TOKENS, PRE_TOKENIZERS, load_gguf_tokenizer
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.model.gguf import load_gguf
+from pv.capture.model.synthetic import synthetic_state_dict
+from pv.capture.model.tokenizer import BYTE_TOKENS, PRE_TOKENIZERS, load_gguf_tokenizer
 from pv.errors import PvError
 
 tokenizers = pytest.importorskip("tokenizers")

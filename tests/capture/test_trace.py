@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from pv import cli, stages
-from pv.capture import aprt, directory, trace
-from pv.capture.models import load_model
+from pv.capture import trace
+from pv.capture.model.load import load_model
+from pv.capture.store import aprt, directory
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -244,7 +245,7 @@ def test_not_applicable_is_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from pv.capture import models
+    from pv.capture.model import load as models
 
     syn = models.load_model("synthetic")
     cfg = dataclasses.replace(syn.config, attention_bias=False, architecture="llama")
@@ -265,7 +266,7 @@ def test_library_errors_are_pverrors(tmp_path: Path) -> None:
 
 
 def test_hf_engine_through_the_same_tap(tmp_path: Path) -> None:
-    pytest.importorskip("pv.capture.oracle")
+    pytest.importorskip("pv.capture.oracle.runner")
     result = trace.capture("synthetic", tokens=list(range(30, 46)), engine="hf", output=tmp_path / "hf")
     ours = trace.capture("synthetic", tokens=list(range(30, 46)), output=tmp_path / "pv")
     assert result.manifest["run"]["engine"] == "hf"

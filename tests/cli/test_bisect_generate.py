@@ -91,7 +91,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     """A constant added to every logit is no divergence; one token's logit moved is."""
     import shutil
 
-    from pv.capture import aprt, directory
+    from pv.capture.store import aprt, directory
     from pv.compare.bisect import bisect_generation
 
     ref = tmp_path / "ref"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 from pv.cli import run
 
 S = 4

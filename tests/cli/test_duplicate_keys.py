@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from pv import bounded
-from pv.capture import directory, mapping
+from pv.capture.importer import mapping
+from pv.capture.store import directory
 from pv.cli import run
 from pv.compare.tolerances import load_config
 from pv.contract.load import ContractLoadError, load_document

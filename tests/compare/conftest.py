@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 
 
 def write_capture(

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt
-from pv.capture.config import SYNTHETIC
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.store import aprt
 from pv.compare.align import PairError, Side, View, plan_view
 
 

@@ -55,7 +55,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def synthetic() -> Any:
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     return load_model("synthetic")
 
@@ -72,8 +72,8 @@ def clean(synthetic: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _catalogue() -> list[str]:
     """The faults the synthetic (Qwen2-style) model can express; other families' faults are
     bisected in tests/capture/test_families.py."""
-    from pv.capture.config import SYNTHETIC
     from pv.capture.faults import FAULTS
+    from pv.capture.model.config import SYNTHETIC
 
     features = SYNTHETIC.features
     return [name for name, f in FAULTS.items() if f.requires is None or features.get(f.requires)]
@@ -124,8 +124,8 @@ def test_fault_in_another_layer_and_hf_reference(synthetic: Any, tmp_path: Path)
 def test_isolate_separates_the_layer_that_introduces_a_bug(
     synthetic: Any, clean: Path, tmp_path: Path
 ) -> None:
-    from pv.capture import directory
-    from pv.capture.engine import Engine
+    from pv.capture.engine.runner import Engine
+    from pv.capture.store import directory
     from pv.capture.trace import capture
     from pv.compare.isolate import isolate
 
@@ -144,8 +144,8 @@ def test_isolate_separates_the_layer_that_introduces_a_bug(
 
 
 def test_isolate_notes_missing_inputs(synthetic: Any, tmp_path: Path) -> None:
-    from pv.capture import directory
-    from pv.capture.engine import Engine
+    from pv.capture.engine.runner import Engine
+    from pv.capture.store import directory
     from pv.capture.trace import capture
     from pv.compare.isolate import isolate
 

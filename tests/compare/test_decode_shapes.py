@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pv.capture import aprt
+from pv.capture.store import aprt
 from pv.compare import align
 from pv.compare.diff import compare_arrays, diff_captures
 from pv.compare.tolerances import DEFAULTS
@@ -48,7 +48,7 @@ def test_decode_step_captures_diff_on_their_causal_part(tmp_path: Path) -> None:
 
     pytest.importorskip("torch")
     from pv.capture.generate import capture_generation
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import make_plan
 
     model = load_model("synthetic")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
-from pv.capture.config import SYNTHETIC
+from pv.capture.model.config import SYNTHETIC
+from pv.capture.store import aprt, directory
 from pv.compare.diff import diff_captures, diff_files, diff_paths
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 from pv.cli import run
 
 GOOD_FILES = [{"path": "layer-0/attn_norm.bin", "shape": [2, 4], "layout": ["S", "H"]}]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture import aprt, directory
-from pv.capture.models import load_model
+from pv.capture.model.load import load_model
+from pv.capture.store import aprt, directory
 from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.bisect import bisect
@@ -105,7 +105,7 @@ def test_cli_diff_and_bisect_check_and_no_verify_skips(pair: tuple[Path, Path],
 
 
 def test_isolate_reads_only_reference_files_that_match(pair: tuple[Path, Path]) -> None:
-    from pv.capture.engine import Engine
+    from pv.capture.engine.runner import Engine
 
     model = load_model("synthetic")
     edited = _edited(pair, "isolate")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import os
 import time
 import tracemalloc
 from pathlib import Path
@@ -85,29 +85,58 @@ def test_not_utf8(write):
     assert (rule, line) == ("PV003", 2) and "UTF-8" in message
 
 
-def test_too_large_is_refused_before_reading(write, monkeypatch):
+def test_too_large_is_refused_before_reading(write):
+    # Refused on the size the opened descriptor reports (so the message knows it), not
+    # after reading past the bound.
     path = write("metadata: {version: '1', description: " + "x" * 500 + "}\n")
-    real_open = builtins.open
-
-    def guarded_open(file, *args, **kwargs):
-        assert Path(file) != path, "an oversized file must not be opened"
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", guarded_open)
     rule, _, message = _rule(path, max_bytes=100)
-    assert rule == "PV002" and "100-byte bound" in message
+    assert rule == "PV002" and f"file is {path.stat().st_size} bytes, over the 100-byte bound" in message
+
+
+def test_a_file_swapped_for_a_fifo_after_a_check_is_refused_not_waited_on(write, monkeypatch):
+    # A reader that checks with stat() and then opens lets a file swapped in between through:
+    # a FIFO with no writer blocks open() forever. pv opens first and checks the descriptor.
+    import signal
+
+    path = write("metadata: {version: '1', description: d}\n")
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def swap_then(real):
+        def call(target, *args, **kwargs):
+            result = real(target, *args, **kwargs)
+            if os.fspath(target) == str(path) and not os.path.exists(str(path) + ".swapped"):
+                Path(str(path) + ".swapped").touch()
+                path.unlink()
+                os.mkfifo(path)
+            return result
+        return call
+
+    monkeypatch.setattr(os, "stat", swap_then(real_stat))
+    monkeypatch.setattr(os, "lstat", swap_then(real_lstat))
+
+    def hang(signum, frame):
+        raise TimeoutError("blocked opening a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(5)
+    try:
+        rule, _, message = _rule(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert rule == "PV001" and "not a regular file" in message
 
 
 def test_unreadable_permissions(write, monkeypatch):
     path = write("metadata: {version: '1', description: d}\n")
-    real_open = builtins.open
+    real_open = os.open
 
     def denied(file, *args, **kwargs):
         if Path(file) == path:
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     rule, _, message = _rule(path)
     assert rule == "PV001" and "Permission denied" in message
 

@@ -41,7 +41,7 @@ def test_capture_facts_come_from_what_the_tap_saw(tmp_path: Path) -> None:
 
 def test_real_capture_and_synthetic_model(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import capture
 
     model = load_model("synthetic")
@@ -53,8 +53,8 @@ def test_real_capture_and_synthetic_model(tmp_path: Path) -> None:
 
 def test_weights_from_a_file_are_real_unless_the_generator_made_them(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from pv.capture.models import load_model
-    from pv.capture.synthetic import synthetic_state_dict
+    from pv.capture.model.load import load_model
+    from pv.capture.model.synthetic import synthetic_state_dict
 
     synthetic = load_model("synthetic")
     path = tmp_path / "w.bin"

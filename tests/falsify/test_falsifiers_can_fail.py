@@ -26,7 +26,7 @@ def falsifiers() -> Any:
 
 @pytest.fixture(scope="module")
 def synthetic() -> Any:
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     return load_model("synthetic")
 
@@ -69,7 +69,7 @@ def test_each_attention_fault_is_refuted(falsifiers: Any, synthetic: Any, refere
 def test_attention_that_disagrees_with_its_probabilities_is_refuted(falsifiers: Any, synthetic: Any,
                                                                     tmp_path: Path) -> None:
     """A fused kernel whose output is not softmax . v (the scores and softmax captured fine)."""
-    from pv.capture import aprt, directory
+    from pv.capture.store import aprt, directory
     from pv.capture.trace import capture
 
     cap = capture(synthetic, tokens=[3, 17, 42, 101, 7, 250, 64, 9], output=tmp_path / "cap").output

@@ -46,7 +46,7 @@ def capture_base() -> dict[str, Any]:
     """A small pv capture (four stages, manifest) as {relative path: bytes}, plus its manifest."""
     import tempfile
 
-    from pv.capture import directory
+    from pv.capture.store import directory
     rng = np.random.default_rng(0)
     tensors = {
         ("embedding", 0): rng.standard_normal((3, 8)),
@@ -197,8 +197,8 @@ def model_config_cases() -> st.SearchStrategy[Any]:
 
 
 def run_model_config(case: tuple[str, bytes | str], workdir: Path) -> harness.Outcome:
-    from pv.capture.config import check_values
-    from pv.capture.models import model_config
+    from pv.capture.model.config import check_values
+    from pv.capture.model.load import model_config
 
     d = workdir / "model"
     place(d / "config.json", case[1])

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from pv import files
-from pv.capture import directory
-from pv.capture.models import LoadedModel
+from pv.capture.model.load import LoadedModel
 from pv.capture.plan import Tap, stage_keys
-from pv.capture.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
+from pv.capture.store import directory
+from pv.capture.store.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
 from pv.capture.trace import (
     TracePlan,
     _provenance_summary,

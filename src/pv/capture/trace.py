@@ -26,13 +26,13 @@ import numpy as np
 
 from pv import environment
 from pv import stages as stage_table
-from pv.capture import aprt, directory
-from pv.capture.config import ModelConfig
-from pv.capture.engine import DTYPES, resolve_device
+from pv.capture.engine.runner import DTYPES, resolve_device
 from pv.capture.faults import FaultSpec, check_fault
-from pv.capture.models import LoadedModel, load_model, model_config
+from pv.capture.model.config import ModelConfig
+from pv.capture.model.load import LoadedModel, load_model, model_config
 from pv.capture.plan import CapturePlan, Tap, stage_keys
-from pv.capture.steps import GENERATE_FILE
+from pv.capture.store import aprt, directory
+from pv.capture.store.steps import GENERATE_FILE
 from pv.errors import PvError
 
 ENGINES = ("pv", "hf", "llama.cpp")
@@ -157,11 +157,11 @@ def make_plan(
         raise PvError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     resolve_device(device)
     if engine_name == "llama.cpp":
-        from pv.capture.llamacpp import check_plan
+        from pv.capture.llamacpp.runner import check_plan
 
         spec: Any = check_plan(model, device, dtype_name, fault, config.num_hidden_layers)
     else:
-        from pv.capture.kvcache import parse_any_fault  # prefill and decode-only faults
+        from pv.capture.engine.kvcache import parse_any_fault  # prefill and decode-only faults
 
         spec = parse_any_fault(fault) if isinstance(fault, str) else fault
     if spec is not None and engine_name != "llama.cpp":
@@ -256,18 +256,18 @@ def make_runner(plan: TracePlan, model: LoadedModel) -> Any:
     """The engine a plan names: pv's, the transformers oracle, or llama.cpp."""
     runner: Any
     if plan.engine == "llama.cpp":
-        from pv.capture.llamacpp import LlamaCppRunner
+        from pv.capture.llamacpp.runner import LlamaCppRunner
 
         runner = LlamaCppRunner(plan.model, model.config, fault=plan.fault)
     elif plan.engine == "hf":
         try:
-            from pv.capture.oracle import HFOracle
+            from pv.capture.oracle.runner import HFOracle
         except ImportError as exc:
             raise PvError(f"--engine hf: the transformers oracle is not available ({exc})") from None
         runner = HFOracle(model, device=plan.device, dtype=plan.dtype, device_map=plan.device_map,
                           offload_dir=plan.offload_dir)
     else:
-        from pv.capture.engine import Engine
+        from pv.capture.engine.runner import Engine
 
         runner = Engine(model, device=plan.device, dtype=plan.dtype, fault=plan.fault)
     return runner

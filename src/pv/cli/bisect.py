@@ -275,38 +275,38 @@ def command(
     if plan.generate and (plan.isolate or plan.plot or plan.report):
         raise PvError("--generate works without --isolate, --plot and --report")
     if plan.generate and plan.a is not None:
-        from pv.capture.steps import load as load_generation
+        from pv.capture.store.steps import load as load_generation
 
         load_generation(plan.a)  # both must be generation captures: fail before any work
         load_generation(plan.b or plan.a)
     tols = build_tolerances(threshold, rtol, atol, config_file)
     config = None
     if plan.model is not None:
-        from pv.capture.models import model_config
+        from pv.capture.model.load import model_config
         from pv.capture.runtime import prefer_passive_openmp
 
         prefer_passive_openmp()  # bisect --model captures both sides
 
         config = model_config(plan.model)
         if plan.a is None or plan.isolate:
-            from pv.capture.engine import resolve_device
+            from pv.capture.engine.runner import resolve_device
 
             resolve_device(plan.device)  # a missing GPU fails here, before the weights load
         if "llama.cpp" in (plan.engine, plan.reference) and (plan.a is None or plan.isolate):
-            from pv.capture.llamacpp import check_plan
+            from pv.capture.llamacpp.runner import check_plan
 
             # A GGUF file, the CPU, float32 and the fault: before either side captures.
             check_plan(plan.model, plan.device, plan.dtype.lower(),
                        plan.fault if plan.engine == "llama.cpp" else None, config.num_hidden_layers)
         if plan.fault is not None and plan.engine != "llama.cpp":
+            from pv.capture.engine.kvcache import is_decode_fault, parse_any_fault
             from pv.capture.faults import check_fault
-            from pv.capture.kvcache import is_decode_fault, parse_any_fault
 
             spec = parse_any_fault(plan.fault)
             check_fault(spec, config.num_hidden_layers, config.features)
             if is_decode_fault(spec) and plan.generate < 2:
                 raise PvError(f"fault {spec} only acts at decode steps: give --generate 2 or more")
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
 
     if plan.a is not None and plan.b is not None:
         # With --isolate, this project's engine is rerun against reference B layer by layer.
@@ -333,7 +333,7 @@ def _finish(
         from pv.cli.bisect_generate import finish_generation
 
         return finish_generation(plan, a, b, config, tols, fmt, verbose)
-    from pv.capture import directory
+    from pv.capture.store import directory
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown
 
@@ -341,7 +341,7 @@ def _finish(
     result = bisect(a, ref_capture, model=config, tolerances=tols, verify=plan.verify)
     iso = None
     if plan.isolate and loaded is not None:
-        from pv.capture.engine import Engine
+        from pv.capture.engine.runner import Engine
         from pv.compare.isolate import isolate
 
         engine = Engine(loaded, device=plan.device, dtype=plan.dtype, fault=plan.fault)

@@ -109,7 +109,7 @@ def command(
     wanted = [s.name for s in stage_table.parse_stages(stages)] if stages else None
     config = None
     if model is not None:
-        from pv.capture.models import model_config
+        from pv.capture.model.load import model_config
 
         config = model_config(model)
     report = diff_paths(a, b, model=config, tolerances=tols, stages=wanted, top_k=top_k, verify=not no_verify)

@@ -22,8 +22,8 @@ from pv.errors import ExitCode
 def command(dumps: tuple[str, ...], mapping_spec: str, output: str, model: str | None, check: bool,
             fmt: str) -> int:
     """Turn DUMP files (.npy, .npz, .safetensors; directories of them) into an APRT capture."""
-    from pv.capture import mapping
-    from pv.capture.importer import import_dumps
+    from pv.capture.importer import mapping
+    from pv.capture.importer.convert import import_dumps
 
     mp = mapping.load(mapping_spec)
     if check:
@@ -33,7 +33,7 @@ def command(dumps: tuple[str, ...], mapping_spec: str, output: str, model: str |
         return int(ExitCode.OK)
     config = None
     if model is not None:
-        from pv.capture.models import model_config
+        from pv.capture.model.load import model_config
 
         config = model_config(model)
     result = import_dumps(dumps, mp, output, config=config)

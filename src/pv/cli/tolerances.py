@@ -29,7 +29,7 @@ def measure(models: tuple[str, ...], tokens: str, dtypes: tuple[str, ...], margi
     from pv.capture.runtime import prefer_passive_openmp
 
     prefer_passive_openmp()
-    from pv.capture.models import load_model
+    from pv.capture.model.load import load_model
     from pv.capture.trace import parse_tokens
     from pv.compare import noise
 

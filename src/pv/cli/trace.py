@@ -13,7 +13,7 @@ from pv.errors import ExitCode, PvError
 
 if TYPE_CHECKING:
     from pv.capture.generate import GenerateResult
-    from pv.capture.models import LoadedModel
+    from pv.capture.model.load import LoadedModel
     from pv.capture.trace import TracePlan
 
 
@@ -53,7 +53,7 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     from pv.capture.runtime import prefer_passive_openmp
 
     prefer_passive_openmp()
-    from pv.capture.models import load_model, model_config
+    from pv.capture.model.load import load_model, model_config
     from pv.capture.trace import check_output, make_plan, run_plan
 
     check_output(Path(output), force)  # cheap, and before a GGUF file is dequantised
@@ -61,7 +61,7 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
                      overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir)
-    from pv.capture.kvcache import is_decode_fault
+    from pv.capture.engine.kvcache import is_decode_fault
 
     if is_decode_fault(plan.fault) and generate < 2:
         raise PvError(f"fault {plan.fault} only acts at decode steps: give --generate 2 or more")
@@ -144,7 +144,7 @@ def _swap_in(root: Path, staging: Path) -> None:
     or a single capture's manifest and stage files); then the new steps move
     in, ``generate.json`` last. Nothing else in ``root`` is touched.
     """
-    from pv.capture.steps import GENERATE_FILE
+    from pv.capture.store.steps import GENERATE_FILE
     from pv.capture.trace import clear_capture
 
     try:

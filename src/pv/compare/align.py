@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import aprt
-from pv.capture.config import ModelConfig
+from pv.capture.model.config import ModelConfig
+from pv.capture.store import aprt
 
 #: How layout letters read in reports.
 DIM_NAMES: dict[str, str] = {

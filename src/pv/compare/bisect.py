@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import stages as stage_table
-from pv.capture import aprt, directory
+from pv.capture.store import aprt, directory
 from pv.compare.diff import DiffReport, StageRecord, diff_captures
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
@@ -195,7 +195,7 @@ def bisect_generation(
     not comparable unless both sides were fed the same tokens (``pv bisect
     --model --generate`` feeds the engine under test the reference's tokens).
     """
-    from pv.capture import steps as gen_steps
+    from pv.capture.store import steps as gen_steps
 
     ra, rb = Path(a), Path(b)
     ga, gb = gen_steps.load(ra), gen_steps.load(rb)

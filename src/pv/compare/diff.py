@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import aprt, directory
-from pv.capture.config import ModelConfig
+from pv.capture.model.config import ModelConfig
+from pv.capture.store import aprt, directory
 from pv.compare import align, metrics
 from pv.compare.tolerances import Tolerance, Tolerances, dtype_class, judge, looser
 from pv.errors import PvError
@@ -128,7 +128,7 @@ def _config(model: Any) -> ModelConfig | None:
     if isinstance(cfg, ModelConfig):
         return cfg
     if isinstance(model, (str, Path)):
-        from pv.capture.models import model_config
+        from pv.capture.model.load import model_config
 
         return model_config(str(model))
     raise TypeError(f"model must be a ModelConfig, LoadedModel or spec, not {type(model).__name__}")

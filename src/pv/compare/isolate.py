@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import aprt, directory
-from pv.capture.config import ModelConfig
+from pv.capture.model.config import ModelConfig
+from pv.capture.store import aprt, directory
 from pv.compare.diff import PASS, DiffReport, StageRecord, _side_dtype, compare_arrays
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError

@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from pv import files
-from pv.contract.load import ContractLoadError, load_document
+from pv.contract.load import MAX_BYTES, ContractLoadError, load_document, parse_text
 from pv.contract.statuses import status_elsewhere
 
 
@@ -53,9 +51,9 @@ def fix_file(path: Path) -> list[Fix]:
     text = doc.text
     for start, end, fix in sorted(edits, key=lambda e: e[0], reverse=True):
         text = text[:start] + fix.new + text[end:]
-    yaml.safe_load(text)  # the edit keeps the file valid YAML (raises if not: never written)
-    current = load_document(path).text
-    if current != doc.text:
+    parse_text(path, text)  # the edit keeps the file a readable contract (raises if not: never written)
+    raw = files.read_regular(path, MAX_BYTES)
+    if load_document(path).text != doc.text:
         return []  # changed underneath us: leave it to the next run
-    files.replace_text(path, ("\ufeff" if path.read_bytes().startswith(b"\xef\xbb\xbf") else "") + text)
+    files.replace_text(path, ("\ufeff" if raw.startswith(b"\xef\xbb\xbf") else "") + text)
     return [fix for _, _, fix in sorted(edits, key=lambda e: e[0])]

@@ -13,15 +13,12 @@ from typing import Any
 
 import yaml
 
-from pv.bounded import DuplicateKeyError
+from pv import safeyaml
+from pv.safeyaml import DuplicateKeyError, Refused, RefusedTag, ValueProblem
 
-
-class ValueProblem(yaml.constructor.ConstructorError):
-    """A scalar whose text does not fit its tag (``!!int abc``) or pv's bounds."""
-
-
-def clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+#: The rule each bound of the YAML loader's structure scan falls under.
+_REFUSED_RULES = {safeyaml.DEPTH: "PV009", safeyaml.ALIASES: "PV007", safeyaml.EXPANSION: "PV007",
+                  safeyaml.RECURSIVE: "PV007"}
 
 
 def position(mark: Any) -> tuple[int, int]:
@@ -59,12 +56,21 @@ def explain(exc: yaml.YAMLError, text: str, max_depth: int) -> tuple[str, str, i
     if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
         return ("PV005", "several YAML documents in one file; a contract is exactly one document",
                 line, col)
+    if isinstance(exc, Refused):
+        return _REFUSED_RULES[exc.kind], exc.problem, line, col
     if isinstance(exc, DuplicateKeyError):
         return "PV004", problem, line, col
+    if isinstance(exc, RefusedTag):
+        if "python/" in exc.tag:
+            return "PV008", f"tag {exc.tag} is refused: pv never constructs Python objects", line, col
+        if exc.known:
+            message = f"tag {exc.tag} is not supported in a contract (it builds a value that is not plain data)"
+            return "PV008", message, line, col
+        written = exc.tag.replace("!!", "tag:yaml.org,2002:", 1)
+        return "PV008", f"unsupported YAML tag {exc.tag}: could not determine a constructor for the tag {written!r}", \
+            line, col
     if isinstance(exc, ValueProblem):
-        refused = problem.startswith("tag ")
-        return ("PV008" if refused else "PV004",
-                problem if refused else f"invalid YAML value: {problem}", line, col)
+        return "PV004", f"invalid YAML value: {problem}", line, col
     if isinstance(exc, yaml.constructor.ConstructorError) and "unhashable" in problem:
         return "PV004", "invalid YAML: a mapping key is a list or a mapping", line, col
     if isinstance(exc, yaml.constructor.ConstructorError):

@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from pv import files, safeyaml
+from pv.contract.load import MAX_BYTES as MAX_CONTRACT_BYTES
 from pv.errors import PvError
-from pv.files import replace_bytes
 
 _SAFE_STATUS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 #: The ``Change.falsifier_id`` of a ``metadata.status`` update (no falsifier id has this form).
@@ -83,7 +84,7 @@ def _check_status(new: str, where: str) -> None:
 def _plan_edits(text: str, statuses: Mapping[str, str], where: str,
                 metadata_status: str | None = None) -> tuple[list[tuple[int, int, str]], list[Change]]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = safeyaml.compose(text)
     except yaml.YAMLError as exc:
         raise RewriteError(f"{where}: not valid YAML: {exc}".splitlines()[0]) from None
     edits: list[tuple[int, int, str]] = []
@@ -175,7 +176,18 @@ def _parse(text: str, where: str) -> Any:
 
 def rewrite_text(text: str, statuses: Mapping[str, str], where: str = "<contract>",
                  metadata_status: str | None = None) -> tuple[str, list[Change]]:
-    """The contract text with the given falsifier (and metadata) statuses, and what changed."""
+    """The contract text with the given falsifier (and metadata) statuses, and what changed.
+
+    A byte-order mark is set aside while the edits are planned: the loader's marks do not
+    count it, and it is put back in front of the result.
+    """
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    out, changes = _rewrite(text[len(bom):], statuses, where, metadata_status)
+    return bom + out, changes
+
+
+def _rewrite(text: str, statuses: Mapping[str, str], where: str,
+             metadata_status: str | None) -> tuple[str, list[Change]]:
     before = _parse(text, where)  # refuses what pv's loader refuses before any node is walked
     edits, changes = _plan_edits(text, statuses, where, metadata_status)
     out = text
@@ -201,11 +213,10 @@ def rewrite_statuses(path: str | os.PathLike[str], statuses: Mapping[str, str],
     """
     p = Path(path)
     try:
-        raw = p.read_bytes()
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = files.read_regular(p, MAX_CONTRACT_BYTES).decode("utf-8")
+    except (OSError, ValueError) as exc:
         raise RewriteError(f"{p}: cannot read contract: {exc}") from None
     new_text, changes = rewrite_text(text, statuses, str(p), metadata_status)
     if changes:
-        replace_bytes(p, new_text.encode("utf-8"))
+        files.replace_bytes(p, new_text.encode("utf-8"))
     return changes

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from pv import files, repo
+from pv import files, repo, safeyaml
 from pv.contract import claims
 from pv.errors import PvError
 from pv.falsify.catalog import Contract, load_contracts, select
@@ -53,13 +53,19 @@ def entry_text(entry: dict[str, Any], indent: str, nl: str) -> str:
 
 
 def add_entry(text: str, entry: dict[str, Any], where: str) -> str:
-    """``text`` with ``entry`` appended to its ``claim_changes`` (created when absent)."""
+    """``text`` with ``entry`` appended to its ``claim_changes`` (created when absent); a
+    byte-order mark is set aside while the place is found (the loader's marks do not count it)."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    return bom + _add_entry(text[len(bom):], entry, where)
+
+
+def _add_entry(text: str, entry: dict[str, Any], where: str) -> str:
     from pv.contract.load import parse_text
 
     nl = "\r\n" if "\r\n" in text else "\n"
     try:
         before = parse_text(Path(where), text).data
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = safeyaml.compose(text)
     except (PvError, yaml.YAMLError) as exc:
         raise PvError(f"refusing to rewrite {where}: {str(exc).splitlines()[0]}") from None
     if not isinstance(root, yaml.MappingNode):

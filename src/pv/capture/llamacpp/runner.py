@@ -43,17 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from pv.capture import gguf_model
-from pv.capture.config import ModelConfig
-from pv.capture.ggml import Ggml, GgmlTensor, tensor_at
-from pv.capture.llamacpp_faults import (
-    LLAMA_FAULTS,
-    LlamaFault,
-    LlamaFaultSpec,
-    apply_fault,
-    parse_llama_fault,
-)
-from pv.capture.llamacpp_nodes import (
+from pv.capture.llamacpp.ggml import Ggml, GgmlTensor, tensor_at
+from pv.capture.llamacpp.nodes import (
     GRAPHS,
     NOT_EXPOSED,
     RULES,
@@ -63,6 +54,15 @@ from pv.capture.llamacpp_nodes import (
     halves_from_pairs,
     split_name,
 )
+from pv.capture.llamacpp_faults import (
+    LLAMA_FAULTS,
+    LlamaFault,
+    LlamaFaultSpec,
+    apply_fault,
+    parse_llama_fault,
+)
+from pv.capture.model import gguf as gguf_model
+from pv.capture.model.config import ModelConfig
 from pv.errors import PvError
 from pv.stages import absent
 

@@ -2,9 +2,9 @@
 
 Nodes are identified by ggml name (``attn_norm-3``: base name and layer), ggml op
 and occurrence, because one name covers several ops (``Qcur-N`` is a MUL_MAT,
-a RESHAPE and a ROPE). The table is read by ``pv.capture.llamacpp``; the
+a RESHAPE and a ROPE). The table is read by ``pv.capture.llamacpp.runner``; the
 ``pv import`` mappings for llama.cpp dumps (``pv/mappings/llama.cpp*.yaml``) are
-rendered from it by ``pv.capture.llamacpp_mapping``.
+rendered from it by ``pv.capture.llamacpp.mappings``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One mapping per llama.cpp graph (``llama.cpp`` for the llama graph,
 ``llama.cpp-qwen2``, ``llama.cpp-qwen3``, ``llama.cpp-qwen3moe``,
 ``llama.cpp-gemma3``, and ``llama.cpp-mixtral`` for the llama graph's MoE
-branch), each written from :data:`pv.capture.llamacpp_nodes.GRAPHS` (and ``LLAMA_MOE``)
+branch), each written from :data:`pv.capture.llamacpp.nodes.GRAPHS` (and ``LLAMA_MOE``)
 so that the node names, the layout conversions and the stages they feed have
 one source: the table ``--engine llama.cpp`` reads. The shipped YAML files are
 this module's output (``scripts/gen_llamacpp_mappings.py`` rewrites them; a
@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pv.capture.llamacpp_nodes import GRAPHS, LLAMA_MOE, Graph, Rule, graph_for
+from pv.capture.llamacpp.nodes import GRAPHS, LLAMA_MOE, Graph, Rule, graph_for
 from pv.errors import PvError
 
 #: mapping key -> node table: every llama.cpp graph, and the llama graph's MoE
@@ -47,7 +47,7 @@ _HEADS = {"q_post_rope": "NH", "q_norm": "NH", "k_post_rope": "KVH", "k_norm": "
 
 def families(arch: str) -> list[str]:
     """pv model families whose GGUFs llama.cpp runs with this table."""
-    from pv.capture.arch import FAMILIES
+    from pv.capture.model.arch import FAMILIES
 
     out = []
     for fam in FAMILIES.values():
@@ -153,7 +153,7 @@ def render(arch: str) -> str:
     graph = TABLES[arch]
     source = "LLAMA_MOE" if graph is LLAMA_MOE else f"GRAPHS['{arch}']"
     head = [
-        f"# Generated from pv.capture.llamacpp_nodes.{source} by pv.capture.llamacpp_mapping",
+        f"# Generated from pv.capture.llamacpp.nodes.{source} by pv.capture.llamacpp.mappings",
         "# (scripts/gen_llamacpp_mappings.py); edit the table, not this file.",
         f"# llama.cpp's {_title(arch)}, for a prefill of one sequence from an empty KV cache,",
         "# dumped with flash attention off (e.g. by llama.cpp's eval-callback, one array per node:",

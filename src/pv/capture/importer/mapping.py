@@ -33,7 +33,7 @@ from pv.errors import PvError
 
 FORMAT = "pv-mapping"
 VERSION = 1
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "mappings"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "mappings"
 
 #: transform name -> kind of argument it takes.
 TRANSFORMS: dict[str, str] = {
@@ -259,7 +259,7 @@ def parse(data: Any, where: str) -> Mapping:
 def _families(raw: Any, where: str) -> tuple[str, ...]:
     if raw is None:
         return ()
-    from pv.capture.arch import FAMILIES
+    from pv.capture.model.arch import FAMILIES
 
     if not isinstance(raw, list) or not raw or not all(isinstance(f, str) for f in raw):
         raise _fail(where, "families is a non-empty list of pv model families")

@@ -7,16 +7,16 @@ attention (sliding-window on the layers whose mask policy says so) -> o_proj
 (-> sandwich norm) -> residual -> RMSNorm -> gate|up -> SiLU or tanh-GELU ->
 product -> down, or a top-k routed expert block (MoE) (-> sandwich norm) ->
 residual, then the final norm and lm_head. What a family has comes from the
-architecture registry (``pv.capture.arch``) through ``ModelConfig``; the
-weights are prepared in ``pv.capture.weights``, attention is
-``pv.capture.attention`` and the KV cache ``pv.capture.kvcache``.
+architecture registry (``pv.capture.model.arch``) through ``ModelConfig``; the
+weights are prepared in ``pv.capture.engine.weights``, attention is
+``pv.capture.engine.attention`` and the KV cache ``pv.capture.engine.kvcache``.
 
 Why it is built this way:
 
 - **Capture is additive.** Each capture point is ``if tap is not None and
   tap.wants(...)``; nothing else depends on the tap. The attention output always
   comes from the same kernel, and the score and probability matrices are
-  computed beside it only when asked for (``pv.capture.attention``). So the
+  computed beside it only when asked for (``pv.capture.engine.attention``). So the
   logits are byte-identical with and without a plan; the manifest gives those
   two stages ``provenance: recomputed`` (every other file is ``observed``: the
   tensor the forward itself used).
@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture import blocks, kvcache
-from pv.capture.attention import Attention
+from pv.capture.engine import blocks, kvcache
+from pv.capture.engine.attention import Attention
+from pv.capture.engine.weights import LayerWeights, load
 from pv.capture.faults import FaultSpec, check_fault
-from pv.capture.models import LoadedModel
-from pv.capture.weights import LayerWeights, load
+from pv.capture.model.load import LoadedModel
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:

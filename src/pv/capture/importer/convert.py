@@ -1,6 +1,6 @@
 """``pv import``: tensors dumped by any engine, turned into an APRT capture through a mapping.
 
-The steps: read every dump file (``pv.capture.dumps``, no pickle), find each
+The steps: read every dump file (``pv.capture.importer.dumps``, no pickle), find each
 file's tensor-parallel rank when the mapping has a ``tensor_parallel`` block,
 match every tensor name against the mapping's rules (first match wins), apply
 the rule's layout transforms to each shard, put the shards back together along
@@ -24,9 +24,10 @@ import numpy as np
 
 from pv import environment, files
 from pv import stages as stage_table
-from pv.capture import directory, dumps
-from pv.capture.config import ModelConfig
-from pv.capture.mapping import Mapping, Rule, Transform
+from pv.capture.importer import dumps
+from pv.capture.importer.mapping import Mapping, Rule, Transform
+from pv.capture.model.config import ModelConfig
+from pv.capture.store import directory
 from pv.errors import PvError
 
 #: Replicated shards may differ by all-reduce order; beyond this they are not replicas.

@@ -5,7 +5,7 @@ float16 or GGUF-dequantised arrays) and is then cast to the compute dtype, so
 all dtypes start from the same values. Wq|Wk|Wv and W_gate|W_up are
 concatenated once here, so the forward does one matmul where the equations
 have two or three. Which weights a layer has comes from the family's weight
-roles (``pv.capture.arch``); a role the family lacks is ``None``.
+roles (``pv.capture.model.arch``); a role the family lacks is ``None``.
 
 Two things are decided here rather than in the forward because they change the
 weights themselves: Gemma's norm weights are stored as ``1 + w`` in float32
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pv.capture.models import LoadedModel
+from pv.capture.model.load import LoadedModel
 from pv.errors import require
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from pv import bounded
-from pv.capture import arch
-from pv.capture.config import SYNTHETIC, ConfigValueError, ModelConfig
+from pv.capture.model import arch
+from pv.capture.model.config import SYNTHETIC, ConfigValueError, ModelConfig
 from pv.errors import PvError, require
 
 #: Architectures the engine implements (``config.json``'s ``model_type``): the registry's families.
@@ -131,7 +131,7 @@ def check_state_dict(config: ModelConfig, state_dict: Mapping[str, np.ndarray], 
 
 def synthetic_model(family: str | None = None) -> LoadedModel:
     """The built-in model (Qwen2-style), or ``synthetic:FAMILY``: seeded weights in that family's shape."""
-    from pv.capture.synthetic import family_config, synthetic_state_dict
+    from pv.capture.model.synthetic import family_config, synthetic_state_dict
 
     config = SYNTHETIC if family is None else family_config(family)
     sd = synthetic_state_dict(config)
@@ -141,7 +141,7 @@ def synthetic_model(family: str | None = None) -> LoadedModel:
 
 def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
     """Map a transformers ``config.json`` onto ``ModelConfig``; refuse what the engine lacks."""
-    from pv.capture.hf_config import config_from_hf as mapped
+    from pv.capture.model.hf_config import config_from_hf as mapped
 
     try:
         return mapped(data, source)
@@ -199,7 +199,7 @@ def load_hf_directory(directory: Path) -> LoadedModel:
         raise PvError(f"{directory}: no *.safetensors files")
     sd = _load_safetensors(files)
     if config.family.moe:
-        from pv.capture.hf_config import stack_experts
+        from pv.capture.model.hf_config import stack_experts
 
         sd = stack_experts(sd, config)
     if config.tie_word_embeddings:
@@ -216,7 +216,7 @@ def model_config(spec: str) -> ModelConfig:
     if spec == "synthetic":
         return SYNTHETIC
     if spec.startswith("synthetic:"):
-        from pv.capture.synthetic import family_config
+        from pv.capture.model.synthetic import family_config
 
         return family_config(spec.partition(":")[2])
     path = Path(spec)
@@ -250,7 +250,7 @@ def load_model(spec: str | os.PathLike[str]) -> LoadedModel:
         key = (str(path.resolve()), st.st_mtime, st.st_size)
         if key not in _CACHE:
             try:
-                from pv.capture.gguf_model import load_gguf
+                from pv.capture.model.gguf import load_gguf
             except ImportError as exc:
                 raise PvError(f"{path}: GGUF support is not available: {exc}") from None
             _CACHE.clear()

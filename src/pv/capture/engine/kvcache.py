@@ -29,7 +29,7 @@ import torch
 from pv.capture.faults import DEFAULT_LAYER, Fault, FaultSpec, fault_layer, parse_fault
 
 if TYPE_CHECKING:
-    from pv.capture.attention import Attention
+    from pv.capture.engine.attention import Attention
 
 DECODE_FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("rope_position_ignores_cache", "q_post_rope",

@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pv.capture import arch
-from pv.capture.config import ModelConfig
-from pv.capture.models import LoadedModel
+from pv.capture.model import arch
+from pv.capture.model.config import ModelConfig
+from pv.capture.model.load import LoadedModel
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class HFOracle:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
         torch = require("torch")
         transformers = require("transformers")
-        from pv.capture.engine import resolve_device, torch_dtype
+        from pv.capture.engine.runner import resolve_device, torch_dtype
 
         self.torch = torch
         self.loaded = model
@@ -517,7 +517,7 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
     if family.name in ("qwen2", "qwen3", "qwen3_moe"):
         kwargs["use_sliding_window"] = False
     if family.moe:
-        from pv.capture.hf_config import moe_config
+        from pv.capture.model.hf_config import moe_config
 
         kwargs.update(moe_config(cfg), output_router_logits=False)
     if family.name == "gemma3_text":

@@ -6,7 +6,7 @@ transformers oracle both read Hugging Face names and the Hugging Face row order,
 so the loader dequantises every tensor with the ``gguf`` package, renames it and
 undoes the converter's Q/K row permutation. The architecture facts come from the
 file's metadata (``llama.*`` / ``qwen2.*`` keys), the tokenizer from the
-vocabulary and merges embedded in it (``pv.capture.tokenizer``).
+vocabulary and merges embedded in it (``pv.capture.model.tokenizer``).
 
 Every way a file can be unusable (not a GGUF, an architecture or a quantisation
 pv cannot run, a missing tensor) is a ``PvError`` with one line of text.
@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pv import files
-from pv.capture import arch as families
-from pv.capture.config import ModelConfig
-from pv.capture.gguf_reader import open_gguf
+from pv.capture.model import arch as families
+from pv.capture.model.config import ModelConfig
+from pv.capture.model.gguf_reader import open_gguf
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
-    from pv.capture.models import LoadedModel
-    from pv.capture.tokenizer import GGUFTokenizer
+    from pv.capture.model.load import LoadedModel
+    from pv.capture.model.tokenizer import GGUFTokenizer
 
 #: ``general.architecture`` values pv reads: the registry's families that name one.
 ARCHITECTURES = tuple(dict.fromkeys(f.gguf_arch for f in families.FAMILIES.values() if f.gguf_arch))
@@ -235,7 +235,7 @@ def _query_scalar(scale: Any, head_dim: int) -> float:
 
 
 def _expected_names(config: ModelConfig) -> set[str]:
-    from pv.capture.models import expected_shapes
+    from pv.capture.model.load import expected_shapes
 
     return set(expected_shapes(config))
 
@@ -320,7 +320,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
             values = values - np.float32(config.family.gguf_norm_shift)  # llama.cpp stored 1 + w
         state_dict[name] = values
 
-    from pv.capture.models import check_state_dict
+    from pv.capture.model.load import check_state_dict
 
     check_state_dict(config, state_dict, str(path))  # e.g. fewer experts stored than expert_count says
     metadata = {
@@ -330,7 +330,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     }
     tokenizer = None
     if with_tokenizer:
-        from pv.capture.tokenizer import tokenizer_from_gguf_fields
+        from pv.capture.model.tokenizer import tokenizer_from_gguf_fields
 
         tokenizer = tokenizer_from_gguf_fields(reader, path)
     return GGUFContents(config, state_dict, metadata, quant_types, tokenizer)
@@ -374,7 +374,7 @@ def _supported_quant_types(gguf: Any) -> set[Any]:
 
 def load_gguf(path: str | Path) -> LoadedModel:
     """A ``LoadedModel`` with real (dequantised) weights from a GGUF file."""
-    from pv.capture.models import LoadedModel, fingerprint
+    from pv.capture.model.load import LoadedModel, fingerprint
 
     contents = read_gguf(path)
     return LoadedModel(

@@ -8,15 +8,15 @@ from typing import Any
 
 from pv import stages
 from pv.bounded import brief
-from pv.capture import arch
+from pv.capture.model import arch
 from pv.errors import PvError
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A decoder of one registered family (``pv.capture.arch``). Weights use Hugging Face names."""
+    """A decoder of one registered family (``pv.capture.model.arch``). Weights use Hugging Face names."""
 
-    architecture: str  # a family name in pv.capture.arch.FAMILIES ("qwen2", "llama", "gemma3_text", ...)
+    architecture: str  # a family name in pv.capture.model.arch.FAMILIES ("qwen2", "llama", "gemma3_text", ...)
     vocab_size: int
     hidden_size: int
     intermediate_size: int

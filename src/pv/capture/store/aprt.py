@@ -11,7 +11,7 @@ A file's digest is BLAKE3 of its bytes (header included, what ``b3sum``
 prints): as collision-resistant as sha256 and about 4x faster, which matters
 when a capture hashes a few hundred MiB beside a forward. Manifests written
 before record ``sha256`` instead; ``digest_problem`` checks either. How files
-make up a capture directory, with its manifest: ``pv.capture.directory``.
+make up a capture directory, with its manifest: ``pv.capture.store.directory``.
 
 Only numpy and blake3 are needed here, so comparing captures never imports torch.
 """

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from pv.capture.config import SYNTHETIC, ModelConfig
+from pv.capture.model.config import SYNTHETIC, ModelConfig
 from pv.errors import PvError
 
 SEED = 20260501
@@ -48,7 +48,7 @@ FAMILY_CONFIGS: dict[str, ModelConfig] = {
 
 def family_config(name: str) -> ModelConfig:
     """The small config of ``synthetic:FAMILY`` (family names or ``model_type`` aliases)."""
-    from pv.capture import arch
+    from pv.capture.model import arch
 
     try:
         family = arch.get(name)

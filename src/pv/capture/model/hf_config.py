@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from pv.capture import arch
-from pv.capture.config import ModelConfig
+from pv.capture.model import arch
+from pv.capture.model.config import ModelConfig
 from pv.errors import PvError
 
 

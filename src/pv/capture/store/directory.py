@@ -2,7 +2,7 @@
 
 A capture directory holds ``layer-<N>/<stage>.bin`` for per-layer stages (and
 ``embedding`` in ``layer-0/``), ``<stage>.bin`` for ``final_norm`` and ``lm_head``
-(each an APRT file, ``pv.capture.aprt``), and optionally ``manifest.json``
+(each an APRT file, ``pv.capture.store.aprt``), and optionally ``manifest.json``
 describing shapes, layouts, digests and the run. Files written by other engines
 come without a manifest; readers cope with that. ``CaptureWriter`` streams
 stages in and writes the manifest last, so a capture cut short never claims
@@ -28,8 +28,8 @@ import numpy as np
 
 from pv import bounded, files
 from pv import stages as stage_table
-from pv.capture import aprt
-from pv.capture.aprt import DIGEST, DIGESTS, AprtError, Header, digest_file, read_header
+from pv.capture.store import aprt
+from pv.capture.store.aprt import DIGEST, DIGESTS, AprtError, Header, digest_file, read_header
 from pv.errors import PvError
 
 MANIFEST = "manifest.json"

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from pv.capture import arch
-from pv.capture.config import ModelConfig
+from pv.capture.model import arch
+from pv.capture.model.config import ModelConfig
 from pv.errors import PvError, require
 
 
 def write_hf_directory(config: ModelConfig, state_dict: dict[str, np.ndarray], directory: str | Path) -> Path:
     """``config.json`` + ``model.safetensors`` as transformers checkpoints have them."""
-    from pv.capture.hf_config import to_hf_dict
+    from pv.capture.model.hf_config import to_hf_dict
 
     safetensors_numpy = require("safetensors.numpy")
     out = Path(directory)
@@ -89,7 +89,7 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     as converters wrote them before llama.cpp stacked them, instead of stacked.
     """
     gguf = require("gguf")
-    from pv.capture.blocks import llama3_factors
+    from pv.capture.engine.blocks import llama3_factors
 
     family = config.family
     if per_expert and not (family.moe and family.gguf_arch == "llama"):

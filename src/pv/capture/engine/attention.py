@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pv.capture import blocks, kvcache
-from pv.capture.config import ModelConfig
+from pv.capture.engine import blocks, kvcache
 from pv.capture.faults import ATTENTION_FAULTS
+from pv.capture.model.config import ModelConfig
 from pv.errors import require
 
 if TYPE_CHECKING:

@@ -320,6 +320,6 @@ def _sentencepiece_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | N
 
 def load_gguf_tokenizer(path: str | Path) -> GGUFTokenizer | None:
     """The tokenizer embedded in a GGUF file, without dequantising any weights."""
-    from pv.capture.gguf_reader import open_gguf
+    from pv.capture.model.gguf_reader import open_gguf
 
     return tokenizer_from_gguf_fields(open_gguf(path), path)

@@ -1,0 +1,3 @@
+"""``pv import``: tensors another engine dumped (``.npy``, ``.npz``, safetensors), turned into a
+capture through a mapping file.
+"""
