@@ -11,7 +11,8 @@ import pytest
 from pv import stages
 from pv.capture.engine.runner import Engine
 from pv.capture.model.config import SYNTHETIC
-from pv.capture.model.load import LoadedModel, fingerprint, load_model
+from pv.capture.model.load import load_model
+from pv.capture.model.loaded import LoadedModel, fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
 from pv.capture.plan import CapturePlan, Tap
 from pv.capture.store import aprt, directory

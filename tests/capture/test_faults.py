@@ -10,7 +10,8 @@ import pytest
 from pv import stages
 from pv.capture import faults
 from pv.capture.engine.runner import Engine
-from pv.capture.model.load import LoadedModel, load_model
+from pv.capture.model.load import load_model
+from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import CapturePlan, Tap
 from pv.capture.store import aprt, directory
 from pv.errors import PvError

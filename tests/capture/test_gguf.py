@@ -18,7 +18,8 @@ import pytest
 
 from pv.capture.model.config import SYNTHETIC
 from pv.capture.model.gguf import hf_name, load_gguf, read_gguf, unpermute_rope_rows
-from pv.capture.model.load import fingerprint, load_model
+from pv.capture.model.load import load_model
+from pv.capture.model.loaded import fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
 from pv.errors import PvError
 

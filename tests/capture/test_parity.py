@@ -22,7 +22,8 @@ pytest.importorskip("transformers")
 from pv import stages as stage_table
 from pv.capture.engine.runner import Engine
 from pv.capture.model.config import SYNTHETIC
-from pv.capture.model.load import LoadedModel, fingerprint, synthetic_model
+from pv.capture.model.load import synthetic_model
+from pv.capture.model.loaded import LoadedModel, fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
 from pv.capture.oracle.runner import HFOracle
 from pv.capture.store import aprt, directory

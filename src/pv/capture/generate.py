@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pv import files
-from pv.capture.model.load import LoadedModel
+from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import Tap, stage_keys
 from pv.capture.store import directory
 from pv.capture.store.steps import FORMAT, GENERATE_FILE, VERSION, step_dir

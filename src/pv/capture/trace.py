@@ -29,7 +29,8 @@ from pv import stages as stage_table
 from pv.capture.engine.runner import DTYPES, resolve_device
 from pv.capture.faults import FaultSpec, check_fault
 from pv.capture.model.config import ModelConfig
-from pv.capture.model.load import LoadedModel, load_model, model_config
+from pv.capture.model.load import load_model, model_config
+from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import CapturePlan, Tap, stage_keys
 from pv.capture.store import aprt, directory
 from pv.capture.store.steps import GENERATE_FILE

@@ -13,7 +13,7 @@ from pv.errors import ExitCode, PvError
 
 if TYPE_CHECKING:
     from pv.capture.generate import GenerateResult
-    from pv.capture.model.load import LoadedModel
+    from pv.capture.model.loaded import LoadedModel
     from pv.capture.trace import TracePlan
 
 

@@ -44,7 +44,7 @@ from pv.capture.engine import blocks, kvcache
 from pv.capture.engine.attention import Attention
 from pv.capture.engine.weights import LayerWeights, load
 from pv.capture.faults import FaultSpec, check_fault
-from pv.capture.model.load import LoadedModel
+from pv.capture.model.loaded import LoadedModel
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pv.capture.model.load import LoadedModel
+from pv.capture.model.loaded import LoadedModel
 from pv.errors import require
 
 if TYPE_CHECKING:

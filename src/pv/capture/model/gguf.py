@@ -25,10 +25,10 @@ from pv import files
 from pv.capture.model import arch as families
 from pv.capture.model.config import ModelConfig
 from pv.capture.model.gguf_reader import open_gguf
+from pv.capture.model.loaded import LoadedModel, check_state_dict, expected_shapes, fingerprint
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
-    from pv.capture.model.load import LoadedModel
     from pv.capture.model.tokenizer import GGUFTokenizer
 
 #: ``general.architecture`` values pv reads: the registry's families that name one.
@@ -235,8 +235,6 @@ def _query_scalar(scale: Any, head_dim: int) -> float:
 
 
 def _expected_names(config: ModelConfig) -> set[str]:
-    from pv.capture.model.load import expected_shapes
-
     return set(expected_shapes(config))
 
 
@@ -320,8 +318,6 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
             values = values - np.float32(config.family.gguf_norm_shift)  # llama.cpp stored 1 + w
         state_dict[name] = values
 
-    from pv.capture.model.load import check_state_dict
-
     check_state_dict(config, state_dict, str(path))  # e.g. fewer experts stored than expert_count says
     metadata = {
         key: _field(reader, key)
@@ -374,8 +370,6 @@ def _supported_quant_types(gguf: Any) -> set[Any]:
 
 def load_gguf(path: str | Path) -> LoadedModel:
     """A ``LoadedModel`` with real (dequantised) weights from a GGUF file."""
-    from pv.capture.model.load import LoadedModel, fingerprint
-
     contents = read_gguf(path)
     return LoadedModel(
         config=contents.config,

@@ -1,132 +1,28 @@
 """Where weights come from: the built-in synthetic model, a Hugging Face directory, a GGUF file.
 
-Every source ends up as the same ``LoadedModel``: a ``ModelConfig`` plus float32
-numpy weights under Hugging Face parameter names. Engine and oracle both build
-from it, so "same weights" is a fact about one object, pinned by a fingerprint
-that the capture manifest records.
+Every source ends up as the same ``LoadedModel`` (``pv.capture.model.loaded``): a
+``ModelConfig`` plus float32 numpy weights under Hugging Face parameter names.
+``model_config`` answers plan checks without loading weights where it can.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from pv import bounded
 from pv.capture.model import arch
 from pv.capture.model.config import SYNTHETIC, ConfigValueError, ModelConfig
+from pv.capture.model.loaded import LoadedModel, check_state_dict, fingerprint
+from pv.capture.model.tokenizer import ByteTokenizer, HFTokenizer
 from pv.errors import PvError, require
 
 #: Architectures the engine implements (``config.json``'s ``model_type``): the registry's families.
 SUPPORTED_ARCHITECTURES = tuple(arch.FAMILIES)
-
-
-class Tokenizer(Protocol):
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: list[int]) -> str: ...
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as token ids: the tokenizer of the 256-token synthetic model."""
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(int(i) & 0xFF for i in ids).decode("utf-8", errors="replace")
-
-
-class HFTokenizer:
-    """A ``tokenizer.json`` read with the ``tokenizers`` package (no special tokens added)."""
-
-    def __init__(self, path: Path):
-        tokenizers = require("tokenizers")
-        self._tok = tokenizers.Tokenizer.from_file(str(path))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self._tok.decode([int(i) for i in ids], skip_special_tokens=False))
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for an engine: config, float32 HF-named weights, provenance."""
-
-    config: ModelConfig
-    #: float32, Hugging Face names; no ``lm_head.weight`` when embeddings are tied.
-    state_dict: Mapping[str, np.ndarray] = field(repr=False)
-    source: str
-    #: "synthetic" (seeded, built in) or "real".
-    weights: str
-    fingerprint: str
-    tokenizer: Any = field(default=None, repr=False, compare=False)
-
-    @property
-    def architecture(self) -> str:
-        return self.config.architecture
-
-    def describe(self) -> dict[str, Any]:
-        """The manifest's record of the model."""
-        return {
-            "path": self.source,
-            "architecture": self.architecture,
-            "weights": self.weights,
-            "fingerprint": self.fingerprint,
-            "config": self.config.to_dict(),
-        }
-
-
-def fingerprint(state_dict: Mapping[str, np.ndarray]) -> str:
-    """sha256 over sorted names, shapes, dtypes and bytes: equal iff the weights are equal."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        arr = np.ascontiguousarray(state_dict[name])
-        digest.update(name.encode("utf-8"))
-        digest.update(repr((tuple(arr.shape), arr.dtype.str)).encode("ascii"))
-        digest.update(arr.reshape(-1).view(np.uint8).data)
-    return digest.hexdigest()
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every weight a model of ``config`` has, by Hugging Face name, with its shape."""
-    h, i, d = config.hidden_size, config.intermediate_size, config.head_dim
-    q_out, kv_out = config.num_attention_heads * d, config.num_key_value_heads * d
-    e, mi = config.num_experts, config.moe_intermediate_size
-    by_role: dict[str, tuple[int, ...]] = {
-        "attn_norm": (h,), "q": (q_out, h), "k": (kv_out, h), "v": (kv_out, h), "o": (h, q_out),
-        "q_bias": (q_out,), "k_bias": (kv_out,), "v_bias": (kv_out,), "q_norm": (d,), "k_norm": (d,),
-        "post_attn_norm": (h,), "ffn_norm": (h,), "post_ffn_norm": (h,),
-        "gate": (i, h), "up": (i, h), "down": (h, i), "router": (e, h),
-        "experts_gate": (e, mi, h), "experts_up": (e, mi, h), "experts_down": (e, h, mi),
-    }
-    expected: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, h),
-                                             "model.norm.weight": (h,)}
-    if not config.tie_word_embeddings:
-        expected["lm_head.weight"] = (config.vocab_size, h)
-    roles = config.family.roles(config.attention_bias)
-    for layer in range(config.num_hidden_layers):
-        p = f"model.layers.{layer}."
-        for role, name in roles.items():
-            expected[p + name] = by_role[role]
-    return expected
-
-
-def check_state_dict(config: ModelConfig, state_dict: Mapping[str, np.ndarray], source: str) -> None:
-    """Refuse weights that do not fit the config before any engine touches them."""
-    for name, shape in expected_shapes(config).items():
-        if name not in state_dict:
-            raise PvError(f"{source}: weight '{name}' is missing")
-        got = tuple(state_dict[name].shape)
-        if got != shape:
-            raise PvError(f"{source}: weight '{name}' has shape {list(got)}, expected {list(shape)}")
 
 
 def synthetic_model(family: str | None = None) -> LoadedModel:

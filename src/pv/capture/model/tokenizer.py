@@ -1,4 +1,4 @@
-"""A tokenizer rebuilt from the vocabulary a GGUF file carries.
+"""Tokenizers: UTF-8 bytes (the synthetic model), a ``tokenizer.json``, and one rebuilt from a GGUF.
 
 A GGUF has no ``tokenizer.json``; llama.cpp stores the vocabulary, the token
 types and what its own tokenizer needs besides: for byte-level BPE
@@ -20,9 +20,42 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pv.errors import PvError, require
+
+
+class Tokenizer(Protocol):
+    """What ``--prompt`` needs of a model's tokenizer."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids: the tokenizer of the 256-token synthetic model."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(int(i) & 0xFF for i in ids).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A ``tokenizer.json`` read with the ``tokenizers`` package (no special tokens added)."""
+
+    def __init__(self, path: Path):
+        tokenizers = require("tokenizers")
+        self._tok = tokenizers.Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode([int(i) for i in ids], skip_special_tokens=False))
+
 
 #: GPT-2's word regex, which ``tokenizers``' ByteLevel pre-tokenizer applies itself.
 _GPT2 = "gpt2"

@@ -51,7 +51,7 @@ import numpy as np
 
 from pv.capture.model import arch
 from pv.capture.model.config import ModelConfig
-from pv.capture.model.load import LoadedModel
+from pv.capture.model.loaded import LoadedModel
 from pv.errors import PvError, require
 
 if TYPE_CHECKING:
