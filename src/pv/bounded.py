@@ -1,29 +1,27 @@
 """Reading data files that someone else wrote, with every size bounded up front.
 
-Capture manifests, tolerance configs and model ``config.json`` files arrive
-with a repository or a download; pv treats them as hostile. Each reader here
-refuses, before it builds anything big, what no honest file needs:
+Capture manifests, tolerance configs, mapping files and model ``config.json``
+files arrive with a repository or a download; pv treats them as hostile. Each
+reader here refuses, before it builds anything big, what no honest file needs:
 
-* anything but a regular file (a FIFO would block forever, a device never
-  ends): refused on the opened descriptor; and ``/proc`` and ``/sys`` files,
-  which claim to be regular but report size 0 and may block or change while
-  read: refused by resolved path;
-* more bytes than the caller's bound (read with ``limit + 1``, never the
-  size a file claims);
-* nesting deeper than ``max_depth`` and more than ``max_items`` values in all;
-* integer literals longer than :data:`MAX_INT_CHARS` characters (Python will
-  not turn more than 4300 digits into an ``int`` or back into text, and
-  sexagesimal or hex literals grow without that limit);
-* YAML aliases past :data:`MAX_ALIASES` or expanding past ``max_items``
-  nodes, and YAML tags that build something other than plain data;
+* anything but a regular file, more bytes than the caller's bound: the one
+  reader, ``pv.files.read_regular``, decides (a FIFO would block forever, a
+  device never ends, a ``/proc`` file changes while read);
+* nesting deeper than ``max_depth`` and more than ``max_items`` values in all
+  (each reader passes the shape its format needs);
+* integer literals longer than :data:`MAX_INT_CHARS` characters: no data value
+  needs more, and a tolerance of 400 digits is a float overflow waiting;
+* for YAML, everything the one YAML loader (``pv.safeyaml``) refuses, with its
+  bounds: aliases, alias expansion, depth, tags that build something other than
+  plain data, timestamps kept as text;
 * a mapping (JSON object) that names the same key twice. Both parsers would
   keep the last value silently, so a repeated ``cosine:`` in a tolerance file
-  would change a stage's tolerance with nothing said. The contract loader
-  refuses them through :func:`refuse_duplicate_keys` too.
+  would change a stage's tolerance with nothing said.
 
-Every refusal is a :class:`pv.errors.PvError` whose message is one line
-naming the file and what is wrong. Contracts have their own loader
-(``pv.contract.load``), which also locates findings by line.
+Every refusal is a :class:`DataFileError` (a :class:`pv.errors.PvError`) whose
+message is one line naming the file and what is wrong. Contracts are read by
+the same reader and loader, and reported as located findings
+(``pv.contract.load``).
 """
 
 from __future__ import annotations
@@ -32,119 +30,61 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
-from pv import files
-from pv.errors import PvError
+from pv import files, safeyaml
+from pv.errors import PvError, brief, one_line, show_path
+from pv.safeyaml import duplicate_key_message
 
 #: Longest integer literal accepted in a data file (see the module docstring).
 MAX_INT_CHARS = 100
-#: YAML aliases allowed per file; real tolerance files use a few, if any.
-MAX_ALIASES = 256
+#: YAML aliases allowed per file: the one loader's bound.
+MAX_ALIASES = safeyaml.MAX_ALIASES
 #: Default bounds; each reader passes its own where they differ.
 MAX_DEPTH = 32
 MAX_ITEMS = 1_000_000
-#: Pseudo-filesystems whose "regular" files are not data (size 0, generated on read,
-#: may block). Devices anywhere are refused by their file type instead.
-PSEUDO_ROOTS = ("/proc", "/sys")
+#: Pseudo-filesystems refused by path (``pv.files`` decides).
+PSEUDO_ROOTS = files.PSEUDO_ROOTS
 
 
 class DataFileError(PvError):
     """A data file that is unreadable, too big, or not shaped as plain bounded data."""
 
 
-def brief(value: Any, limit: int = 60) -> str:
-    """A short one-line ``repr`` for messages, safe on any value.
-
-    A huge integer cannot be turned into text at all and a deep list recurses;
-    neither may turn an error message into a second error.
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"<integer of {value.bit_length()} bits>"
-    if isinstance(value, (list, tuple)):
-        if len(value) <= 8 and not any(isinstance(x, (list, dict, tuple)) for x in value):
-            inner = ", ".join(brief(x, limit) for x in value)
-            text = f"[{inner}]"
-            return text if len(text) <= limit else text[: limit - 4] + "...]"
-        return f"<{type(value).__name__} of {len(value)} items>"
-    if isinstance(value, dict):
-        return f"<{type(value).__name__} of {len(value)} items>" if value else "{}"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError, MemoryError):
-        return f"<{type(value).__name__}>"
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _refusal(path: str | os.PathLike[str], what: str, exc: BaseException) -> DataFileError:
+    """The one-line words for why ``files`` would not read ``path``."""
+    shown = show_path(path)
+    if isinstance(exc, files.PseudoFileError):
+        return DataFileError(f"{shown}: {what} is a /proc or /sys path, not a data file")
+    if isinstance(exc, files.NotRegularFileError):
+        return DataFileError(f"{shown}: {what} is not a regular file (a FIFO, device, socket or folder)")
+    if isinstance(exc, files.TooLargeError):
+        return DataFileError(f"{shown}: {what} is larger than {exc.limit} bytes; refused")
+    if isinstance(exc, FileNotFoundError):
+        return DataFileError(f"{shown}: cannot read {what}: no such file")
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return DataFileError(f"{shown}: cannot read {what}: {reason}")
 
 
-def one_line(text: str, limit: int = 160) -> str:
-    """``text`` on one line (runs of whitespace become one space), clipped to ``limit``."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def show_path(path: str | os.PathLike[str]) -> str:
-    """A path as one printable line (newlines and undecodable bytes escaped)."""
-    text = os.fspath(path)
-    if text.isprintable():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace").replace(
-        "\n", "\\n"
-    ).replace("\r", "\\r").replace("\t", "\\t")
-
-
-def _is_pseudo(path: str | os.PathLike[str]) -> bool:
-    try:
-        real = os.path.realpath(path)
-    except (OSError, ValueError):
-        return False
-    return any(real == root or real.startswith(root + os.sep) for root in PSEUDO_ROOTS)
-
-
-def open_data(path: str | os.PathLike[str], what: str) -> Any:
+def open_data(path: str | os.PathLike[str], what: str) -> BinaryIO:
     """Open a regular data file for binary reading, or raise ``DataFileError``.
 
     ``what`` names the file's role in messages ("APRT file", "manifest", ...).
     """
-    shown = show_path(path)
-    if _is_pseudo(path):
-        raise DataFileError(f"{shown}: {what} is a /proc or /sys path, not a data file")
     try:
         return files.open_regular(path)
-    except files.NotRegularFileError:
-        raise DataFileError(
-            f"{shown}: {what} is not a regular file (a FIFO, device, socket or folder)"
-        ) from None
-    except FileNotFoundError:
-        raise DataFileError(f"{shown}: cannot read {what}: no such file") from None
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise DataFileError(f"{shown}: cannot read {what}: {reason}") from None
+        raise _refusal(path, what, exc) from None
 
 
 def read_data(path: str | os.PathLike[str], what: str, limit: int) -> bytes:
     """The bytes of a regular data file of at most ``limit`` bytes."""
-    with open_data(path, what) as f:
-        try:
-            # In pieces: ``read(limit + 1)`` would allocate the whole bound for a small file.
-            chunks: list[bytes] = []
-            total = 0
-            while total <= limit:
-                block = f.read(min(1 << 20, limit + 1 - total))
-                if not block:
-                    break
-                chunks.append(block)
-                total += len(block)
-            data = b"".join(chunks)
-        except OSError as exc:
-            raise DataFileError(
-                f"{show_path(path)}: cannot read {what}: {exc.strerror or type(exc).__name__}"
-            ) from None
-    if len(data) > limit:
-        raise DataFileError(f"{show_path(path)}: {what} is larger than {limit} bytes; refused")
-    return data
+    try:
+        return files.read_regular(path, limit)
+    except (OSError, ValueError) as exc:
+        raise _refusal(path, what, exc) from None
 
 
 def _text(path: str | os.PathLike[str], what: str, raw: bytes) -> str:
@@ -186,12 +126,6 @@ def _bounded_int(text: str) -> int:
     if len(text) > MAX_INT_CHARS:
         raise ValueError(f"integer literal of {len(text)} digits (at most {MAX_INT_CHARS})")
     return int(text)
-
-
-def duplicate_key_message(key: Any, first_line: int | None) -> str:
-    """The words for a repeated mapping key, the same for JSON, YAML and contracts."""
-    where = f" (first at line {first_line})" if first_line is not None else ""
-    return f"duplicate key {brief(key)}{where}; a key may appear only once in a mapping"
 
 
 class _RepeatedKey(Exception):
@@ -292,126 +226,12 @@ def load_json(
 
 # --------------------------------------------------------------------------- YAML
 
-_YAML_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _ValueProblem(yaml.constructor.ConstructorError):
-    """A scalar whose text does not fit its tag (``!!float x``) or pv's bounds."""
-
-
-class _DataLoader(_YAML_BASE):  # type: ignore[misc]
-    """libyaml's safe loader, limited to plain data with bounded scalars."""
-
-
-def _scalar_text(node: Any) -> str:
-    text = str(getattr(node, "value", "..."))
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _int_constructor(loader: Any, node: Any) -> int:
-    text = str(node.value)
-    if len(text) > MAX_INT_CHARS:
-        raise _ValueProblem(
-            None, None, f"integer literal of {len(text)} characters (at most {MAX_INT_CHARS})",
-            node.start_mark,
-        )
-    try:
-        value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
-    except (ValueError, TypeError, OverflowError, IndexError):
-        raise _ValueProblem(None, None, f"{_scalar_text(node)!r} is not a valid !!int", node.start_mark) from None
-    if value.bit_length() > 4 * MAX_INT_CHARS:  # sexagesimal literals grow fast
-        raise _ValueProblem(None, None, "integer too large", node.start_mark)
-    return value
-
-
-def _checked(kind: str, construct: Any) -> Any:
-    def run(loader: Any, node: Any) -> Any:
-        try:
-            return construct(loader, node)
-        except (ValueError, TypeError, OverflowError, KeyError, IndexError):
-            raise _ValueProblem(
-                None, None, f"{_scalar_text(node)!r} is not a valid !!{kind}", node.start_mark
-            ) from None
-
-    return run
-
-
-def _refuse(loader: Any, node: Any) -> Any:
-    name = str(node.tag).replace("tag:yaml.org,2002:", "!!")
-    raise _ValueProblem(None, None, f"tag {name} is not plain data; refused", node.start_mark)
-
-
-def _timestamp_as_text(loader: Any, node: Any) -> str:
-    return str(loader.construct_scalar(node))
-
-
-_DataLoader.add_constructor("tag:yaml.org,2002:int", _int_constructor)
-for _kind, _fn in (
-    ("float", yaml.constructor.SafeConstructor.construct_yaml_float),
-    ("bool", yaml.constructor.SafeConstructor.construct_yaml_bool),
-    ("null", yaml.constructor.SafeConstructor.construct_yaml_null),
-):
-    _DataLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _checked(_kind, _fn))
-_DataLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
-for _kind in ("binary", "set", "omap", "pairs"):
-    _DataLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _refuse)
-_DataLoader.add_constructor(None, _refuse)  # any unknown tag
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A YAML mapping that names the same key twice (PyYAML would keep the last silently)."""
-
-
-def refuse_duplicate_keys(loader: Any, node: yaml.MappingNode) -> None:
-    """Raise :class:`DuplicateKeyError`, at the second one, if two keys of ``node`` are equal.
-
-    Keys compare as the values they build (``1`` and ``0x1``, ``yes`` and ``true``
-    are the same key), as they would in the dict. Only the mapping's own keys
-    count: a key that a merge (``<<: *base``) brings in may be overridden, as YAML
-    means it to be. Keys that are not scalars are left to the constructor, which
-    refuses them as unhashable.
-    """
-    seen: dict[Any, int] = {}
-    for index, (key_node, _) in enumerate(node.value):
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-            continue
-        if key_node.tag == _STR_TAG:
-            key: Any = key_node.value
-        else:
-            key = loader.construct_object(key_node, deep=True)
-        try:
-            first = seen.setdefault(key, index)
-        except TypeError:
-            continue
-        if first != index:
-            first_line = node.value[first][0].start_mark.line + 1
-            raise DuplicateKeyError(
-                None, None, duplicate_key_message(key, first_line), key_node.start_mark
-            )
-
-
-def refuse_duplicate_keys_in(loader: Any, root: yaml.Node) -> None:
-    """:func:`refuse_duplicate_keys` on every mapping of a composed tree, in document order.
-
-    Iterative, and a node shared through aliases is looked at once.
-    """
-    seen: set[int] = set()
-    stack: list[yaml.Node] = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            refuse_duplicate_keys(loader, node)
-            for key_node, value_node in reversed(node.value):
-                stack.extend((value_node, key_node))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(reversed(node.value))
+#: What a data file's reader says for each bound the YAML loader found exceeded.
+_REFUSED = {
+    safeyaml.DEPTH: "nested more than {max_depth} deep; refused",
+    safeyaml.ALIASES: f"more than {safeyaml.MAX_ALIASES} YAML aliases; refused",
+    safeyaml.EXPANSION: f"more than {safeyaml.MAX_EXPANDED_NODES} values once aliases expand; refused",
+}
 
 
 def _mark(exc: Any) -> str:
@@ -419,57 +239,35 @@ def _mark(exc: Any) -> str:
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
 
 
-def _check_events(text: str, where: str, max_depth: int, max_items: int) -> None:
-    """Depth, alias count and alias expansion from libyaml's (iterative) event stream."""
-    sizes: dict[str, int] = {}
-    stack: list[list[Any]] = []
-    total = aliases = 0
-    for event in yaml.parse(text, Loader=_DataLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            stack.append([event.anchor, 1])
-            if len(stack) > max_depth:
-                raise DataFileError(f"{where}{_mark_of(event)}: nested more than {max_depth} deep; refused")
+def _check_int_literals(root: yaml.Node, where: str) -> None:
+    """Refuse integer literals longer than MAX_INT_CHARS (the loader allows longer ones,
+    which contracts may hold); iterative, each node shared by aliases looked at once."""
+    seen: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
             continue
-        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            anchor, size = stack.pop()
-            if anchor is not None:
-                sizes[anchor] = size
-        elif isinstance(event, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                raise DataFileError(f"{where}{_mark_of(event)}: more than {MAX_ALIASES} YAML aliases; refused")
-            size = sizes.get(event.anchor or "", 1)
-        elif isinstance(event, yaml.ScalarEvent):
-            size = 1
-        else:
-            continue
-        if stack:
-            stack[-1][1] += size
-        else:
-            total += size
-        if total + sum(entry[1] for entry in stack) > max_items:
-            raise DataFileError(f"{where}{_mark_of(event)}: more than {max_items} values once aliases expand; refused")
-
-
-def _mark_of(event: Any) -> str:
-    mark = getattr(event, "start_mark", None)
-    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_CHARS:
+                mark = node.start_mark
+                raise DataFileError(f"{where}:{mark.line + 1}:{mark.column + 1}: invalid YAML: integer literal "
+                                    f"of {len(node.value)} characters (at most {MAX_INT_CHARS})")
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
 
 
 def parse_yaml(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
-    """One YAML document as plain bounded data (safe loader; no code runs)."""
+    """One YAML document as plain bounded data (``pv.safeyaml``; no code runs)."""
     try:
-        _check_events(text, where, max_depth, max_items)
-        loader = _DataLoader(text)
-        try:  # what yaml.load does, with the keys checked between composing and building
-            root = loader.get_single_node()
-            data = None
-            if root is not None:
-                refuse_duplicate_keys_in(loader, root)
-                data = loader.construct_document(root)
-        finally:
-            loader.dispose()
-    except DuplicateKeyError as exc:
+        data, root = safeyaml.load(text)
+    except safeyaml.Refused as exc:
+        problem = _REFUSED.get(exc.kind, exc.problem).format(max_depth=max_depth)
+        raise DataFileError(f"{where}{_mark(exc)}: {problem}") from None
+    except safeyaml.DuplicateKeyError as exc:
         raise DataFileError(f"{where}{_mark(exc)}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
@@ -481,6 +279,8 @@ def parse_yaml(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: 
         raise DataFileError(f"{where}{_mark(exc)}: invalid YAML: {one_line(detail)}") from None
     except (RecursionError, MemoryError):
         raise DataFileError(f"{where}: nested too deeply to parse; refused") from None
+    if root is not None:
+        _check_int_literals(root, where)
     check_tree(data, where, max_depth=max_depth, max_items=max_items)
     return data
 
@@ -499,3 +299,8 @@ def load_data(
     if Path(path).suffix.lower() == ".json":
         return parse_json(text, where, max_depth=max_depth, max_items=max_items)
     return parse_yaml(text, where, max_depth=max_depth, max_items=max_items)
+
+
+__all__ = ["MAX_DEPTH", "MAX_INT_CHARS", "MAX_ITEMS", "DataFileError", "brief", "check_tree",
+           "duplicate_key_message", "load_data", "load_json", "one_line", "open_data", "parse_json",
+           "parse_yaml", "read_data", "show_path"]

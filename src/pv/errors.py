@@ -1,8 +1,11 @@
-"""Exit codes and the one exception type that the CLI turns into a one-line error."""
+"""Exit codes, the one exception type that the CLI turns into a one-line error, and the
+helpers that keep any value, text or path on that one line."""
 
 from __future__ import annotations
 
 import enum
+import os
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -48,3 +51,43 @@ def require(module: str, extra: str = "engine"):  # type: ignore[no-untyped-def]
             f"this command needs '{top}', which is not installed: "
             f"pip install 'pv[{extra}]' (import failed: {exc})"
         ) from None
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """A short one-line ``repr`` for messages, safe on any value.
+
+    A huge integer cannot be turned into text at all and a deep list recurses;
+    neither may turn an error message into a second error.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<integer of {value.bit_length()} bits>"
+    if isinstance(value, (list, tuple)):
+        if len(value) <= 8 and not any(isinstance(x, (list, dict, tuple)) for x in value):
+            inner = ", ".join(brief(x, limit) for x in value)
+            text = f"[{inner}]"
+            return text if len(text) <= limit else text[: limit - 4] + "...]"
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, dict):
+        return f"<{type(value).__name__} of {len(value)} items>" if value else "{}"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):
+        return f"<{type(value).__name__}>"
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` on one line (runs of whitespace become one space), clipped to ``limit``."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_path(path: str | os.PathLike[str]) -> str:
+    """A path as one printable line (newlines and undecodable bytes escaped)."""
+    text = os.fspath(path)
+    if text.isprintable():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace").replace(
+        "\n", "\\n"
+    ).replace("\r", "\\r").replace("\t", "\\t")

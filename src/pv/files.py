@@ -99,17 +99,48 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: Pseudo-filesystems whose "regular" files are not data (size 0, generated on read, may
+#: block): refused by resolved path. Devices anywhere are refused by their file type.
+PSEUDO_ROOTS = ("/proc", "/sys")
+#: Largest source or test file pv parses or searches (``ast``, a word search): no
+#: hand-written module comes near it, and nothing bigger is read whole.
+MAX_SOURCE_BYTES = 16 << 20
+
+
 class NotRegularFileError(OSError):
     """A path that is a FIFO, device, socket or folder where a data file is expected."""
 
 
+class PseudoFileError(NotRegularFileError):
+    """A ``/proc`` or ``/sys`` path: it claims to be a regular file but is generated on read."""
+
+
+class TooLargeError(ValueError):
+    """A regular file over the reader's bound; ``size`` is its size when known before reading."""
+
+    def __init__(self, path: str | os.PathLike[str], limit: int, size: int | None = None) -> None:
+        super().__init__(f"{os.fspath(path)}: larger than {limit} bytes")
+        self.limit = limit
+        self.size = size
+
+
+def _is_pseudo(path: str | os.PathLike[str]) -> bool:
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):
+        return False
+    return any(real == root or real.startswith(root + os.sep) for root in PSEUDO_ROOTS)
+
+
 def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open ``path`` for binary reading only if it is a regular file.
+    """Open ``path`` for binary reading only if it is a regular file (and no ``/proc`` or ``/sys`` one).
 
     The check is made on the opened descriptor (``O_NONBLOCK`` so a FIFO with no
     writer cannot block the open itself), so a path swapped between a check and
     the open cannot smuggle in a FIFO or a device.
     """
+    if _is_pseudo(path):
+        raise PseudoFileError(f"{os.fspath(path)}: a /proc or /sys path, not a data file")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
@@ -124,14 +155,22 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
 
 
 def read_regular(path: str | os.PathLike[str], limit: int, chunk: int = 1 << 20) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (``ValueError`` beyond it).
+    """The bytes of a regular file of at most ``limit`` bytes: the one way pv reads a file whole.
 
-    Read in pieces: ``read(limit + 1)`` would allocate the whole bound up front,
-    whatever the file's size.
+    Opened first, then checked on the descriptor (``open_regular``); the size the
+    descriptor reports is refused up front (``TooLargeError`` with ``size``), and
+    the read itself stops one byte past ``limit``, so a file that grows while it is
+    read is refused too (``size`` None). Read in pieces: ``read(limit + 1)`` would
+    allocate the whole bound up front, whatever the file's size. Errors: ``OSError``
+    (``NotRegularFileError``, ``PseudoFileError``, ``FileNotFoundError``...) and
+    ``TooLargeError`` (a ``ValueError``).
     """
     parts: list[bytes] = []
     size = 0
     with open_regular(path) as f:
+        claimed = os.fstat(f.fileno()).st_size
+        if claimed > limit:
+            raise TooLargeError(path, limit, claimed)
         while size <= limit:
             block = f.read(min(chunk, limit + 1 - size))
             if not block:
@@ -139,8 +178,13 @@ def read_regular(path: str | os.PathLike[str], limit: int, chunk: int = 1 << 20)
             parts.append(block)
             size += len(block)
     if size > limit:
-        raise ValueError(f"{os.fspath(path)}: larger than {limit} bytes")
+        raise TooLargeError(path, limit)
     return b"".join(parts)
+
+
+def read_text(path: str | os.PathLike[str], limit: int = MAX_SOURCE_BYTES) -> str:
+    """``read_regular`` decoded as UTF-8, undecodable bytes replaced (for ``ast`` and word searches)."""
+    return read_regular(path, limit).decode("utf-8", errors="replace")
 
 
 def is_regular(path: str | os.PathLike[str]) -> bool:

@@ -111,3 +111,33 @@ def test_a_plain_equals_sign_is_text(write):
     # YAML 1.1 gives a plain "=" the tag !!value, which PyYAML cannot construct.
     data = load_document(write(HEAD + "  kind: =\n=: 1\n")).data
     assert data["metadata"]["kind"] == "=" and data["="] == 1
+
+
+def _at_stack_depth(frames: int, call):
+    """``call()`` from ``frames`` Python frames deeper than here, as a deep caller would make it."""
+    return call() if frames == 0 else _at_stack_depth(frames - 1, call)
+
+
+@pytest.mark.parametrize("depth", [328, 400, 511])
+@pytest.mark.parametrize("frames", [0, 600])
+@pytest.mark.parametrize("bracket", ["[", "{a: "])
+def test_flow_nesting_within_the_bound_loads_whatever_the_callers_stack(write, depth, frames, bracket):
+    # The root mapping is one level, so 511 flow levels under it reach exactly MAX_DEPTH (512).
+    # Building the data used to recurse two frames a level: past ~328 levels it hit Python's
+    # recursion limit (sooner from a deeper caller) and was refused as PV004 "nested too deeply".
+    close = "]" if bracket == "[" else "}"
+    inner = "1" if bracket != "[" else ""
+    path = write(HEAD + "x: " + bracket * depth + inner + close * depth + "\n")
+    doc = _at_stack_depth(frames, lambda: load_document(path))
+    node, levels = doc.data["x"], 1
+    while isinstance(node, (list, dict)) and node:
+        node = node[0] if isinstance(node, list) else node["a"]
+        levels += 1
+    assert levels >= depth
+    report = _at_stack_depth(frames, lambda: validate_paths([path], check_evidence=False))
+    assert not [f for f in report.findings if f.rule in ("PV004", "PV009")]
+
+
+def test_flow_nesting_past_the_bound_is_pv009(write):
+    rule, line, message = _finding(write(HEAD + "x: " + "[" * 512 + "]" * 512 + "\n"))
+    assert rule == "PV009" and line == 4 and "nested more than 512 deep" in message
