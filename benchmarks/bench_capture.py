@@ -103,7 +103,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
     from pv.capture.engine.runner import Engine
     from pv.capture.model.load import load_model
     from pv.capture.plan import CapturePlan, Tap
-    from pv.capture.store.directory import CaptureWriter
+    from pv.capture.store.writer import CaptureWriter
     from pv.capture.trace import capture
 
     model = load_model(spec)
@@ -180,7 +180,7 @@ def manifest_encoding(manifest: dict[str, object], repeat: int) -> None:
     """The manifest as pv writes it (a line per file record) against json indent=1 throughout."""
     import json
 
-    from pv.capture.store.directory import manifest_text
+    from pv.capture.store.writer import manifest_text
 
     t = interleaved_best({"lines": lambda: manifest_text(manifest),  # type: ignore[arg-type]
                           "indent": lambda: json.dumps(manifest, indent=1)}, repeat, lambda: None)
@@ -200,7 +200,7 @@ def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) ->
 
     import numpy as np
 
-    from pv.capture.store.directory import CaptureWriter
+    from pv.capture.store.writer import CaptureWriter
 
     kept: list[tuple[str, int | None, np.ndarray, dict[str, object]]] = []
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pv.capture.store import aprt, directory
+from pv.capture.store import aprt
+from pv.capture.store.writer import CaptureWriter
 from pv.compare.diff import default_workers, diff_captures
 
 S, H = 4096, 4096  # one [S, H] float32 stage tensor = 64 MiB
@@ -45,8 +46,8 @@ def write_pair(root: Path, total_bytes: float) -> tuple[Path, Path, int]:
     a_dir, b_dir = root / "a", root / "b"
     written = 0
     with (
-        directory.CaptureWriter(a_dir, {"dtype": "float32"}) as wa,
-        directory.CaptureWriter(b_dir, {"dtype": "float32"}) as wb,
+        CaptureWriter(a_dir, {"dtype": "float32"}) as wa,
+        CaptureWriter(b_dir, {"dtype": "float32"}) as wb,
     ):
         for i in range(n_tensors):
             layer, stage = divmod(i, len(STAGES))

@@ -262,6 +262,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     import shutil
 
     from pv.capture.store import aprt, directory
+    from pv.capture.store.writer import reseal
     from pv.cli import run
 
     sub = "attn_scores,attn_softmax"
@@ -291,7 +292,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
     moved = scaled / Path(target.path).relative_to(candidate)
     _, values = aprt.read(moved, tuple(target.shape))
     aprt.write(moved, target.header.layer, np.array(values, dtype=np.float32).reshape(target.shape) * 1.5)
-    directory.reseal(scaled)  # as if the engine had written it: pv diff compares only files that match their digests
+    reseal(scaled)  # as if the engine had written it: pv diff compares only files that match their digests
     code = run(["diff", str(scaled), str(reference), "--stages", sub, "--format", "json"])
     scaled_data = json.loads(capsys.readouterr().out)
     failed = {(r["stage"], r["layer"]) for r in scaled_data["records"] if r["status"] == "fail"}
@@ -306,7 +307,7 @@ def _diff_sub_stages(candidate: Path, reference: Path, n_layers: int, workdir: P
             upper = ~np.tril(np.ones(probs.shape[-2:], dtype=bool))
             probs[:, upper] = 123.0
             aprt.write(e.path, e.header.layer, probs)
-    directory.reseal(noisy)
+    reseal(noisy)
     code = run(["diff", str(noisy), str(reference), "--stages", sub, "--format", "json"])
     noisy_data = json.loads(capsys.readouterr().out)
     assert code == 0, noisy_data["summary"]

@@ -41,8 +41,8 @@ def test_validate_returns_the_report_the_cli_prints(tmp_path):
 
 
 def _capture(root: Path, scale: float) -> Path:
-    from pv.capture.store import directory
-    with directory.CaptureWriter(root, {"dtype": "float32"}) as w:
+    from pv.capture.store.writer import CaptureWriter
+    with CaptureWriter(root, {"dtype": "float32"}) as w:
         w.write("embedding", 0, np.ones((4, 8), np.float32), dtype_captured="float32")
         w.write("attn_norm", 0, np.full((4, 8), scale, np.float32), dtype_captured="float32")
     return root

@@ -12,6 +12,7 @@ import pytest
 
 from pv import stages as stage_table
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter, manifest_text
 from pv.errors import PvError
 
 # Quiet NaN with a payload, signalling NaN, negative NaN, both infinities, both zeros, a subnormal.
@@ -147,7 +148,7 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_capture_files_are_written_in_place_and_match_their_digest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("attn_norm", 1, values, dtype_captured="float32")
     assert sorted(p.name for p in (root / "layer-1").iterdir()) == ["attn_norm.bin"]  # no temp file left
     entry = directory.open_capture(root).entries[0]
@@ -157,7 +158,7 @@ def test_capture_files_are_written_in_place_and_match_their_digest(tmp_path: Pat
 
 def test_force_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("attn_norm", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
         w.write("ffn_up", 1, np.zeros((1, 3), dtype=np.float32), dtype_captured="float32")
     outside = tmp_path / "precious.txt"
@@ -168,7 +169,7 @@ def test_force_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Pat
     (root / "layer-1" / "attn_norm.bin").symlink_to(outside)
     (root / "layer-1" / "ffn_up.bin").unlink()
     (root / "layer-1" / "ffn_up.bin").hardlink_to(other)
-    with directory.CaptureWriter(root, {}, overwrite=True) as w:
+    with CaptureWriter(root, {}, overwrite=True) as w:
         w.write("attn_norm", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
         w.write("ffn_up", 1, np.ones((1, 3), dtype=np.float32), dtype_captured="float32")
     assert outside.read_text() == "keep me"
@@ -198,7 +199,7 @@ def test_a_write_cut_short_leaves_no_partial_file(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(aprt.os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
     root = tmp_path / "cap"
-    w = directory.CaptureWriter(root, {})
+    w = CaptureWriter(root, {})
     with pytest.raises(PvError, match="No space left on device"):
         w.write("attn_norm", 1, np.ones(3, dtype=np.float32), dtype_captured="float32")
     w.abort()
@@ -257,7 +258,7 @@ def test_not_a_directory(tmp_path: Path) -> None:
 
 def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {"engine": "test"}) as w:
+    with CaptureWriter(root, {"engine": "test"}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
         w.write("attn_scores", 1, np.zeros((4, 2, 2), dtype=np.float32), dtype_captured="bfloat16")
         w.write("lm_head", None, np.zeros((2, 5), dtype=np.float32), dtype_captured="float32")
@@ -280,7 +281,7 @@ def test_writer_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
 
 def test_aborted_capture_has_no_manifest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with pytest.raises(RuntimeError), directory.CaptureWriter(root, {}) as w:
+    with pytest.raises(RuntimeError), CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
         raise RuntimeError("forward failed")
     assert not (root / directory.MANIFEST).exists()
@@ -288,18 +289,18 @@ def test_aborted_capture_has_no_manifest(tmp_path: Path) -> None:
 
 def test_writer_refuses_a_non_empty_directory_and_drops_a_stale_manifest(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros(3, dtype=np.float32), dtype_captured="float32")
     with pytest.raises(PvError, match="not empty"):
-        directory.CaptureWriter(root, {})
-    w2 = directory.CaptureWriter(root, {}, overwrite=True)
+        CaptureWriter(root, {})
+    w2 = CaptureWriter(root, {}, overwrite=True)
     assert not (root / directory.MANIFEST).exists()
     w2.abort()
 
 
 def test_manifest_shape_must_agree_with_the_file(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
     manifest = json.loads((root / directory.MANIFEST).read_text())
     manifest["files"][0]["shape"] = [2, 4]
@@ -322,7 +323,7 @@ def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
     import blake3
 
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         rec = w.store("attn_norm", 1, special_values(), dtype_captured="float32")
         w.add(rec)
     data = (root / rec["path"]).read_bytes()
@@ -340,7 +341,7 @@ def test_file_digest_is_blake3_of_every_byte(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [7, "ab", "Z" * 64, "A" * 64, None])
 def test_manifest_digest_must_be_64_hex_digits(tmp_path: Path, field: str, value: object) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
     manifest = json.loads((root / directory.MANIFEST).read_text())
     manifest["files"][0][field] = value
@@ -351,7 +352,7 @@ def test_manifest_digest_must_be_64_hex_digits(tmp_path: Path, field: str, value
 
 def test_an_earlier_manifest_with_sha256_still_opens(tmp_path: Path) -> None:
     root = tmp_path / "cap"
-    with directory.CaptureWriter(root, {}) as w:
+    with CaptureWriter(root, {}) as w:
         w.write("embedding", 0, np.zeros((2, 3), dtype=np.float32), dtype_captured="float32")
     manifest = json.loads((root / directory.MANIFEST).read_text())
     rec = manifest["files"][0]
@@ -365,17 +366,17 @@ def test_an_earlier_manifest_with_sha256_still_opens(tmp_path: Path) -> None:
 def test_manifest_text_is_json_with_a_line_per_file(tmp_path: Path) -> None:
     root = tmp_path / "cap"
     run = {"model": {"name": "x\u00e9", "dims": [1, 2]}, "note": "line\nbreak"}
-    with directory.CaptureWriter(root, run) as w:
+    with CaptureWriter(root, run) as w:
         for layer in range(3):
             w.write("attn_norm", layer, np.ones((2, 3), dtype=np.float32), dtype_captured="float32")
         w.mark_not_applicable("qkv_bias", "no bias")
         expected = w.manifest()
     text = (root / directory.MANIFEST).read_text()
     assert json.loads(text) == expected
-    assert text == directory.manifest_text(json.loads(text)) and text.endswith("}\n")
+    assert text == manifest_text(json.loads(text)) and text.endswith("}\n")
     lines = text.splitlines()
     for rec in expected["files"]:
         assert sum(f'"path": "{rec["path"]}"' in line for line in lines) == 1
         assert json.loads(next(line for line in lines if rec["path"] in line).strip().rstrip(",")) == rec
-    empty = directory.manifest_text({"format": "pv-capture", "files": [], "not_applicable": []})
+    empty = manifest_text({"format": "pv-capture", "files": [], "not_applicable": []})
     assert json.loads(empty) == {"format": "pv-capture", "files": [], "not_applicable": []}

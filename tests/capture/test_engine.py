@@ -16,6 +16,7 @@ from pv.capture.model.loaded import LoadedModel, fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
 from pv.capture.plan import CapturePlan, Tap
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -55,7 +56,7 @@ def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
 
 def capture_to(tmp_path: Path, engine: Engine, spec: str = "all", layers: str = "all",
                tokens: list[int] = TOKENS) -> tuple[torch.Tensor, directory.Capture]:
-    writer = directory.CaptureWriter(tmp_path, {})
+    writer = CaptureWriter(tmp_path, {})
     tap = Tap(CapturePlan.parse(spec, layers, engine.config.num_hidden_layers), writer)
     logits = engine.forward(tokens, tap)
     tap.finish()
@@ -169,7 +170,7 @@ def test_run_layer_reproduces_the_forward(tmp_path: Path, qwen: LoadedModel) -> 
 
 def test_run_layer_with_a_tap(tmp_path: Path, qwen: LoadedModel) -> None:
     engine = Engine(qwen)
-    writer = directory.CaptureWriter(tmp_path, {})
+    writer = CaptureWriter(tmp_path, {})
     tap = Tap(CapturePlan.parse("attn_norm,ffn_out", "2"), writer)
     engine.run_layer(2, np.ones((5, 64), dtype=np.float32), tap)
     tap.finish()

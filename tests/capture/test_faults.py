@@ -14,6 +14,7 @@ from pv.capture.model.load import load_model
 from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import CapturePlan, Tap
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -43,7 +44,7 @@ _CLEAN: dict[str, dict[tuple[str, int | None], np.ndarray]] = {}
 
 def run(model: LoadedModel, fault: str | None, root: Path) -> dict[tuple[str, int | None], np.ndarray]:
     engine = Engine(model, fault=fault)
-    writer = directory.CaptureWriter(root, {})
+    writer = CaptureWriter(root, {})
     tap = Tap(CapturePlan.parse("all"), writer)
     engine.forward(TOKENS, tap)
     tap.finish()

@@ -11,6 +11,7 @@ import pytest
 
 from pv.capture.plan import CapturePlan, Tap, stage_keys
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
@@ -45,8 +46,8 @@ def test_expected_in_computation_order() -> None:
     assert stage_keys([("lm_head", None), ("ffn_out", 2)]) == ["lm_head", "ffn_out@2"]
 
 
-def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tuple[Tap, directory.CaptureWriter]:
-    writer = directory.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tuple[Tap, CaptureWriter]:
+    writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
     return Tap(CapturePlan.parse(stage_spec, layers), writer, dtype_captured="bfloat16"), writer
 
 
@@ -90,7 +91,7 @@ def test_memory_in_flight_is_bounded_and_order_kept(tmp_path: Path) -> None:
 
 def test_several_writers_keep_the_tap_order_and_report_progress_in_it(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = directory.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
     seen: list[tuple[str, int | None]] = []
     tap = Tap(CapturePlan.parse("all", "all"), writer, writers=4, on_write=lambda s, l: seen.append((s, l)))
     tap.INLINE_BELOW = 0
@@ -262,7 +263,7 @@ class _FakeCopier:
 def test_the_cuda_copy_path_runs_its_steps_in_order_on_a_cpu(tmp_path: Path) -> None:
     """Side stream, events, host buffer and allocator hint in the order CUDA needs them."""
     copier = _FakeCopier()
-    writer = directory.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
     tap = Tap(CapturePlan.parse("attn_norm", "all"), writer, copier=copier)
     tap.MAX_IN_FLIGHT = 1 << 10  # force the bounded-memory wait as well
     expected = {}
@@ -292,7 +293,7 @@ def test_a_borrowing_tap_writes_the_same_files_as_a_copying_one(tmp_path: Path) 
                ("ffn_up", 0): base[:, 20:].to(torch.bfloat16), ("ffn_out", 0): torch.randn(600, 700)}
     digests = []
     for borrow in (False, True):
-        writer = directory.CaptureWriter(tmp_path / f"cap{borrow}", {"engine": "test"})
+        writer = CaptureWriter(tmp_path / f"cap{borrow}", {"engine": "test"})
         tap = Tap(CapturePlan.parse("attn_norm,ffn_gate,ffn_up,ffn_out", "0"), writer)
         tap.borrow = borrow
         for (stage, layer), t in tensors.items():
@@ -308,7 +309,7 @@ def test_the_engine_lends_its_tensors_to_the_tap(tmp_path: Path) -> None:
     from pv.capture.engine.runner import Engine
     from pv.capture.model.load import load_model
 
-    writer = directory.CaptureWriter(tmp_path / "cap", {"engine": "test"})
+    writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
     tap = Tap(CapturePlan.parse("attn_norm", "0"), writer)
     Engine(load_model("synthetic")).forward([1, 2, 3], tap)
     tap.finish()

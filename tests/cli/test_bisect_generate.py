@@ -91,7 +91,8 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     """A constant added to every logit is no divergence; one token's logit moved is."""
     import shutil
 
-    from pv.capture.store import aprt, directory
+    from pv.capture.store import aprt
+    from pv.capture.store.writer import reseal
     from pv.compare.bisect import bisect_generation
 
     ref = tmp_path / "ref"
@@ -104,7 +105,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
         path = out / "step-1" / "lm_head.bin"
         header, values = aprt.read(path)
         aprt.write(path, header.layer, change(values.copy()))  # type: ignore[operator]
-        directory.reseal(out / "step-1")
+        reseal(out / "step-1")
         return out
 
     shifted = edited("shifted", lambda v: v + 3.0)

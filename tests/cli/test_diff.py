@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter
 from pv.cli import run
 
 S = 4
@@ -28,7 +29,7 @@ def capture_dir(
         tensors[("ffn_gate", 1)] = rng.standard_normal((S, 160))
     root.mkdir(parents=True)
     if manifest:
-        with directory.CaptureWriter(root, {"dtype": "float32"}) as w:
+        with CaptureWriter(root, {"dtype": "float32"}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, arr.astype(np.float32), dtype_captured="float32")
     else:

@@ -16,7 +16,7 @@ import pytest
 
 from pv import bounded
 from pv.capture.importer import mapping
-from pv.capture.store import directory
+from pv.capture.store.writer import CaptureWriter
 from pv.cli import run
 from pv.compare.tolerances import load_config
 from pv.contract.load import ContractLoadError, load_document
@@ -110,7 +110,7 @@ def test_tolerance_file_with_a_repeated_key_is_refused(
     with pytest.raises(PvError, match=f"duplicate key {key}"):
         load_config(cfg)
     for side in ("a", "b"):
-        with directory.CaptureWriter(tmp_path / side, {"dtype": "float32"}) as writer:
+        with CaptureWriter(tmp_path / side, {"dtype": "float32"}) as writer:
             writer.write("attn_out", 0, np.ones((2, 64), np.float32), dtype_captured="float32")
     for command in ("diff", "bisect"):
         code = run([command, str(tmp_path / "a"), str(tmp_path / "b"), "--tolerances", str(cfg)])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import CaptureWriter
 
 
 def write_capture(
@@ -22,7 +23,7 @@ def write_capture(
     """Write ``{(stage, layer): array}`` as a capture directory (with or without a manifest)."""
     root.mkdir(parents=True, exist_ok=True)
     if manifest:
-        with directory.CaptureWriter(root, {"dtype": dtype}) as w:
+        with CaptureWriter(root, {"dtype": dtype}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, np.asarray(arr, dtype=np.float32), dtype_captured=dtype)
     else:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pv.capture.model.config import SYNTHETIC
-from pv.capture.store import aprt, directory
+from pv.capture.store import aprt
+from pv.capture.store.writer import CaptureWriter
 from pv.compare.diff import diff_captures, diff_files, diff_paths
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
@@ -145,7 +146,7 @@ def test_dtype_from_manifest_loosens_tolerances(make_capture: Callable[..., Path
 
 def test_not_applicable_and_absent_stages_are_noted(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        with directory.CaptureWriter(tmp_path / name, {"dtype": "float32"}) as w:
+        with CaptureWriter(tmp_path / name, {"dtype": "float32"}) as w:
             w.write("attn_norm", 0, np.ones((S, 64), np.float32), dtype_captured="float32")
             w.mark_not_applicable("qkv_bias", "no bias")
     rep = diff_captures(tmp_path / "a", tmp_path / "b")
@@ -208,11 +209,11 @@ def _softmax_rows(scores: np.ndarray, window: int | None) -> np.ndarray:
 def test_a_mask_disagreement_is_named_where_it_makes_a_stage_fail(tmp_path: Path) -> None:
     scores = np.random.default_rng(3).standard_normal((2, 6, 6)).astype(np.float32)
     ref = tmp_path / "ref"
-    with directory.CaptureWriter(ref, {}) as w:  # the model has a window of 2 on layer 0
+    with CaptureWriter(ref, {}) as w:  # the model has a window of 2 on layer 0
         w.write("attn_softmax", 0, _softmax_rows(scores, 2), dtype_captured="float32", mask="sliding_window:2")
         w.write("attn_softmax", 1, _softmax_rows(scores, None), dtype_captured="float32")
     engine = tmp_path / "engine"
-    with directory.CaptureWriter(engine, {}) as w:  # an engine that ignores it
+    with CaptureWriter(engine, {}) as w:  # an engine that ignores it
         w.write("attn_softmax", 0, _softmax_rows(scores, None), dtype_captured="float32")
         w.write("attn_softmax", 1, _softmax_rows(scores, None), dtype_captured="float32")
     report = diff_captures(engine, ref)

@@ -11,6 +11,7 @@ import pytest
 
 from pv.capture.model.load import load_model
 from pv.capture.store import aprt, directory
+from pv.capture.store.writer import reseal
 from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.bisect import bisect
@@ -61,14 +62,14 @@ def test_a_file_changed_after_the_capture_is_an_error_not_a_comparison(pair: tup
 def test_reseal_records_a_deliberate_edit(pair: tuple[Path, Path]) -> None:
     ref, _ = pair
     edited = _edited(pair, "resealed")
-    assert directory.reseal(edited) == 1
+    assert reseal(edited) == 1
     report = diff_captures(edited, ref)
     assert [(r.stage, r.layer, r.status) for r in report.records if r.bad] == [("ffn_up", 1, FAIL)]
-    assert directory.reseal(edited) == 0
+    assert reseal(edited) == 0
     bare = pair[1] / "bare"
     bare.mkdir()
     with pytest.raises(aprt.AprtError, match="no manifest.json to record digests in"):
-        directory.reseal(bare)
+        reseal(bare)
 
 
 def test_a_manifest_with_sha256_digests_is_checked_as_well(pair: tuple[Path, Path]) -> None:

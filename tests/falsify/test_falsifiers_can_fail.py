@@ -70,6 +70,7 @@ def test_attention_that_disagrees_with_its_probabilities_is_refuted(falsifiers: 
                                                                     tmp_path: Path) -> None:
     """A fused kernel whose output is not softmax . v (the scores and softmax captured fine)."""
     from pv.capture.store import aprt, directory
+    from pv.capture.store.writer import reseal
     from pv.capture.trace import capture
 
     cap = capture(synthetic, tokens=[3, 17, 42, 101, 7, 250, 64, 9], output=tmp_path / "cap").output
@@ -78,6 +79,6 @@ def test_attention_that_disagrees_with_its_probabilities_is_refuted(falsifiers: 
     broken = np.array(values, dtype=np.float32).reshape(entry.shape)
     broken[-1] *= 1.01  # the last position's attention off by 1 %
     aprt.write(entry.path, entry.header.layer, broken)
-    directory.reseal(cap)
+    reseal(cap)
     with pytest.raises(AssertionError, match="attention differs from softmax . v"):
         falsifiers._check_capture(cap, synthetic.config, full_scores=True)

@@ -47,6 +47,7 @@ def capture_base() -> dict[str, Any]:
     import tempfile
 
     from pv.capture.store import directory
+    from pv.capture.store.writer import CaptureWriter
     rng = np.random.default_rng(0)
     tensors = {
         ("embedding", 0): rng.standard_normal((3, 8)),
@@ -56,7 +57,7 @@ def capture_base() -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "cap"
-        with directory.CaptureWriter(root, {"dtype": "float32", "engine": "pv"}) as w:
+        with CaptureWriter(root, {"dtype": "float32", "engine": "pv"}) as w:
             for (stage, layer), arr in tensors.items():
                 w.write(stage, layer, arr.astype(np.float32), dtype_captured="float32")
         files = {

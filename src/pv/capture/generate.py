@@ -28,8 +28,8 @@ import numpy as np
 from pv import files
 from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import Tap, stage_keys
-from pv.capture.store import directory
 from pv.capture.store.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
+from pv.capture.store.writer import CaptureWriter
 from pv.capture.trace import (
     TracePlan,
     _provenance_summary,
@@ -109,7 +109,7 @@ def capture_generation(
     try:
         for t in range(n_new):
             run = dict(base, step=t, position=position, input_tokens=ids)
-            writer = directory.CaptureWriter(step_dir(root, t), run)
+            writer = CaptureWriter(step_dir(root, t), run)
             tap = Tap(plan.capture, writer, on_write=on_write)
             try:
                 logits = step(ids, tap)

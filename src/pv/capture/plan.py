@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pv import stages as stage_table
-from pv.capture.store.directory import CaptureWriter
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 if TYPE_CHECKING:

@@ -34,6 +34,7 @@ from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import CapturePlan, Tap, stage_keys
 from pv.capture.store import aprt, directory
 from pv.capture.store.steps import GENERATE_FILE
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 ENGINES = ("pv", "hf", "llama.cpp")
@@ -311,7 +312,7 @@ def run_plan(
     created = not plan.output.exists()
     if plan.overwrite:
         clear_capture(plan.output)
-    writer = directory.CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
+    writer = CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
     tap = Tap(plan.capture, writer, on_write=on_write)
     try:
         logits = runner.forward(token_ids, tap)

@@ -333,6 +333,7 @@ def _finish(
         from pv.cli.bisect_generate import finish_generation
 
         return finish_generation(plan, a, b, config, tols, fmt, verbose)
+    from pv import files
     from pv.capture.store import directory
     from pv.compare.bisect import bisect
     from pv.compare.report import bisect_text, markdown
@@ -376,7 +377,7 @@ def _finish(
             context=context,
         )
         try:
-            directory.atomic_write_text(plan.report, text)
+            files.replace_text(plan.report, text)
         except OSError as exc:
             raise PvError(f"{plan.report}: cannot write report: {exc.strerror or exc}") from None
     if fmt.lower() == "json":

@@ -27,7 +27,7 @@ from pv import stages as stage_table
 from pv.capture.importer import dumps
 from pv.capture.importer.mapping import Mapping, Rule, Transform
 from pv.capture.model.config import ModelConfig
-from pv.capture.store import directory
+from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
 
 #: Replicated shards may differ by all-reduce order; beyond this they are not replicas.
@@ -276,7 +276,7 @@ def import_dumps(
         "notes": notes,
     }
     out = Path(output)
-    writer = directory.CaptureWriter(out, run)
+    writer = CaptureWriter(out, run)
     order = sorted(tensors, key=lambda k: stage_table.sort_key(k[0], k[1]))
     try:
         for stage, layer in order:
