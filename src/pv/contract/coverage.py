@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pv import files
 from pv.contract.load import Document
 from pv.contract.references import bare
 from pv.contract.rulebase import close_match, falsifiers, obligations, strings
@@ -104,10 +105,10 @@ def marked_tests(folders: Iterable[Path], root: Path) -> list[MarkedTest]:
     """Every test function or method marked ``falsifies`` under ``folders`` (``test_*.py``)."""
     found: list[MarkedTest] = []
     for folder in folders:
-        files = [folder] if folder.is_file() else sorted(folder.rglob("test_*.py"))
-        for path in files:
+        paths = [folder] if folder.is_file() else sorted(folder.rglob("test_*.py"))
+        for path in paths:
             try:
-                tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+                tree = ast.parse(files.read_text(path))
             except (SyntaxError, ValueError, OSError, RecursionError):
                 continue
             rel = Path(os.path.relpath(path, root)).as_posix()

@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from pv import files
+
 _SEPARATORS = re.compile(r"::|\.|#")
 
 
@@ -21,7 +23,7 @@ _SEPARATORS = re.compile(r"::|\.|#")
 def _python_names(path: str, mtime_ns: int) -> frozenset[str] | None:
     """Qualified names (``f``, ``Cls``, ``Cls.method``) defined in a Python file; None if unparsable."""
     try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+        tree = ast.parse(files.read_text(path))
     except (SyntaxError, ValueError, OSError, RecursionError):
         return None
     names: set[str] = set()
@@ -42,8 +44,8 @@ def _python_names(path: str, mtime_ns: int) -> frozenset[str] | None:
 @functools.lru_cache(maxsize=512)
 def _text(path: str, mtime_ns: int) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        return files.read_text(path)
+    except (OSError, ValueError):
         return ""
 
 

@@ -23,6 +23,7 @@ from pv import files
 from pv.contract.coverage import MarkedTest, contract_coverage
 from pv.contract.load import Document
 from pv.contract.rulebase import falsifiers
+from pv.errors import PvError
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,21 @@ def _imports_record(tree: ast.Module | None, text: str) -> bool:
                for n in ast.walk(tree))
 
 
+def _existing(test_file: Path) -> str:
+    """The test file's text ("" when there is none yet); it is appended to, so it must be UTF-8."""
+    if not test_file.exists():
+        return ""
+    try:
+        return files.read_regular(test_file, files.MAX_SOURCE_BYTES).decode("utf-8")
+    except (OSError, ValueError) as exc:
+        raise PvError(f"{test_file}: cannot add skeletons: {exc}") from None
+
+
 def scaffold(doc: Document, test_file: Path, tests: list[MarkedTest]) -> list[Skeleton]:
     """Append skeletons for ``doc``'s unbound falsifiers to ``test_file``; return what was added."""
     report = contract_coverage(doc, tests)
     unbound = {fid for fid, _ in report.untested}
-    existing = test_file.read_text(encoding="utf-8") if test_file.exists() else ""
+    existing = _existing(test_file)
     defined: set[str] = set()
     tree: ast.Module | None = None
     if existing:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pv import files
 from pv.errors import PvError
 
 MARKER = "falsifies"
@@ -103,11 +104,11 @@ def scan_markers(folder: Path, root: Path) -> dict[str, list[str]]:
     import ast
 
     bound: dict[str, list[str]] = {}
-    files = sorted(p for p in folder.rglob("*.py")
+    paths = sorted(p for p in folder.rglob("*.py")
                    if p.name.startswith("test_") or p.name.endswith("_test.py")) if folder.is_dir() else []
-    for path in files:
+    for path in paths:
         try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
+            tree = ast.parse(files.read_regular(path, files.MAX_SOURCE_BYTES), filename=str(path))
             rel = path.resolve().relative_to(root.resolve()).as_posix()
         except (SyntaxError, ValueError, OSError, RecursionError):
             continue

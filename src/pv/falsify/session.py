@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pv import files
 from pv.errors import PvError
 from pv.falsify.plugin import PROGRESS_PREFIX
 
@@ -97,13 +98,17 @@ def _run_in_process(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
     return code, []
 
 
+#: A result file of one test (its facts and metrics): pv's own, yet read with a bound.
+MAX_RESULT_BYTES = 16 << 20
+
+
 def read_spool(spool: Path) -> Spool:
     """Everything the plugin wrote into ``spool``."""
     def load(pattern: str) -> tuple[dict[str, Any], ...]:
         out = []
         for p in sorted(spool.glob(pattern)):
             try:
-                data = json.loads(p.read_text(encoding="utf-8"))
+                data = json.loads(files.read_regular(p, MAX_RESULT_BYTES).decode("utf-8"))
             except (OSError, ValueError) as exc:
                 raise PvError(f"unreadable falsifier result {p.name}: {exc}") from None
             if not isinstance(data, dict):
