@@ -9,7 +9,8 @@ import pytest
 from tests_falsify_records import claim, make_record, make_test
 
 from pv.falsify import judge
-from pv.falsify.records import StoredRecord, from_dict, schema_errors
+from pv.falsify.records import from_dict, schema_errors
+from pv.falsify.store import StoredRecord
 
 CUDA = {"device": "cuda:0", "dtype": "float32", "weights": "real"}
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pv.cli import run
-from pv.falsify.records import read_record
+from pv.falsify.store import read_record
 
 pytestmark = pytest.mark.slow
 
@@ -249,7 +249,7 @@ def test_concurrent_runs_never_overwrite_each_other(demo) -> None:
     for p in paths:
         read_record(p)  # every one complete and valid
     # The contract's lock serialised them: each falsifier's three records form one chain.
-    from pv.falsify.records import load_stored
+    from pv.falsify.store import load_stored
     from pv.report.status import integrity_problems
 
     for fid in ("FALSIFY-DEMO-001", "FALSIFY-DEMO-002", "FALSIFY-DEMO-003"):

@@ -7,7 +7,7 @@ import yaml
 from demo_project import DemoProject
 
 from pv.cli import run
-from pv.falsify.records import read_record
+from pv.falsify.store import read_record
 
 pytestmark = pytest.mark.slow
 

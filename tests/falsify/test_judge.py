@@ -10,7 +10,7 @@ import pytest
 from tests_falsify_records import NODE, claim, make_record, make_test
 
 from pv.falsify import judge
-from pv.falsify.records import StoredRecord
+from pv.falsify.store import StoredRecord
 
 CUDA = {"device": "cuda:0", "dtype": "float32", "weights": "real"}
 

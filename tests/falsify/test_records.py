@@ -15,6 +15,7 @@ import pytest
 from tests_falsify_records import make_record
 
 from pv.falsify import records as rec
+from pv.falsify import store
 
 
 def test_round_trip_and_digest() -> None:
@@ -71,40 +72,40 @@ def test_format_1_records_read_as_declared_facts(tmp_path: Path) -> None:
                      / "FALSIFY-ATTN-SUB-003").glob("*.json"))
     old = [p for p in legacy if json.loads(p.read_text()).get("pv_evidence") == 1]
     assert old, "the repository keeps its format-1 records"
-    records = [rec.read_record(p) for p in old]
+    records = [store.read_record(p) for p in old]
     assert all(r.legacy and all(not t.measured for t in r.tests) for r in records)
     assert any(t.declared.get("weights") == "real" for r in records for t in r.tests)
 
 
 def test_write_names_the_record_and_never_overwrites(tmp_path: Path) -> None:
     r = make_record()
-    p1 = rec.write_record(tmp_path, r)
-    p2 = rec.write_record(tmp_path, r)
+    p1 = store.write_record(tmp_path, r)
+    p2 = store.write_record(tmp_path, r)
     assert p1 != p2 and p1.parent == tmp_path / "demo-v1" / "FALSIFY-DEMO-001"
-    assert rec.read_record(p1) == r
+    assert store.read_record(p1) == r
     with pytest.raises(rec.EvidenceError, match="digest does not match"):
-        rec.write_record(tmp_path, replace(r, outcome="failed"))
+        store.write_record(tmp_path, replace(r, outcome="failed"))
 
 
 def test_concurrent_writers_all_land_intact(tmp_path: Path) -> None:
     r = make_record()
     paths: list[Path] = []
-    threads = [threading.Thread(target=lambda: paths.append(rec.write_record(tmp_path, r))) for _ in range(16)]
+    threads = [threading.Thread(target=lambda: paths.append(store.write_record(tmp_path, r))) for _ in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(paths)) == 16 and all(rec.read_record(p) == r for p in paths)
+    assert len(set(paths)) == 16 and all(store.read_record(p) == r for p in paths)
 
 
 def test_chain_order_follows_previous_links(tmp_path: Path) -> None:
-    first = rec.write_record(tmp_path, make_record(finished="2026-11-25T12:00:02.000000Z"))
+    first = store.write_record(tmp_path, make_record(finished="2026-11-25T12:00:02.000000Z"))
     h1 = hashlib.sha256(first.read_bytes()).hexdigest()
     # A later record with an *earlier* timestamp: order comes from the chain, not the clock.
-    second = rec.write_record(tmp_path, make_record(finished="2026-11-25T12:00:01.000000Z", previous=h1))
-    stored = rec.load_stored(tmp_path, "demo-v1", "FALSIFY-DEMO-001")
+    second = store.write_record(tmp_path, make_record(finished="2026-11-25T12:00:01.000000Z", previous=h1))
+    stored = store.load_stored(tmp_path, "demo-v1", "FALSIFY-DEMO-001")
     assert [s.path for s in stored] == [first, second]
-    assert rec.head(stored) == hashlib.sha256(second.read_bytes()).hexdigest()
+    assert store.head(stored) == hashlib.sha256(second.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -121,7 +122,7 @@ def test_hostile_record_files_are_one_line_errors(tmp_path: Path, text: str, nee
     p = tmp_path / "r.json"
     p.write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
     with pytest.raises(rec.EvidenceError) as err:
-        rec.read_record(p)
+        store.read_record(p)
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
@@ -129,11 +130,11 @@ def test_fifo_and_oversize_records_are_refused_without_hanging(tmp_path: Path) -
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     with pytest.raises(rec.EvidenceError, match="not a regular file"):
-        rec.read_record(fifo)
+        store.read_record(fifo)
     big = tmp_path / "big.json"
     big.write_bytes(b" " * (rec.MAX_RECORD_BYTES + 1))
     with pytest.raises(rec.EvidenceError, match="larger than"):
-        rec.read_record(big)
+        store.read_record(big)
 
 
 def test_subject_hashes_stay_inside_the_repository(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_subject_hashes_stay_inside_the_repository(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "a\\b", "x" * 129, "nul\x00", "-leading", "sp ace"])
 def test_ids_that_cannot_name_a_folder(tmp_path: Path, bad: str) -> None:
     with pytest.raises(rec.EvidenceError, match="cannot name an evidence folder"):
-        rec.record_dir(tmp_path, "demo-v1", bad)
+        store.record_dir(tmp_path, "demo-v1", bad)
 
 
 def test_versions_do_not_import_torch() -> None:
@@ -164,10 +165,10 @@ def test_schema_messages_stay_on_one_line_and_crowded_records_are_refused_early(
     p = tmp_path / "r.json"
     p.write_text(json.dumps(data))
     with pytest.raises(rec.EvidenceError) as err:
-        rec.read_record(p)
+        store.read_record(p)
     assert "\n" not in str(err.value) and "versions/a b" in str(err.value)
     data = make_record().to_dict()
     data["tests"] = [{"x": i} for i in range(rec.MAX_ENTRIES + 1)]
     p.write_text(json.dumps(data))
     with pytest.raises(rec.EvidenceError, match="entries, over the bound"):
-        rec.read_record(p)
+        store.read_record(p)

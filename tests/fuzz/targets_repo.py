@@ -105,9 +105,9 @@ def evidence_cases() -> st.SearchStrategy[Any]:
 
 def _read_record() -> Any:
     try:
-        from pv.falsify.records import read_record
-    except ImportError:  # before the evidence module was split
-        from pv.falsify.evidence import read_record  # type: ignore[no-redef]
+        from pv.falsify.store import read_record
+    except ImportError:  # before the record store was split from the record format
+        from pv.falsify.records import read_record  # type: ignore[no-redef, attr-defined]
     return read_record
 
 

@@ -33,7 +33,7 @@ class Repo(DemoProject):
                               env={**os.environ, **(env or {})})
 
     def record(self, fid: str, newest: int = -1) -> Path:
-        from pv.falsify.records import load_stored
+        from pv.falsify.store import load_stored
 
         return load_stored(self.evidence, "demo-v1", fid)[newest].path
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from pv import files, repo
 from pv.contract import ladder
 from pv.errors import PvError
-from pv.falsify import judge
+from pv.falsify import judge, store
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, load_contract
 from pv.falsify.rewrite import rewrite_statuses
@@ -50,9 +50,9 @@ def discharge(contract: Contract, falsifier_id: str, *, by: str, reason: str, ro
     if f is None:
         known = ", ".join(x.id for x in contract.falsifiers) or "none"
         raise PvError(f"contract {contract.id} has no falsifier {falsifier_id} (known: {known})")
-    rec.check_id(contract.id, "contract id")
-    rec.check_id(f.id, "falsifier id")
-    rec.check_inside(evidence_dir, evidence_dir / contract.id, root)
+    store.check_id(contract.id, "contract id")
+    store.check_id(f.id, "falsifier id")
+    store.check_inside(evidence_dir, evidence_dir / contract.id, root)
     names = tuple(dict.fromkeys((*f.discharge_artifacts, *artifacts)))
     hashed = rec.hash_files(root, names)
     absent = [n for n, d in hashed.items() if d is None]
@@ -78,7 +78,7 @@ def _write(contract: Contract, fid: str, by: str, reason: str, root: Path, evide
     current = judge.canonical(f.status)
     if current == ladder.DISCHARGED:
         raise PvError(f"{fid} is already DISCHARGED")
-    stored = rec.load_stored(evidence_dir, now.id, fid)
+    stored = store.load_stored(evidence_dir, now.id, fid)
     sup = judge.support(f, stored, root=root, key=key)
     if sup.level != ladder.FUNCTIONAL:
         raise PvError(f"{fid}: no live pass after the latest failure backs a discharge ({sup.why}); "
@@ -103,11 +103,11 @@ def _write(contract: Contract, fid: str, by: str, reason: str, root: Path, evide
         claim={"tests": list(f.tests), "live_requirements": dict(f.live_requirements),
                **({"discharge_matrix": [dict(t) for t in f.discharge_matrix]} if f.discharge_matrix else {})},
         promotion={"old": current, "new": ladder.DISCHARGED, "applied": True, "why": None},
-        kind=rec.DISCHARGE, previous=rec.head(stored),
+        kind=rec.DISCHARGE, previous=store.head(stored),
         discharge={"by": by.strip(), "reason": reason.strip(),
                    "artifacts": {k: v for k, v in artifacts.items() if v is not None}, "backing": backing},
     ).sealed(key)
-    path = rec.write_record(evidence_dir, record, root=root)
+    path = store.write_record(evidence_dir, record, root=root)
     meta = standing(now, {fid: ladder.DISCHARGED})
     rewrite_statuses(now.path, {fid: ladder.DISCHARGED}, metadata_status=meta)
     return DischargeResult(path, tuple(backing), artifacts, meta)

@@ -40,9 +40,9 @@ from pv.falsify.records import (
     FAILED,
     PASSED,
     EvidenceRecord,
-    StoredRecord,
     signature_ok,
 )
+from pv.falsify.store import StoredRecord
 
 
 @dataclass(frozen=True)

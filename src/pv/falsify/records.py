@@ -15,9 +15,8 @@ from the measured facts and the contract's current claim.
 Format 1 records (written before measured facts existed) are still read, as
 legacy: their facts all count as declared, so they back no status.
 
-Files: ``evidence/<contract-id>/<falsifier-id>/<utc-timestamp>-<host>-<pid>-<random>.json``,
-validated against ``schemas/evidence.schema.json`` on write and on read, created
-atomically under a name no other run can take.
+Records are validated against ``schemas/evidence.schema.json`` on write and on
+read; where they lie on disk and how they chain is ``pv.falsify.store``.
 """
 
 from __future__ import annotations
@@ -29,10 +28,8 @@ import itertools
 import json
 import math
 import os
-import re
-import secrets
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
@@ -40,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import bounded, environment, files
-from pv.bounded import one_line, show_path
+from pv.bounded import one_line
 from pv.digest import sha256_json
 from pv.errors import PvError
 
@@ -239,19 +236,6 @@ def validate(data: Any) -> None:
         raise EvidenceError("evidence record does not follow the schema: " + "; ".join(problems[:3]))
 
 
-def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
-
 def parse_json(raw: bytes, what: str, limit_depth: int = MAX_DEPTH) -> Any:
     """JSON from bytes through pv's bounded reader (depth, integer length, value count)."""
     try:
@@ -347,169 +331,6 @@ def stale_subjects(record: EvidenceRecord, root: Path, claim_digest: str | None)
     if claim_digest is not None and claim in record.subjects and record.subjects[claim] != claim_digest:
         changed.append(CLAIM_CHANGED)
     return changed
-
-
-# --------------------------------------------------------------------------- files
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: Ids that may name an evidence folder: what ``pv validate`` accepts as a safe id.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def _safe(part: str) -> str:
-    cleaned = _UNSAFE.sub("-", part).strip(".-")
-    return cleaned or "x"
-
-
-def record_name(ts: datetime, host: str, pid: int) -> str:
-    stamp = ts.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"{stamp}-{_safe(host)[:40]}-{pid}-{secrets.token_hex(4)}.json"
-
-
-def check_id(part: str, what: str = "id") -> str:
-    """``part`` if it can name an evidence folder (letters, digits, ``._-``; at most 128)."""
-    if not isinstance(part, str) or not _SAFE_ID.match(part) or part in (".", ".."):
-        raise EvidenceError(f"{what} {part!r:.80} cannot name an evidence folder "
-                            "(letters, digits, '.', '_', '-'; at most 128 characters)")
-    return part
-
-
-def record_dir(evidence_root: Path, contract_id: str, falsifier_id: str) -> Path:
-    return evidence_root / check_id(contract_id, "contract id") / check_id(falsifier_id, "falsifier id")
-
-
-def check_inside(evidence_root: Path, folder: Path, root: Path | None) -> None:
-    """Refuse an evidence folder that a symlink leads out of where it lexically lies.
-
-    An evidence root inside the repository (the default) must stay inside the
-    repository once symlinks are resolved; one given outside it must contain the
-    contract's folder. Records are repository data: a committed symlink must not
-    make ``pv falsify`` write anywhere else.
-    """
-    base = evidence_root
-    if root is not None:
-        try:
-            Path(os.path.abspath(evidence_root)).relative_to(Path(os.path.abspath(root)))
-            base = root
-        except ValueError:
-            pass
-    base_abs = Path(os.path.abspath(base))
-    target = Path(os.path.abspath(folder))
-    try:
-        parts = target.relative_to(base_abs).parts
-    except ValueError:
-        raise EvidenceError(f"{folder} is not inside {base_abs}; refusing to write evidence there") from None
-    if not base_abs.exists():
-        return
-    real_base = base_abs.resolve()
-    step = base_abs
-    for part in parts:
-        step = step / part
-        if not os.path.lexists(step):
-            return
-        try:
-            step.resolve().relative_to(real_base)
-        except (ValueError, OSError, RuntimeError):
-            raise EvidenceError(f"{step} resolves outside {real_base} (a symlink?); refusing to write "
-                                "evidence there") from None
-
-
-def write_record(evidence_root: Path, record: EvidenceRecord, *, root: Path | None = None) -> Path:
-    """Validate and write a sealed ``record``; returns its path. Never overwrites another record."""
-    data = record.to_dict()
-    validate(data)
-    if record.digest != record.content_digest():
-        raise EvidenceError("refusing to write a record whose digest does not match its content")
-    folder = record_dir(evidence_root, record.contract_id, record.falsifier_id)
-    check_inside(evidence_root, folder, root)
-    payload = record.to_json().encode("utf-8")
-    ts = datetime.strptime(record.finished_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    for _ in range(8):
-        path = folder / record_name(ts, record.host, record.pid)
-        try:
-            files.create_bytes(path, payload)
-            return path
-        except FileExistsError:
-            continue
-    raise EvidenceError(f"could not find a free record name in {folder}")
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """A record with where it lies and the sha256 of its file (what ``previous`` names)."""
-
-    record: EvidenceRecord
-    path: Path
-    file_sha256: str
-
-
-def read_stored(path: Path) -> StoredRecord:
-    shown = show_path(path)
-    try:
-        raw = files.read_regular(path, MAX_RECORD_BYTES)
-    except files.NotRegularFileError:
-        raise EvidenceError(f"{shown}: not a regular file") from None
-    except (OSError, ValueError) as exc:
-        raise EvidenceError(f"{shown}: cannot read evidence: {one_line(str(exc), 200)}") from None
-    data = parse_json(raw, shown)
-    if not isinstance(data, dict):
-        raise EvidenceError(f"{shown}: an evidence record must be a JSON object")
-    try:
-        record = from_dict(data)
-    except EvidenceError as exc:
-        raise EvidenceError(f"{shown}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise EvidenceError(f"{shown}: malformed evidence: {one_line(str(exc), 200)}") from None
-    return StoredRecord(record, path, hashlib.sha256(raw).hexdigest())
-
-
-def read_record(path: Path) -> EvidenceRecord:
-    return read_stored(path).record
-
-
-def iter_record_paths(evidence_root: Path, contract_id: str, falsifier_id: str) -> Iterator[Path]:
-    folder = record_dir(evidence_root, contract_id, falsifier_id)
-    if folder.is_dir():
-        yield from sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
-
-
-def chain_order(stored: Sequence[StoredRecord]) -> list[StoredRecord]:
-    """Records oldest first: legacy ones by finish time, then the chain from its start.
-
-    Records off the chain (a broken or forked link) follow, by finish time, so a
-    reader still sees them; ``pv gate`` reports the break.
-    """
-    legacy = sorted((s for s in stored if s.record.legacy), key=lambda s: (s.record.finished_at, s.path.name))
-    chained = [s for s in stored if not s.record.legacy]
-    by_previous: dict[str | None, list[StoredRecord]] = {}
-    for s in chained:
-        by_previous.setdefault(s.record.previous, []).append(s)
-    known = {s.file_sha256 for s in stored}
-    starts = [s for s in chained if s.record.previous is None or s.record.previous not in known
-              or s.record.previous in {x.file_sha256 for x in legacy}]
-    ordered: list[StoredRecord] = []
-    seen: set[str] = set()
-    frontier = sorted(starts, key=lambda s: (s.record.finished_at, s.path.name))
-    while frontier:
-        node = frontier.pop(0)
-        if node.file_sha256 in seen:
-            continue
-        seen.add(node.file_sha256)
-        ordered.append(node)
-        nxt = sorted(by_previous.get(node.file_sha256, []), key=lambda s: (s.record.finished_at, s.path.name))
-        frontier = nxt + frontier
-    rest = sorted((s for s in chained if s.file_sha256 not in seen), key=lambda s: (s.record.finished_at, s.path.name))
-    return legacy + ordered + rest
-
-
-def load_stored(evidence_root: Path, contract_id: str, falsifier_id: str) -> list[StoredRecord]:
-    """Every record of one falsifier in chain order (oldest first)."""
-    return chain_order([read_stored(p) for p in iter_record_paths(evidence_root, contract_id, falsifier_id)])
-
-
-def head(stored: Sequence[StoredRecord]) -> str | None:
-    """The file sha256 the next record must name as ``previous``."""
-    return stored[-1].file_sha256 if stored else None
 
 
 def default_host() -> str:

@@ -8,7 +8,6 @@ records, rewrite statuses.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,7 @@ from pv import config, files, repo
 from pv.contract import ladder
 from pv.errors import ExitCode, PvError
 from pv.falsify import facts as fact_rules
-from pv.falsify import judge
+from pv.falsify import judge, store
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, Falsifier, contract_from_text, load_contract
 from pv.falsify.judge import canonical
@@ -202,17 +201,17 @@ def preflight(plan: RunPlan) -> None:
         raise PvError(f"contract {plan.contract.id} has no falsification_tests to run")
     if not plan.falsifiers_dir.is_dir():
         raise PvError(f"no falsifier folder at {plan.falsifiers_dir}")
-    rec.check_id(plan.contract.id, "contract id")
+    store.check_id(plan.contract.id, "contract id")
     seen: set[str] = set()
     for f in plan.contract.falsifiers:
-        rec.check_id(f.id, "falsifier id")
+        store.check_id(f.id, "falsifier id")
         if f.id in seen:
             raise PvError(f"falsifier id {f.id} appears twice in contract {plan.contract.id}")
         seen.add(f.id)
         if not f.tests:
             raise PvError(f"{f.id}: the contract's test: names no pytest node id "
                           "(write e.g. falsifiers/test_x.py::test_name; a list is fine)")
-    rec.check_inside(plan.evidence_dir, plan.evidence_dir / plan.contract.id, plan.root)
+    store.check_inside(plan.evidence_dir, plan.evidence_dir / plan.contract.id, plan.root)
 
 
 def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
@@ -266,14 +265,14 @@ def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]]
         if f.id not in by_id:
             rows.append(Row(f.id, "not run", None, {}, old, old))
             continue
-        stored = rec.load_stored(plan.evidence_dir, contract.id, f.id)
+        stored = store.load_stored(plan.evidence_dir, contract.id, f.id)
         record = build_record(plan.contract, f, by_id[f.id], root=plan.root, started=started,
                               finished=finished, update=plan.update, git=gits[f.id],
-                              previous=rec.head(stored), old_status=old)
+                              previous=store.head(stored), old_status=old)
         new, why = _promotion(record, stored, f, old, plan.root, key, fresh)
         record = replace(record, promotion={"old": canonical(old), "new": new, "applied": plan.update,
                                             "why": why}).sealed(key)
-        path = rec.write_record(plan.evidence_dir, record, root=plan.root)
+        path = store.write_record(plan.evidence_dir, record, root=plan.root)
         records.append(path)
         if plan.update and new != canonical(old):
             updates[f.id] = new
@@ -328,12 +327,11 @@ def ignore_locks(evidence_dir: Path) -> None:
         raise PvError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
-def _promotion(record: rec.EvidenceRecord, stored: Sequence[rec.StoredRecord], f: Falsifier,
+def _promotion(record: rec.EvidenceRecord, stored: Sequence[store.StoredRecord], f: Falsifier,
                old: str | None, root: Path, key: bytes | None, fresh: bool) -> tuple[str, str | None]:
     """The status this run leads to, judged exactly as ``pv gate`` will judge it (``fresh``: the
     repository's stale-evidence policy, ``pv.config``)."""
-    sealed = record.sealed(key)
-    run = rec.StoredRecord(sealed, Path("<new>"), hashlib.sha256(sealed.to_json().encode("utf-8")).hexdigest())
+    run = store.as_stored(record.sealed(key))
     after = judge.support(f, [*stored, run], root=root, key=key, fresh=fresh)
     return judge.new_status(old, run, after, f)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pv import config
 from pv.contract import ladder
-from pv.falsify import judge
+from pv.falsify import judge, store
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, Falsifier
 from pv.falsify.judge import canonical, stale_phrase
@@ -134,29 +134,29 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
-def read_folder(evidence_dir: Path, cid: str, fid: str) -> tuple[list[rec.StoredRecord], list[str]]:
+def read_folder(evidence_dir: Path, cid: str, fid: str) -> tuple[list[store.StoredRecord], list[str]]:
     """Every readable record of one falsifier in chain order, and one line per unreadable file."""
-    stored: list[rec.StoredRecord] = []
+    stored: list[store.StoredRecord] = []
     problems: list[str] = []
     try:
-        paths = list(rec.iter_record_paths(evidence_dir, cid, fid))
+        paths = list(store.iter_record_paths(evidence_dir, cid, fid))
     except rec.EvidenceError as exc:
         return [], [str(exc)]
     for p in paths:
         try:
-            stored.append(rec.read_stored(p))
+            stored.append(store.read_stored(p))
         except rec.EvidenceError as exc:
             problems.append(f"unreadable record: {exc}")
-    return rec.chain_order(stored), problems
+    return store.chain_order(stored), problems
 
 
-def integrity_problems(stored: Sequence[rec.StoredRecord], cid: str, fid: str, root: Path,
+def integrity_problems(stored: Sequence[store.StoredRecord], cid: str, fid: str, root: Path,
                        key: bytes | None) -> list[str]:
     """Edited, misplaced and off-chain records of one falsifier folder."""
     out: list[str] = []
     known = {s.file_sha256 for s in stored}
-    starts: list[rec.StoredRecord] = []
-    by_previous: dict[str, list[rec.StoredRecord]] = {}
+    starts: list[store.StoredRecord] = []
+    by_previous: dict[str, list[store.StoredRecord]] = {}
     for s in stored:
         r = s.record
         where = _shown(s.path, root)
@@ -200,7 +200,7 @@ def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root:
     why = "" if ok else f"{canon} but {stale_live}" if stale_live and canon in (
         ladder.FUNCTIONAL, ladder.DISCHARGED) else _unsupported(canon, sup)
 
-    def ref(s: rec.StoredRecord) -> RecordRef:
+    def ref(s: store.StoredRecord) -> RecordRef:
         r = judge.reach(s, f, key=key, require_signed=require_signed)
         return RecordRef(_shown(s.path, root), s.record.outcome, s.record.finished_at,
                          r.level == ladder.FUNCTIONAL, tuple(rec.stale_subjects(s.record, root, f.claim_digest)),
@@ -243,7 +243,7 @@ def _unsupported(canon: str, sup: judge.Support) -> str:
     return f"{canon} but no passing record{tail}: {sup.why}"
 
 
-def _backing(canon: str, stored: Sequence[rec.StoredRecord], sup: judge.Support) -> rec.StoredRecord | None:
+def _backing(canon: str, stored: Sequence[store.StoredRecord], sup: judge.Support) -> store.StoredRecord | None:
     if canon == ladder.DISCHARGED and sup.discharge is not None:
         return sup.discharge
     if canon in (ladder.FUNCTIONAL, ladder.PARTIAL, ladder.DISCHARGED):

@@ -1,0 +1,206 @@
+"""The evidence store on disk: where each record lies, how it is written and read, its chain.
+
+Files: ``evidence/<contract-id>/<falsifier-id>/<utc-timestamp>-<host>-<pid>-<random>.json``,
+created atomically under a name no other run can take (``pv.files.create_bytes``),
+read through the one bounded reader. Records of one falsifier form a chain: each
+names the sha256 of the file of the record before it (``previous``); ``chain_order``
+puts them in that order and ``head`` says what the next one must name. What a
+record holds and how its digest and signature are made is ``pv.falsify.records``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pv import files
+from pv.errors import one_line, show_path
+from pv.falsify.records import (
+    MAX_RECORD_BYTES,
+    EvidenceError,
+    EvidenceRecord,
+    from_dict,
+    parse_json,
+    validate,
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Ids that may name an evidence folder: what ``pv validate`` accepts as a safe id.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _safe(part: str) -> str:
+    cleaned = _UNSAFE.sub("-", part).strip(".-")
+    return cleaned or "x"
+
+
+def record_name(ts: datetime, host: str, pid: int) -> str:
+    stamp = ts.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{stamp}-{_safe(host)[:40]}-{pid}-{secrets.token_hex(4)}.json"
+
+
+def check_id(part: str, what: str = "id") -> str:
+    """``part`` if it can name an evidence folder (letters, digits, ``._-``; at most 128)."""
+    if not isinstance(part, str) or not _SAFE_ID.match(part) or part in (".", ".."):
+        raise EvidenceError(f"{what} {part!r:.80} cannot name an evidence folder "
+                            "(letters, digits, '.', '_', '-'; at most 128 characters)")
+    return part
+
+
+def record_dir(evidence_root: Path, contract_id: str, falsifier_id: str) -> Path:
+    return evidence_root / check_id(contract_id, "contract id") / check_id(falsifier_id, "falsifier id")
+
+
+def check_inside(evidence_root: Path, folder: Path, root: Path | None) -> None:
+    """Refuse an evidence folder that a symlink leads out of where it lexically lies.
+
+    An evidence root inside the repository (the default) must stay inside the
+    repository once symlinks are resolved; one given outside it must contain the
+    contract's folder. Records are repository data: a committed symlink must not
+    make ``pv falsify`` write anywhere else.
+    """
+    base = evidence_root
+    if root is not None:
+        try:
+            Path(os.path.abspath(evidence_root)).relative_to(Path(os.path.abspath(root)))
+            base = root
+        except ValueError:
+            pass
+    base_abs = Path(os.path.abspath(base))
+    target = Path(os.path.abspath(folder))
+    try:
+        parts = target.relative_to(base_abs).parts
+    except ValueError:
+        raise EvidenceError(f"{folder} is not inside {base_abs}; refusing to write evidence there") from None
+    if not base_abs.exists():
+        return
+    real_base = base_abs.resolve()
+    step = base_abs
+    for part in parts:
+        step = step / part
+        if not os.path.lexists(step):
+            return
+        try:
+            step.resolve().relative_to(real_base)
+        except (ValueError, OSError, RuntimeError):
+            raise EvidenceError(f"{step} resolves outside {real_base} (a symlink?); refusing to write "
+                                "evidence there") from None
+
+
+def payload(record: EvidenceRecord) -> bytes:
+    """The bytes a record is stored as: its file's sha256 is what the next record's ``previous`` names."""
+    return record.to_json().encode("utf-8")
+
+
+def write_record(evidence_root: Path, record: EvidenceRecord, *, root: Path | None = None) -> Path:
+    """Validate and write a sealed ``record``; returns its path. Never overwrites another record."""
+    data = record.to_dict()
+    validate(data)
+    if record.digest != record.content_digest():
+        raise EvidenceError("refusing to write a record whose digest does not match its content")
+    folder = record_dir(evidence_root, record.contract_id, record.falsifier_id)
+    check_inside(evidence_root, folder, root)
+    data_bytes = payload(record)
+    ts = datetime.strptime(record.finished_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    for _ in range(8):
+        path = folder / record_name(ts, record.host, record.pid)
+        try:
+            files.create_bytes(path, data_bytes)
+            return path
+        except FileExistsError:
+            continue
+    raise EvidenceError(f"could not find a free record name in {folder}")
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record with where it lies and the sha256 of its file (what ``previous`` names)."""
+
+    record: EvidenceRecord
+    path: Path
+    file_sha256: str
+
+
+def read_stored(path: Path) -> StoredRecord:
+    shown = show_path(path)
+    try:
+        raw = files.read_regular(path, MAX_RECORD_BYTES)
+    except files.NotRegularFileError:
+        raise EvidenceError(f"{shown}: not a regular file") from None
+    except (OSError, ValueError) as exc:
+        raise EvidenceError(f"{shown}: cannot read evidence: {one_line(str(exc), 200)}") from None
+    data = parse_json(raw, shown)
+    if not isinstance(data, dict):
+        raise EvidenceError(f"{shown}: an evidence record must be a JSON object")
+    try:
+        record = from_dict(data)
+    except EvidenceError as exc:
+        raise EvidenceError(f"{shown}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise EvidenceError(f"{shown}: malformed evidence: {one_line(str(exc), 200)}") from None
+    return StoredRecord(record, path, hashlib.sha256(raw).hexdigest())
+
+
+def as_stored(record: EvidenceRecord) -> StoredRecord:
+    """A sealed record not yet written, as a reader will see it once it is (for judging a run
+    before its record lands)."""
+    return StoredRecord(record, Path("<new>"), hashlib.sha256(payload(record)).hexdigest())
+
+
+def read_record(path: Path) -> EvidenceRecord:
+    return read_stored(path).record
+
+
+def iter_record_paths(evidence_root: Path, contract_id: str, falsifier_id: str) -> Iterator[Path]:
+    folder = record_dir(evidence_root, contract_id, falsifier_id)
+    if folder.is_dir():
+        yield from sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
+def chain_order(stored: Sequence[StoredRecord]) -> list[StoredRecord]:
+    """Records oldest first: legacy ones by finish time, then the chain from its start.
+
+    Records off the chain (a broken or forked link) follow, by finish time, so a
+    reader still sees them; ``pv gate`` reports the break.
+    """
+    legacy = sorted((s for s in stored if s.record.legacy), key=lambda s: (s.record.finished_at, s.path.name))
+    chained = [s for s in stored if not s.record.legacy]
+    by_previous: dict[str | None, list[StoredRecord]] = {}
+    for s in chained:
+        by_previous.setdefault(s.record.previous, []).append(s)
+    known = {s.file_sha256 for s in stored}
+    starts = [s for s in chained if s.record.previous is None or s.record.previous not in known
+              or s.record.previous in {x.file_sha256 for x in legacy}]
+    ordered: list[StoredRecord] = []
+    seen: set[str] = set()
+    frontier = sorted(starts, key=lambda s: (s.record.finished_at, s.path.name))
+    while frontier:
+        node = frontier.pop(0)
+        if node.file_sha256 in seen:
+            continue
+        seen.add(node.file_sha256)
+        ordered.append(node)
+        nxt = sorted(by_previous.get(node.file_sha256, []), key=lambda s: (s.record.finished_at, s.path.name))
+        frontier = nxt + frontier
+    rest = sorted((s for s in chained if s.file_sha256 not in seen), key=lambda s: (s.record.finished_at, s.path.name))
+    return legacy + ordered + rest
+
+
+def load_stored(evidence_root: Path, contract_id: str, falsifier_id: str) -> list[StoredRecord]:
+    """Every record of one falsifier in chain order (oldest first)."""
+    return chain_order([read_stored(p) for p in iter_record_paths(evidence_root, contract_id, falsifier_id)])
+
+
+def head(stored: Sequence[StoredRecord]) -> str | None:
+    """The file sha256 the next record must name as ``previous``."""
+    return stored[-1].file_sha256 if stored else None
+
+
+__all__ = ["StoredRecord", "as_stored", "chain_order", "check_id", "check_inside", "head", "iter_record_paths",
+           "load_stored", "payload", "read_record", "read_stored", "record_dir", "record_name", "write_record"]
