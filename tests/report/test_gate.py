@@ -130,6 +130,27 @@ def test_a_snapshot_with_ids_that_are_not_strings_is_malformed(repo, capsys, tmp
     assert "malformed baseline snapshot" in err and "id {'a': 1} is not a string" in err
 
 
+@pytest.mark.parametrize("damage, words", [
+    (lambda claim, fid: claim["falsifiers"].__setitem__(fid, None), "is not an object"),
+    (lambda claim, fid: claim["falsifiers"][fid].__setitem__("tests", [["x"]]), "tests is not a list of text"),
+    (lambda claim, fid: claim["falsifiers"][fid].__setitem__("live_requirements", {"device": "cuda"}),
+     "device is not a list of values"),
+    (lambda claim, fid: claim.__setitem__("equations", []), "equations is not an object"),
+])
+def test_a_snapshot_whose_claims_are_not_shaped_as_claims_is_malformed(repo, capsys, tmp_path_factory, damage,
+                                                                       words) -> None:
+    """Found by fuzzing: a null falsifier claim crashed the comparison (an internal error)."""
+    snap = tmp_path_factory.mktemp("snap") / "status.json"
+    assert run(["status", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    contract = data["contracts"][0]
+    damage(contract["claim"], contract["falsifiers"][0]["id"])
+    snap.write_text(json.dumps(data))
+    assert run(["gate", "--baseline", str(snap)]) == 2
+    err = capsys.readouterr().err
+    assert "malformed baseline snapshot" in err and words in err and len(err.strip().splitlines()) == 1
+
+
 def test_signed_records_and_require_signed(repo, capsys, monkeypatch) -> None:
     # The template's records are unsigned (made without a key).
     monkeypatch.setenv("PV_EVIDENCE_KEY", "ci-secret")

@@ -125,6 +125,59 @@ def claim_view(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"falsifiers": falsifiers, "obligations": obligations, "equations": equations}
 
 
+_TEXT_FIELDS = ("rule", "prediction", "property", "formal", "formula")
+_LIST_FIELDS = ("tests", "files", "artifacts")
+
+
+def _requirements_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "is not an object"
+    for key, values in value.items():
+        if not isinstance(values, list) or not all(isinstance(v, (str, int, float, bool)) or v is None
+                                                   for v in values):
+            return f"{key} is not a list of values"
+    return None
+
+
+def _field_problem(key: str, value: Any) -> str | None:
+    if key in _TEXT_FIELDS:
+        return None if value is None or isinstance(value, str) else "is not text"
+    if key == "tolerance":
+        return None if value is None or isinstance(value, (str, int, float)) else "is not a number or text"
+    if key in _LIST_FIELDS:
+        return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "is not a list of text"
+    if key == "live_requirements":
+        return _requirements_problem(value)
+    if key == "matrix":
+        if not isinstance(value, list):
+            return "is not a list"
+        return next((f"[{i}] {p}" for i, t in enumerate(value) if (p := _requirements_problem(t))), None)
+    return None
+
+
+def view_problem(view: Any) -> str | None:
+    """Why ``view`` is not shaped as ``claim_view`` shapes a claim, or None when it is.
+
+    A baseline snapshot is a file anyone can write; ``weakenings`` trusts the shape
+    it compares, so a snapshot's claims are checked first and a malformed one is
+    refused in one line instead of failing halfway through a comparison.
+    """
+    if not isinstance(view, dict):
+        return "the claim is not an object"
+    for section in ("falsifiers", "obligations", "equations"):
+        entries = view.get(section, {})
+        if not isinstance(entries, dict):
+            return f"{section} is not an object"
+        for name, entry in entries.items():
+            if not isinstance(entry, dict):
+                return f"{section}.{name} is not an object"
+            for key, value in entry.items():
+                problem = _field_problem(key, value)
+                if problem:
+                    return f"{section}.{name}.{key} {problem}"
+    return None
+
+
 def claim_digest(view: Mapping[str, Any]) -> str:
     """sha256 of a claim view's canonical JSON: what an acknowledgement names."""
     return sha256_json(view)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import repo
+from pv.contract.claims import view_problem
 from pv.errors import PvError
 from pv.falsify import records as rec
 from pv.falsify.catalog import Contract, contract_from_text
@@ -154,6 +155,9 @@ def _claims_of(contracts: list[Any]) -> dict[str, Mapping[str, Any]] | None:
         claim = c.get("claim")
         if not isinstance(claim, dict):
             return None
+        problem = view_problem(claim)
+        if problem:
+            raise TypeError(f"claim of {str(c['id'])[:40]!r}: {problem}")
         out[str(c["id"])] = claim
     return out
 
