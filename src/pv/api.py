@@ -80,7 +80,7 @@ def bisect(candidate: PathLike, reference: PathLike, *, model: Any = None,
 
 
 def _contracts(paths: Iterable[PathLike] | None, root: Path) -> list[Any]:
-    from pv.falsify.catalog import load_contracts
+    from pv.contract.model import load_contracts
 
     chosen = [Path(p) for p in paths] if paths is not None else []
     return load_contracts(chosen or [root / "contracts"])

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from pv.contract.models import MODELS_BY_DEF, Contract, conforms
 from pv.contract.schema import contract_schema, schema_errors
+from pv.contract.structure import MODELS_BY_DEF, Contract, conforms
 
 REPO = Path(__file__).resolve().parents[2]
 #: Real-world contracts kept beside the checkout (read-only); tests skip without them.

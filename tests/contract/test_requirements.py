@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pv.contract.models import LiveRequirements
 from pv.contract.requirements import MEASURED_KEYS, REQUIREMENTS, schema_def
 from pv.contract.schema import contract_schema
+from pv.contract.structure import LiveRequirements
 from pv.contract.validate import validate_files
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pv.falsify.catalog import Falsifier
+from pv.contract.model import Falsifier
 from pv.falsify.records import EvidenceRecord, TestResult
 
 NODE = "falsifiers/test_demo.py::test_one"

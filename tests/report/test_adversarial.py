@@ -179,7 +179,7 @@ def _copy_project(dest: Path) -> Path:
     """This repository's contracts, evidence, falsifiers and covered sources in a fresh git repo."""
     import subprocess
 
-    from pv.falsify.catalog import load_contracts
+    from pv.contract.model import load_contracts
 
     contracts = load_contracts([REPO / "contracts"])
     rels = {"contracts", "evidence", "falsifiers"}
@@ -199,7 +199,7 @@ def _copy_project(dest: Path) -> Path:
 
 
 def test_this_projects_statuses_are_backed_and_cannot_be_raised(tmp_path, capsys, monkeypatch) -> None:
-    from pv.falsify.catalog import load_contracts
+    from pv.contract.model import load_contracts
     from pv.falsify.rewrite import rewrite_statuses
 
     root = _copy_project(tmp_path / "project")

@@ -58,9 +58,9 @@ def test_sarif_for_odd_file_names_and_no_file(tmp_path):
 def test_gate_failures_render_in_both_formats(tmp_path):
     failures = [GateFailure("regression", "demo-v1", "F-1", "FUNCTIONAL -> PROPOSED"),
                 GateFailure("unsupported", "demo-v1", None, "no evidence, line\nbreak 100%")]
-    from pv.falsify.catalog import Contract, Falsifier
+    from pv.contract.model import Contract, Falsifier
 
-    contract = Contract("demo-v1", "1", tmp_path / "demo-v1.yaml", None, (Falsifier("F-1", "FUNCTIONAL", line=7),))
+    contract = Contract("demo-v1", "1", tmp_path / "demo-v1.yaml", None, (Falsifier("F-1", "FUNCTIONAL", at=(("falsification_tests", 0, "id"), 7, 7)),))
     notes = annotations.from_gate_failures(failures, [contract])
     _valid_sarif(sarif.sarif_log(notes))
     lines = annotations.github(notes)

@@ -28,7 +28,7 @@ def command(falsifier_id: str, contract_id: str, by: str, reason: str, artifacts
     target, its covered files and artifacts are committed and unchanged since, and --by and
     --reason say who and why. See docs/falsify.md.
     """
-    from pv.falsify.catalog import load_contracts, select
+    from pv.contract.model import load_contracts, select
     from pv.falsify.discharge import discharge
     from pv.repo import repo_root
 

@@ -13,7 +13,7 @@ import click
 from pv.errors import ExitCode, PvError
 
 if TYPE_CHECKING:
-    from pv.falsify.catalog import Contract
+    from pv.contract.model import Contract
     from pv.falsify.run import FalsifyResult, Row, RunPlan
 
 #: Row outcomes, in the order the summary counts them.
@@ -75,7 +75,7 @@ def _print_table(plan: RunPlan, result: FalsifyResult) -> None:
 def _resolve(contracts_path: Path, chosen: str, explicit: bool) -> tuple[list[Contract], Contract, tuple[Path, ...]]:
     """Every contract (for the orphan check), the chosen one (an id, a file stem or a path), and
     the paths that define them all."""
-    from pv.falsify.catalog import load_contracts, select
+    from pv.contract.model import load_contracts, select
 
     given = Path(chosen)
     as_file = given.is_file()
@@ -131,7 +131,7 @@ def command(contract_id: str | None, run_all: bool, contracts_dir: Path | None, 
     root = repo_root()
     contracts_path = (contracts_dir or root / "contracts").resolve()
     if run_all:
-        from pv.falsify.catalog import load_contracts
+        from pv.contract.model import load_contracts
 
         if not contracts_path.exists():
             raise PvError(f"{contracts_path}: no such contracts folder (use --contracts)")

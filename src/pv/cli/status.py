@@ -16,7 +16,7 @@ import click
               show_default=True, help="markdown is ready to paste into a pull request; json is a gate baseline.")
 def command(paths: tuple[Path, ...], contract_id: str | None, evidence_dir: Path | None, fmt: str) -> int:
     """Report falsifier statuses and the evidence behind them (default PATH: <repo>/contracts)."""
-    from pv.falsify.catalog import load_contracts, select
+    from pv.contract.model import load_contracts, select
     from pv.repo import repo_root
     from pv.report import status, status_render
 

@@ -21,7 +21,7 @@ from pv.contract.references import bare
 from pv.contract.registry import is_binding_registry
 
 if TYPE_CHECKING:
-    from pv.contract.models import ContractSummary, Located
+    from pv.contract.model import Contract, Located
 
 CYCLE_RULE = "PV035"
 
@@ -162,7 +162,7 @@ def cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[tuple[str, .
     return tuple(sorted(found))
 
 
-def cycle_findings(summaries: Iterable[ContractSummary]) -> Iterator[Finding]:
+def cycle_findings(summaries: Iterable[Contract]) -> Iterator[Finding]:
     """PV035 for ``pv validate``: one finding per cycle, at the ``depends_on`` entry of its
     first contract (in file order) that leads into the cycle, naming the whole cycle."""
     summaries = list(summaries)

@@ -34,7 +34,7 @@ from pv.contract.rulebase import (
 )
 
 if TYPE_CHECKING:
-    from pv.contract.models import ContractSummary
+    from pv.contract.model import Contract
 
 RULE = "PV030"
 _NOTE = re.compile(r"\s+(?:\(.*\)|#.*)$")
@@ -134,10 +134,10 @@ def rule_references(doc: Document, ctx: RuleContext) -> Iterator[Issue]:
     yield from _evidence_refs(doc, names, ctx)
 
 
-def set_references(summaries: list[ContractSummary], contracts: dict[str, str]) -> Iterator[Finding]:
+def set_references(summaries: list[Contract], contracts: dict[str, str]) -> Iterator[Finding]:
     """depends_on and cross-contract binds_to over the whole validated set."""
     known = set(contracts) | {s.stem for s in summaries}
-    falsifier_ids = {fid for s in summaries for fid, _ in s.falsifiers}
+    falsifier_ids = {f.id for s in summaries for f in s.falsifiers}
     folder_stems: dict[Path, frozenset[str]] = {}
     for summary in summaries:
         folder = Path(summary.file).parent

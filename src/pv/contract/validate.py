@@ -14,19 +14,20 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pv.contract import graph, references, registry, rulebase
+from pv.contract import graph, references, registry
 from pv.contract.discover import find_contracts, repo_root
 from pv.contract.findings import ERROR, WARNING, Finding, display_path
 from pv.contract.load import ContractLoadError, Document, load_document
-from pv.contract.models import ContractSummary, Located, conforms
+from pv.contract.model import Contract, from_document
 from pv.contract.rulebase import RuleContext
 from pv.contract.rules import check_document
 from pv.contract.schema import RULE as SCHEMA_RULE
 from pv.contract.schema import schema_errors
+from pv.contract.structure import conforms
 
 #: Rules whose finding replaces the schema's for the same key.
 EXPLAINS_SCHEMA = frozenset({"PV034"})
@@ -38,14 +39,14 @@ PARALLEL_MIN_FILES = 48
 class FileResult:
     file: str
     findings: tuple[Finding, ...]
-    contract: ContractSummary | None
+    contract: Contract | None
 
 
 @dataclass(frozen=True)
 class Report:
     files: int
     findings: tuple[Finding, ...]
-    contracts: tuple[ContractSummary, ...] = field(default=())
+    contracts: tuple[Contract, ...] = field(default=())
     strict: bool = False
 
     @property
@@ -86,33 +87,13 @@ class Report:
         }
 
 
-def _at(doc: Document, path: tuple[Any, ...]) -> Located:
-    return (path, *doc.locate(path))
-
-
-def _summary(doc: Document, ctx: RuleContext, errors: int) -> ContractSummary:
-    meta = doc.data.get("metadata")
-    status = meta.get("status") if isinstance(meta, dict) else None
-    falsifiers: list[tuple[str, str | None]] = []
-    falsifier_at: list[Located] = []
-    id_marks = doc.item_keys("falsification_tests", "id")
-    for i, test in rulebase.falsifiers(doc):
-        fid = test.get("id")
-        if isinstance(fid, str):
-            falsifiers.append((fid, test.get("status") if isinstance(test.get("status"), str)
-                               else None))
-            line, col = id_marks.get(i) or doc.locate(("falsification_tests", i, "id"))
-            falsifier_at.append((("falsification_tests", i, "id"), line, col))
-    deps = meta.get("depends_on") if isinstance(meta, dict) else None
-    depends_on = tuple((dep, _at(doc, ("metadata", "depends_on", i)))
-                       for i, dep in enumerate(deps if isinstance(deps, list) else [])
-                       if isinstance(dep, str) and dep.strip())
-    open_refs = tuple((value, _at(doc, path), what)
+def _summary(doc: Document, ctx: RuleContext, errors: int) -> Contract:
+    """The contract's one view (``pv.contract.model``), with what only validation knows: the
+    references a contract id may resolve and how many errors the file has."""
+    contract = from_document(doc)
+    open_refs = tuple((value, (path, *doc.locate(path)), what)
                       for value, path, what in ctx.extra.get("open_refs", ()))
-    return ContractSummary(str(doc.path), doc.contract_id, doc.stem,
-                           status if isinstance(status, str) else None, tuple(falsifiers),
-                           _at(doc, ("metadata", "id")), tuple(falsifier_at), depends_on,
-                           open_refs, errors)
+    return replace(contract, open_refs=open_refs, errors=errors)
 
 
 def check_file(path: Path, check_evidence: bool | None) -> FileResult:
@@ -184,14 +165,14 @@ def _check_all(paths: list[Path], check_evidence: bool | None, jobs: int | None)
     return [results[str(p)] for p in paths]
 
 
-def _set_rules(summaries: list[ContractSummary]) -> list[Finding]:
+def _set_rules(summaries: list[Contract]) -> list[Finding]:
     """Rules over the whole validated set: ids unique, dependencies and contract references
     resolve, dependencies form no cycle."""
     findings: list[Finding] = []
     first_falsifier: dict[str, str] = {}
     for summary in summaries:
         seen_here: set[str] = set()
-        for (fid, _), (key, line, col) in zip(summary.falsifiers, summary.falsifier_at):
+        for fid, (key, line, col) in ((f.id, f.at) for f in summary.falsifiers):
             if fid in seen_here:
                 continue  # a repeat inside one file is PV014's finding
             seen_here.add(fid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pv import files
+from pv.contract.model import base_node_id
 from pv.errors import PvError
 
 MARKER = "falsifies"
@@ -67,11 +68,6 @@ class BindingReport:
         out += [f"missing test: {fid}'s test: names {node}, but no collected test with that id is marked "
                 f"@pytest.mark.{MARKER}({fid!r})" for fid, node in self.missing]
         return out
-
-
-def base_node_id(nodeid: str) -> str:
-    """``path::test[param]`` -> ``path::test``: a parametrised test counts under its name."""
-    return nodeid.split("[", 1)[0]
 
 
 def check(bound: Mapping[str, Sequence[str]], known_ids: Iterable[str],

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from pv import files, repo
 from pv.contract import ladder
+from pv.contract.model import Contract, load_contract
 from pv.errors import PvError
 from pv.falsify import judge, store
 from pv.falsify import records as rec
-from pv.falsify.catalog import Contract, load_contract
 from pv.falsify.rewrite import rewrite_statuses
 from pv.falsify.run import dirty_paths, standing
 

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from pv.contract import ladder
+from pv.contract.model import Falsifier, base_node_id
 from pv.falsify import facts as fact_rules
-from pv.falsify.binding import base_node_id
-from pv.falsify.catalog import Falsifier
 from pv.falsify.records import (
     DISCHARGE,
     ERROR,

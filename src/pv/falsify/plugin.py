@@ -159,7 +159,7 @@ def fixture_absent(reason: str) -> None:
 
 
 def _known_ids(config: pytest.Config) -> tuple[set[str], list[str], dict[str, tuple[str, ...]]]:
-    from pv.falsify.catalog import load_contracts, select
+    from pv.contract.model import load_contracts, select
 
     paths = [Path(p) for p in config.getoption("--pv-contracts")]
     contracts = load_contracts(paths)

@@ -17,11 +17,11 @@ from typing import Any
 
 from pv import config, files, repo
 from pv.contract import ladder
+from pv.contract.model import Contract, Falsifier, contract_from_text, load_contract
 from pv.errors import ExitCode, PvError
 from pv.falsify import facts as fact_rules
 from pv.falsify import judge, store
 from pv.falsify import records as rec
-from pv.falsify.catalog import Contract, Falsifier, contract_from_text, load_contract
 from pv.falsify.judge import canonical
 from pv.falsify.rewrite import rewrite_statuses
 from pv.falsify.session import Echo, read_spool, run_pytest

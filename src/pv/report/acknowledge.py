@@ -26,8 +26,8 @@ import yaml
 
 from pv import files, repo, safeyaml
 from pv.contract import claims
+from pv.contract.model import Contract, load_contract, load_contracts, select
 from pv.errors import PvError
-from pv.falsify.catalog import Contract, load_contracts, select
 from pv.report import baseline as baselines
 
 
@@ -142,8 +142,6 @@ def acknowledge(contract_id: str, *, by: str, reason: str, baseline: str | None 
 def _find(dirs: Sequence[Path], contract_id: str) -> Contract:
     target = Path(contract_id)
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        from pv.falsify.catalog import load_contract
-
         return load_contract(target.resolve())
     return select(load_contracts(dirs), contract_id)
 

@@ -16,7 +16,7 @@ from pv.contract.findings import display_path
 
 if TYPE_CHECKING:
     from pv.contract.findings import Finding
-    from pv.falsify.catalog import Contract
+    from pv.contract.model import Contract
     from pv.report.gate import GateFailure
 
 LEVELS = ("error", "warning", "note")

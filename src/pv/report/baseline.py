@@ -21,9 +21,9 @@ from typing import Any
 
 from pv import repo
 from pv.contract.claims import view_problem
+from pv.contract.model import Contract, contract_from_text
 from pv.errors import PvError
 from pv.falsify import records as rec
-from pv.falsify.catalog import Contract, contract_from_text
 from pv.files import read_regular
 from pv.report.status import SNAPSHOT_KIND
 

@@ -36,11 +36,11 @@ from pathlib import Path
 
 from pv import config, repo
 from pv.contract import claims, ladder
+from pv.contract.model import Contract, load_contracts
 from pv.errors import PvError
 from pv.falsify import records as rec
 from pv.falsify.binding import check as check_binding
 from pv.falsify.binding import scan_markers
-from pv.falsify.catalog import Contract, load_contracts
 from pv.falsify.judge import canonical
 from pv.files import read_regular
 from pv.report import baseline as baselines

@@ -18,9 +18,9 @@ from typing import Any
 
 from pv import config
 from pv.contract import ladder
+from pv.contract.model import Contract, Falsifier
 from pv.falsify import judge, store
 from pv.falsify import records as rec
-from pv.falsify.catalog import Contract, Falsifier
 from pv.falsify.judge import canonical, stale_phrase
 
 SNAPSHOT_KIND = "pv-status"

@@ -1,16 +1,20 @@
-"""Typed views of a contract (pydantic), kept equal to ``schemas/contract.schema.json``.
+"""The structural check of a contract: pydantic models kept equal to ``schemas/contract.schema.json``.
+
+``pv validate`` asks one question of them, ``conforms(data)``: is the file
+structurally valid? pydantic answers it in compiled code, far faster than the
+jsonschema walk, which runs only when the answer is no, to name every violation.
+Nothing reads contracts through these models: what commands read is the one
+view in ``pv.contract.model``.
 
 The JSON schema is the source of truth; these models mirror it field for field
-(required keys, types, enums, which sections forbid unknown keys) so code that
-reads contracts gets typed values, and ``tests/contract/test_models.py`` proves
-the two agree. Models are strict: YAML's ``1.0`` stays a float and is not
-quietly turned into a string, exactly as the schema sees it. ``ContractSummary``
-at the end is the light view ``pv validate`` keeps of every readable file.
+(required keys, types, enums, which sections forbid unknown keys), and
+``tests/contract/test_contract_models.py`` proves the two agree. Models are
+strict: YAML's ``1.0`` stays a float and is not quietly turned into a string,
+exactly as the schema sees it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -21,9 +25,6 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-
-from pv.contract.findings import display_path
-from pv.contract.ladder import PROPOSED, interpret, normalize
 
 StrList = list[str]
 
@@ -187,11 +188,6 @@ MODELS_BY_DEF: dict[str, type[BaseModel]] = {
 }
 
 
-def parse_contract(data: dict[str, Any]) -> Contract:
-    """Typed contract from plain data; raises ``pydantic.ValidationError`` when malformed."""
-    return Contract.model_validate(data)
-
-
 def conforms(data: Any) -> bool:
     """True when ``data`` is a structurally valid contract (fast path before the schema walk)."""
     try:
@@ -199,43 +195,3 @@ def conforms(data: Any) -> bool:
     except ValidationError:
         return False
     return True
-
-
-#: (key path, 1-based line, 1-based column): where a set-level rule points.
-Located = tuple[tuple[Any, ...], int, int]
-
-
-@dataclass(frozen=True)
-class ContractSummary:
-    """The summary view of a contract: what set-level rules and reports need from one file.
-
-    ``Contract`` above is the typed view of a whole valid contract; this is the
-    light view ``pv validate`` builds for every readable file, valid or not.
-
-    Workers send these back instead of documents; the locations that set-level
-    rules may report are taken while the worker still holds the parsed tree, so
-    the parent never parses a file a second time.
-    """
-
-    file: str
-    id: str
-    stem: str
-    status: str | None
-    falsifiers: tuple[tuple[str, str | None], ...]  # (id, status as written)
-    id_at: Located = ((), 1, 1)
-    falsifier_at: tuple[Located, ...] = ()  # parallel to ``falsifiers``
-    depends_on: tuple[tuple[str, Located], ...] = ()
-    #: References no name in the file resolves, that a contract id may: (value, where, what).
-    open_refs: tuple[tuple[str, Located, str], ...] = ()
-    errors: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": display_path(self.file), "id": display_path(self.id), "status": self.status,
-            "rung": interpret(self.status) if self.status else None,
-            "valid": self.errors == 0,
-            "falsifiers": [
-                {"id": fid, "status": status, "rung": normalize(status or PROPOSED)}
-                for fid, status in self.falsifiers
-            ],
-        }
