@@ -19,26 +19,36 @@ if TYPE_CHECKING:
     from pv.compare.bisect import BisectResult
     from pv.compare.diff import DiffReport
     from pv.compare.tolerances import Tolerances
+    from pv.contract.coverage import Coverage
+    from pv.contract.graph import Graph
+    from pv.contract.modeline import Schemas
+    from pv.contract.scaffold import Scaffolded
     from pv.contract.validate import Report
+    from pv.falsify.campaign import ContractRun, FalsifyReport
+    from pv.falsify.discharge import DischargeResult
+    from pv.report.acknowledge import Acknowledged
     from pv.report.gate import GateResult
     from pv.report.status import StatusReport
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["bisect", "capture", "diff", "gate", "status", "validate"]
+__all__ = ["acknowledge", "bisect", "capture", "coverage", "diff", "discharge", "falsify", "gate", "graph",
+           "scaffold", "schema", "status", "validate"]
 
 
-def validate(paths: Iterable[PathLike], *, strict: bool = False,
-             check_evidence: bool | None = None, jobs: int | None = None) -> Report:
+def validate(paths: Iterable[PathLike], *, strict: bool = False, check_evidence: bool | None = None,
+             jobs: int | None = None, fix: bool = False, evidence_dir: PathLike | None = None) -> Report:
     """Validate the contracts under ``paths`` (files, or folders searched for ``*.yaml``).
 
     Returns a ``Report``: ``ok``, ``findings`` (located ``Finding`` values),
-    ``contracts`` (id, status, falsifiers). ``check_evidence`` None checks cited
-    files inside a git checkout. Same as ``pv validate``.
+    ``contracts`` (``pv.contract.model.Contract``), ``fixes``. ``check_evidence`` None checks
+    cited files inside a git checkout. ``fix`` first renames status keys pv does not read,
+    under each contract's lock in ``evidence_dir``. Same as ``pv validate``.
     """
     from pv.contract.validate import validate_paths
 
-    return validate_paths(paths, strict=strict, check_evidence=check_evidence, jobs=jobs)
+    return validate_paths(paths, strict=strict, check_evidence=check_evidence, jobs=jobs, fix=fix,
+                          evidence_dir=_path(evidence_dir))
 
 
 def capture(model: str, *, output: PathLike, prompt: str | None = None,
@@ -79,23 +89,18 @@ def bisect(candidate: PathLike, reference: PathLike, *, model: Any = None,
     return run_bisect(Path(candidate), Path(reference), model=model, tolerances=tolerances)
 
 
-def _contracts(paths: Iterable[PathLike] | None, root: Path) -> list[Any]:
-    from pv.contract.model import load_contracts
-
-    chosen = [Path(p) for p in paths] if paths is not None else []
-    return load_contracts(chosen or [root / "contracts"])
+def _path(value: PathLike | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
-def status(paths: Iterable[PathLike] | None = None, *,
+def status(paths: Iterable[PathLike] | None = None, *, contract: str | None = None,
            evidence_dir: PathLike | None = None) -> StatusReport:
     """Every falsifier's status, recomputed from the evidence records (default: the
-    repository's ``contracts/`` and ``evidence/``). Same as ``pv status``."""
-    from pv.repo import repo_root
-    from pv.report import status as status_report
+    repository's ``contracts/`` and ``evidence/``); ``contract`` (an id or file stem) keeps
+    one contract. Same as ``pv status``."""
+    from pv.report.status import status_of
 
-    root = repo_root()
-    evidence = Path(evidence_dir) if evidence_dir is not None else root / "evidence"
-    return status_report.collect(_contracts(paths, root), evidence.resolve(), root)
+    return status_of(paths or (), contract=contract, evidence_dir=_path(evidence_dir))
 
 
 def gate(paths: Iterable[PathLike] | None = None, *, baseline: str | None = None, strict: bool = False,
@@ -110,3 +115,75 @@ def gate(paths: Iterable[PathLike] | None = None, *, baseline: str | None = None
                            strict=strict, require_signed=require_signed,
                            evidence_dir=Path(evidence_dir) if evidence_dir is not None else None,
                            falsifiers_dir=Path(falsifiers_dir) if falsifiers_dir is not None else None)
+
+
+def falsify(contract: PathLike | None = None, *, all: bool = False, contracts_dir: PathLike | None = None,
+            falsifiers_dir: PathLike | None = None, evidence_dir: PathLike | None = None, update: bool = True,
+            pytest_args: Sequence[str] = (), in_process: bool = False, on_output: Callable[[str], None] | None = None,
+            on_contract: Callable[[ContractRun], None] | None = None) -> FalsifyReport:
+    """Run the falsifiers bound to ``contract`` (an id, a file stem or a path), or with ``all``
+    to every contract, record evidence and promote what it supports: ``.runs`` (one
+    ``ContractRun`` each), ``.exit_code``, ``.to_json()``. Progress lines go to ``on_output``
+    and each finished contract to ``on_contract``, when given. Needs the ``test`` extra
+    (pytest). Same as ``pv falsify``."""
+    from pv.falsify.campaign import falsify_contracts
+
+    return falsify_contracts(contract, run_all=all, contracts_dir=_path(contracts_dir),
+                             falsifiers_dir=_path(falsifiers_dir), evidence_dir=_path(evidence_dir), update=update,
+                             pytest_args=pytest_args, in_process=in_process, on_output=on_output,
+                             on_contract=on_contract)
+
+
+def discharge(falsifier: str, *, contract: str, by: str, reason: str, artifacts: Sequence[str] = (),
+              contracts_dir: PathLike | None = None, evidence_dir: PathLike | None = None) -> DischargeResult:
+    """Close ``falsifier`` of ``contract`` past FUNCTIONAL, only on live evidence for every target
+    of its discharge matrix (``PvError`` saying what is missing otherwise). Same as ``pv discharge``."""
+    from pv.falsify.discharge import discharge_named
+
+    return discharge_named(falsifier, contract=contract, by=by, reason=reason, artifacts=tuple(artifacts),
+                           contracts_dir=_path(contracts_dir), evidence_dir=_path(evidence_dir))
+
+
+def acknowledge(contract: PathLike, *, by: str, reason: str, baseline: str | None = None,
+                contracts_dir: PathLike | None = None) -> Acknowledged:
+    """Record in ``contract`` (an id, a file stem or a path) who accepts its claim, weaker than at
+    ``baseline``, and why: the one way a weaker claim passes the gate. Same as ``pv acknowledge``."""
+    from pv.report.acknowledge import acknowledge as run_acknowledge
+
+    return run_acknowledge(os.fspath(contract), by=by, reason=reason, baseline=baseline,
+                           contract_paths=[Path(contracts_dir)] if contracts_dir is not None else [])
+
+
+def scaffold(contract: PathLike, *, contracts_dir: PathLike | None = None, tests_dir: PathLike | None = None,
+             output: PathLike | None = None) -> Scaffolded:
+    """Append a failing test skeleton for each falsifier of ``contract`` that no test binds:
+    ``.added``, ``.test_entries`` (the ``test:`` lines to write). Same as ``pv scaffold``."""
+    from pv.contract.scaffold import scaffold_contract
+
+    return scaffold_contract(os.fspath(contract), contracts_dir=_path(contracts_dir), tests_dir=_path(tests_dir),
+                             output=_path(output))
+
+
+def graph(paths: Iterable[PathLike] | None = None) -> Graph:
+    """The ``depends_on`` graph of the contracts under ``paths`` (default: the repository's):
+    ``.nodes``, ``.edges``, ``.missing``, ``.cycles``. Same as ``pv graph``."""
+    from pv.contract.graph import graph_of
+
+    return graph_of(paths or ())
+
+
+def coverage(paths: Iterable[PathLike] | None = None, *, tests: Iterable[PathLike] | None = None) -> Coverage:
+    """Obligations no falsifier enforces, falsifiers no test binds and marked tests that bind no
+    falsifier: ``.complete``, ``.failed(strict)``, ``.to_json()``. Same as ``pv coverage``."""
+    from pv.contract.coverage import coverage_of
+
+    return coverage_of(paths or (), [Path(p) for p in tests or ()])
+
+
+def schema(*, write: bool | PathLike = False, force: bool = False) -> Schemas:
+    """pv's contract schema (``.text``); with ``write`` (True: ``<repo>/schemas``, or a folder) the
+    schemas written where contracts' modelines can name them (``.written``). Same as ``pv schema``."""
+    from pv.contract.modeline import schemas
+    from pv.repo import repo_root
+
+    return schemas(repo_root(), write, force=force)

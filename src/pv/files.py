@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import tempfile
 import time
@@ -224,3 +225,35 @@ def locked(path: str | os.PathLike[str], timeout_s: float = 600.0) -> Iterator[N
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+#: Names that may be a folder under ``evidence/`` (a contract or falsifier id): letters,
+#: digits, ``._-``, at most 128; what ``pv validate`` accepts as a safe id.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_safe_name(part: object) -> bool:
+    """Whether ``part`` can name a folder without leaving its parent (no ``/``, no ``..``)."""
+    return isinstance(part, str) and bool(SAFE_NAME.match(part)) and part not in (".", "..")
+
+
+@contextlib.contextmanager
+def contract_locked(evidence_dir: str | os.PathLike[str], contract_id: str,
+                    timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold the lock every rewrite of contract ``contract_id`` takes, ``<evidence>/<id>/.lock``.
+
+    ``pv falsify``, ``pv discharge``, ``pv acknowledge`` and ``pv validate --fix`` each read
+    the contract, decide and write it back; one lock per contract keeps two of them from
+    interleaving (the second waits, then reads what the first wrote). Refused, in one line
+    (``PvError``), for an id that cannot name a folder and when the lock stays taken.
+    """
+    from pv.errors import PvError
+
+    if not is_safe_name(contract_id):
+        raise PvError(f"contract id {contract_id!r:.80} cannot name a lock folder under {os.fspath(evidence_dir)} "
+                      "(letters, digits, '.', '_', '-'; at most 128 characters)")
+    try:
+        with locked(Path(evidence_dir) / contract_id / ".lock", timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise PvError(str(exc)) from None

@@ -24,11 +24,15 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pv import files
+from pv.contract.discover import find_contracts
+from pv.contract.graph import load_set
 from pv.contract.load import Document
 from pv.contract.references import bare
 from pv.contract.rulebase import close_match, falsifiers, obligations, strings
+from pv.repo import repo_root
 
 MARKER = "falsifies"
 #: ``path/test_x.py::test_name`` or ``path/test_x.py::Class::test_name``, parameters stripped.
@@ -83,10 +87,31 @@ class Coverage:
     orphans: tuple[tuple[MarkedTest, str], ...]  # (test, why)
     #: Markers naming an id no contract defines: errors, not gaps.
     orphan_markers: tuple[OrphanMarker, ...] = ()
+    #: Files that could not be read as contracts, each as its finding's one line.
+    skipped: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
         return all(c.complete for c in self.contracts) and not self.orphans
+
+    def failed(self, strict: bool = False) -> bool:
+        """An orphan marker always fails (pv falsify refuses every contract while it is there);
+        with ``strict``, anything uncovered does."""
+        return bool(self.orphan_markers) or (strict and not self.complete)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "contracts": [{"id": c.id, "file": c.file, "obligations": c.obligations,
+                           "unenforced_obligations": list(c.unenforced), "falsifiers": c.falsifiers,
+                           "untested_falsifiers": [{"id": f, "why": w} for f, w in c.untested],
+                           "bound_tests": {f: list(n) for f, n in c.bound.items()}}
+                          for c in self.contracts],
+            "tests_without_falsifier": [{"test": t.node_id, "line": t.line, "why": w} for t, w in self.orphans],
+            "orphan_markers": [{"test": m.test.node_id, "line": m.test.line, "id": m.falsifier,
+                                "closest": m.closest} for m in self.orphan_markers],
+            "skipped": list(self.skipped),
+        }
 
 
 def _marker_ids(decorator: ast.expr) -> list[str] | None:
@@ -181,7 +206,17 @@ def contract_coverage(doc: Document, tests: list[MarkedTest]) -> ContractCoverag
                             tuple(untested), bound)
 
 
-def coverage(docs: Iterable[Document], tests: list[MarkedTest]) -> Coverage:
+def coverage_of(paths: Iterable[str | os.PathLike[str]] = (), tests: Iterable[Path] = (),
+                root: Path | None = None) -> Coverage:
+    """``pv coverage``: the contracts under ``paths`` (default ``<repo>/contracts``) against the
+    marked tests under ``tests`` (default ``<repo>/falsifiers`` when it exists)."""
+    root = root or repo_root()
+    docs, skipped = load_set(find_contracts(list(paths) or [root / "contracts"]))
+    folders = list(tests) or [p for p in [root / "falsifiers"] if p.is_dir()]
+    return coverage(docs, marked_tests(folders, root), skipped)
+
+
+def coverage(docs: Iterable[Document], tests: list[MarkedTest], skipped: Iterable[str] = ()) -> Coverage:
     docs = list(docs)
     per = [contract_coverage(doc, tests) for doc in docs]
     defined = {fid: c for c in per for fid in c.bound}
@@ -199,4 +234,4 @@ def coverage(docs: Iterable[Document], tests: list[MarkedTest]) -> Coverage:
                 why = (f"marked for {fid}, but {owner.id}'s 'test' does not name it, so pv "
                        "falsify does not count it")
                 orphans.append((t, why))
-    return Coverage(tuple(per), tuple(orphans), tuple(markers))
+    return Coverage(tuple(per), tuple(orphans), tuple(markers), tuple(skipped))

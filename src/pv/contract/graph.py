@@ -10,15 +10,18 @@ be established first.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pv.contract.discover import find_contracts
 from pv.contract.findings import ERROR, Finding
 from pv.contract.load import ContractLoadError, Document, load_document
 from pv.contract.references import bare
 from pv.contract.registry import is_binding_registry
+from pv.repo import repo_root
 
 if TYPE_CHECKING:
     from pv.contract.model import Contract, Located
@@ -37,6 +40,17 @@ class Graph:
     @property
     def in_cycle(self) -> frozenset[str]:
         return frozenset(n for cycle in self.cycles for n in cycle)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodes": list(self.nodes), "edges": [list(e) for e in self.edges], "missing": list(self.missing),
+                "cycles": [list(c) for c in self.cycles], "skipped": list(self.skipped)}
+
+
+def graph_of(paths: Iterable[str | os.PathLike[str]] = (), root: Path | None = None) -> Graph:
+    """``pv graph``: the depends_on graph of the contracts under ``paths`` (default
+    ``<repo>/contracts``); files that cannot be read as contracts are listed in ``skipped``."""
+    docs, skipped = load_set(find_contracts(list(paths) or [(root or repo_root()) / "contracts"]))
+    return build(docs, skipped)
 
 
 def load_set(paths: Iterable[Path]) -> tuple[list[Document], list[str]]:

@@ -14,16 +14,22 @@ contract are returned for the user.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pv import files
-from pv.contract.coverage import MarkedTest, contract_coverage
+from pv.contract.coverage import MarkedTest, contract_coverage, marked_tests
+from pv.contract.discover import find_contracts
+from pv.contract.graph import load_set
 from pv.contract.load import Document
+from pv.contract.modeline import schema_hint
 from pv.contract.rulebase import falsifiers
 from pv.errors import PvError
+from pv.repo import repo_root
 
 
 @dataclass(frozen=True)
@@ -151,3 +157,49 @@ def scaffold(doc: Document, test_file: Path, tests: list[MarkedTest]) -> list[Sk
     test_file.parent.mkdir(parents=True, exist_ok=True)
     files.replace_text(test_file, head + "".join(chunks))
     return added
+
+
+@dataclass(frozen=True)
+class Scaffolded:
+    """What ``pv scaffold`` did for one contract: the skeletons added to ``test_file`` (empty when
+    every falsifier already has a bound test), the ``test:`` entry each needs, and a hint when
+    the contract's modeline does not lead editors to the schema."""
+
+    contract_id: str
+    contract_path: Path
+    test_file: Path
+    #: ``test_file`` as a node id names it: relative to the repository, with '/'.
+    test_file_shown: str
+    added: tuple[Skeleton, ...]
+    hint: str | None = None
+
+    @property
+    def test_entries(self) -> tuple[tuple[str, str], ...]:
+        """(falsifier id, node id) for each skeleton: what its ``test:`` should name."""
+        return tuple((s.falsifier, s.node_id(self.test_file_shown)) for s in self.added)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contract": self.contract_id, "file": str(self.contract_path), "test_file": self.test_file_shown,
+                "added": [{"falsifier": f, "test": node} for f, node in self.test_entries], "hint": self.hint}
+
+
+def scaffold_contract(contract: str, *, contracts_dir: Path | None = None, tests_dir: Path | None = None,
+                      output: Path | None = None, root: Path | None = None) -> Scaffolded:
+    """``pv scaffold``: skeletons for the unbound falsifiers of ``contract`` (an id, a file stem or
+    a path), appended to ``output`` (default ``<tests>/test_<contract id>.py``, ``<tests>``
+    defaulting to ``<repo>/falsifiers``)."""
+    root = root or repo_root()
+    given = Path(contract)
+    candidates = [given] if given.is_file() else find_contracts([contracts_dir or root / "contracts"])
+    docs, _ = load_set(candidates)
+    matches = [d for d in docs if given.is_file() or contract in (d.contract_id, d.stem)]
+    if not matches:
+        raise PvError(f"{contract}: no such contract (give an id, a file stem or a path)")
+    doc = matches[0]
+    folder = tests_dir or root / "falsifiers"
+    target = output or folder / skeleton_file_name(doc.contract_id)
+    tests = marked_tests([folder], root) if folder.is_dir() else []
+    added = scaffold(doc, target, tests)
+    shown = Path(os.path.relpath(target, root)).as_posix()
+    return Scaffolded(doc.contract_id, doc.path, target, shown, tuple(added),
+                      schema_hint(doc.path, root) if added else None)

@@ -21,6 +21,7 @@ from typing import Any
 from pv.contract import graph, references, registry
 from pv.contract.discover import find_contracts, repo_root
 from pv.contract.findings import ERROR, WARNING, Finding, display_path
+from pv.contract.fix import Fix, fix_paths
 from pv.contract.load import ContractLoadError, Document, load_document
 from pv.contract.model import Contract, from_document
 from pv.contract.rulebase import RuleContext
@@ -48,6 +49,8 @@ class Report:
     findings: tuple[Finding, ...]
     contracts: tuple[Contract, ...] = field(default=())
     strict: bool = False
+    #: What ``fix=True`` changed before validating (``pv validate --fix``).
+    fixes: tuple[Fix, ...] = ()
 
     @property
     def errors(self) -> int:
@@ -84,6 +87,7 @@ class Report:
             "statuses_elsewhere": sum(1 for f in self.findings if f.rule == "PV025"),
             "findings": [f.to_json() for f in self.findings],
             "contracts": [c.to_json() for c in self.contracts],
+            "fixes": [f.to_json() for f in self.fixes],
         }
 
 
@@ -212,15 +216,20 @@ def validate_files(files: Iterable[Path], *, strict: bool = False,
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]], *, strict: bool = False,
-                   check_evidence: bool | None = None, jobs: int | None = None) -> Report:
+                   check_evidence: bool | None = None, jobs: int | None = None, fix: bool = False,
+                   evidence_dir: Path | None = None) -> Report:
     """Discover contracts under ``paths`` and validate them.
 
     ``check_evidence``: None checks evidence when the file sits in a git checkout
     (paths resolve from its root); True forces it (falling back to the current
-    directory as root); False skips it. Raises ``PvError`` for a usage error.
+    directory as root); False skips it. ``fix``: first make the safe fixes
+    (``pv.contract.fix``), under each contract's lock in ``evidence_dir``. Raises
+    ``PvError`` for a usage error.
     """
-    return validate_files(find_contracts(paths), strict=strict, check_evidence=check_evidence,
-                          jobs=jobs)
+    paths = list(paths)
+    fixes = tuple(fix_paths(paths, evidence_dir)) if fix else ()
+    report = validate_files(find_contracts(paths), strict=strict, check_evidence=check_evidence, jobs=jobs)
+    return replace(report, fixes=fixes)
 
 
 def validation_note(path: str | os.PathLike[str]) -> str | None:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pv import files, repo
 from pv.contract import ladder
-from pv.contract.model import Contract, load_contract
+from pv.contract.model import Contract, load_contract, load_contracts, select
 from pv.errors import PvError
 from pv.falsify import judge, store
 from pv.falsify import records as rec
@@ -35,10 +36,35 @@ from pv.falsify.run import dirty_paths, standing
 
 @dataclass(frozen=True)
 class DischargeResult:
+    """The discharge record written (``path``), the live records it rests on (file sha256s), the
+    artifacts' hashes, and ``metadata.status`` when it moved with the falsifier."""
+
     path: Path
     backing: tuple[str, ...]
     artifacts: dict[str, str | None]
     metadata_status: str | None
+    contract_id: str = ""
+    falsifier_id: str = ""
+    by: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contract": self.contract_id, "falsifier": self.falsifier_id, "by": self.by,
+                "record": str(self.path), "backing": list(self.backing), "artifacts": dict(self.artifacts),
+                "metadata_status": self.metadata_status}
+
+
+def discharge_named(falsifier_id: str, *, contract: str, by: str, reason: str, artifacts: tuple[str, ...] = (),
+                    contracts_dir: Path | None = None, evidence_dir: Path | None = None,
+                    root: Path | None = None) -> DischargeResult:
+    """``pv discharge``: ``contract`` is an id or a file stem under ``contracts_dir`` (default
+    ``<repo>/contracts``); evidence goes to ``evidence_dir`` (default ``<repo>/evidence``)."""
+    root = root or repo.repo_root()
+    contracts_path = (contracts_dir or root / "contracts").resolve()
+    if not contracts_path.exists():
+        raise PvError(f"{contracts_path}: no such contracts folder (use --contracts)")
+    chosen = select(load_contracts([contracts_path]), contract)
+    return discharge(chosen, falsifier_id, by=by, reason=reason, root=root,
+                     evidence_dir=(evidence_dir or root / "evidence").resolve(), artifacts=artifacts)
 
 
 def discharge(contract: Contract, falsifier_id: str, *, by: str, reason: str, root: Path,
@@ -62,11 +88,8 @@ def discharge(contract: Contract, falsifier_id: str, *, by: str, reason: str, ro
     if dirty:
         raise PvError(f"{f.id}: commit first; these differ from HEAD: {', '.join(sorted(set(dirty)))}")
     key = rec.key_from_env()
-    try:
-        with files.locked(evidence_dir / contract.id / ".lock"):
-            return _write(contract, f.id, by, reason, root, evidence_dir, hashed, key)
-    except TimeoutError as exc:
-        raise PvError(str(exc)) from None
+    with files.contract_locked(evidence_dir, contract.id):
+        return _write(contract, f.id, by, reason, root, evidence_dir, hashed, key)
 
 
 def _write(contract: Contract, fid: str, by: str, reason: str, root: Path, evidence_dir: Path,
@@ -110,4 +133,4 @@ def _write(contract: Contract, fid: str, by: str, reason: str, root: Path, evide
     path = store.write_record(evidence_dir, record, root=root)
     meta = standing(now, {fid: ladder.DISCHARGED})
     rewrite_statuses(now.path, {fid: ladder.DISCHARGED}, metadata_status=meta)
-    return DischargeResult(path, tuple(backing), artifacts, meta)
+    return DischargeResult(path, tuple(backing), artifacts, meta, now.id, fid, by.strip())

@@ -214,8 +214,13 @@ def preflight(plan: RunPlan) -> None:
     store.check_inside(plan.evidence_dir, plan.evidence_dir / plan.contract.id, plan.root)
 
 
-def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
-    """Run, record, promote. Raises PvError on trouble (nothing written then)."""
+def _quiet(line: str) -> None:
+    """Progress nobody asked for: the library prints nothing of its own."""
+
+
+def falsify(plan: RunPlan, echo: Echo = _quiet) -> FalsifyResult:
+    """Run, record, promote. Raises PvError on trouble (nothing written then). Progress lines
+    (each test as it finishes) go to ``echo``."""
     preflight(plan)
     fresh = config.load(plan.root).stale_blocks
     with tempfile.TemporaryDirectory(prefix="pv-falsify-") as tmp:
@@ -242,13 +247,9 @@ def falsify(plan: RunPlan, echo: Echo = print) -> FalsifyResult:
         for fid in r.get("falsifiers", []):
             by_id.setdefault(fid, []).append(r)
     key = rec.key_from_env()
-    lock = plan.evidence_dir / plan.contract.id / ".lock"
-    try:
-        ignore_locks(plan.evidence_dir)
-        with files.locked(lock):
-            return _record_and_promote(plan, by_id, gits, started, finished, key, fresh)
-    except TimeoutError as exc:
-        raise PvError(str(exc)) from None
+    ignore_locks(plan.evidence_dir)
+    with files.contract_locked(plan.evidence_dir, plan.contract.id):
+        return _record_and_promote(plan, by_id, gits, started, finished, key, fresh)
 
 
 def _record_and_promote(plan: RunPlan, by_id: Mapping[str, list[dict[str, Any]]],

@@ -32,7 +32,6 @@ from pv.falsify.records import (
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Ids that may name an evidence folder: what ``pv validate`` accepts as a safe id.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def _safe(part: str) -> str:
@@ -47,7 +46,7 @@ def record_name(ts: datetime, host: str, pid: int) -> str:
 
 def check_id(part: str, what: str = "id") -> str:
     """``part`` if it can name an evidence folder (letters, digits, ``._-``; at most 128)."""
-    if not isinstance(part, str) or not _SAFE_ID.match(part) or part in (".", ".."):
+    if not files.is_safe_name(part):
         raise EvidenceError(f"{what} {part!r:.80} cannot name an evidence folder "
                             "(letters, digits, '.', '_', '-'; at most 128 characters)")
     return part

@@ -33,10 +33,17 @@ from pv.report import baseline as baselines
 
 @dataclass(frozen=True)
 class Acknowledged:
+    """What ``pv acknowledge`` wrote: the ``claim_changes`` entry, the weaker claims it accepts,
+    and the baseline they were found against."""
+
     contract: Contract
     baseline: str
     weakenings: tuple[claims.Weakening, ...]
     entry: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contract": self.contract.id, "file": str(self.contract.path), "baseline": self.baseline,
+                "weakenings": [w.format() for w in self.weakenings], "entry": dict(self.entry)}
 
 
 def _quoted(value: str) -> str:
@@ -129,13 +136,9 @@ def acknowledge(contract_id: str, *, by: str, reason: str, baseline: str | None 
     entry = {"by": " ".join(by.split()), "reason": " ".join(reason.split()),
              "date": today or datetime.now(timezone.utc).strftime("%Y-%m-%d"), "claim": digest,
              "changes": [w.format() for w in found]}
-    lock = (evidence_dir or root / "evidence") / contract.id / ".lock"
-    try:
-        with files.locked(lock):
-            text = _read(contract.path)
-            files.replace_bytes(contract.path, add_entry(text, entry, str(contract.path)).encode("utf-8"))
-    except TimeoutError as exc:
-        raise PvError(str(exc)) from None
+    with files.contract_locked(evidence_dir or root / "evidence", contract.id):
+        text = _read(contract.path)
+        files.replace_bytes(contract.path, add_entry(text, entry, str(contract.path)).encode("utf-8"))
     return Acknowledged(contract, base.label, tuple(found), entry)
 
 

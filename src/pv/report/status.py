@@ -11,14 +11,15 @@ markdown or JSON (the JSON doubles as a baseline snapshot for ``pv gate``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pv import config
+from pv import config, repo
 from pv.contract import ladder
-from pv.contract.model import Contract, Falsifier
+from pv.contract.model import Contract, Falsifier, load_contracts, select
 from pv.falsify import judge, store
 from pv.falsify import records as rec
 from pv.falsify.judge import canonical, stale_phrase
@@ -287,3 +288,14 @@ def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path, *, ke
     return StatusReport(tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed,
                                               settings=settings)
                               for c in contracts), settings)
+
+
+def status_of(paths: Iterable[str | os.PathLike[str]] = (), *, contract: str | None = None,
+              evidence_dir: Path | None = None, root: Path | None = None) -> StatusReport:
+    """``pv status``: the contracts under ``paths`` (default ``<repo>/contracts``), or only the one
+    whose id or file stem is ``contract``, against ``evidence_dir`` (default ``<repo>/evidence``)."""
+    root = root or repo.repo_root()
+    contracts = load_contracts(list(paths) or [root / "contracts"])
+    if contract:
+        contracts = [select(contracts, contract)]
+    return collect(contracts, (evidence_dir or root / "evidence").resolve(), root)
