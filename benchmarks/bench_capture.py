@@ -100,9 +100,10 @@ def _sync() -> None:
 
 
 def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
+    from pv.capture.disktap import DiskTap
     from pv.capture.engine.runner import Engine
     from pv.capture.model.load import load_model
-    from pv.capture.plan import CapturePlan, Tap
+    from pv.capture.plan import CapturePlan
     from pv.capture.store.writer import CaptureWriter
     from pv.capture.trace import capture
 
@@ -115,7 +116,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
     def full_capture() -> object:
         """The engine's forward with every stage of every layer streamed to disk."""
         writer = CaptureWriter(out, {"bench": True})
-        tap = Tap(plan, writer, writers=WRITERS)
+        tap = DiskTap(plan, writer, writers=WRITERS)
         logits = engine.forward(ids, tap)
         tap.finish()
         writer.close()
@@ -135,7 +136,7 @@ def bench(spec: str, n_tokens: int, repeat: int, scratch: Path) -> None:
 
     def tap_only() -> object:
         """Every stage tapped and handed to the writer threads, which discard it."""
-        tap = Tap(plan, Discard(), writers=WRITERS)  # type: ignore[arg-type]
+        tap = DiskTap(plan, Discard(), writers=WRITERS)  # type: ignore[arg-type]
         logits = engine.forward(ids, tap)
         tap.finish()
         return logits
@@ -215,9 +216,9 @@ def writer_alone(engine, ids, plan, out: Path, repeat: int, forward_s: float) ->
         def mark_not_applicable(self, stage: str, reason: str) -> None:
             pass
 
-    from pv.capture.plan import Tap
+    from pv.capture.disktap import DiskTap
 
-    tap = Tap(plan, Keep(), writers=1)  # type: ignore[arg-type]
+    tap = DiskTap(plan, Keep(), writers=1)  # type: ignore[arg-type]
     engine.forward(ids, tap)
     tap.finish()
     mib = sum(a.nbytes for _, _, a, _ in kept) / (1 << 20)
@@ -272,7 +273,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pv.capture.plan import default_writers
+    from pv.capture.disktap import default_writers
 
     writers = args.writers or default_writers(cuda=args.device.startswith("cuda"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "

@@ -113,8 +113,8 @@ def test_decode_stages_equal_full_rows(falsifier_record: FalsifierRecord, tmp_pa
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-003")
 def test_decode_faults_localised(falsifier_record: FalsifierRecord, tmp_path: Path) -> None:
-    from pv.capture.engine.kvcache import DECODE_FAULTS
     from pv.capture.engine.runner import Engine
+    from pv.capture.faults import DECODE_FAULTS
     from pv.capture.generate import capture_generation
     from pv.capture.model.load import load_model
     from pv.capture.trace import make_plan

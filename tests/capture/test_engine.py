@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from pv import stages
+from pv.capture.disktap import DiskTap
 from pv.capture.engine.runner import Engine
 from pv.capture.model.config import SYNTHETIC
 from pv.capture.model.load import load_model
 from pv.capture.model.loaded import LoadedModel, fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
-from pv.capture.plan import CapturePlan, Tap
+from pv.capture.plan import CapturePlan
 from pv.capture.store import aprt, directory
 from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
@@ -41,7 +42,7 @@ def qwen() -> LoadedModel:
 def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
     """transformers' own model class on the same weights, with its eager attention."""
     transformers = pytest.importorskip("transformers")
-    from pv.capture.oracle.runner import HF_CLASSES, hf_config
+    from pv.capture.oracle.build import HF_CLASSES, hf_config
 
     config = hf_config(m.config, transformers)
     config._attn_implementation = "eager"
@@ -57,7 +58,7 @@ def transformers_model(m: LoadedModel):  # type: ignore[no-untyped-def]
 def capture_to(tmp_path: Path, engine: Engine, spec: str = "all", layers: str = "all",
                tokens: list[int] = TOKENS) -> tuple[torch.Tensor, directory.Capture]:
     writer = CaptureWriter(tmp_path, {})
-    tap = Tap(CapturePlan.parse(spec, layers, engine.config.num_hidden_layers), writer)
+    tap = DiskTap(CapturePlan.parse(spec, layers, engine.config.num_hidden_layers), writer)
     logits = engine.forward(tokens, tap)
     tap.finish()
     assert tap.missing(engine.config.num_hidden_layers) == []
@@ -171,7 +172,7 @@ def test_run_layer_reproduces_the_forward(tmp_path: Path, qwen: LoadedModel) -> 
 def test_run_layer_with_a_tap(tmp_path: Path, qwen: LoadedModel) -> None:
     engine = Engine(qwen)
     writer = CaptureWriter(tmp_path, {})
-    tap = Tap(CapturePlan.parse("attn_norm,ffn_out", "2"), writer)
+    tap = DiskTap(CapturePlan.parse("attn_norm,ffn_out", "2"), writer)
     engine.run_layer(2, np.ones((5, 64), dtype=np.float32), tap)
     tap.finish()
     assert sorted(tap.fired) == [("attn_norm", 2), ("ffn_out", 2)]

@@ -219,15 +219,18 @@ def test_half_precision_engine_within_the_measured_tolerances(family: str, dtype
 def test_moe_block_is_bit_identical_to_transformers_on_the_same_input(family: str, dtype: str) -> None:
     """Routing weights cast back to the compute dtype (Qwen3-MoE) or kept float32 (Mixtral)."""
     from pv.capture.engine import blocks
+    from pv.capture.engine.layers import Points
+    from pv.capture.tap import NULL_TAP
 
     model = load_model(f"synthetic:{family}")
     engine, oracle = Engine(model, dtype=dtype), HFOracle(model, dtype=dtype)
     cfg = model.config
     h = torch.from_numpy(np.random.default_rng(0).standard_normal((len(TOKENS), cfg.hidden_size),
                                                                   dtype=np.float32)).to(engine.dtype)
-    for i, w in enumerate(engine.layers):
+    for i, layer in enumerate(engine.layers):
+        w = layer.weights
         ours = blocks.moe(h, h, w.router, w.experts_gu, w.experts_down, cfg.num_experts_per_tok,
-                          cfg.norm_topk_prob, blocks.activation(cfg.hidden_act), i, None, None,
+                          cfg.norm_topk_prob, blocks.activation(cfg.hidden_act), i, Points(NULL_TAP, {}),
                           weights_float32=cfg.family.router_weights_float32)
         with torch.no_grad():
             theirs = oracle.model.model.layers[i].mlp(h[None])[0]

@@ -9,10 +9,11 @@ import pytest
 
 from pv import stages
 from pv.capture import faults
+from pv.capture.disktap import DiskTap
 from pv.capture.engine.runner import Engine
 from pv.capture.model.load import load_model
 from pv.capture.model.loaded import LoadedModel
-from pv.capture.plan import CapturePlan, Tap
+from pv.capture.plan import CapturePlan
 from pv.capture.store import aprt, directory
 from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
@@ -45,7 +46,7 @@ _CLEAN: dict[str, dict[tuple[str, int | None], np.ndarray]] = {}
 def run(model: LoadedModel, fault: str | None, root: Path) -> dict[tuple[str, int | None], np.ndarray]:
     engine = Engine(model, fault=fault)
     writer = CaptureWriter(root, {})
-    tap = Tap(CapturePlan.parse("all"), writer)
+    tap = DiskTap(CapturePlan.parse("all"), writer)
     engine.forward(TOKENS, tap)
     tap.finish()
     writer.close()

@@ -221,5 +221,17 @@ def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
 
     runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)), capture=False)
     assert runner.generate(doc["steps"][0]["input"], 3) == doc["tokens"]
+    class Everything:  # a tap that wants every stage: this context cannot hand any over
+        borrow = False
+
+        def wants(self, stage: str, layer: int | None) -> bool:
+            return True
+
+        def __call__(self, stage: str, layer: int | None, tensor: object, **meta: object) -> None:
+            raise AssertionError("no stage can arrive without the graph callback")
+
+        def not_applicable(self, stage: str, reason: str) -> None:
+            pass
+
     with pytest.raises(PvError, match="without capture"):
-        runner.forward([1, 2], tap=object())
+        runner.forward([1, 2], tap=Everything())

@@ -12,13 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pv.capture.llamacpp.runner import (
-    GRAPHS,
-    LLAMA_FAULTS,
-    halves_from_pairs,
-    parse_llama_fault,
-    split_name,
-)
+from pv.capture.faults import LLAMA_FAULTS, check_fault, parse_fault
+from pv.capture.llamacpp.nodes import GRAPHS, halves_from_pairs, split_name
 from pv.cli import run
 from pv.errors import PvError
 
@@ -42,11 +37,11 @@ def test_names_and_fault_parsing() -> None:
     assert split_name("attn_norm-12") == ("attn_norm", 12)
     assert split_name("result_norm") == ("result_norm", None)
     assert split_name("Kcur-0 (view)") == ("Kcur-0 (view)", None)
-    assert str(parse_llama_fault("ffn_up_scaled@3", 30)) == "ffn_up_scaled@3"
-    assert parse_llama_fault("attn_norm_scaled").layer == 1
-    for bad in ("nope", "ffn_up_scaled@x", "ffn_up_scaled@30"):
+    assert str(parse_fault("ffn_up_scaled@3", "llama.cpp")) == "ffn_up_scaled@3"
+    assert parse_fault("attn_norm_scaled", "llama.cpp").layer == 1
+    for bad in ("nope", "ffn_up_scaled@x", "ffn_up_scaled@30", "mask_off_by_one@1"):
         with pytest.raises(PvError):
-            parse_llama_fault(bad, 30)
+            check_fault(parse_fault(bad, "llama.cpp"), 30, {})
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +102,7 @@ def test_capture_layouts_and_manifest(lc: Path, smollm2: Any, pv_ref: Path, tmp_
 
 
 LLAMA_GRAPH_FAULTS = sorted(n for n, f in LLAMA_FAULTS.items()
-                            if any(r.name == f.node and r.op == f.op for r in GRAPHS["llama"].rules))
+                            if any((r.name, r.op) == f.node for r in GRAPHS["llama"].rules))
 
 
 @pytest.mark.parametrize("name", LLAMA_GRAPH_FAULTS)

@@ -19,14 +19,9 @@ from pv.capture.model.config import SYNTHETIC
 from pv.capture.model.load import synthetic_model
 from pv.capture.model.loaded import LoadedModel, fingerprint
 from pv.capture.model.synthetic import synthetic_state_dict
-from pv.capture.oracle.runner import (
-    ATTN_IMPLEMENTATION,
-    OBSERVED,
-    RECOMPUTED,
-    HFOracle,
-    hf_config,
-    provenance,
-)
+from pv.capture.oracle.build import hf_config
+from pv.capture.oracle.hooks import ATTN_IMPLEMENTATION, OBSERVED, RECOMPUTED, provenance
+from pv.capture.oracle.runner import HFOracle
 from pv.errors import PvError
 
 #: The synthetic model as a Llama with tied embeddings (no bias): the other code paths.

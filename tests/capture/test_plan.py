@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.capture.disktap import DiskTap
+from pv.capture.plan import CapturePlan, stage_keys
 from pv.capture.store import aprt, directory
 from pv.capture.store.writer import CaptureWriter
 from pv.errors import PvError
@@ -46,9 +47,9 @@ def test_expected_in_computation_order() -> None:
     assert stage_keys([("lm_head", None), ("ffn_out", 2)]) == ["lm_head", "ffn_out@2"]
 
 
-def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tuple[Tap, CaptureWriter]:
+def make_tap(tmp_path: Path, stage_spec: str = "all", layers: str = "all") -> tuple[DiskTap, CaptureWriter]:
     writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
-    return Tap(CapturePlan.parse(stage_spec, layers), writer, dtype_captured="bfloat16"), writer
+    return DiskTap(CapturePlan.parse(stage_spec, layers), writer, dtype_captured="bfloat16"), writer
 
 
 def test_tap_copies_and_writes_in_the_background(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_several_writers_keep_the_tap_order_and_report_progress_in_it(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
     seen: list[tuple[str, int | None]] = []
-    tap = Tap(CapturePlan.parse("all", "all"), writer, writers=4, on_write=lambda s, l: seen.append((s, l)))
+    tap = DiskTap(CapturePlan.parse("all", "all"), writer, writers=4, on_write=lambda s, l: seen.append((s, l)))
     tap.INLINE_BELOW = 0
     real_store = writer.store
 
@@ -117,17 +118,17 @@ def test_several_writers_keep_the_tap_order_and_report_progress_in_it(tmp_path: 
 
 
 def test_default_writers_leave_the_forward_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pv.capture import plan
+    from pv.capture import disktap
 
-    monkeypatch.setattr(plan.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(disktap.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert plan.default_writers(cuda=False) == Tap.MAX_WRITERS  # 8 idle cores, capped
+    assert disktap.default_writers(cuda=False) == DiskTap.MAX_WRITERS  # 8 idle cores, capped
     monkeypatch.setattr(torch, "get_num_threads", lambda: 14)
-    assert plan.default_writers(cuda=False) == 2
-    assert plan.default_writers(cuda=True) == Tap.MAX_WRITERS  # the GPU computes; one thread launches
-    monkeypatch.setattr(plan.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert disktap.default_writers(cuda=False) == 2
+    assert disktap.default_writers(cuda=True) == DiskTap.MAX_WRITERS  # the GPU computes; one thread launches
+    monkeypatch.setattr(disktap.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert plan.default_writers(cuda=False) == 1  # never none
+    assert disktap.default_writers(cuda=False) == 1  # never none
 
 
 def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +143,7 @@ def test_a_write_error_reaches_the_forward(tmp_path: Path, monkeypatch: pytest.M
     tap.abort()
     tap2, writer2 = make_tap(tmp_path / "second", "all", "all")
     monkeypatch.setattr(writer2, "store", full_disk)
-    big = torch.ones(Tap.INLINE_BELOW // 4 + 1)  # goes through the writer thread
+    big = torch.ones(DiskTap.INLINE_BELOW // 4 + 1)  # goes through the writer thread
     with pytest.raises(PvError, match="No space left"):
         for layer in range(1000):  # the error surfaces at a later tap call, not only at finish
             tap2("attn_norm", layer, big)
@@ -264,7 +265,7 @@ def test_the_cuda_copy_path_runs_its_steps_in_order_on_a_cpu(tmp_path: Path) -> 
     """Side stream, events, host buffer and allocator hint in the order CUDA needs them."""
     copier = _FakeCopier()
     writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
-    tap = Tap(CapturePlan.parse("attn_norm", "all"), writer, copier=copier)
+    tap = DiskTap(CapturePlan.parse("attn_norm", "all"), writer, copier=copier)
     tap.MAX_IN_FLIGHT = 1 << 10  # force the bounded-memory wait as well
     expected = {}
     for layer in range(3):
@@ -294,7 +295,7 @@ def test_a_borrowing_tap_writes_the_same_files_as_a_copying_one(tmp_path: Path) 
     digests = []
     for borrow in (False, True):
         writer = CaptureWriter(tmp_path / f"cap{borrow}", {"engine": "test"})
-        tap = Tap(CapturePlan.parse("attn_norm,ffn_gate,ffn_up,ffn_out", "0"), writer)
+        tap = DiskTap(CapturePlan.parse("attn_norm,ffn_gate,ffn_up,ffn_out", "0"), writer)
         tap.borrow = borrow
         for (stage, layer), t in tensors.items():
             tap(stage, layer, t)
@@ -310,7 +311,7 @@ def test_the_engine_lends_its_tensors_to_the_tap(tmp_path: Path) -> None:
     from pv.capture.model.load import load_model
 
     writer = CaptureWriter(tmp_path / "cap", {"engine": "test"})
-    tap = Tap(CapturePlan.parse("attn_norm", "0"), writer)
+    tap = DiskTap(CapturePlan.parse("attn_norm", "0"), writer)
     Engine(load_model("synthetic")).forward([1, 2, 3], tap)
     tap.finish()
     assert tap.borrow is True

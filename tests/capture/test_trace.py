@@ -119,7 +119,7 @@ def test_force_over_a_generation_replaces_it_whole(tmp_path: Path) -> None:
 
 def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pv.capture.plan import Tap
+    from pv.capture.disktap import DiskTap
 
     real_create = aprt.create
     calls = [0]
@@ -132,8 +132,8 @@ def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
         return real_create(path, layer, array)
 
     monkeypatch.setattr(aprt, "create", fails_late)
-    monkeypatch.setattr(Tap, "INLINE_BELOW", 0)  # every stage through the writer threads
-    monkeypatch.setattr(trace, "Tap", lambda *a, **k: Tap(*a, **{**k, "writers": 3}))
+    monkeypatch.setattr(DiskTap, "INLINE_BELOW", 0)  # every stage through the writer threads
+    monkeypatch.setattr(trace, "DiskTap", lambda *a, **k: DiskTap(*a, **{**k, "writers": 3}))
     out = tmp_path / "cap"
     assert pv_trace("--tokens", "1,2,3", "--save-tensor", "all", "-o", str(out)) == 2
     assert calls[0] >= 40
@@ -150,7 +150,7 @@ def test_a_failed_capture_takes_back_every_file_its_writer_threads_finished(
     (["--save-tensor", "all", "--model", "/no/such/model"], "model '/no/such/model' not found"),
     (["--save-tensor", "all", "--inject-fault", "bogus"], "unknown fault 'bogus'"),
     (["--save-tensor", "all", "--inject-fault", "mask_off_by_one@7"], "layer 7 out of range"),
-    (["--save-tensor", "all", "--inject-fault", "mask_off_by_one", "--engine", "hf"], "--engine pv only"),
+    (["--save-tensor", "all", "--inject-fault", "mask_off_by_one", "--engine", "hf"], "--engine pv or llama.cpp only"),
     (["--save-tensor", "all", "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -227,14 +227,14 @@ def test_disk_full_leaves_no_manifest_and_no_partial_files(tmp_path: Path, capsy
 
 def test_a_requested_stage_that_never_fires_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from pv.capture.plan import Tap
+    from pv.capture.disktap import DiskTap
 
-    real_wants = Tap.wants
+    real_wants = DiskTap.wants
 
-    def forgetful(self: Tap, stage: str, layer: int | None) -> bool:
+    def forgetful(self: DiskTap, stage: str, layer: int | None) -> bool:
         return False if (stage, layer) == ("ffn_up", 2) else real_wants(self, stage, layer)
 
-    monkeypatch.setattr(Tap, "wants", forgetful)
+    monkeypatch.setattr(DiskTap, "wants", forgetful)
     out = tmp_path / "cap"
     assert pv_trace("--prompt", "hi", "--save-tensor", "ffn_gate,ffn_up", "-o", str(out)) == 2
     assert "requested stages never fired: ffn_up@2" in one_error_line(capsys)

@@ -1,14 +1,24 @@
-"""A catalogue of realistic porting bugs the engine can inject, to prove the instruments.
+"""The fault catalogue: realistic porting bugs pv can plant, to prove that its instruments find them.
 
-Each fault is a mistake people make when porting a decoder forward pass:
-a forgotten norm weight, swapped projections, a wrong RoPE base, a GQA head
+Each fault is a mistake people make when porting a decoder forward pass (a
+forgotten norm weight, swapped projections, a wrong RoPE base, a GQA head
 mapping that interleaves instead of groups, 1/D instead of 1/sqrt(D), a mask
 that lets a query see one future key, softmax over the wrong axis, SiLU on the
-wrong SwiGLU branch, a dropped residual. Each declares ``stage``: the first
-stage, in computation order, whose tensor differs from a clean run (comparing
-only the causal part of the attention matrices). Every stage before it, in its
-layer and in earlier layers, stays byte-identical; a test pins both facts, and
-``pv bisect`` must name exactly that stage and layer.
+wrong SwiGLU branch, a dropped residual), a cache bug that only shows when
+decoding, or a change planted inside llama.cpp's own graph. Each declares
+``stage``: the first stage, in computation order, whose tensor differs from a
+clean run (comparing only the causal part of the attention matrices). Every
+stage before it, in its layer and in earlier layers, stays byte-identical; the
+tests pin both facts, and ``pv bisect`` must name exactly that stage and layer.
+
+One table serves every runner: ``runner`` says whose computation the fault is
+planted in (pv's engine or llama.cpp), ``decode`` that it acts only at decode
+steps (the prefill stays bit-identical), ``acts_on`` where it acts. A fault
+that changes a stage's output carries the small function that makes the
+change (``perturb``), which the runner calls at that stage's capture point;
+the others are planted by the runner where they act (pv's engine:
+``pv.capture.engine.layers``). Plan checks read this module before anything
+loads, so it imports neither torch nor numpy.
 
 Per-layer faults hit one layer (``name@LAYER``, default layer 1); whole-model
 faults (embedding, final norm) take no layer.
@@ -16,13 +26,51 @@ faults (embedding, final norm) take no layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from pv import stages as stage_table
 from pv.errors import PvError
 
 #: The layer a per-layer fault hits when ``@LAYER`` is not given.
 DEFAULT_LAYER = 1
+
+#: What the changed output is, given the stage's output and the input of the step
+#: that produced it (a tensor or an array: only operators and indexing are used).
+Perturb = Callable[[Any, Any], Any]
+
+#: Where a fault acts: ``output`` (a stage's output, through ``perturb``), ``weights``
+#: (what a layer loads), ``rope``, ``attention`` (head mapping, scale, mask or softmax
+#: axis of the explicit attention path), ``window`` (a layer's sliding window), ``mlp``,
+#: ``moe``, ``cache`` (what a decode step writes to the KV cache), ``node`` (a llama.cpp
+#: graph node, rewritten in its evaluation callback).
+PLACES = ("output", "weights", "rope", "attention", "window", "mlp", "moe", "cache", "node")
+
+#: What the faults of each runner are called in messages.
+_NOUN = {"pv": "fault", "llama.cpp": "llama.cpp fault"}
+
+
+def skipped(out: Any, inp: Any) -> Any:
+    """The step is skipped: its input goes on instead of its output."""
+    return inp
+
+
+def scaled_by_sqrt_width(out: Any, inp: Any) -> Any:
+    """The output times sqrt of its last dimension (the embedding scale Gemma has and others lack)."""
+    return out * math.sqrt(out.shape[-1])
+
+
+def scaled_by_1_5(out: Any, inp: Any) -> Any:
+    return out * 1.5
+
+
+def key_head_0_zeroed(out: Any, inp: Any) -> Any:
+    """Key head 0 set to zero in a ``[..., KVH, D]`` array, in a copy (the node's own array is read-only)."""
+    changed = out.copy()
+    changed[..., 0, :] = 0.0
+    return changed
 
 
 @dataclass(frozen=True)
@@ -31,8 +79,18 @@ class Fault:
     #: The first stage whose values differ from a clean run.
     stage: str
     description: str
+    #: Where it acts (one of ``PLACES``).
+    acts_on: str
     #: Model feature the fault needs (``"qkv_bias"``), or None.
     requires: str | None = None
+    #: The runner it is planted in: a name of the runner registry.
+    runner: str = "pv"
+    #: Acts only at decode steps: the prefill of a generation is untouched.
+    decode: bool = False
+    #: For ``acts_on == "output"`` and ``"node"``: how the stage's output (or the node's values) changes.
+    perturb: Perturb | None = field(default=None, repr=False, compare=False)
+    #: For ``acts_on == "node"``: the llama.cpp graph node (base name and op) it rewrites.
+    node: tuple[str, str] | None = None
 
     @property
     def per_layer(self) -> bool:
@@ -54,83 +112,120 @@ class FaultSpec:
         return self.fault.name if self.layer is None else f"{self.fault.name}@{self.layer}"
 
 
-_CATALOGUE = (
+CATALOGUE: tuple[Fault, ...] = (
     Fault("embedding_scaled", "embedding",
-          "embedding rows multiplied by sqrt(hidden_size), as Gemma does but these models do not"),
+          "embedding rows multiplied by sqrt(hidden_size), as Gemma does but these models do not",
+          "output", perturb=scaled_by_sqrt_width),
     Fault("attn_norm_no_weight", "attn_norm",
-          "the RMSNorm before attention forgets to multiply by its weight"),
+          "the RMSNorm before attention forgets to multiply by its weight", "weights"),
     Fault("kv_weights_swapped", "qkv_matmul",
-          "the k and v projection weights are loaded into each other's slot"),
+          "the k and v projection weights are loaded into each other's slot", "weights"),
     Fault("qkv_bias_dropped", "qkv_bias",
-          "the q/k/v bias is never added", requires="qkv_bias"),
+          "the q/k/v bias is never added", "output", requires="qkv_bias", perturb=skipped),
     Fault("rope_theta_wrong", "q_post_rope",
-          "RoPE uses a base 10x smaller than config.rope_theta"),
+          "RoPE uses a base 10x smaller than config.rope_theta", "rope"),
     Fault("rope_interleaved", "q_post_rope",
-          "RoPE rotates adjacent pairs (GPT-J style) instead of the two halves (NeoX style)"),
+          "RoPE rotates adjacent pairs (GPT-J style) instead of the two halves (NeoX style)", "rope"),
     Fault("gqa_head_mapping", "attn_scores",
-          "query head h reads kv head h % KVH instead of h // (NH/KVH)"),
+          "query head h reads kv head h % KVH instead of h // (NH/KVH)", "attention"),
     Fault("score_scale_1_over_d", "attn_scores",
-          "scores scaled by 1/D instead of 1/sqrt(D)"),
+          "scores scaled by 1/D instead of 1/sqrt(D)", "attention"),
     Fault("mask_off_by_one", "attn_softmax",
-          "the causal mask lets each query see one future key"),
+          "the causal mask lets each query see one future key", "attention"),
     Fault("softmax_wrong_axis", "attn_softmax",
-          "softmax normalises over queries instead of keys"),
+          "softmax normalises over queries instead of keys", "attention"),
     Fault("attn_residual_dropped", "post_attn_residual",
-          "the attention block's output replaces the residual stream instead of adding to it"),
+          "the attention block's output replaces the residual stream instead of adding to it",
+          "output", perturb=skipped),
     Fault("ffn_norm_attn_weight", "ffn_norm",
-          "the RMSNorm before the MLP uses the attention norm's weight"),
+          "the RMSNorm before the MLP uses the attention norm's weight", "weights"),
     Fault("swiglu_silu_on_up", "ffn_silu",
-          "SiLU applied to the up projection instead of the gate", requires="dense_ffn"),
+          "SiLU applied to the up projection instead of the gate", "mlp", requires="dense_ffn"),
     Fault("ffn_residual_dropped", "post_ffn_residual",
-          "the MLP output replaces the residual stream instead of adding to it"),
+          "the MLP output replaces the residual stream instead of adding to it", "output", perturb=skipped),
     Fault("final_norm_skipped", "final_norm",
-          "the final RMSNorm is skipped before lm_head"),
+          "the final RMSNorm is skipped before lm_head", "output", perturb=skipped),
     # Families beyond Llama/Qwen2: at least one fault per stage they add.
     Fault("norm_weight_no_offset", "attn_norm",
-          "RMSNorm multiplies by w instead of Gemma's (1 + w)", requires="norm_offset"),
+          "RMSNorm multiplies by w instead of Gemma's (1 + w)", "weights", requires="norm_offset"),
     Fault("q_norm_no_weight", "q_norm",
-          "the per-head query RMSNorm forgets its weight", requires="qk_norm"),
+          "the per-head query RMSNorm forgets its weight", "weights", requires="qk_norm"),
     Fault("k_norm_q_weight", "k_norm",
-          "the per-head key RMSNorm uses the query norm's weight", requires="qk_norm"),
+          "the per-head key RMSNorm uses the query norm's weight", "weights", requires="qk_norm"),
     Fault("sliding_window_ignored", "attn_softmax",
           "a sliding-window layer attends to every earlier key (needs more tokens than the window)",
-          requires="sliding_window"),
+          "window", requires="sliding_window"),
     Fault("post_attn_norm_skipped", "post_attn_norm",
-          "the sandwich norm after attention is skipped", requires="sandwich_norm"),
+          "the sandwich norm after attention is skipped", "output", requires="sandwich_norm",
+          perturb=skipped),
     Fault("gelu_exact", "ffn_silu",
-          "GeGLU uses exact (erf) GELU instead of the tanh approximation", requires="gelu_tanh"),
+          "GeGLU uses exact (erf) GELU instead of the tanh approximation", "mlp", requires="gelu_tanh"),
     Fault("post_ffn_norm_skipped", "post_ffn_norm",
-          "the sandwich norm after the MLP is skipped", requires="sandwich_norm"),
+          "the sandwich norm after the MLP is skipped", "output", requires="sandwich_norm", perturb=skipped),
     Fault("router_unnormed_input", "router_logits",
-          "the MoE router reads the residual stream instead of the normed hidden state", requires="moe"),
+          "the MoE router reads the residual stream instead of the normed hidden state", "moe",
+          requires="moe"),
     Fault("moe_topk_smallest", "moe_experts",
-          "top-k picks the least likely experts (ascending sort)", requires="moe"),
+          "top-k picks the least likely experts (ascending sort)", "moe", requires="moe"),
     Fault("moe_weights_not_renormalised", "moe_weights",
-          "the chosen experts' weights are not renormalised to sum to 1", requires="norm_topk_prob"),
+          "the chosen experts' weights are not renormalised to sum to 1", "moe", requires="norm_topk_prob"),
     Fault("moe_weights_unapplied", "moe_out",
-          "expert outputs are summed without their routing weights", requires="moe"),
+          "expert outputs are summed without their routing weights", "moe", requires="moe"),
+    # Decode only: the three classic cache bugs.
+    Fault("rope_position_ignores_cache", "q_post_rope",
+          "at decode, RoPE rotates the new token as if at position 0 (ignores the cache offset)",
+          "rope", decode=True),
+    Fault("stale_cache_entry", "attn_scores",
+          "at decode, the new key/value is never written: the newest slot holds a stale copy "
+          "of the previous position's entry", "cache", decode=True),
+    Fault("mask_off_by_one_decode", "attn_softmax",
+          "at decode, the mask hides the newest key from its own query", "attention", decode=True),
+    # Inside llama.cpp's graph: a node's values changed in the evaluation callback, before
+    # llama.cpp computes the nodes that read it, so the change propagates like a real bug
+    # (k_rope_head_zeroed even reaches the KV cache).
+    Fault("attn_norm_scaled", "attn_norm", "the attention RMSNorm output multiplied by 1.5", "node",
+          runner="llama.cpp", perturb=scaled_by_1_5, node=("attn_norm", "MUL")),
+    Fault("k_rope_head_zeroed", "k_post_rope",
+          "key head 0 after RoPE set to zero before it enters the KV cache", "node",
+          runner="llama.cpp", perturb=key_head_0_zeroed, node=("Kcur", "ROPE")),
+    Fault("ffn_up_scaled", "ffn_up", "the MLP up projection multiplied by 1.5", "node",
+          runner="llama.cpp", perturb=scaled_by_1_5, node=("ffn_up", "MUL_MAT")),
+    # Nodes of some graphs only (the runner refuses them on a graph without the node).
+    Fault("post_attn_norm_scaled", "post_attn_norm",
+          "Gemma's post-attention (sandwich) RMSNorm output multiplied by 1.5", "node",
+          runner="llama.cpp", perturb=scaled_by_1_5, node=("attn_post_norm", "MUL")),
+    Fault("q_norm_scaled", "q_norm",
+          "the per-head query RMSNorm output multiplied by 1.5 (Gemma 3, Qwen3)", "node",
+          runner="llama.cpp", perturb=scaled_by_1_5, node=("Qcur_normed", "MUL")),
 )
 
-FAULTS: dict[str, Fault] = {f.name: f for f in _CATALOGUE}
-
-#: Faults that change the attention arithmetic itself; the engine runs its
-#: explicit (materialised scores) attention path in the layer they hit.
-ATTENTION_FAULTS = frozenset({"gqa_head_mapping", "score_scale_1_over_d", "mask_off_by_one",
-                              "softmax_wrong_axis"})
+BY_NAME: dict[str, Fault] = {f.name: f for f in CATALOGUE}
 
 
-def valid_faults() -> str:
-    return ", ".join(FAULTS)
+def for_runner(runner: str) -> dict[str, Fault]:
+    """The faults planted in ``runner``, by name, in catalogue order."""
+    return {f.name: f for f in CATALOGUE if f.runner == runner}
 
 
-def parse_fault(text: str) -> FaultSpec:
-    """``name`` or ``name@LAYER``; names are trimmed and case-insensitive."""
+#: pv's engine, prefill and decode alike.
+FAULTS: dict[str, Fault] = {n: f for n, f in for_runner("pv").items() if not f.decode}
+#: pv's engine, decode steps only.
+DECODE_FAULTS: dict[str, Fault] = {n: f for n, f in for_runner("pv").items() if f.decode}
+#: Inside llama.cpp's graph.
+LLAMA_FAULTS: dict[str, Fault] = for_runner("llama.cpp")
+#: Faults that change the attention arithmetic itself (head mapping, scale, mask, softmax axis).
+ATTENTION_FAULTS = frozenset(n for n, f in FAULTS.items() if f.acts_on == "attention")
+
+
+def parse_fault(text: str, runner: str = "pv") -> FaultSpec:
+    """``name`` or ``name@LAYER`` of a fault planted in ``runner``; names are trimmed and case-insensitive."""
     raw = text.strip()
     name, sep, layer_text = raw.partition("@")
-    key = name.strip().lower()
-    fault = FAULTS.get(key)
+    known = for_runner(runner)
+    fault = known.get(name.strip().lower())
     if fault is None:
-        raise PvError(f"unknown fault '{name.strip()}'; valid faults: {valid_faults()}")
+        raise PvError(f"unknown {_NOUN.get(runner, runner + ' fault')} '{name.strip()}'; "
+                      f"valid faults: {', '.join(known)}")
     if not fault.per_layer:
         if sep:
             raise PvError(f"fault {fault.name} hits the whole model and takes no @LAYER")
@@ -141,7 +236,7 @@ def parse_fault(text: str) -> FaultSpec:
 
 
 def fault_layer(layer_text: str, raw: str, name: str | None = None) -> int:
-    """The layer after ``@`` in a fault spec: a whole number from 0 (every catalogue parses it so)."""
+    """The layer after ``@`` in a fault spec: a whole number from 0."""
     try:
         layer = int(layer_text.strip())
         if layer < 0:
@@ -161,3 +256,8 @@ def check_fault(spec: FaultSpec, n_layers: int, features: dict[str, bool]) -> No
         )
     if spec.fault.requires and not features.get(spec.fault.requires, False):
         raise PvError(f"fault {spec.fault.name} needs a model with {spec.fault.requires}; this one has none")
+
+
+def is_decode_fault(spec: FaultSpec | None) -> bool:
+    """Whether ``spec`` acts only at decode steps (a capture needs ``--generate 2`` or more to see it)."""
+    return spec is not None and spec.fault.decode

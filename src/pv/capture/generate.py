@@ -26,18 +26,13 @@ from typing import Any
 import numpy as np
 
 from pv import files
+from pv.capture.disktap import DiskTap
 from pv.capture.model.loaded import LoadedModel
-from pv.capture.plan import Tap, stage_keys
+from pv.capture.plan import stage_keys
 from pv.capture.store.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
 from pv.capture.store.writer import CaptureWriter
-from pv.capture.trace import (
-    TracePlan,
-    _provenance_summary,
-    describe_run,
-    make_runner,
-    parse_tokens,
-    tokenize,
-)
+from pv.capture.tokens import check_ids, tokenize
+from pv.capture.trace import TracePlan, _provenance_summary, describe_run, make_runner
 from pv.errors import PvError
 
 
@@ -49,26 +44,6 @@ class GenerateResult:
     fed: list[int]  # what was fed after each step (the predictions, or the forced tokens)
     steps: int
     files: int
-
-
-def _stepper(runner: Any, engine: str) -> Callable[[list[int], Any], Any]:
-    """One call per step: the prefill first, then decode steps on the engine's own cache."""
-    if engine == "llama.cpp":
-        started = [False]
-
-        def step_lc(ids: list[int], tap: Any) -> Any:
-            if not started[0]:
-                started[0] = True
-                return runner.forward(ids, tap)
-            return runner.step(ids[0], tap)
-
-        return step_lc
-    cache = runner.start()
-
-    def step(ids: list[int], tap: Any) -> Any:
-        return runner.decode(ids, cache, tap)
-
-    return step
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -91,13 +66,13 @@ def capture_generation(
     if forced is not None and len(forced) < n_new - 1:
         raise PvError(f"forced tokens: {len(forced)} given, {n_new - 1} needed")
     prompt = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
-    parse_tokens(prompt, model.config.vocab_size)
+    check_ids(prompt, model.config.vocab_size)
     root = plan.output
     if root.exists() and any(root.iterdir()):
         raise PvError(f"{root}: output directory is not empty; choose a new one")
     runner = make_runner(plan, model)
     base = describe_run(plan, model, prompt, runner)
-    step = _stepper(runner, plan.engine)
+    state = runner.start()  # the prefill is the first decode call, on an empty cache
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -110,9 +85,9 @@ def capture_generation(
         for t in range(n_new):
             run = dict(base, step=t, position=position, input_tokens=ids)
             writer = CaptureWriter(step_dir(root, t), run)
-            tap = Tap(plan.capture, writer, on_write=on_write)
+            tap = DiskTap(plan.capture, writer, on_write=on_write)
             try:
-                logits = step(ids, tap)
+                logits = runner.decode(ids, state, tap)
                 tap.finish()
             except BaseException:
                 tap.abort()
@@ -146,9 +121,7 @@ def capture_generation(
                     shutil.rmtree(child, ignore_errors=True)
         raise
     finally:
-        close = getattr(runner, "close", None)
-        if callable(close):
-            close()
+        runner.close()
     doc = {"format": FORMAT, "version": VERSION, "run": base, "prompt_tokens": prompt,
            "forced": forced is not None, "tokens": predicted, "steps": records}
     files.replace_text(root / GENERATE_FILE, json.dumps(doc, indent=1) + "\n")

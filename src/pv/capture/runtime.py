@@ -1,9 +1,52 @@
-"""Process-level settings for commands that run a model while capturing."""
+"""Where and how a model runs: its device, its dtype, and process settings for capturing runs.
+
+Plan checks call ``resolve_device`` and ``torch_dtype`` before any weight
+loads, so a missing GPU or an unknown dtype is one line up front; every runner
+that computes with torch resolves its device and dtype through the same two.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+from pv.errors import PvError, require
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``float32``, ``float16`` or ``bfloat16`` (trimmed, any case) as a torch dtype."""
+    key = name.strip().lower()
+    if key not in DTYPES:
+        raise PvError(f"unknown dtype '{name}'; choose one of {', '.join(DTYPES)}")
+    dtype: torch.dtype = getattr(require("torch"), key)
+    return dtype
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; refuse CUDA cleanly when there is none."""
+    th = require("torch")
+    text = name.strip().lower()
+    if text == "cpu":
+        cpu: torch.device = th.device("cpu")
+        return cpu
+    if text == "cuda" or text.startswith("cuda:"):
+        if not th.cuda.is_available():
+            build = "without CUDA" if th.version.cuda is None else f"with CUDA {th.version.cuda}"
+            raise PvError(f"--device {name}: no CUDA device is available (torch {th.__version__} built {build})")
+        try:
+            device: torch.device = th.device(text)
+        except RuntimeError:
+            raise PvError(f"bad device '{name}'") from None
+        if device.index is not None and device.index >= th.cuda.device_count():
+            raise PvError(f"--device {name}: only {th.cuda.device_count()} CUDA device(s) present")
+        return device
+    raise PvError(f"unknown device '{name}'; use cpu, cuda or cuda:N")
 
 
 def prefer_passive_openmp() -> None:

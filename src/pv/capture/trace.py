@@ -26,18 +26,20 @@ import numpy as np
 
 from pv import environment
 from pv import stages as stage_table
-from pv.capture.engine.runner import DTYPES, resolve_device
-from pv.capture.faults import FaultSpec, check_fault
+from pv.capture import runners
+from pv.capture.disktap import DiskTap
+from pv.capture.faults import FaultSpec
 from pv.capture.model.config import ModelConfig
 from pv.capture.model.load import load_model, model_config
 from pv.capture.model.loaded import LoadedModel
-from pv.capture.plan import CapturePlan, Tap, stage_keys
+from pv.capture.plan import CapturePlan, stage_keys
+from pv.capture.runners import Runner, Settings
+from pv.capture.runtime import DTYPES, resolve_device
 from pv.capture.store import aprt, directory
 from pv.capture.store.steps import GENERATE_FILE
 from pv.capture.store.writer import CaptureWriter
+from pv.capture.tokens import check_ids, parse_tokens, tokenize
 from pv.errors import PvError
-
-ENGINES = ("pv", "hf", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -91,26 +93,6 @@ class TraceResult:
     bytes_written: int = 0
 
 
-def parse_tokens(spec: str | Sequence[int], vocab_size: int | None = None) -> tuple[int, ...]:
-    """``"1,2,3"`` or a sequence of ints; every id must fit the vocabulary."""
-    if isinstance(spec, str):
-        ids: list[int] = []
-        for raw in spec.split(","):
-            item = raw.strip()
-            try:
-                ids.append(int(item))
-            except ValueError:
-                raise PvError(f"bad token id '{item}' in --tokens '{spec}'; use e.g. 1,2,3") from None
-    else:
-        ids = [int(x) for x in spec]
-    if not ids:
-        raise PvError("--tokens is empty")
-    for i in ids:
-        if i < 0 or (vocab_size is not None and i >= vocab_size):
-            raise PvError(f"token id {i} out of range for a vocabulary of {vocab_size}")
-    return tuple(ids)
-
-
 def check_output(output: Path, overwrite: bool) -> None:
     """The output directory must be creatable or writable, and empty unless ``overwrite``."""
     if output.exists():
@@ -145,9 +127,7 @@ def make_plan(
     device_map: Any = None,
     offload_dir: str | None = None,
 ) -> TracePlan:
-    engine_name = engine.strip().lower()
-    if engine_name not in ENGINES:
-        raise PvError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    kind = runners.get(engine)
     if (tokens is None) == (prompt is None):
         raise PvError("give exactly one of --prompt TEXT or --tokens IDS")
     if prompt is not None and not prompt:
@@ -158,24 +138,16 @@ def make_plan(
     if dtype_name not in DTYPES:
         raise PvError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     resolve_device(device)
-    if engine_name == "llama.cpp":
-        from pv.capture.llamacpp.runner import check_plan
-
-        spec: Any = check_plan(model, device, dtype_name, fault, config.num_hidden_layers)
-    else:
-        from pv.capture.engine.kvcache import parse_any_fault  # prefill and decode-only faults
-
-        spec = parse_any_fault(fault) if isinstance(fault, str) else fault
-    if spec is not None and engine_name != "llama.cpp":
-        if engine_name != "pv":
-            raise PvError("--inject-fault works with --engine pv only (the reference stays clean)")
-        check_fault(spec, config.num_hidden_layers, config.features)
-    if device_map is not None and engine_name != "hf":
-        raise PvError("--device-map spreads the transformers oracle: it needs --engine hf")
+    kind.check_plan(model, device, dtype_name)
+    spec = kind.fault(fault, config.num_hidden_layers, config.features)
+    if device_map is not None and not kind.device_map:
+        takers = [k for k in runners.RUNNERS.values() if k.device_map]
+        raise PvError(f"--device-map spreads {' or '.join(k.description for k in takers)}: it needs "
+                      f"--engine {' or '.join(k.name for k in takers)}")
     out = Path(output)
     check_output(out, overwrite)
     return TracePlan(
-        model=model, engine=engine_name, capture=plan, n_layers=config.num_hidden_layers,
+        model=model, engine=kind.name, capture=plan, n_layers=config.num_hidden_layers,
         tokens=token_ids, prompt=prompt, output=out, device=device.strip().lower(),
         dtype=dtype_name, fault=spec, overwrite=overwrite, device_map=device_map,
         offload_dir=offload_dir, features=config.features,
@@ -183,24 +155,11 @@ def make_plan(
 
 
 def versions(engine: str, model: LoadedModel) -> dict[str, str]:
-    names = ["numpy", "torch"]
-    if engine == "hf":
-        names.append("transformers")
-    if engine == "llama.cpp":
-        names.append("llama-cpp-python")
+    names = ["numpy", "torch", *runners.get(engine).packages]
     if model.source.lower().endswith(".gguf"):
         names.append("gguf")
     found = environment.versions(["pv", *names])
     return {name: version or "absent" for name, version in found.items()}
-
-
-def tokenize(model: LoadedModel, prompt: str) -> list[int]:
-    if model.tokenizer is None:
-        raise PvError(f"{model.source}: this model has no tokenizer; pass --tokens instead of --prompt")
-    ids = [int(i) for i in model.tokenizer.encode(prompt)]
-    if not ids:
-        raise PvError("the prompt tokenised to zero tokens")
-    return ids
 
 
 def clear_capture(root: Path) -> None:
@@ -254,28 +213,14 @@ def _provenance_summary(files: list[dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-def make_runner(plan: TracePlan, model: LoadedModel) -> Any:
-    """The engine a plan names: pv's, the transformers oracle, or llama.cpp."""
-    runner: Any
-    if plan.engine == "llama.cpp":
-        from pv.capture.llamacpp.runner import LlamaCppRunner
-
-        runner = LlamaCppRunner(plan.model, model.config, fault=plan.fault)
-    elif plan.engine == "hf":
-        try:
-            from pv.capture.oracle.runner import HFOracle
-        except ImportError as exc:
-            raise PvError(f"--engine hf: the transformers oracle is not available ({exc})") from None
-        runner = HFOracle(model, device=plan.device, dtype=plan.dtype, device_map=plan.device_map,
-                          offload_dir=plan.offload_dir)
-    else:
-        from pv.capture.engine.runner import Engine
-
-        runner = Engine(model, device=plan.device, dtype=plan.dtype, fault=plan.fault)
-    return runner
+def make_runner(plan: TracePlan, model: LoadedModel) -> Runner:
+    """The runner a plan names, from the registry (``pv.capture.runners``)."""
+    return runners.get(plan.engine).load(model, Settings(
+        device=plan.device, dtype=plan.dtype, fault=plan.fault, device_map=plan.device_map,
+        offload_dir=plan.offload_dir))
 
 
-def describe_run(plan: TracePlan, model: LoadedModel, token_ids: list[int], runner: Any) -> dict[str, Any]:
+def describe_run(plan: TracePlan, model: LoadedModel, token_ids: list[int], runner: Runner) -> dict[str, Any]:
     """The manifest's ``run`` block: what is needed to reproduce or judge the capture."""
     run_info = {
         "model": model.describe(),
@@ -291,10 +236,7 @@ def describe_run(plan: TracePlan, model: LoadedModel, token_ids: list[int], runn
         "layers": None if plan.capture.layers is None else list(plan.capture.layers),
         "versions": versions(plan.engine, model),
     }
-    if hasattr(runner, "run_info"):  # engine-specific record: kernels, quantization, ...
-        run_info.update(runner.run_info())
-    if plan.device_map is not None:
-        run_info["device_map"] = runner.device_map
+    run_info.update(runner.run_info())  # the runner's own record: kernels, quantization, device map, ...
     return run_info
 
 
@@ -306,14 +248,22 @@ def run_plan(
 ) -> TraceResult:
     """Run a checked plan: build the engine, stream the stages, write the manifest last."""
     token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
-    parse_tokens(token_ids, model.config.vocab_size)
+    check_ids(token_ids, model.config.vocab_size)
     runner = make_runner(plan, model)
+    try:
+        return _run(plan, model, runner, token_ids, on_write)
+    finally:
+        runner.close()
+
+
+def _run(plan: TracePlan, model: LoadedModel, runner: Runner, token_ids: list[int],
+         on_write: Callable[[str, int | None], None] | None) -> TraceResult:
     run_info = describe_run(plan, model, token_ids, runner)
     created = not plan.output.exists()
     if plan.overwrite:
         clear_capture(plan.output)
     writer = CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
-    tap = Tap(plan.capture, writer, on_write=on_write)
+    tap = DiskTap(plan.capture, writer, on_write=on_write)
     try:
         logits = runner.forward(token_ids, tap)
         tap.finish()

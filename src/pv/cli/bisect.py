@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from pv.capture import runners
 from pv.cli.diff import build_tolerances, format_option, tolerance_options
 from pv.errors import ExitCode, PvError
 
@@ -168,14 +169,14 @@ def _capture_both(plan: BisectPlan, loaded: Any, root: Path) -> tuple[Path, Path
 )
 @click.option(
     "--engine",
-    type=click.Choice(["pv", "hf", "llama.cpp"], case_sensitive=False),
+    type=click.Choice(runners.names(), case_sensitive=False),
     default="pv",
     show_default=True,
     help="Engine under test (with --model): this project's engine, the oracle, or llama.cpp.",
 )
 @click.option(
     "--reference",
-    type=click.Choice(["hf", "pv", "llama.cpp"], case_sensitive=False),
+    type=click.Choice(runners.names(), case_sensitive=False),
     default="hf",
     show_default=True,
     help="Reference engine: the transformers oracle, a clean pv run, or a clean llama.cpp run.",
@@ -270,8 +271,10 @@ def command(
         dtype=dtype,
     )
     plan = replace(plan, engine=engine.lower(), generate=generate, verify=not no_verify)
-    if plan.isolate and plan.engine != "pv":
-        raise PvError("--isolate reruns this project's engine layer by layer: it needs --engine pv")
+    if plan.isolate and not runners.get(plan.engine).isolates:
+        able = [k for k in runners.RUNNERS.values() if k.isolates]
+        raise PvError(f"--isolate reruns {' or '.join(k.description for k in able)} layer by layer: it needs "
+                      f"--engine {' or '.join(k.name for k in able)}")
     if plan.generate and (plan.isolate or plan.plot or plan.report):
         raise PvError("--generate works without --isolate, --plot and --report")
     if plan.generate and plan.a is not None:
@@ -289,23 +292,17 @@ def command(
 
         config = model_config(plan.model)
         if plan.a is None or plan.isolate:
-            from pv.capture.engine.runner import resolve_device
+            from pv.capture.runtime import resolve_device
 
             resolve_device(plan.device)  # a missing GPU fails here, before the weights load
-        if "llama.cpp" in (plan.engine, plan.reference) and (plan.a is None or plan.isolate):
-            from pv.capture.llamacpp.runner import check_plan
+            # What each side refuses to run (llama.cpp: a GGUF file, the CPU, float32): before either captures.
+            for kind in dict.fromkeys((runners.get(plan.engine), runners.get(plan.reference))):
+                kind.check_plan(plan.model, plan.device, plan.dtype)
+        from pv.capture.faults import is_decode_fault
 
-            # A GGUF file, the CPU, float32 and the fault: before either side captures.
-            check_plan(plan.model, plan.device, plan.dtype.lower(),
-                       plan.fault if plan.engine == "llama.cpp" else None, config.num_hidden_layers)
-        if plan.fault is not None and plan.engine != "llama.cpp":
-            from pv.capture.engine.kvcache import is_decode_fault, parse_any_fault
-            from pv.capture.faults import check_fault
-
-            spec = parse_any_fault(plan.fault)
-            check_fault(spec, config.num_hidden_layers, config.features)
-            if is_decode_fault(spec) and plan.generate < 2:
-                raise PvError(f"fault {spec} only acts at decode steps: give --generate 2 or more")
+        spec = runners.get(plan.engine).fault(plan.fault, config.num_hidden_layers, config.features)
+        if is_decode_fault(spec) and plan.generate < 2:
+            raise PvError(f"fault {spec} only acts at decode steps: give --generate 2 or more")
     from pv.capture.model.load import load_model
 
     if plan.a is not None and plan.b is not None:
@@ -342,14 +339,17 @@ def _finish(
     result = bisect(a, ref_capture, model=config, tolerances=tols, verify=plan.verify)
     iso = None
     if plan.isolate and loaded is not None:
-        from pv.capture.engine.runner import Engine
+        from pv.capture.runners import Settings
         from pv.compare.isolate import isolate
 
-        engine = Engine(loaded, device=plan.device, dtype=plan.dtype, fault=plan.fault)
-        iso = isolate(
-            engine, ref_capture, cumulative=result.report, tolerances=tols, config=loaded.config,
-            verify=plan.verify,
-        )
+        kind, cfg = runners.get(plan.engine), loaded.config
+        engine = kind.load(loaded, Settings(device=plan.device, dtype=plan.dtype,
+                                            fault=kind.fault(plan.fault, cfg.num_hidden_layers, cfg.features)))
+        try:
+            iso = isolate(engine, ref_capture, cumulative=result.report, tolerances=tols, config=cfg,
+                          verify=plan.verify)
+        finally:
+            engine.close()
     context = []
     if plan.model is not None:
         context.append(f"model: `{plan.model}`")

@@ -30,7 +30,7 @@ def measure(models: tuple[str, ...], tokens: str, dtypes: tuple[str, ...], margi
 
     prefer_passive_openmp()
     from pv.capture.model.load import load_model
-    from pv.capture.trace import parse_tokens
+    from pv.capture.tokens import parse_tokens
     from pv.compare import noise
 
     results = []

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pv.capture import runners
 from pv.errors import ExitCode, PvError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 @click.option("--model", "model", default="synthetic", show_default=True,
               help="'synthetic', a Hugging Face model directory, or a .gguf file.")
 @click.option("--engine", default="pv", show_default=True,
-              type=click.Choice(["pv", "hf", "llama.cpp"], case_sensitive=False),
+              type=click.Choice(runners.names(), case_sensitive=False),
               help="pv: this project's engine; hf: the transformers reference; llama.cpp: a GGUF "
                    "run by llama.cpp (the [llamacpp] extra).")
 @click.option("--prompt", default=None, help="Text to tokenise with the model's tokenizer.")
@@ -61,7 +62,7 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
                      overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir)
-    from pv.capture.engine.kvcache import is_decode_fault
+    from pv.capture.faults import is_decode_fault
 
     if is_decode_fault(plan.fault) and generate < 2:
         raise PvError(f"fault {plan.fault} only acts at decode steps: give --generate 2 or more")

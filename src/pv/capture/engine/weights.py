@@ -7,11 +7,12 @@ concatenated once here, so the forward does one matmul where the equations
 have two or three. Which weights a layer has comes from the family's weight
 roles (``pv.capture.model.arch``); a role the family lacks is ``None``.
 
-Two things are decided here rather than in the forward because they change the
-weights themselves: Gemma's norm weights are stored as ``1 + w`` in float32
-(``Family.norm_offset``, the forward then multiplies before the cast), and the
-faults ``kv_weights_swapped`` and ``norm_weight_no_offset`` plant their bug at
-load time in the layer they hit.
+Gemma's norm weights are stored as ``1 + w`` in float32 (``Family.norm_offset``;
+the forward then multiplies before the cast): that changes the weights
+themselves, so it is decided here. ``Loader.layer`` takes the two choices a
+planted fault can change at load time (which roles fill the k and v slots,
+what the norms add), so ``kv_weights_swapped`` and ``norm_weight_no_offset``
+reload their layer instead of branching anywhere.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ class LayerWeights:
     router: Any = None  # [E, H]
     experts_gu: Any = None  # [E, 2*I_moe, H]: gate | up per expert
     experts_down: Any = None  # [E, H, I_moe]
-    window: int | None = None  # sliding window of this layer, None: full causal
-    rope: str = ""  # key of this layer's RoPE tables
 
 
 @dataclass(frozen=True)
@@ -62,64 +61,66 @@ class Weights:
     layers: list[LayerWeights]
 
 
-def load(model: LoadedModel, device: torch.device, dtype: torch.dtype,
-         fault: str | None = None, fault_layer: int | None = None) -> Weights:
-    """The model's weights for the engine; ``fault``/``fault_layer`` name the engine's planted bug, if any."""
-    cfg = model.config
-    sd = model.state_dict
-    family = cfg.family
-    offset_norm = family.norm_offset
+class Loader:
+    """Reads the model's weights for the engine, one layer at a time, on the device in the compute dtype."""
 
-    def t(name: str) -> torch.Tensor:
-        arr = np.asarray(sd[name], dtype=np.float32)
+    def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype) -> None:
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.config = model.config
+        self.roles = model.config.family.roles(model.config.attention_bias)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        arr = np.asarray(self.model.state_dict[name], dtype=np.float32)
         src = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
-        return src.to(device=device, dtype=dtype)
+        return src.to(device=self.device, dtype=self.dtype)
 
-    def norm_w(name: str, shift: float = 1.0) -> torch.Tensor:
-        # Gemma: (1 + w) in float32 from the weight as stored in the compute dtype.
-        w = t(name)
-        return w.float() + shift if offset_norm else w
+    def norm(self, name: str, shift: float = 1.0) -> torch.Tensor:
+        """A norm weight; Gemma's as ``shift + w`` in float32 from the weight as stored in the compute dtype."""
+        w = self.tensor(name)
+        return w.float() + shift if self.config.family.norm_offset else w
 
-    roles = family.roles(cfg.attention_bias)
-    embed = t("model.embed_tokens.weight")
-    lm_head = embed if cfg.tie_word_embeddings else t("lm_head.weight")
-    final_norm = norm_w("model.norm.weight")
-    embed_scale = (torch.tensor(math.sqrt(cfg.hidden_size), dtype=torch.float32)
-                   .to(dtype).to(device) if family.embed_scale else None)
-    layers: list[LayerWeights] = []
-    for i in range(cfg.num_hidden_layers):
+    def layer(self, i: int, *, kv: tuple[str, str] = ("k", "v"), norm_shift: float = 1.0) -> LayerWeights:
+        """Layer ``i``'s weights; ``kv`` names the roles loaded into the k and v slots, ``norm_shift``
+        what Gemma's norms add to their weight (a planted fault changes either)."""
+        cfg, roles, t = self.config, self.roles, self.tensor
         p = f"model.layers.{i}."
-        shift = 0.0 if (fault, fault_layer) == ("norm_weight_no_offset", i) else 1.0
 
-        def opt(role: str, p: str = p, shift: float = shift) -> torch.Tensor | None:
-            return norm_w(p + roles[role], shift) if role in roles else None
+        def opt(role: str) -> torch.Tensor | None:
+            return self.norm(p + roles[role], norm_shift) if role in roles else None
 
-        wq, wk, wv = (t(p + roles[n]) for n in "qkv")
-        if fault == "kv_weights_swapped" and fault_layer == i:
-            wk, wv = wv, wk
+        wq, wk, wv = t(p + roles["q"]), t(p + roles[kv[0]]), t(p + roles[kv[1]])
         bqkv = None
         if cfg.attention_bias:
             bqkv = torch.cat([t(p + roles[f"{n}_bias"]) for n in "qkv"]).contiguous()
-        moe = family.moe
-        layers.append(
-            LayerWeights(
-                attn_norm=norm_w(p + roles["attn_norm"], shift),
-                wqkv=torch.cat([wq, wk, wv], dim=0).contiguous(),
-                bqkv=bqkv,
-                wo=t(p + roles["o"]),
-                ffn_norm=norm_w(p + roles["ffn_norm"], shift),
-                wgu=None if moe else torch.cat([t(p + roles["gate"]), t(p + roles["up"])]).contiguous(),
-                wdown=None if moe else t(p + roles["down"]),
-                q_norm=opt("q_norm"),
-                k_norm=opt("k_norm"),
-                post_attn_norm=opt("post_attn_norm"),
-                post_ffn_norm=opt("post_ffn_norm"),
-                router=t(p + roles["router"]) if moe else None,
-                experts_gu=torch.cat([t(p + roles["experts_gate"]), t(p + roles["experts_up"])],
-                                     dim=1).contiguous() if moe else None,
-                experts_down=t(p + roles["experts_down"]) if moe else None,
-                window=cfg.layer_window(i),
-                rope="local" if cfg.layer_theta(i) != cfg.rope_theta else "global",
-            )
+        moe = cfg.family.moe
+        return LayerWeights(
+            attn_norm=self.norm(p + roles["attn_norm"], norm_shift),
+            wqkv=torch.cat([wq, wk, wv], dim=0).contiguous(),
+            bqkv=bqkv,
+            wo=t(p + roles["o"]),
+            ffn_norm=self.norm(p + roles["ffn_norm"], norm_shift),
+            wgu=None if moe else torch.cat([t(p + roles["gate"]), t(p + roles["up"])]).contiguous(),
+            wdown=None if moe else t(p + roles["down"]),
+            q_norm=opt("q_norm"),
+            k_norm=opt("k_norm"),
+            post_attn_norm=opt("post_attn_norm"),
+            post_ffn_norm=opt("post_ffn_norm"),
+            router=t(p + roles["router"]) if moe else None,
+            experts_gu=torch.cat([t(p + roles["experts_gate"]), t(p + roles["experts_up"])],
+                                 dim=1).contiguous() if moe else None,
+            experts_down=t(p + roles["experts_down"]) if moe else None,
         )
-    return Weights(embed=embed, lm_head=lm_head, final_norm=final_norm, embed_scale=embed_scale, layers=layers)
+
+    def load(self) -> Weights:
+        cfg, t = self.config, self.tensor
+        embed = t("model.embed_tokens.weight")
+        return Weights(
+            embed=embed,
+            lm_head=embed if cfg.tie_word_embeddings else t("lm_head.weight"),
+            final_norm=self.norm("model.norm.weight"),
+            embed_scale=(torch.tensor(math.sqrt(cfg.hidden_size), dtype=torch.float32)
+                         .to(self.dtype).to(self.device) if cfg.family.embed_scale else None),
+            layers=[self.layer(i) for i in range(cfg.num_hidden_layers)],
+        )

@@ -37,51 +37,36 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pv import stages as stage_table
+from pv.capture.faults import FaultSpec, check_fault, parse_fault
+from pv.capture.llamacpp.convert import Converter, Pass
 from pv.capture.llamacpp.ggml import Ggml, GgmlTensor, tensor_at
-from pv.capture.llamacpp.nodes import (
-    GRAPHS,
-    NOT_EXPOSED,
-    RULES,
-    Graph,
-    Rule,
-    graph_for,
-    halves_from_pairs,
-    split_name,
-)
-from pv.capture.llamacpp_faults import (
-    LLAMA_FAULTS,
-    LlamaFault,
-    LlamaFaultSpec,
-    apply_fault,
-    parse_llama_fault,
-)
+from pv.capture.llamacpp.nodes import Graph, Rule, graph_for, split_name
 from pv.capture.model import gguf as gguf_model
 from pv.capture.model.config import ModelConfig
+from pv.capture.model.loaded import LoadedModel
+from pv.capture.runners import Exposure, Settings
+from pv.capture.tap import NULL_TAP, InOrder, Tap, wants_any
+from pv.capture.tokens import check_ids
 from pv.errors import PvError
-from pv.stages import absent
 
 # --------------------------------------------------------------------------- the library
 
 
-def check_plan(model: str, device: str, dtype: str, fault: Any, n_layers: int) -> LlamaFaultSpec | None:
-    """What ``pv trace --engine llama.cpp`` can do, checked before anything loads."""
+def check(model: str, device: str, dtype: str) -> None:
+    """What ``--engine llama.cpp`` can run, checked before anything loads (the registry's ``check``)."""
     if not str(model).lower().endswith(".gguf"):
         raise PvError(f"--engine llama.cpp runs GGUF files; '{model}' is not a .gguf file")
     if device.strip().lower() != "cpu":
         raise PvError("--engine llama.cpp captures on the CPU only (--device cpu)")
-    if dtype != "float32":
+    if dtype.strip().lower() != "float32":
         raise PvError("--engine llama.cpp computes in the GGUF's own types; leave --dtype float32")
     load_library()
-    if fault is None or isinstance(fault, LlamaFaultSpec):
-        return fault
-    return parse_llama_fault(str(fault), n_layers)
-
 
 
 def load_library() -> Any:
@@ -126,49 +111,39 @@ def _file_type(description: str) -> str | None:
 # --------------------------------------------------------------------------- the runner
 
 
-@dataclass
-class _Pass:
-    """State of one llama_decode call: where it starts, what it feeds, what came out."""
-
-    tap: Any
-    pos0: int
-    n_tokens: int
-    fault: LlamaFaultSpec | None
-    seen: dict[tuple[str, str], int] = field(default_factory=dict)
-    parts: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
-    kq: dict[int, np.ndarray] = field(default_factory=dict)
-    error: BaseException | None = None
-    names: list[str] = field(default_factory=list)
-
-
 class LlamaCppRunner:
-    """A GGUF model in llama.cpp, with the Tap protocol of the pv engine.
+    """A GGUF model in llama.cpp, a ``Runner`` like pv's engine and the oracle.
 
-    ``forward(ids, tap)`` runs one prefill from an empty KV cache;
-    ``step(token, tap)`` then decodes one more token on top of the cache (scores
-    span every cached position). Logits are float32 ``[S, V]`` / ``[1, V]``.
+    ``forward(ids, tap)`` runs one prefill from an empty KV cache; ``start()``
+    empties the cache and ``decode(ids, state, tap)`` runs new tokens on top of
+    it (scores span every cached position). llama.cpp keeps one sequence per
+    context, so a ``start()`` ends the decode state before it. Logits are
+    float32 ``[S, V]``.
     """
 
     def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
                  n_ctx: int = 1024, threads: int | None = None,
-                 fault: Any = None, record_names: bool = False, capture: bool = True):
+                 fault: FaultSpec | str | None = None, record_names: bool = False, capture: bool = True):
         self.llama_cpp = lc = load_library()
         self.path = Path(path)
         if not self.path.is_file():
             raise PvError(f"{self.path}: no such GGUF file")
         self.config = config
-        if fault is not None and not isinstance(fault, (str, LlamaFaultSpec)):
-            raise PvError(f"{fault}: not a llama.cpp fault; valid faults: {', '.join(LLAMA_FAULTS)}")
-        self.fault: LlamaFaultSpec | None = (
-            parse_llama_fault(fault, config.num_hidden_layers) if isinstance(fault, str) else fault)
+        self.fault = parse_fault(fault, "llama.cpp") if isinstance(fault, str) else fault
+        if self.fault is not None:
+            if self.fault.fault.node is None:
+                raise PvError(f"fault {self.fault} is planted in {self.fault.fault.runner}, not in a llama.cpp node")
+            check_fault(self.fault, config.num_hidden_layers, config.features)
         self.record_names = record_names
         self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch, config.family.moe)
         self._by_name = self.graph.by_name()
         self._by_source = self.graph.by_source()
-        if self.fault is not None and not any(
-                r.name == self.fault.fault.node and r.op == self.fault.fault.op for r in self.graph.rules):
+        self._node = None if self.fault is None else (self.fault.fault.node, self.fault.layer)
+        if self.fault is not None and not any((r.name, r.op) == self.fault.fault.node for r in self.graph.rules):
+            node, op = self.fault.fault.node or ("?", "?")
             raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph has no "
-                          f"{self.fault.fault.node} {self.fault.fault.op} node to change")
+                          f"{node} {op} node to change")
+        self._convert = Converter(config, self.graph)
         self.ggml = _ggml(lc)
         _silence(lc)
         lc.llama_backend_init()
@@ -206,33 +181,51 @@ class LlamaCppRunner:
         lc.llama_model_desc(self._model, buf, ctypes.sizeof(buf))
         self.description = buf.value.decode("utf-8", "replace")
         self.threads = n_threads
-        self._pass: _Pass | None = None
+        self._pass: Pass | None = None
         self.pos = 0
+        self._session = 0
         self.dtype_name = "float32"
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, token_ids: Sequence[int], tap: Any = None) -> Any:
+    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP) -> Any:
         """Prefill ``token_ids`` from an empty cache; logits [S, V] as a torch tensor."""
-        self.reset()
-        return self._decode([int(t) for t in token_ids], tap)
+        return self.decode(token_ids, self.start(), tap)
 
-    def step(self, token_id: int, tap: Any = None) -> Any:
-        """Decode one token at the next position, reading every cached position."""
-        if self.pos == 0:
-            raise PvError("step() needs a prefill first")
-        return self._decode([int(token_id)], tap)
+    def start(self) -> int:
+        """Empty llama.cpp's KV cache; the state ``decode`` takes (any earlier one is over)."""
+        self.reset()
+        self._session += 1
+        return self._session
+
+    def decode(self, token_ids: Sequence[int], state: int, tap: Tap = NULL_TAP) -> Any:
+        """Run new tokens at the next positions, reading every cached position."""
+        if state != self._session:
+            raise PvError("this llama.cpp decode state is over: start() was called again")
+        return self._decode(check_ids(token_ids, self.n_vocab), tap)
 
     def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
         """Greedy continuation with llama.cpp's KV cache."""
-        logits = self.forward(token_ids)
+        state = self.start()
+        logits = self.decode(token_ids, state)
         out: list[int] = []
         for _ in range(int(max_new_tokens)):
             nxt = int(logits[-1].argmax())
             out.append(nxt)
             if len(out) < int(max_new_tokens):
-                logits = self.step(nxt)
+                logits = self.decode([nxt], state)
         return out
+
+    def stages(self) -> Exposure:
+        """One reason per stage: what the model lacks first, then what llama.cpp fuses away, then
+        what this graph has no node for."""
+        reasons = dict(stage_table.absent(self.config.features))
+        for stage, reason in self.graph.not_exposed.items():
+            reasons.setdefault(stage, f"not exposed by llama.cpp: {reason}")
+        for st in stage_table.STAGES:
+            if st.name not in self.graph.mapped:
+                reasons.setdefault(st.name, f"llama.cpp's {self.graph.arch} graph has no such node")
+        return Exposure(reasons)
 
     def run_info(self) -> dict[str, Any]:
         """The manifest's record of how llama.cpp ran (the quantization sets the tolerance class)."""
@@ -266,17 +259,12 @@ class LlamaCppRunner:
 
     # ------------------------------------------------------------------ internals
 
-    def _decode(self, ids: list[int], tap: Any) -> Any:
+    def _decode(self, ids: list[int], tap: Tap) -> Any:
         import torch
 
         lc = self.llama_cpp
-        if not ids:
-            raise PvError("no tokens to run")
-        if tap is not None and not self.capture:
+        if not self.capture and wants_any(tap, self.config.num_hidden_layers):
             raise PvError("this llama.cpp context was made without capture (capture=False)")
-        bad = [i for i in ids if not 0 <= i < self.n_vocab]
-        if bad:
-            raise PvError(f"token id {bad[0]} out of range for a vocabulary of {self.n_vocab}")
         if self.pos + len(ids) > self.n_ctx:
             raise PvError(f"{self.pos + len(ids)} positions exceed llama.cpp's context of {self.n_ctx}")
         batch = lc.llama_batch_init(len(ids), 0, 1)
@@ -288,15 +276,15 @@ class LlamaCppRunner:
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = 1  # every position: logits and the last layer keep all rows
             batch.n_tokens = len(ids)
-            if tap is not None:
-                self._mark_not_exposed(tap)
-            self._pass = _Pass(tap, self.pos, len(ids), self.fault)
+            self.stages().tell(tap)
+            self._pass = Pass(InOrder(tap), self.pos, len(ids), self.fault)
             rc = lc.llama_decode(self._ctx, batch)
             state, self._pass = self._pass, None
         finally:
             lc.llama_batch_free(batch)
         if state.error is not None:
             raise state.error
+        state.tap.flush()
         if rc != 0:
             raise PvError(f"llama_decode failed with code {rc}")
         self.last_names = state.names
@@ -305,19 +293,7 @@ class LlamaCppRunner:
         self.pos += len(ids)
         return torch.from_numpy(logits.reshape(len(ids), self.n_vocab))
 
-    def _mark_not_exposed(self, tap: Any) -> None:
-        # One reason per stage: what the model lacks first, then what llama.cpp fuses away.
-        reasons = dict(absent(self.config.features))
-        for stage, reason in self.graph.not_exposed.items():
-            reasons.setdefault(stage, f"not exposed by llama.cpp: {reason}")
-        plan = getattr(tap, "plan", None)
-        for st in getattr(plan, "stages", ()):
-            if st.name not in self.graph.mapped:
-                reasons.setdefault(st.name, f"llama.cpp's {self.graph.arch} graph has no such node")
-        for stage, reason in reasons.items():
-            tap.not_applicable(stage, reason)
-
-    def _rule(self, t: GgmlTensor, state: _Pass) -> tuple[Rule, int | None] | None:
+    def _rule(self, t: GgmlTensor, state: Pass) -> tuple[Rule, int | None] | None:
         name = t.name.decode("utf-8", "replace")
         base, layer = split_name(name)
         rules = self._by_name.get(base)
@@ -346,13 +322,10 @@ class LlamaCppRunner:
                     return rule, src_layer
         return None
 
-    def _wanted(self, rule: Rule, layer: int | None, state: _Pass) -> bool:
-        if self.fault is not None and rule.name == self.fault.fault.node \
-                and rule.op == self.fault.fault.op and layer == self.fault.layer:
+    def _wanted(self, rule: Rule, layer: int | None, state: Pass) -> bool:
+        if ((rule.name, rule.op), layer) == self._node:
             return True
         tap = state.tap
-        if tap is None:
-            return False
         stage = rule.stage.split(":")[0]
         if stage == "attn_scores":
             return bool(tap.wants("attn_scores", layer))
@@ -381,82 +354,16 @@ class LlamaCppRunner:
                 raise PvError(f"llama.cpp node {t.name.decode()} has type "
                               f"{self.ggml.type_name(int(t.type))}; pv reads F32, F16 and I32 only")
             fault = state.fault
-            if fault is not None and rule.name == fault.fault.node and rule.op == fault.fault.op \
-                    and layer == fault.layer:
-                values = apply_fault(fault, values)
+            if fault is not None and fault.fault.perturb is not None and ((rule.name, rule.op), layer) == self._node:
+                values = fault.fault.perturb(values, None)  # what llama.cpp's later nodes now read
                 self.ggml.write(ptr, t, values)
-            if state.tap is not None:
-                self._emit(rule, layer, t, values, state)
+            self._convert.emit(rule, layer, t.name.decode(), bytes(t.op_params), values, state)
             return True
         except BaseException as exc:  # noqa: BLE001 - re-raised after llama_decode returns
             state.error = exc
             return False
 
-    def _emit(self, rule: Rule, layer: int | None, t: GgmlTensor, values: np.ndarray,
-              state: _Pass) -> None:
-        import torch
 
-        tap, cfg = state.tap, self.config
-        s = state.n_tokens
-        stage, _, part = rule.stage.partition(":")
-
-        def send(name: str, arr: np.ndarray, **meta: Any) -> None:
-            key_layer = 0 if name == "embedding" else layer
-            if tap.wants(name, key_layer):
-                meta.setdefault("dtype_captured", "float32")
-                meta.setdefault("source", f"llama.cpp {t.name.decode()} {rule.op}")
-                tap(name, key_layer, torch.from_numpy(np.ascontiguousarray(arr)), **meta)
-
-        pairs = self.graph.pairs
-        if part:  # one of q|k|v: emit the fused row once all three are in
-            assert layer is not None
-            d = cfg.head_dim
-            arr = values.reshape(s, -1)
-            if part in "qk" and pairs:
-                arr = halves_from_pairs(arr.reshape(s, -1, d)).reshape(s, -1)
-            slot = state.parts.setdefault((stage, layer), {})
-            slot[part] = arr
-            if len(slot) == 3:
-                del state.parts[(stage, layer)]
-                send(stage, np.concatenate([slot["q"], slot["k"], slot["v"]], axis=-1),
-                     source=f"llama.cpp Qcur|Kcur|Vcur-{layer} {rule.op}")
-            return
-        if stage in ("q_norm", "k_norm", "q_post_rope", "k_post_rope"):
-            heads = values.reshape(s, -1, cfg.head_dim)
-            send(stage, halves_from_pairs(heads) if pairs else heads)
-            return
-        if stage == "attn_scores":
-            assert layer is not None
-            state.kq[layer] = values  # scaled once the softmax op says by how much
-            return
-        if stage == "attn_softmax":
-            assert layer is not None
-            cells = state.pos0 + s  # cells 0..pos0+s-1 hold this sequence's positions
-            if cells > values.shape[-1]:
-                raise PvError(f"layer {layer}: {cells} positions but llama.cpp's KV cache shows "
-                              f"{values.shape[-1]} cells; pv reads attention only while every "
-                              f"position has its own cell")
-            window = cfg.layer_window(layer) if self.graph.windows else None
-            mask: dict[str, Any] = {"mask": f"sliding_window:{window}"} if window is not None else {}
-            kq = state.kq.pop(layer, None)
-            if kq is not None:
-                scale = float(np.frombuffer(bytes(t.op_params)[:4], dtype="<f4")[0])
-                send("attn_scores", kq.reshape(-1, s, kq.shape[-1])[:, :, :cells] * np.float32(scale),
-                     source=f"llama.cpp kq-{layer} MUL_MAT, times the softmax scale {scale:.6g}, "
-                            f"{cells} of {kq.shape[-1]} KV cells", **mask)
-            send("attn_softmax", values.reshape(-1, s, values.shape[-1])[:, :, :cells],
-                 source=f"llama.cpp {t.name.decode()} SOFT_MAX, {cells} of {values.shape[-1]} KV cells",
-                 **mask)
-            return
-        if stage in ("embedding", "attn_norm", "attention", "attn_out", "post_attn_norm",
-                     "post_attn_residual", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out",
-                     "router_logits", "moe_experts", "moe_weights", "moe_out", "post_ffn_norm",
-                     "post_ffn_residual", "final_norm", "lm_head"):
-            send(stage, values.reshape(s, -1))
-            return
-        raise PvError(f"no conversion for llama.cpp stage {stage}")  # pragma: no cover
-
-
-__all__ = ["GRAPHS", "LLAMA_FAULTS", "NOT_EXPOSED", "RULES", "LlamaCppRunner", "LlamaFault", "LlamaFaultSpec",
-           "halves_from_pairs", "parse_llama_fault", "split_name"]
-
+def load(model: LoadedModel, settings: Settings) -> LlamaCppRunner:
+    """The registry's factory (``pv.capture.runners``): the GGUF file the model was loaded from."""
+    return LlamaCppRunner(model.source, model.config, fault=settings.fault)

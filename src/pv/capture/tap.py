@@ -1,0 +1,119 @@
+"""The tap: what a runner hands each stage to, as it produces it.
+
+A runner calls its tap after each step of its computation, in computation
+order, with the stage's tensor (``tap(stage, layer, tensor, **meta)``); it asks
+``tap.wants(stage, layer)`` first only where making the tensor costs something
+(the attention matrices, a cast), and tells the tap which stages it cannot
+hand over on this model (``not_applicable``). A tap never changes the tensor it
+sees, and nothing a runner computes depends on its tap, so capture is additive.
+
+``NullTap`` wants nothing: a forward without a capture runs the same straight
+line and pays one call per capture point. ``pv.capture.disktap.DiskTap``
+writes stages to a capture directory; a tap that hands them to a comparator
+instead (two runners compared while they run) needs nothing more than this
+protocol, because every runner delivers its stages in order.
+
+``InOrder`` is for the runners whose own order differs from pv's within a
+layer's q/k/v branch (llama.cpp and transformers finish the query branch,
+RoPE included, before the value projection that pv's ``qkv_matmul`` needs): it
+holds those stages and hands them on sorted, as soon as a stage outside the
+branch arrives or the pass ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pv import stages as stage_table
+
+
+class Tap(Protocol):
+    """Receives a runner's stages in computation order; must not change them."""
+
+    #: Set by a runner that never changes a tensor after handing it over: the tap may keep
+    #: the tensor itself instead of a private copy (a copy made on the runner's thread).
+    borrow: bool
+
+    def wants(self, stage: str, layer: int | None) -> bool:
+        """Whether a call for ``stage`` in ``layer`` would be kept (``layer`` None: a whole-model stage)."""
+        ...
+
+    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
+        """One stage's tensor; a stage the tap does not want is ignored. ``meta`` goes to its record
+        (``provenance``, ``mask``, ``source``, ``dtype_captured``)."""
+        ...
+
+    def not_applicable(self, stage: str, reason: str) -> None:
+        """A stage this runner cannot hand over on this model, and why."""
+        ...
+
+
+class NullTap:
+    """Wants nothing and keeps nothing: the tap of a plain forward."""
+
+    borrow = False
+
+    def wants(self, stage: str, layer: int | None) -> bool:
+        return False
+
+    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
+        return None
+
+    def not_applicable(self, stage: str, reason: str) -> None:
+        return None
+
+
+#: The one null tap every runner uses by default.
+NULL_TAP = NullTap()
+
+#: The stages of a layer's q/k/v branch: the fused projection needs all three
+#: projections, which other runners compute only after the query (and key) branch.
+QKV_BRANCH = frozenset({"qkv_matmul", "qkv_bias", "q_norm", "k_norm", "q_post_rope", "k_post_rope"})
+
+
+class InOrder:
+    """A tap in front of a tap: holds ``group``'s stages and hands them on in computation order.
+
+    The held stages go on, sorted, before the first stage outside ``group``
+    that arrives, or at ``flush()`` (the end of the pass). ``keep`` makes the
+    private copy of a held tensor when the runner may reuse its memory before
+    the hand-on (transformers' modules are not ours).
+    """
+
+    def __init__(self, tap: Tap, group: frozenset[str] = QKV_BRANCH,
+                 keep: Callable[[Any], Any] | None = None) -> None:
+        self.tap = tap
+        self.group = group
+        self.keep = keep
+        self.borrow = False
+        self._held: list[tuple[tuple[int, int, int], str, int | None, Any, dict[str, Any]]] = []
+
+    def wants(self, stage: str, layer: int | None) -> bool:
+        return self.tap.wants(stage, layer)
+
+    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
+        if not self.tap.wants(stage, layer):
+            return
+        if stage in self.group:
+            held = tensor if self.keep is None else self.keep(tensor)
+            self._held.append((stage_table.sort_key(stage, layer), stage, layer, held, meta))
+            return
+        self.flush()
+        self.tap(stage, layer, tensor, **meta)
+
+    def not_applicable(self, stage: str, reason: str) -> None:
+        self.tap.not_applicable(stage, reason)
+
+    def flush(self) -> None:
+        """Hand on every held stage, in computation order."""
+        held, self._held = sorted(self._held, key=lambda item: item[0]), []
+        for _, stage, layer, tensor, meta in held:
+            self.tap(stage, layer, tensor, **meta)
+
+
+def wants_any(tap: Tap, n_layers: int) -> bool:
+    """Whether ``tap`` wants any stage of a model with ``n_layers`` layers (a runner that must set
+    something up to capture, hooks or a graph callback, does so only then)."""
+    return any(tap.wants(s.name, None if s.whole_model else layer)
+               for s in stage_table.STAGES for layer in range(n_layers))

@@ -1,0 +1,57 @@
+"""Token ids: one check for every runner and for ``--tokens``, and ids made from a prompt.
+
+Each runner (pv's engine, the transformers oracle, llama.cpp) and the plan
+checks refuse the same inputs with the same words, because they all call
+``check_ids``: an empty input, or an id outside the vocabulary, is one line
+before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from pv.errors import PvError
+
+if TYPE_CHECKING:
+    from pv.capture.model.loaded import LoadedModel
+
+
+def check_ids(token_ids: Iterable[int], vocab_size: int | None) -> list[int]:
+    """``token_ids`` as ints: at least one, each in ``[0, vocab_size)`` (any id >= 0 without a size)."""
+    ids = [int(i) for i in token_ids]
+    if not ids:
+        raise PvError("no tokens to run")
+    for i in ids:
+        if i < 0 and vocab_size is None:
+            raise PvError(f"token id {i} is negative")
+        if i < 0 or (vocab_size is not None and i >= vocab_size):
+            raise PvError(f"token id {i} out of range for a vocabulary of {vocab_size}")
+    return ids
+
+
+def parse_tokens(spec: str | Sequence[int], vocab_size: int | None = None) -> tuple[int, ...]:
+    """``--tokens``: ``"1,2,3"`` or a sequence of ints, checked by ``check_ids``."""
+    if isinstance(spec, str):
+        ids: list[int] = []
+        for raw in spec.split(","):
+            item = raw.strip()
+            try:
+                ids.append(int(item))
+            except ValueError:
+                raise PvError(f"bad token id '{item}' in --tokens '{spec}'; use e.g. 1,2,3") from None
+    else:
+        ids = [int(x) for x in spec]
+    if not ids:
+        raise PvError("--tokens is empty")
+    return tuple(check_ids(ids, vocab_size))
+
+
+def tokenize(model: LoadedModel, prompt: str) -> list[int]:
+    """``--prompt``: the ids the model's own tokenizer gives (a model without one needs ``--tokens``)."""
+    if model.tokenizer is None:
+        raise PvError(f"{model.source}: this model has no tokenizer; pass --tokens instead of --prompt")
+    ids = [int(i) for i in model.tokenizer.encode(prompt)]
+    if not ids:
+        raise PvError("the prompt tokenised to zero tokens")
+    return ids
