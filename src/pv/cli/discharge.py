@@ -6,20 +6,18 @@ from pathlib import Path
 
 import click
 
-from pv.errors import PvError
+from pv.cli.options import by_reason_options, contract_option, contracts_option, evidence_option
 
 
 @click.command("discharge")
 @click.argument("falsifier_id", metavar="FALSIFIER")
-@click.option("--contract", "contract_id", required=True, metavar="ID", help="Contract id (metadata.id or file stem).")
-@click.option("--by", required=True, help="Who discharges it (a name or handle), kept in the record.")
-@click.option("--reason", required=True, help="Why it is closed beyond testing (a proof, a review...).")
+@contract_option(help="Contract id (metadata.id or file stem).", metavar="ID")
+@by_reason_options("Who discharges it (a name or handle), kept in the record.",
+                   "Why it is closed beyond testing (a proof, a review...).")
 @click.option("--artifact", "artifacts", multiple=True, metavar="PATH",
               help="A repository file the discharge rests on (hashed into the record); repeatable.")
-@click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder (or file) of contracts [default: <repo>/contracts].")
-@click.option("--evidence", "evidence_dir", type=click.Path(path_type=Path), default=None,
-              help="Evidence folder [default: <repo>/evidence].")
+@contracts_option()
+@evidence_option()
 def command(falsifier_id: str, contract_id: str, by: str, reason: str, artifacts: tuple[str, ...],
             contracts_dir: Path | None, evidence_dir: Path | None) -> int:
     """Mark FALSIFIER DISCHARGED when live evidence meets every target of its discharge matrix.
@@ -28,17 +26,12 @@ def command(falsifier_id: str, contract_id: str, by: str, reason: str, artifacts
     target, its covered files and artifacts are committed and unchanged since, and --by and
     --reason say who and why. See docs/falsify.md.
     """
-    from pv.contract.model import load_contracts, select
-    from pv.falsify.discharge import discharge
+    from pv.api import discharge
     from pv.repo import repo_root
 
+    result = discharge(falsifier_id, contract=contract_id, by=by, reason=reason, artifacts=artifacts,
+                       contracts_dir=contracts_dir, evidence_dir=evidence_dir)
     root = repo_root()
-    contracts_path = (contracts_dir or root / "contracts").resolve()
-    if not contracts_path.exists():
-        raise PvError(f"{contracts_path}: no such contracts folder (use --contracts)")
-    contract = select(load_contracts([contracts_path]), contract_id)
-    result = discharge(contract, falsifier_id, by=by, reason=reason, root=root,
-                       evidence_dir=(evidence_dir or root / "evidence").resolve(), artifacts=artifacts)
     try:
         shown = result.path.relative_to(root)
     except ValueError:

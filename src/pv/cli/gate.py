@@ -8,45 +8,54 @@ from pathlib import Path
 
 import click
 
+from pv.cli.options import (
+    GITHUB,
+    JSON,
+    SARIF,
+    TEXT,
+    evidence_option,
+    falsifiers_option,
+    format_option,
+    paths_argument,
+)
+
 
 @click.command("gate")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@paths_argument()
 @click.option("--baseline", default=None, metavar="GITREF|FILE",
               help="A git revision or a `pv status --format json` snapshot [default: merge base with main].")
 @click.option("--strict", is_flag=True, help="Also fail on any stale backing record (a covered file changed).")
 @click.option("--require-signed", is_flag=True,
               help="Only records signed with PV_EVIDENCE_KEY back a status (the key must be set).")
-@click.option("--evidence", "evidence_dir", type=click.Path(path_type=Path), default=None,
-              help="Evidence folder [default: <repo>/evidence].")
-@click.option("--falsifiers", "falsifiers_dir", type=click.Path(path_type=Path), default=None,
-              help="Falsifier tests, for the binding check [default: <repo>/falsifiers if present].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
-              show_default=True, help="sarif: a SARIF 2.1.0 log for code scanning; github: workflow annotations.")
+@evidence_option()
+@falsifiers_option(help="Falsifier tests, for the binding check [default: <repo>/falsifiers if present].")
+@format_option(TEXT, JSON, SARIF, GITHUB,
+               help="sarif: a SARIF 2.1.0 log for code scanning; github: workflow annotations.")
 def command(paths: tuple[Path, ...], baseline: str | None, strict: bool, require_signed: bool,
             evidence_dir: Path | None, falsifiers_dir: Path | None, fmt: str) -> int:
     """Compare statuses with a baseline and with the evidence; exit 1 naming each failure."""
-    from pv.report import gate
+    from pv.api import gate
 
-    result = gate.run(paths, baseline=baseline, strict=strict, require_signed=require_signed,
-                      evidence_dir=evidence_dir, falsifiers_dir=falsifiers_dir)
+    result = gate(paths, baseline=baseline, strict=strict, require_signed=require_signed,
+                  evidence_dir=evidence_dir, falsifiers_dir=falsifiers_dir)
     failures = result.failures
-    if fmt in ("sarif", "github"):
+    if fmt in (SARIF, GITHUB):
         from pv.report import annotations
 
         notes = annotations.from_gate_failures(failures, result.contracts)
-        if fmt == "sarif":
+        if fmt == SARIF:
             from pv.report import sarif
 
             click.echo(json.dumps(sarif.sarif_log(notes, sarif.gate_rules()), indent=2, ensure_ascii=False))
             return 1 if failures else 0
         for line in annotations.github(notes):
             click.echo(line)  # then the summary line below, as for text
-    if fmt == "json":
+    if fmt == JSON:
         click.echo(json.dumps(result.to_json(), indent=2))
         return 1 if failures else 0
     for note in result.notes:
         click.echo(f"note: {note}")
-    for f in failures if fmt == "text" else ():
+    for f in failures if fmt == TEXT else ():
         click.echo(f.format())
     n = sum(len(c.falsifiers) for c in result.report.contracts)
     verdict = f"FAILED ({len(failures)} problem(s))" if failures else "passed"

@@ -6,28 +6,33 @@ from pathlib import Path
 
 import click
 
+from pv.cli.options import JSON, TEXT, format_option, paths_argument
 from pv.errors import ExitCode
+
+DOT, MERMAID = "dot", "mermaid"
 
 
 @click.command("graph")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "text"]), default="dot",
-              show_default=True, help="Graphviz dot, a Mermaid flowchart, or one line per contract.")
+@paths_argument()
+@format_option(DOT, MERMAID, TEXT, JSON, default=DOT,
+               help="Graphviz dot, a Mermaid flowchart, one line per contract, or the graph as JSON.")
 def command(paths: tuple[Path, ...], fmt: str) -> int:
     """Print the graph of metadata.depends_on between contracts (default PATH: <repo>/contracts).
 
     Contracts in a dependency cycle are drawn in red and listed on stderr; the exit
     status is then 1. A dependency that names no contract is drawn dashed.
     """
-    from pv.contract.discover import find_contracts
-    from pv.contract.graph import build, load_set, to_dot, to_mermaid, to_text
-    from pv.repo import repo_root
+    import json
 
-    files = find_contracts(list(paths) or [repo_root() / "contracts"])
-    docs, skipped = load_set(files)
-    graph = build(docs, skipped)
-    click.echo({"dot": to_dot, "mermaid": to_mermaid, "text": to_text}[fmt](graph))
-    for line in skipped:
+    from pv.api import graph as depends_on
+    from pv.contract.graph import to_dot, to_mermaid, to_text
+
+    graph = depends_on(paths)
+    if fmt == JSON:
+        click.echo(json.dumps(graph.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo({DOT: to_dot, MERMAID: to_mermaid, TEXT: to_text}[fmt](graph))
+    for line in graph.skipped:
         click.echo(f"pv graph: skipped {line}", err=True)
     for cycle in graph.cycles:
         click.echo(f"pv graph: dependency cycle: {' -> '.join(cycle)} -> {cycle[0]}", err=True)

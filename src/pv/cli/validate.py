@@ -7,25 +7,26 @@ from pathlib import Path
 
 import click
 
+from pv.cli.options import GITHUB, JSON, SARIF, TEXT, evidence_option, format_option, paths_argument
 from pv.errors import ExitCode
-
-FORMATS = ["text", "json", "sarif", "github"]
 
 
 @click.command("validate")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@paths_argument(required=True)
 @click.option("--strict", is_flag=True, help="Count warnings as errors.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="Findings as lines, one JSON object, a SARIF 2.1.0 log (code scanning) or "
-                   "GitHub workflow annotations.")
+@format_option(TEXT, JSON, SARIF, GITHUB,
+               help="Findings as lines, one JSON object, a SARIF 2.1.0 log (code scanning) or "
+                    "GitHub workflow annotations.")
 @click.option("--fix", is_flag=True,
-              help="First rename status keys pv does not read (PV025) to 'status', in place.")
+              help="First rename status keys pv does not read (PV025) to 'status', in place "
+                   "(under the contract's lock in --evidence, as pv falsify takes it).")
+@evidence_option(help="Evidence folder holding the contracts' locks, for --fix [default: <repo>/evidence].")
 @click.option("--check-evidence/--no-check-evidence", default=None,
               help="Check that algorithm_evidence files exist and cite defined functions "
                    "[default: on inside a git checkout].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
               help="Worker processes for many files [default: one per core].")
-def command(paths: tuple[str, ...], strict: bool, fmt: str, fix: bool,
+def command(paths: tuple[Path, ...], strict: bool, fmt: str, fix: bool, evidence_dir: Path | None,
             check_evidence: bool | None, jobs: int | None) -> int:
     """Check contracts (files, or directories searched for *.yaml/*.yml).
 
@@ -34,21 +35,17 @@ def command(paths: tuple[str, ...], strict: bool, fmt: str, fix: bool,
     """
     from pv.api import validate
 
-    if fix:
-        from pv.contract.discover import find_contracts
-        from pv.contract.fix import fix_file
-
-        for path in find_contracts(paths):
-            for done in fix_file(Path(path)):
-                click.echo(done.format(), err=fmt != "text")
-    report = validate(paths, strict=strict, check_evidence=check_evidence, jobs=jobs)
-    if fmt == "json":
+    report = validate(paths, strict=strict, check_evidence=check_evidence, jobs=jobs, fix=fix,
+                      evidence_dir=evidence_dir)
+    for done in report.fixes:
+        click.echo(done.format(), err=fmt != TEXT)
+    if fmt == JSON:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
-    elif fmt in ("sarif", "github"):
+    elif fmt in (SARIF, GITHUB):
         from pv.report import annotations, sarif
 
         notes = annotations.from_findings(report.findings)
-        if fmt == "sarif":
+        if fmt == SARIF:
             click.echo(json.dumps(sarif.sarif_log(notes, sarif.validation_rules()), indent=2,
                                   ensure_ascii=False))
         else:
