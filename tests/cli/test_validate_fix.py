@@ -76,3 +76,33 @@ def test_pre_commit_hooks_run_pv_validate():
         pattern = re.compile(hook["files"])
         assert pattern.search("contracts/x-v1.yaml") and pattern.search("a/contracts/b/y.yml")
         assert not pattern.search("pyproject.toml") and not pattern.search(".ci/config.yaml")
+
+
+def test_fix_waits_for_the_lock_pv_falsify_holds(tmp_path: Path, capsys):
+    """--fix rewrites the contract under the lock pv falsify and pv discharge take on it
+    (evidence/<contract id>/.lock), so the two never interleave and lose an edit."""
+    import fcntl
+    import threading
+    import time
+
+    path = tmp_path / "contracts" / "c.yaml"
+    path.parent.mkdir()
+    path.write_text(TEXT, encoding="utf-8")
+    evidence = tmp_path / "evidence"
+    lock = evidence / "c" / ".lock"
+    lock.parent.mkdir(parents=True)
+    held = open(lock, "a+")  # noqa: SIM115 - released by the timer thread
+    fcntl.flock(held, fcntl.LOCK_EX)
+    threading.Timer(1.0, held.close).start()  # closing releases the lock, as a run ending does
+    start = time.monotonic()
+    assert run(["validate", "--fix", "--evidence", str(evidence), str(path)]) == 0
+    assert time.monotonic() - start >= 0.9, "--fix rewrote the contract while another process held its lock"
+    assert "fixed: renamed" in capsys.readouterr().out
+    assert "discharge_status" not in path.read_text(encoding="utf-8")
+
+
+def test_fix_takes_no_lock_when_there_is_nothing_to_fix(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("metadata: {version: '1', description: d}\n", encoding="utf-8")
+    assert fix_file(path) == []
+    assert not (tmp_path / "evidence").exists()

@@ -62,15 +62,17 @@ def fix_file(path: Path, evidence_dir: Path | None = None) -> list[Fix]:
     """Apply every safe fix to one contract; return what was changed (nothing for unreadable files).
 
     The rewrite holds the contract's lock (``<evidence>/<contract id>/.lock``, default evidence
-    folder ``<repo>/evidence``), the one ``pv falsify`` and ``pv discharge`` take while they
-    rewrite statuses: without it, a fix and a status update made at the same moment would
-    each write the file as it read it, and one of them would be lost. The lock is taken
-    only when there is something to fix, and the contract is read again under it.
+    folder: ``evidence/`` of the repository holding the contract), the one ``pv falsify`` and
+    ``pv discharge`` take while they rewrite statuses: without it, a fix and a status update
+    made at the same moment would each write the file as it read it, and one of them would
+    be lost. The lock is taken only when there is something to fix, and the contract is read
+    again under it.
     """
     planned = _plan(path)
     if planned is None:
         return []
-    with files.contract_locked(evidence_dir or repo_root() / "evidence", planned[0].contract_id):
+    evidence = evidence_dir or repo_root(path.resolve().parent) / "evidence"
+    with files.contract_locked(evidence, planned[0].contract_id):
         planned = _plan(path)
         if planned is None:
             return []
