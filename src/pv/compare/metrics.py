@@ -251,8 +251,12 @@ def compare(
         src_a = a[view.offset_a + lo : view.offset_a + hi]
         src_b = b[view.offset_b + lo : view.offset_b + hi]
         X, Y = bufX[:n], bufY[:n]
-        np.copyto(X, src_a)
-        np.copyto(Y, src_b)
+        # A signalling NaN (0x7FBFFFFF) raises the "invalid" flag when widened to float64; it
+        # arrives as a quiet NaN, which the NaN bookkeeping below counts. numpy would print a
+        # RuntimeWarning on the user's terminal for it.
+        with np.errstate(invalid="ignore"):
+            np.copyto(X, src_a)
+            np.copyto(Y, src_b)
         row_lo = lo // row_len if rows_mode else 0
         r = n // row_len if rows_mode else 1
         X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
