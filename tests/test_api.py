@@ -25,7 +25,7 @@ def test_import_pv_loads_nothing_heavy():
 
 def test_the_api_names_are_documented():
     doc = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
-    for name in ("validate", "capture", "diff", "bisect", "status", "gate"):
+    for name in ("validate", "trace", "diff", "bisect", "status", "gate"):
         assert callable(getattr(pv, name))
         assert f"pv.{name}(" in doc, name
     with pytest.raises(AttributeError):
@@ -59,8 +59,17 @@ def test_diff_and_bisect_on_captures(tmp_path):
     assert pv.diff(b, b).ok
 
 
-def test_capture_stays_callable_once_the_subpackage_is_imported():
-    code = ("import pv.capture.store.aprt, pv; assert callable(pv.capture); "
-            "import inspect, pv.api; print(pv.capture.__class__.__name__)")
+def test_trace_is_a_function_and_the_capture_package_a_plain_package():
+    code = ("import sys, types, pv; trace = pv.trace; import pv.capture.store.aprt; "
+            "print(type(pv.capture) is types.ModuleType, callable(pv.capture), trace is pv.api.trace, "
+            "'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "_CallableModule"
+    assert out.stdout.strip() == "True False True False"
+
+
+def test_trace_captures_as_pv_trace_does(tmp_path):
+    pytest.importorskip("torch")
+    result = pv.trace("synthetic", output=tmp_path / "cap", tokens="3,17,42", stages="attn_norm,lm_head",
+                      layers="1")
+    assert result.files == 2 and result.token_ids == [3, 17, 42]
+    assert result.manifest["run"]["engine"] == "pv"

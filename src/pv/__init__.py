@@ -15,10 +15,10 @@ from pv.errors import ExitCode, MissingExtraError, PvError
 __version__ = "0.1.0"
 
 #: The public API (``pv.api``), loaded on first use so ``import pv`` stays cheap.
-_API = ("validate", "capture", "diff", "bisect", "status", "gate")
+_API = ("validate", "trace", "diff", "bisect", "status", "gate")
 
-__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__", "bisect", "capture", "diff",
-           "gate", "status", "validate"]
+__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__", "bisect", "diff", "gate",
+           "status", "trace", "validate"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,7 @@
 Each function takes paths and options, returns data (frozen dataclasses with a
 ``to_json`` or ``asdict`` view) and raises ``pv.PvError`` with a one-line message
 for bad input; nothing prints. Heavy dependencies load inside the function that
-needs them, so ``import pv`` stays cheap (no torch, no numpy): only ``capture``
+needs them, so ``import pv`` stays cheap (no torch, no numpy): only ``trace``
 needs the ``engine`` extra. ``docs/api.md`` shows each with an example.
 """
 
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["acknowledge", "bisect", "capture", "coverage", "diff", "discharge", "falsify", "gate", "graph",
-           "scaffold", "schema", "status", "validate"]
+__all__ = ["acknowledge", "bisect", "coverage", "diff", "discharge", "falsify", "gate", "graph",
+           "scaffold", "schema", "status", "trace", "validate"]
 
 
 def validate(paths: Iterable[PathLike], *, strict: bool = False, check_evidence: bool | None = None,
@@ -51,19 +51,19 @@ def validate(paths: Iterable[PathLike], *, strict: bool = False, check_evidence:
                           evidence_dir=_path(evidence_dir))
 
 
-def capture(model: str, *, output: PathLike, prompt: str | None = None,
-            tokens: str | Sequence[int] | None = None, stages: str | Sequence[str] = "all",
-            layers: str = "all", engine: str = "pv", device: str = "cpu",
-            dtype: str = "float32", overwrite: bool = False,
-            on_write: Callable[[str, int | None], None] | None = None) -> TraceResult:
+def trace(model: str, *, output: PathLike, prompt: str | None = None,
+          tokens: str | Sequence[int] | None = None, stages: str | Sequence[str] = "all",
+          layers: str = "all", engine: str = "pv", device: str = "cpu",
+          dtype: str = "float32", overwrite: bool = False,
+          on_write: Callable[[str, int | None], None] | None = None) -> TraceResult:
     """Run ``model`` (a GGUF file or a Hugging Face folder) once and save the named stages
     as APRT files under ``output``, as ``pv trace`` does. ``on_write(stage, layer)`` is
     called after each file, for progress. Needs the ``engine`` extra (torch)."""
-    from pv.capture.trace import capture as run_capture
+    from pv.capture.trace import capture
 
-    return run_capture(model, output=output, prompt=prompt, tokens=tokens, stages=stages,
-                       layers=layers, engine=engine, device=device, dtype=dtype,
-                       overwrite=overwrite, on_write=on_write)
+    return capture(model, output=output, prompt=prompt, tokens=tokens, stages=stages,
+                   layers=layers, engine=engine, device=device, dtype=dtype,
+                   overwrite=overwrite, on_write=on_write)
 
 
 def diff(candidate: PathLike, reference: PathLike, *, model: Any = None,

@@ -1,22 +1,11 @@
-"""Capture: run an engine (this project's or the transformers reference) and save named stages.
+"""Capture: run a model in an engine and hand each stage, as it is produced, to a tap.
 
-``pv.capture`` is both this subpackage and the API entry point ``pv.capture(...)``
-(``pv.api.capture``): once the subpackage is imported, Python makes it the ``capture``
-attribute of ``pv``, so the subpackage itself is callable and forwards to the API.
+The rooms: ``store`` (APRT files, capture directories, generations; numpy
+only), ``model`` (families, configs, loading), the runners ``engine`` (pv's
+own forward), ``oracle`` (transformers) and ``llamacpp``, and ``importer``
+(``pv import``). Here: the tap protocol (``tap``), the disk tap (``disktap``),
+what to capture (``plan``), the fault catalogue (``faults``), the runner
+registry (``runners``), token ids (``tokens``), device and dtype
+(``runtime``), and the orchestration of a capture (``trace``) and of a
+generation (``generate``). The library's entry point is ``pv.trace``.
 """
-
-from __future__ import annotations
-
-import sys
-import types
-from typing import Any
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from pv.api import capture
-
-        return capture(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
