@@ -145,3 +145,44 @@ def test_a_fault_only_touches_its_layer(model: LoadedModel, clean: dict, tmp_pat
     for key, value in clean.items():
         if key[1] is not None and key[1] < 3 and key[0] != "embedding":
             assert bad[key].tobytes() == value.tobytes()
+
+
+def test_one_catalogue_for_every_runner() -> None:
+    from pv.capture import runners
+    from pv.capture.engine.layers import PLANTS
+
+    assert set(faults.BY_NAME) == set(faults.FAULTS) | set(faults.DECODE_FAULTS) | set(faults.LLAMA_FAULTS)
+    for f in faults.CATALOGUE:
+        assert runners.get(f.runner).faults, f.name
+        assert f.acts_on in faults.PLACES and f.stage in stages.BY_NAME, f.name
+        assert (f.perturb is not None) == (f.acts_on in ("output", "node")), f.name
+        assert (f.node is not None) == (f.acts_on == "node") == (f.runner == "llama.cpp"), f.name
+    # pv's engine plants every one of its faults that does not act on a stage's output
+    assert set(PLANTS) == {n for n, f in faults.for_runner("pv").items() if f.perturb is None}
+    assert faults.ATTENTION_FAULTS == {"gqa_head_mapping", "score_scale_1_over_d", "mask_off_by_one",
+                                       "softmax_wrong_axis"}
+
+
+def test_the_catalogue_imports_no_torch_and_no_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pv.capture.faults, pv.capture.runners; "
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_decode_faults_parse_with_the_others() -> None:
+    spec = faults.parse_fault("stale_cache_entry")
+    assert spec.layer == faults.DEFAULT_LAYER and faults.is_decode_fault(spec)
+    assert not faults.is_decode_fault(faults.parse_fault("mask_off_by_one"))
+    with pytest.raises(PvError, match="valid faults: embedding_scaled, .*, mask_off_by_one_decode$"):
+        faults.parse_fault("nope")
+
+
+def test_key_head_zero_is_zeroed_in_every_position_and_nothing_else() -> None:
+    node = np.arange(3 * 4 * 8, dtype=np.float32).reshape(1, 3, 4, 8) + 1  # ggml's [1, S, KVH, D]
+    out = faults.key_head_0_zeroed(node, None)
+    assert not out[..., 0, :].any() and np.array_equal(out[..., 1:, :], node[..., 1:, :])
+    assert node.all()  # the node's own values are left as they were

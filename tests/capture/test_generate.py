@@ -36,6 +36,18 @@ def test_generation_layout_and_shapes(tmp_path: Path, capsys: pytest.CaptureFixt
         assert shapes[("lm_head", None)] == [q, 256]
 
 
+@pytest.mark.parametrize("engine", ["pv", "hf"])
+def test_decode_steps_record_the_sliding_window(engine: str, tmp_path: Path) -> None:
+    """A windowed layer's attention files carry their window at every step, as the prefill's do
+    (pv's decode steps used to record 'causal', so a diff against them ignored the window)."""
+    out = tmp_path / engine
+    assert run(["trace", "--model", "synthetic:mistral", "--engine", engine, "--tokens", "5,9,33,120,77,1,2",
+                "--save-tensor", "attn_scores,attn_softmax", "--generate", "3", "-o", str(out)]) == 0
+    for step in range(3):
+        man = json.loads((out / f"step-{step}" / "manifest.json").read_text())
+        assert {f["mask"] for f in man["files"]} == {"sliding_window:4"}, (engine, step)
+
+
 def test_generate_matches_the_engines_own_generate(tmp_path: Path) -> None:
     from pv.capture.engine.runner import Engine
     from pv.capture.model.load import load_model

@@ -121,6 +121,23 @@ def test_planted_fault_is_localised(lc: Path, pv_ref: Path, tmp_path: Path, name
     assert man["run"]["fault"] == {"name": name, "layer": 2, "stage": LLAMA_FAULTS[name].stage}
 
 
+def test_k_rope_head_zeroed_zeroes_key_head_0(lc: Path, tmp_path: Path) -> None:
+    """The planted bug is what its name says: head 0 of the keys after RoPE, at every position,
+    and nothing else of that node (it once zeroed position 0: ggml's array is [1, S, KVH, D])."""
+    from pv.capture.store import aprt
+    from pv.capture.trace import capture
+
+    keys = {}
+    for name, fault in (("clean", None), ("faulty", "k_rope_head_zeroed@2")):
+        capture(str(lc), engine="llama.cpp", tokens=PROMPT_IDS, stages="k_post_rope", layers="2",
+                output=tmp_path / name, fault=fault)
+        keys[name] = aprt.read(tmp_path / name / "layer-2" / "k_post_rope.bin")[1].reshape(10, 3, 64)
+    clean, faulty = keys["clean"], keys["faulty"]
+    assert clean[:, 0, :].any()  # [S, KVH, D]
+    assert not faulty[:, 0, :].any()
+    np.testing.assert_array_equal(faulty[:, 1:, :], clean[:, 1:, :])
+
+
 def test_cli_bisect_llama_cpp_against_pv(lc: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run(["bisect", "--model", str(lc), "--engine", "llama.cpp", "--reference", "pv",
                 "--tokens", PROMPT_IDS, "--inject-fault", "ffn_up_scaled@1", "--format", "json"])
