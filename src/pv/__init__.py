@@ -5,25 +5,16 @@ The package reads as a flow: ``contract`` (load and validate claims) ->
 ``compare`` (diff and bisect captures) -> ``falsify`` (run bound tests, record
 evidence, promote statuses) -> ``report`` (status and the CI gate).
 
-Importing ``pv`` is cheap: nothing here pulls in torch or transformers.
+This module only hands names on: the public API is ``pv.api``'s, whatever its
+``__all__`` lists. Importing ``pv`` is cheap all the same: ``pv.api`` imports
+each layer inside the function that needs it, so nothing here pulls in torch,
+transformers or numpy.
 """
 
-from typing import Any
-
+from pv import api
+from pv.api import *
 from pv.errors import ExitCode, MissingExtraError, PvError
+from pv.version import __version__
 
-__version__ = "0.1.0"
-
-#: The public API (``pv.api``), loaded on first use so ``import pv`` stays cheap.
-_API = ("validate", "trace", "diff", "bisect", "status", "gate")
-
-__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__", "bisect", "diff", "gate",
-           "status", "trace", "validate"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        from pv import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'pv' has no attribute {name!r}")
+__all__ = ["ExitCode", "MissingExtraError", "PvError", "__version__"]
+__all__ += api.__all__

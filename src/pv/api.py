@@ -128,10 +128,9 @@ def falsify(contract: PathLike | None = None, *, all: bool = False, contracts_di
     (pytest). Same as ``pv falsify``."""
     from pv.falsify.campaign import falsify_contracts
 
-    return falsify_contracts(contract, run_all=all, contracts_dir=_path(contracts_dir),
-                             falsifiers_dir=_path(falsifiers_dir), evidence_dir=_path(evidence_dir), update=update,
-                             pytest_args=pytest_args, in_process=in_process, on_output=on_output,
-                             on_contract=on_contract)
+    return falsify_contracts(contract, all=all, contracts_dir=contracts_dir, falsifiers_dir=falsifiers_dir,
+                             evidence_dir=evidence_dir, update=update, pytest_args=pytest_args,
+                             in_process=in_process, on_output=on_output, on_contract=on_contract)
 
 
 def discharge(falsifier: str, *, contract: str, by: str, reason: str, artifacts: Sequence[str] = (),

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from pv import __version__
 from pv.errors import ExitCode, PvError
+from pv.version import __version__
 
 #: name -> (module, one-line help). Adding a command is one row here plus its module.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -24,6 +24,8 @@ from pv.errors import ExitCode, PvError
 from pv.falsify.run import FalsifyResult, Row, RunPlan, falsify
 from pv.falsify.session import Echo
 
+PathLike = str | os.PathLike[str]
+
 
 @dataclass(frozen=True)
 class ContractRun:
@@ -116,20 +118,23 @@ def _resolve(contracts_path: Path, chosen: str, explicit: bool) -> tuple[list[Co
     return [*contracts, extra[0]], extra[0], (*paths, target)
 
 
-def falsify_contracts(contract: str | os.PathLike[str] | None = None, *, run_all: bool = False,
-                      contracts_dir: Path | None = None, falsifiers_dir: Path | None = None,
-                      evidence_dir: Path | None = None, update: bool = True, pytest_args: Sequence[str] = (),
-                      in_process: bool = False, root: Path | None = None, on_output: Echo | None = None,
-                      on_contract: Callable[[ContractRun], None] | None = None) -> FalsifyReport:
-    """Run the falsifiers of ``contract`` (an id, a file stem or a path) or, with ``run_all``, of
+def falsify_contracts(contract: PathLike | None = None, *, all: bool = False,
+                      contracts_dir: PathLike | None = None, falsifiers_dir: PathLike | None = None,
+                      evidence_dir: PathLike | None = None, update: bool = True, pytest_args: Sequence[str] = (),
+                      in_process: bool = False, on_output: Echo | None = None,
+                      on_contract: Callable[[ContractRun], None] | None = None,
+                      root: Path | None = None) -> FalsifyReport:
+    """Run the falsifiers of ``contract`` (an id, a file stem or a path) or, with ``all``, of
     every contract under ``contracts_dir`` (default ``<repo>/contracts``), record evidence and
     promote what it supports. Raises ``PvError`` on trouble: nothing is recorded for the
-    contract it stops at (under ``run_all``, the message names it and how many ran before)."""
+    contract it stops at (under ``all``, the message names it and how many ran before).
+    ``pv.falsify`` is this function (``pv.api`` hands it on)."""
+    run_all = all
     if run_all == (contract is not None):
         raise PvError("pv falsify takes --contract ID|PATH or --all: one of them, not both")
     root = root or repo.repo_root()
     echo: Echo = on_output or (lambda line: None)
-    contracts_path = (contracts_dir or root / "contracts").resolve()
+    contracts_path = (Path(contracts_dir) if contracts_dir is not None else root / "contracts").resolve()
     if run_all:
         if not contracts_path.exists():
             raise PvError(f"{contracts_path}: no such contracts folder (use --contracts)")
@@ -147,8 +152,8 @@ def falsify_contracts(contract: str | os.PathLike[str] | None = None, *, run_all
             skipped.append(c.id)
             continue
         plan = RunPlan(contract=c, contract_paths=paths,
-                       falsifiers_dir=(falsifiers_dir or root / "falsifiers").resolve(), root=root,
-                       evidence_dir=(evidence_dir or root / "evidence").resolve(), update=update,
+                       falsifiers_dir=Path(falsifiers_dir or root / "falsifiers").resolve(), root=root,
+                       evidence_dir=Path(evidence_dir or root / "evidence").resolve(), update=update,
                        pytest_args=tuple(a for a in pytest_args if a != "--"), in_process=in_process)
         echo(f"pv falsify: {c.id} ({len(c.falsifiers)} falsifiers) from {shown(c.path, root)}")
         started = time.monotonic()
