@@ -48,6 +48,7 @@ from pv.capture.engine.layers import LayerSpec, Points
 from pv.capture.engine.weights import Loader
 from pv.capture.faults import FaultSpec, Perturb, check_fault, parse_fault
 from pv.capture.model.loaded import LoadedModel
+from pv.capture.model.rope import inverse_frequencies
 from pv.capture.runners import Exposure, Settings
 from pv.capture.runtime import resolve_device, torch_dtype
 from pv.capture.tap import NULL_TAP, Tap
@@ -98,7 +99,7 @@ class Engine:
         self._nk = cfg.num_key_value_heads * d
         self.attention = Attention(cfg, self.device)
         self._inv_freqs = {
-            key: blocks.inverse_frequencies(d, theta, self.device,
+            key: inverse_frequencies(d, theta, self.device,
                                             scaling=cfg.rope_scaling if is_global else None,
                                             factors=cfg.rope_freq_factors if is_global else None)
             for key, (theta, is_global) in layers.frequency_sets(cfg, self.layers).items()

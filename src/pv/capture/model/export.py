@@ -89,7 +89,7 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     as converters wrote them before llama.cpp stacked them, instead of stacked.
     """
     gguf = require("gguf")
-    from pv.capture.engine.blocks import llama3_factors
+    from pv.capture.model.rope import llama3_factors
 
     family = config.family
     if per_expert and not (family.moe and family.gguf_arch == "llama"):
