@@ -5,13 +5,15 @@ llama.cpp names the nodes of its compute graph (``attn_norm-3``, ``Qcur-3``,
 callback for each node it is asked about, right after computing it. This
 module runs a GGUF model through the C API of ``llama-cpp-python`` (ctypes,
 the ``[llamacpp]`` extra) with such a callback, copies the nodes that map to pv
-stages, converts ggml's layouts into pv's canonical ones and hands them to the
-same ``Tap`` the pv engine and the oracle use. What a probe of
+stages, converts ggml's layouts into pv's canonical ones (``convert``) and hands
+them to the same kind of tap the pv engine and the oracle use, in pv's
+computation order (the graph finishes the query branch, RoPE included, before
+the value projection: ``InOrder`` holds those stages). What a probe of
 llama-cpp-python 0.3.36 found, and how it is handled here:
 
 - One ggml name covers several ops (``Qcur-N`` is the MUL_MAT, then a RESHAPE,
   then the ROPE; ``norm-N`` comes twice per layer), so a node is identified by
-  name, op and occurrence (:data:`RULES`).
+  name, op and occurrence (``nodes.RULES``).
 - Flash attention fuses ``kq``/``kq_soft_max`` into one node: the context is
   created with it off. The KV cache is float32, so no extra rounding happens
   between ``Kcur`` and the scores.
@@ -27,7 +29,7 @@ llama-cpp-python 0.3.36 found, and how it is handled here:
 - Every position of the batch asks for logits, so ``result_output`` and the
   last layer keep all rows (no ``inp_out_ids`` row selection).
 
-Each architecture has its own graph and node table (:data:`GRAPHS`). Stages llama.cpp
+Each architecture has its own graph and node table (``nodes.GRAPHS``). Stages llama.cpp
 does not expose (``ffn_silu``: its SwiGLU or GeGLU is one fused op)
 are recorded in the manifest under ``not_exposed``.
 """
@@ -130,19 +132,21 @@ class LlamaCppRunner:
             raise PvError(f"{self.path}: no such GGUF file")
         self.config = config
         self.fault = parse_fault(fault, "llama.cpp") if isinstance(fault, str) else fault
-        if self.fault is not None:
-            if self.fault.fault.node is None:
-                raise PvError(f"fault {self.fault} is planted in {self.fault.fault.runner}, not in a llama.cpp node")
-            check_fault(self.fault, config.num_hidden_layers, config.features)
         self.record_names = record_names
         self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch, config.family.moe)
         self._by_name = self.graph.by_name()
         self._by_source = self.graph.by_source()
-        self._node = None if self.fault is None else (self.fault.fault.node, self.fault.layer)
-        if self.fault is not None and not any((r.name, r.op) == self.fault.fault.node for r in self.graph.rules):
-            node, op = self.fault.fault.node or ("?", "?")
-            raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph has no "
-                          f"{node} {op} node to change")
+        #: The node a planted fault rewrites, and its layer.
+        self._node: tuple[tuple[str, str], int | None] | None = None
+        if self.fault is not None:
+            node = self.fault.fault.node
+            if node is None:
+                raise PvError(f"fault {self.fault} is planted in {self.fault.fault.runner}, not in a llama.cpp node")
+            check_fault(self.fault, config.num_hidden_layers, config.features)
+            if not any((r.name, r.op) == node for r in self.graph.rules):
+                raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph has no "
+                              f"{node[0]} {node[1]} node to change")
+            self._node = (node, self.fault.layer)
         self._convert = Converter(config, self.graph)
         self.ggml = _ggml(lc)
         _silence(lc)

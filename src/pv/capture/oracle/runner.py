@@ -65,7 +65,7 @@ QKV_PROJECTIONS = frozenset({"qkv_matmul", "qkv_bias", "q_norm", "k_norm"})
 
 
 class HFOracle:
-    """transformers' forward on pv's weights, with the Tap protocol of the engine."""
+    """transformers' forward on pv's weights: a ``Runner`` like pv's engine and llama.cpp."""
 
     def __init__(self, model: LoadedModel, device: str = "cpu", dtype: str = "float32",
                  device_map: Any = None, offload_dir: str | None = None):
