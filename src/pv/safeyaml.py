@@ -194,9 +194,6 @@ class _Fallback(Exception):
     """A merge key: PyYAML's own constructor knows how to flatten it."""
 
 
-_NO_KEY: Any = object()
-
-
 def construct(loader: Any, root: yaml.Node) -> Any:
     """Plain data from the composed tree: what ``construct_document`` returns, faster.
 
@@ -211,14 +208,15 @@ def construct(loader: Any, root: yaml.Node) -> Any:
     The walk keeps its own stack instead of recursing: a recursive walk spends
     two interpreter frames per level, so a file nested within MAX_DEPTH could hit
     the recursion limit, at a depth that depended on how deep the caller's stack
-    already was. Nodes are built in document order, so the first error is the
-    first in the file, as before.
+    already was. A collection is filled in a tight loop until a child collection
+    opens (which is filled next, then its parent resumes), so nodes are built in
+    document order and the first error is the first in the file.
     """
     memo: dict[int, Any] = {}
-    stack: list[list[Any]] = []  # [node, container, next index, pending key]
+    stack: list[list[Any]] = []  # [node, container, next index] per collection being filled
 
     def begin(node: yaml.Node) -> Any:
-        """The value of ``node``; a collection is returned empty and filled as its frame runs."""
+        """The value of ``node``; a collection is returned empty and filled when its frame runs."""
         done = memo.get(id(node), memo)
         if done is not memo:
             return done
@@ -228,46 +226,67 @@ def construct(loader: Any, root: yaml.Node) -> Any:
         if tag == _MAP and isinstance(node, yaml.MappingNode):
             mapping: dict[Any, Any] = {}
             memo[id(node)] = mapping
-            stack.append([node, mapping, 0, _NO_KEY])
+            stack.append([node, mapping, 0])
             return mapping
         if tag == _SEQ and isinstance(node, yaml.SequenceNode):
             items: list[Any] = []
             memo[id(node)] = items
-            stack.append([node, items, 0, None])
+            stack.append([node, items, 0])
             return items
         value = loader.construct_object(node, deep=True)
         memo[id(node)] = value
         return value
 
+    scalar = yaml.ScalarNode
     try:
         data = begin(root)
         while stack:
             frame = stack[-1]
-            node, container, index = frame[0], frame[1], frame[2]
-            if index == len(node.value):
+            node, container, i = frame
+            children, depth = node.value, len(stack)
+            n = len(children)
+            if type(container) is list:
+                while i < n:
+                    child = children[i]
+                    i += 1
+                    if child.tag == _STR and type(child) is scalar:
+                        container.append(child.value)
+                        continue
+                    container.append(begin(child))
+                    if len(stack) > depth:
+                        break
+            else:
+                while i < n:
+                    key_node, value_node = children[i]
+                    i += 1
+                    if key_node.tag == _STR and type(key_node) is scalar:
+                        key = key_node.value
+                    elif isinstance(key_node, yaml.CollectionNode):
+                        if key_node.tag == _MERGE:
+                            raise _Fallback
+                        construct(loader, key_node)  # errors inside the key first, in document order
+                        raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                                "found unhashable key", key_node.start_mark)
+                    else:
+                        if key_node.tag == _MERGE:
+                            raise _Fallback
+                        key = begin(key_node)
+                    try:
+                        if key in container:  # the dict would keep the last value silently
+                            refuse_duplicate_keys(loader, node)
+                    except TypeError:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            "found unhashable key", key_node.start_mark) from None
+                    if value_node.tag == _STR and type(value_node) is scalar:
+                        container[key] = value_node.value
+                        continue
+                    container[key] = begin(value_node)
+                    if len(stack) > depth:
+                        break
+            frame[2] = i
+            if len(stack) == depth:
                 stack.pop()
-                continue
-            if isinstance(container, list):
-                frame[2] = index + 1
-                container.append(begin(node.value[index]))
-                continue
-            key_node, value_node = node.value[index]
-            if frame[3] is _NO_KEY:
-                if key_node.tag == _MERGE:
-                    raise _Fallback
-                depth = len(stack)
-                frame[3] = begin(key_node)
-                if len(stack) > depth:
-                    continue  # a collection as key: built first, then refused as unhashable below
-            key, frame[3], frame[2] = frame[3], _NO_KEY, index + 1
-            try:
-                if key in container:  # the dict would keep the last value silently
-                    refuse_duplicate_keys(loader, node)
-            except TypeError:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found unhashable key", key_node.start_mark) from None
-            container[key] = begin(value_node)
         return data
     except _Fallback:
         refuse_duplicate_keys_in(loader, root)

@@ -13,6 +13,7 @@ and the others refuse to act on an invalid one where acting needs it valid.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -35,7 +36,7 @@ Located = tuple[KeyPath, int, int]
 TOP: Located = ((), 1, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Falsifier:
     id: str
     #: As written in the contract (may be unnormalised or missing).
@@ -79,11 +80,6 @@ class Contract:
     #: ``metadata.status`` as written.
     metadata_status: str | None
     falsifiers: tuple[Falsifier, ...]
-    #: What the contract claims, normalised (``claims.claim_view``): the gate compares it with
-    #: the baseline's, field by field.
-    claim: Mapping[str, Any] = field(default_factory=dict)
-    #: ``claim_changes``: reviewed acknowledgements of a weaker claim.
-    acknowledgements: tuple[claims.Acknowledgement, ...] = ()
     #: Where ``metadata.id`` and ``metadata.status`` are written (their mapping, when absent).
     id_at: Located = TOP
     status_at: Located = TOP
@@ -93,6 +89,28 @@ class Contract:
     #: (value, where, what), and the number of errors the file has.
     open_refs: tuple[tuple[str, Located, str], ...] = ()
     errors: int = 0
+    #: The text the view was read from (UTF-8, the compact form to keep), and its plain data
+    #: while it is kept (``pv validate`` lets the data go: it keeps thousands of views and
+    #: needs no claims); ``claim`` and ``acknowledgements`` are read from the data, or from
+    #: the same text parsed again.
+    source: bytes = field(default=b"", repr=False, compare=False)
+    data: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def claim(self) -> Mapping[str, Any]:
+        """What the contract claims, normalised (``claims.claim_view``): the gate compares it with
+        the baseline's, field by field."""
+        return claims.claim_view(self._source())
+
+    @functools.cached_property
+    def acknowledgements(self) -> tuple[claims.Acknowledgement, ...]:
+        """``claim_changes``: reviewed acknowledgements of a weaker claim."""
+        return claims.acknowledgements(self._source())
+
+    def _source(self) -> Mapping[str, Any]:
+        if self.data is not None:
+            return self.data
+        return parse_text(self.path, self.source.decode("utf-8")).data if self.source else {}
 
     @property
     def file(self) -> str:
@@ -200,8 +218,8 @@ def from_document(doc: Document) -> Contract:
     return Contract(
         id=doc.contract_id, path=doc.path, version=_text(meta.get("version")),
         metadata_status=_text(meta.get("status")), falsifiers=tuple(falsifiers),
-        claim=claims.claim_view(data), acknowledgements=claims.acknowledgements(data),
-        id_at=_at(doc, ("metadata", "id")), status_at=_at(doc, ("metadata", "status")), depends_on=depends_on)
+        id_at=_at(doc, ("metadata", "id")), status_at=_at(doc, ("metadata", "status")), depends_on=depends_on,
+        source=doc.text.encode("utf-8"), data=data)
 
 
 def _at(doc: Document, path: KeyPath) -> Located:

@@ -10,10 +10,12 @@ the parent on the small summaries workers send back.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import gc
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,9 @@ def _summary(doc: Document, ctx: RuleContext, errors: int) -> Contract:
     contract = from_document(doc)
     open_refs = tuple((value, (path, *doc.locate(path)), what)
                       for value, path, what in ctx.extra.get("open_refs", ()))
-    return replace(contract, open_refs=open_refs, errors=errors)
+    # The data goes: a run over thousands of files keeps every view, and what only the claim
+    # needs is read again from the text if anyone asks.
+    return replace(contract, open_refs=open_refs, errors=errors, data=None)
 
 
 def check_file(path: Path, check_evidence: bool | None) -> FileResult:
@@ -128,8 +132,32 @@ def check_file(path: Path, check_evidence: bool | None) -> FileResult:
     return FileResult(str(path), tuple(findings), _summary(doc, ctx, errors))
 
 
+#: Allocations between two youngest-generation collections while a batch is checked.
+BATCH_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _long_lived_results() -> Iterator[None]:
+    """Collect garbage less often while a batch of files is checked.
+
+    Every file leaves one ``Contract`` view (a few dozen objects) that lives until
+    the set rules have run; with the default threshold (a collection every 700
+    allocations) the older generations holding thousands of them are scanned again
+    and again, which cost a third of ``pv validate``'s time on 2,000 files. What a
+    file allocates besides its view is freed by reference counting, so collecting
+    less often keeps memory flat. The threshold is restored afterwards.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], BATCH_GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def _check_chunk(paths: Sequence[Path], check_evidence: bool | None) -> list[FileResult]:
-    return [check_file(p, check_evidence) for p in paths]
+    with _long_lived_results():
+        return [check_file(p, check_evidence) for p in paths]
 
 
 def _workers() -> int:
