@@ -285,21 +285,17 @@ def command(
     tols = build_tolerances(threshold, rtol, atol, config_file)
     config = None
     if plan.model is not None:
+        from pv.capture.faults import is_decode_fault
         from pv.capture.model.load import model_config
-        from pv.capture.runtime import prefer_passive_openmp
+        from pv.capture.runtime import prefer_passive_openmp, resolve_device
 
         prefer_passive_openmp()  # bisect --model captures both sides
-
         config = model_config(plan.model)
         if plan.a is None or plan.isolate:
-            from pv.capture.runtime import resolve_device
-
             resolve_device(plan.device)  # a missing GPU fails here, before the weights load
             # What each side refuses to run (llama.cpp: a GGUF file, the CPU, float32): before either captures.
             for kind in dict.fromkeys((runners.get(plan.engine), runners.get(plan.reference))):
                 kind.check_plan(plan.model, plan.device, plan.dtype)
-        from pv.capture.faults import is_decode_fault
-
         spec = runners.get(plan.engine).fault(plan.fault, config.num_hidden_layers, config.features)
         if is_decode_fault(spec) and plan.generate < 2:
             raise PvError(f"fault {spec} only acts at decode steps: give --generate 2 or more")
