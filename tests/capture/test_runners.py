@@ -61,6 +61,20 @@ def test_registry_rows_answer_what_the_commands_ask() -> None:
     runners.get("pv").check_plan("synthetic", "cpu", "float32")  # nothing to refuse
 
 
+def test_a_runner_is_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine pv does not ship: registered, it is loaded through its row like the others."""
+    monkeypatch.setattr(runners, "RUNNERS", dict(runners.RUNNERS))
+    runners.register(runners.RunnerKind("pv-copy", "pv.capture.engine.runner:load", "a second pv engine",
+                                        isolates=True))
+    with pytest.raises(PvError, match="already registered"):
+        runners.register(runners.RunnerKind("PV", "x:y", "another"))
+    runner = runners.get("pv-copy").load(load_model("synthetic"), Settings())
+    assert runner.forward(TOKENS).shape == (len(TOKENS), 256)
+    broken = runners.RunnerKind("broken", "pv.capture.no_such_module:load", "a missing engine")
+    with pytest.raises(PvError, match="--engine broken: a missing engine is not available"):
+        broken.load(load_model("synthetic"), Settings())
+
+
 def test_a_row_plants_only_its_own_faults() -> None:
     pv, hf, lc = runners.get("pv"), runners.get("hf"), runners.get("llama.cpp")
     assert pv.fault(None, 4, {}) is None

@@ -11,7 +11,7 @@ bisect --isolate``, does it take a device map, what must hold before it loads)
 is a field of its row, never a test of its name.
 
 A new engine is a class that satisfies ``Runner``, a ``load`` function, and one
-row here.
+row: here, or ``register(RunnerKind(...))`` from outside.
 """
 
 from __future__ import annotations
@@ -163,6 +163,14 @@ RUNNERS: dict[str, RunnerKind] = {kind.name: kind for kind in (
     RunnerKind("llama.cpp", "pv.capture.llamacpp.runner:load", "llama.cpp running a GGUF file", faults=True,
                packages=("llama-cpp-python",), check="pv.capture.llamacpp.runner:check"),
 )}
+
+
+def register(kind: RunnerKind) -> None:
+    """Add a runner (an engine pv does not ship); a name already taken is refused."""
+    key = kind.name.strip().lower()
+    if key in RUNNERS:
+        raise PvError(f"a runner named '{key}' is already registered")
+    RUNNERS[key] = kind
 
 
 def names() -> tuple[str, ...]:
