@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["acknowledge", "bisect", "coverage", "diff", "discharge", "falsify", "gate", "graph",
+__all__ = ["acknowledge", "bisect", "coverage", "diff", "discharge", "falsify_contracts", "gate", "graph",
            "scaffold", "schema", "status", "trace", "validate"]
 
 
@@ -117,7 +117,7 @@ def gate(paths: Iterable[PathLike] | None = None, *, baseline: str | None = None
                            falsifiers_dir=Path(falsifiers_dir) if falsifiers_dir is not None else None)
 
 
-def falsify(contract: PathLike | None = None, *, all: bool = False, contracts_dir: PathLike | None = None,
+def falsify_contracts(contract: PathLike | None = None, *, all: bool = False, contracts_dir: PathLike | None = None,
             falsifiers_dir: PathLike | None = None, evidence_dir: PathLike | None = None, update: bool = True,
             pytest_args: Sequence[str] = (), in_process: bool = False, on_output: Callable[[str], None] | None = None,
             on_contract: Callable[[ContractRun], None] | None = None) -> FalsifyReport:
@@ -125,7 +125,8 @@ def falsify(contract: PathLike | None = None, *, all: bool = False, contracts_di
     to every contract, record evidence and promote what it supports: ``.runs`` (one
     ``ContractRun`` each), ``.exit_code``, ``.to_json()``. Progress lines go to ``on_output``
     and each finished contract to ``on_contract``, when given. Needs the ``test`` extra
-    (pytest). Same as ``pv falsify``."""
+    (pytest). Same as ``pv falsify``; not named ``falsify``, which is the ``pv.falsify``
+    package."""
     from pv.falsify.campaign import falsify_contracts
 
     return falsify_contracts(contract, all=all, contracts_dir=contracts_dir, falsifiers_dir=falsifiers_dir,

@@ -15,7 +15,7 @@ from pv.cli import run
 def test_falsify_returns_the_report_the_command_prints_and_prints_nothing(demo: DemoProject, capsys) -> None:
     seen: list[str] = []
     finished: list[str] = []
-    report = pv.falsify("demo-v1", contracts_dir=demo.root / "contracts", falsifiers_dir=demo.root / "falsifiers",
+    report = pv.falsify_contracts("demo-v1", contracts_dir=demo.root / "contracts", falsifiers_dir=demo.root / "falsifiers",
                         evidence_dir=demo.evidence, on_output=seen.append,
                         on_contract=lambda r: finished.append(r.contract.id))
     assert capsys.readouterr() == ("", ""), "the library printed"
@@ -31,17 +31,9 @@ def test_falsify_returns_the_report_the_command_prints_and_prints_nothing(demo: 
     assert [f["outcome"] for f in printed["falsifiers"]] == [f["outcome"] for f in report.to_json()["falsifiers"]]
 
 
-def test_falsify_can_be_called_again_once_its_package_is_imported(demo: DemoProject) -> None:
-    import pv.falsify.run  # binds the package to pv.falsify
-
-    for _ in range(2):
-        with pytest.raises(pv.PvError, match="no contract with id 'nope'"):
-            pv.falsify("nope", contracts_dir=demo.root / "contracts")
-
-
 @pytest.mark.parametrize("call, words", [
-    (lambda d: pv.falsify(), "takes --contract ID|PATH or --all"),
-    (lambda d: pv.falsify("demo-v1", all=True), "takes --contract ID|PATH or --all"),
+    (lambda d: pv.falsify_contracts(), "takes --contract ID|PATH or --all"),
+    (lambda d: pv.falsify_contracts("demo-v1", all=True), "takes --contract ID|PATH or --all"),
     (lambda d: pv.status(contract="nope"), "no contract with id 'nope' (known: demo-v1)"),
     (lambda d: pv.discharge("FALSIFY-DEMO-001", contract="demo-v1", by=" ", reason="r"), "--by (who) and --reason"),
     (lambda d: pv.scaffold("nope"), "nope: no such contract"),

@@ -96,13 +96,13 @@ def command(contract_id: str | None, run_all: bool, contracts_dir: Path | None, 
     Arguments after `--` go to pytest (e.g. `-- -n 2`). Exit 0 when every
     falsifier that ran passed (or skipped), 1 when any failed or errored, 2 on trouble.
     """
-    from pv.api import falsify
+    from pv.api import falsify_contracts
 
-    report = falsify(contract_id, all=run_all, contracts_dir=contracts_dir, falsifiers_dir=falsifiers_dir,
-                     evidence_dir=evidence_dir, update=not no_update, pytest_args=pytest_args,
-                     in_process=in_process,
-                     on_output=(lambda line: click.echo(line, err=True)) if fmt == JSON else click.echo,
-                     on_contract=_print_table if fmt == TEXT else None)
+    report = falsify_contracts(contract_id, all=run_all, contracts_dir=contracts_dir, falsifiers_dir=falsifiers_dir,
+                               evidence_dir=evidence_dir, update=not no_update, pytest_args=pytest_args,
+                               in_process=in_process,
+                               on_output=(lambda line: click.echo(line, err=True)) if fmt == JSON else click.echo,
+                               on_contract=_print_table if fmt == TEXT else None)
     if junit_path is not None:
         from pv.report.junit import write_junit_suites
 

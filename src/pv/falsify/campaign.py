@@ -3,7 +3,7 @@
 ``run.falsify`` runs one contract's falsifiers from a checked ``RunPlan``; this
 turns what a user names (a contract id, file stem or path, or ``--all``, and the
 folders, defaulting to the repository's) into plans, runs them in order and
-returns every result as data: ``pv falsify`` and ``pv.falsify()`` are this one
+returns every result as data: ``pv falsify`` and ``pv.falsify_contracts()`` are this one
 function. Progress (pytest's own lines, which contract starts) goes to
 ``on_output`` when one is given, and each finished contract to ``on_contract``,
 so a caller can show results as they come; nothing is printed here.
@@ -128,7 +128,7 @@ def falsify_contracts(contract: PathLike | None = None, *, all: bool = False,
     every contract under ``contracts_dir`` (default ``<repo>/contracts``), record evidence and
     promote what it supports. Raises ``PvError`` on trouble: nothing is recorded for the
     contract it stops at (under ``all``, the message names it and how many ran before).
-    ``pv.falsify`` is this function (``pv.api`` hands it on)."""
+    ``pv.falsify_contracts`` is this function (``pv.api`` hands it on)."""
     run_all = all
     if run_all == (contract is not None):
         raise PvError("pv falsify takes --contract ID|PATH or --all: one of them, not both")

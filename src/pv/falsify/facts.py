@@ -132,7 +132,7 @@ def is_synthetic(loaded: Any) -> bool:
     """Whether ``loaded``'s weights are what pv's seeded generator draws for its config."""
     import numpy as np
 
-    from pv.capture.synthetic import SEED
+    from pv.capture.model.synthetic import SEED
 
     embed = loaded.state_dict.get("model.embed_tokens.weight")
     if embed is None or getattr(embed, "ndim", 0) != 2:
