@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from pv.falsify.plugin import FalsifierRecord, fixture_absent
 #: long enough for a causal matrix with structure.
 TOKENS = [3, 17, 42, 101, 7, 250, 64, 9]
 SMOLLM2_PROMPT = "The capital of France is"
-SMOLLM2_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -113,16 +111,6 @@ def test_registry(falsifier_record: FalsifierRecord) -> None:
 # --------------------------------------------------------------------------- real weights
 
 
-def _smollm2_path() -> Path:
-    path = Path(os.environ.get("PV_SMOLLM2_GGUF") or SMOLLM2_DEFAULT)
-    if not path.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the SmolLM2 GGUF is missing at {path} (run scripts/fetch_smollm2.py)")
-        fixture_absent(f"SmolLM2 GGUF not found at {path} (scripts/fetch_smollm2.py fetches it)")
-    return path
-
-
-
 def _cuda_or_absent() -> Any:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
@@ -131,11 +119,12 @@ def _cuda_or_absent() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_smollm2() -> tuple[Any, list[int]]:
-    """SmolLM2-135M-Instruct's real weights and the prompt's token ids (loaded once)."""
+def _load_smollm2(path: Path) -> tuple[Any, list[int]]:
+    """SmolLM2-135M-Instruct's real weights (the root conftest's ``smollm2_gguf``) and the
+    prompt's token ids, loaded once, after the CUDA check of the tests that need a device."""
     from pv.capture.model.load import load_model
 
-    model = load_model(str(_smollm2_path()))
+    model = load_model(str(path))
     tokens = model.tokenizer.encode(SMOLLM2_PROMPT) if model.tokenizer else list(range(1, 9))
     return model, list(tokens)
 
@@ -239,9 +228,10 @@ def test_capture_emits_sub_stages(synthetic: Any, pv_clean: Any, hf_reference: A
 @pytest.mark.cuda
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-002")
-def test_capture_emits_sub_stages_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
+def test_capture_emits_sub_stages_live(smollm2_gguf: Path, tmp_path: Path,
+                                      falsifier_record: FalsifierRecord) -> None:
     _cuda_or_absent()
-    model, tokens = _load_smollm2()
+    model, tokens = _load_smollm2(smollm2_gguf)
     cap = _capture(model, tmp_path / "pv", tokens=tokens, device="cuda")
     ref = _capture(model, tmp_path / "hf", tokens=tokens, device="cuda", engine="hf")
     pv_m = _check_capture(cap.output, model.config, full_scores=True, s=len(tokens))
@@ -328,7 +318,8 @@ def test_diff_reads_sub_stages(synthetic: Any, pv_clean: Any, hf_reference: Any,
 
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-003")
-def test_diff_reads_sub_stages_live(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_diff_reads_sub_stages_live(smollm2_gguf: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str],
                                     falsifier_record: FalsifierRecord) -> None:
     """Real weights: the engine's and the transformers oracle's SmolLM2 sub-stages, every layer.
 
@@ -337,7 +328,7 @@ def test_diff_reads_sub_stages_live(tmp_path: Path, capsys: pytest.CaptureFixtur
     """
     import torch
 
-    model, tokens = _load_smollm2()
+    model, tokens = _load_smollm2(smollm2_gguf)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     stages = "q_post_rope,k_post_rope,attn_scores,attn_softmax"
     cand = _capture(model, tmp_path / "pv", tokens=tokens, device=device, stages=stages)
@@ -413,9 +404,10 @@ def test_bisect_localises_faults(synthetic: Any, hf_reference: Any, tmp_path: Pa
 @pytest.mark.cuda
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-004")
-def test_bisect_localises_faults_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
+def test_bisect_localises_faults_live(smollm2_gguf: Path, tmp_path: Path,
+                                      falsifier_record: FalsifierRecord) -> None:
     _cuda_or_absent()
-    model, tokens = _load_smollm2()
+    model, tokens = _load_smollm2(smollm2_gguf)
     reference = _capture(model, tmp_path / "hf", tokens=tokens, engine="hf", device="cuda")
     found, clean = _localise_all(model, reference.output, tmp_path, "cuda", tokens)
     _record_run(falsifier_record, model, clean, reference)
@@ -456,7 +448,8 @@ def test_capture_is_additive(synthetic: Any, tmp_path: Path, falsifier_record: F
 @pytest.mark.cuda
 @pytest.mark.slow
 @pytest.mark.falsifies("FALSIFY-ATTN-SUB-005")
-def test_capture_is_additive_live(tmp_path: Path, falsifier_record: FalsifierRecord) -> None:
+def test_capture_is_additive_live(smollm2_gguf: Path, tmp_path: Path,
+                                  falsifier_record: FalsifierRecord) -> None:
     _cuda_or_absent()
-    model, tokens = _load_smollm2()
+    model, tokens = _load_smollm2(smollm2_gguf)
     _assert_additive(model, tokens, "cuda", tmp_path, 3, falsifier_record)

@@ -3,14 +3,13 @@ recomputation, stage by stage, and decode-only bugs are found at their step, sta
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pv.falsify.plugin import FalsifierRecord, fixture_absent
+from pv.falsify.plugin import FalsifierRecord
 
 torch = pytest.importorskip("torch")
 
@@ -18,7 +17,6 @@ PROMPT = [5, 9, 33, 120, 77, 3, 8, 250]
 NEW = 8
 #: Largest |decode - recompute| allowed, relative to the largest reference logit.
 REL = 1e-4
-SMOLLM2_DEFAULT = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _decode_vs_recompute(engine: Any, prompt: list[int], n: int,
@@ -141,16 +139,11 @@ def test_decode_faults_localised(falsifier_record: FalsifierRecord, tmp_path: Pa
 
 
 @pytest.mark.falsifies("FALSIFY-KV-DECODE-004")
-def test_decode_equals_recomputation_live(falsifier_record: FalsifierRecord) -> None:
+def test_decode_equals_recomputation_live(smollm2: Any, falsifier_record: FalsifierRecord) -> None:
+    """SmolLM2's real weights: the root conftest's ``smollm2`` (absent file: fixture absent)."""
     from pv.capture.engine.runner import Engine
-    from pv.capture.model.load import load_model
 
-    path = Path(os.environ.get("PV_SMOLLM2_GGUF") or SMOLLM2_DEFAULT)
-    if not path.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the SmolLM2 GGUF is missing at {path}")
-        fixture_absent(f"SmolLM2 GGUF not found at {path} (scripts/fetch_smollm2.py fetches it)")
-    model = load_model(str(path))
+    model = smollm2
     falsifier_record.model(model)
     prompt = [int(t) for t in model.tokenizer.encode("The capital of France is")]
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the live target is CUDA

@@ -1,27 +1,13 @@
-"""Fixtures shared by the capture tests: the real-weights model and small GGUF files."""
+"""Fixtures shared by the capture tests: small GGUF files (the real-weights models: the root conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-#: Gemma 3 270M (Q4_K_M), fetched by ``python scripts/fetch_gemma3.py``.
-GEMMA3 = Path(__file__).parents[2] / "models" / "gemma-3-270m-q4_k_m.gguf"
-
-
-@pytest.fixture(scope="session")
-def gemma3_gguf() -> Path:
-    """The Gemma 3 GGUF: the test is skipped where it is absent, and fails under CI, which fetches it."""
-    if not GEMMA3.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs {GEMMA3} (python scripts/fetch_gemma3.py)")
-        pytest.skip(f"Gemma 3 GGUF not present at {GEMMA3}")
-    return GEMMA3
 
 
 def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:

@@ -214,10 +214,10 @@ def test_failed_decode_step_leaves_the_cache_as_it_was() -> None:
     assert torch.allclose(again[-1], engine.forward([5, 9, 33, 7])[-1], atol=1e-5)
 
 
-def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
+def test_llama_cpp_generation(smollm2_gguf: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     out = tmp_path / "lc"
-    assert run(["trace", "--engine", "llama.cpp", "--model", str(smollm2_path), "--prompt",
+    assert run(["trace", "--engine", "llama.cpp", "--model", str(smollm2_gguf), "--prompt",
                 "The capital of France is", "--save-tensor", "k_post_rope,attn_scores,attn_softmax,lm_head",
                 "--layers", "0,29", "--generate", "3", "-o", str(out)]) == 0
     doc = json.loads((out / "generate.json").read_text())
@@ -231,7 +231,7 @@ def test_llama_cpp_generation(smollm2_path: Path, tmp_path: Path) -> None:
     from pv.capture.llamacpp.runner import LlamaCppRunner
     from pv.capture.model.load import model_config
 
-    runner = LlamaCppRunner(smollm2_path, model_config(str(smollm2_path)), capture=False)
+    runner = LlamaCppRunner(smollm2_gguf, model_config(str(smollm2_gguf)), capture=False)
     assert runner.generate(doc["steps"][0]["input"], 3) == doc["tokens"]
     class Everything:  # a tap that wants every stage: this context cannot hand any over
         borrow = False

@@ -195,7 +195,7 @@ def test_smollm2_config_from_metadata(smollm2: Any) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_matches_transformers_gguf_loader(smollm2_path: Path, smollm2: Any,
+def test_smollm2_matches_transformers_gguf_loader(smollm2_gguf: Path, smollm2: Any,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Byte-equal weights and the same config as transformers' own GGUF reader.
 
@@ -207,8 +207,8 @@ def test_smollm2_matches_transformers_gguf_loader(smollm2_path: Path, smollm2: A
     transformers = pytest.importorskip("transformers")
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    ref_cfg = transformers.AutoConfig.from_pretrained(str(smollm2_path.parent),
-                                                      gguf_file=smollm2_path.name)
+    ref_cfg = transformers.AutoConfig.from_pretrained(str(smollm2_gguf.parent),
+                                                      gguf_file=smollm2_gguf.name)
     cfg = smollm2.config
     assert ref_cfg.model_type == cfg.architecture
     for ours, theirs in [("hidden_size", "hidden_size"), ("num_hidden_layers", "num_hidden_layers"),
@@ -225,7 +225,7 @@ def test_smollm2_matches_transformers_gguf_loader(smollm2_path: Path, smollm2: A
 
     with torch.device("meta"):
         skeleton = transformers.AutoModelForCausalLM.from_config(ref_cfg)
-    ref = load_gguf_checkpoint(str(smollm2_path), return_tensors=True, model_to_load=skeleton)["tensors"]
+    ref = load_gguf_checkpoint(str(smollm2_gguf), return_tensors=True, model_to_load=skeleton)["tensors"]
     assert set(ref) == set(smollm2.state_dict)
     for name, value in smollm2.state_dict.items():
         theirs = ref[name]

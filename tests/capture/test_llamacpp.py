@@ -45,9 +45,9 @@ def test_names_and_fault_parsing() -> None:
 
 
 @pytest.fixture(scope="module")
-def lc(smollm2_path: Path) -> Path:
+def lc(smollm2_gguf: Path) -> Path:
     pytest.importorskip("llama_cpp")
-    return smollm2_path
+    return smollm2_gguf
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,6 @@ import pytest
 from pv.capture.model import load as models
 from pv.capture.model.config import SYNTHETIC
 from pv.errors import PvError
-
-SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 def hf_config(**overrides: object) -> dict[str, object]:
@@ -178,17 +175,9 @@ def test_gguf_goes_to_the_gguf_loader(tmp_path: Path, monkeypatch: pytest.Monkey
     assert seen == [f]
 
 
-def smollm2_or_skip() -> Path:
-    if SMOLLM2.is_file():
-        return SMOLLM2
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs the SmolLM2 GGUF at {SMOLLM2}")
-    pytest.skip(f"SmolLM2 GGUF not present at {SMOLLM2}")
-
-
 @pytest.mark.slow
-def test_smollm2_gguf_loads() -> None:
-    m = models.load_model(str(smollm2_or_skip()))
+def test_smollm2_gguf_loads(smollm2_gguf: Path) -> None:
+    m = models.load_model(str(smollm2_gguf))
     assert m.architecture == "llama" and m.weights == "real"
     assert m.config.tie_word_embeddings and "lm_head.weight" not in m.state_dict
     assert m.config.num_hidden_layers == 30 and m.config.num_key_value_heads == 3

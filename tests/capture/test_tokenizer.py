@@ -93,11 +93,11 @@ def test_no_vocabulary_gives_no_tokenizer(tmp_path: Path, gguf_writer: Callable[
 
 
 @pytest.mark.slow
-def test_smollm2_matches_transformers_gguf_tokenizer(smollm2_path: Path, smollm2: Any,
+def test_smollm2_matches_transformers_gguf_tokenizer(smollm2_gguf: Path, smollm2: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
-    ref = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+    ref = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     tok = smollm2.tokenizer
     for text in SAMPLES:
         ids = tok.encode(text)

@@ -19,9 +19,6 @@ from pv.errors import PvError
 
 torch = pytest.importorskip("torch")
 
-SMOLLM2 = Path(os.environ.get("PV_SMOLLM2_GGUF", Path(__file__).parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-
-
 def pv_trace(*args: str) -> int:
     return cli.run(["trace", *args])
 
@@ -278,13 +275,10 @@ def test_hf_engine_through_the_same_tap(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_prompt_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not SMOLLM2.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs the SmolLM2 GGUF at {SMOLLM2}")
-        pytest.skip(f"SmolLM2 GGUF not present at {SMOLLM2}")
+def test_smollm2_prompt_capture(smollm2_gguf: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cap"
-    assert pv_trace("--model", str(SMOLLM2), "--prompt", "The capital of France is", "--save-tensor",
+    assert pv_trace("--model", str(smollm2_gguf), "--prompt", "The capital of France is", "--save-tensor",
                     "qkv_bias,attn_softmax,layer_output,lm_head", "--layers", "0,29", "-o", str(out)) == 0
     stdout = capsys.readouterr().out
     assert "not applicable: qkv_bias" in stdout
@@ -295,5 +289,5 @@ def test_smollm2_prompt_capture(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert cap.by_key()["attn_softmax", 29].shape == (9, s, s)
     assert cap.by_key()["lm_head", None].shape == (s, 49152)
     _, logits = aprt.read(cap.by_key()["lm_head", None].path, (s, 49152))
-    tok = load_model(str(SMOLLM2)).tokenizer
+    tok = load_model(str(smollm2_gguf)).tokenizer
     assert tok.decode([int(logits[-1].argmax())]).strip() == "Paris"
