@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pv.capture.trace import TraceResult
     from pv.compare.bisect import BisectResult
-    from pv.compare.diff import DiffReport
+    from pv.compare.bisect_run import BisectRun, Progress
+    from pv.compare.records import DiffReport
     from pv.compare.tolerances import Tolerances
     from pv.contract.coverage import Coverage
     from pv.contract.graph import Graph
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["acknowledge", "bisect", "coverage", "diff", "discharge", "falsify_contracts", "gate", "graph",
-           "scaffold", "schema", "status", "trace", "validate"]
+__all__ = ["acknowledge", "bisect", "bisect_run", "coverage", "diff", "discharge", "falsify_contracts", "gate",
+           "graph", "scaffold", "schema", "status", "trace", "validate"]
 
 
 def validate(paths: Iterable[PathLike], *, strict: bool = False, check_evidence: bool | None = None,
@@ -87,6 +88,27 @@ def bisect(candidate: PathLike, reference: PathLike, *, model: Any = None,
     from pv.compare.bisect import bisect as run_bisect
 
     return run_bisect(Path(candidate), Path(reference), model=model, tolerances=tolerances)
+
+
+def bisect_run(a: PathLike | None = None, b: PathLike | None = None, *, model: str | None = None,
+               tokens: str | None = None, prompt: str | None = None, fault: str | None = None,
+               engine: str = "pv", reference: str = "hf", isolate: bool = False, plot: PathLike | None = None,
+               metric: str = "sqnr", report: PathLike | None = None, keep: PathLike | None = None,
+               device: str = "cpu", dtype: str = "float32", generate: int = 0, verify: bool = True,
+               tolerances: Tolerances | None = None, progress: Progress | None = None) -> BisectRun:
+    """The whole ``pv bisect``: two capture folders ``a`` (under test) and ``b`` (reference), or
+    a ``model`` from which the engine under test (with ``fault``) and the ``reference`` runner
+    are captured first (into ``keep``, or a temporary folder); ``generate`` bisects N decode
+    steps first; ``isolate`` reruns the engine under test layer by layer; ``plot`` and
+    ``report`` are written. Every argument is checked before any weight loads. Returns
+    ``.ok``, ``.result`` (or ``.generation``), ``.isolate``, ``.context``, ``.to_dict()``."""
+    from pv.compare.bisect_plan import make_plan
+    from pv.compare.bisect_run import run
+
+    plan = make_plan(a, b, model=model, tokens=tokens, prompt=prompt, fault=fault, engine=engine,
+                     reference=reference, isolate=isolate, plot=plot, metric=metric, report=report, keep=keep,
+                     device=device, dtype=dtype, generate=generate, verify=verify)
+    return run(plan, tolerances, progress=progress)
 
 
 def _path(value: PathLike | None) -> Path | None:

@@ -172,7 +172,7 @@ def test_bad_arguments_are_exit_2_one_line(
     assert message in err and "Traceback" not in err
 
 
-def test_isolate_on_existing_captures_reruns_pv_against_b(
+def test_isolate_on_existing_captures_reruns_the_engine_that_wrote_a(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keep = tmp_path / "keep"
@@ -212,7 +212,31 @@ def test_isolate_on_existing_captures_reruns_pv_against_b(
         "layer": 0,
         "stage": "post_attn_residual",
     }
-    assert data["isolate"]["introduced_in"] == []  # the clean engine reproduces B layer by layer
+    # Isolation reruns what wrote A (pv, with the fault its manifest records), not a clean engine.
+    assert data["isolate"]["introduced_in"] == [0]
+    code = run(["bisect", str(keep / "test"), str(keep / "reference"), "--model", "synthetic"])
+    out = capsys.readouterr().out
+    assert "engine under test: pv with fault attn_residual_dropped@0; reference: pv" in out
+    assert f"input: tokens {TOKENS} (" in out and "input: None" not in out
+    # B was written by a clean pv: isolating the reference side is isolating a clean engine.
+    code = run(["bisect", str(keep / "reference"), str(keep / "reference"), "--model", "synthetic", "--isolate",
+                "--format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["isolate"]["introduced_in"] == []
+
+
+def test_isolate_refuses_a_capture_pv_cannot_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref, oracle = tmp_path / "ref", tmp_path / "oracle"
+    for engine, out in (("pv", ref), ("hf", oracle)):
+        assert run(["trace", "--model", "synthetic", "--engine", engine, "--tokens", TOKENS,
+                    "--save-tensor", "all", "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert run(["bisect", str(oracle), str(ref), "--model", "synthetic", "--isolate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pv: error: --isolate reruns the engine that wrote A layer by layer: A was written by "
+                          "the transformers oracle, which pv cannot rerun one layer at a time")
+    assert run(["bisect", str(oracle), str(ref), "--model", "synthetic"]) == 0
+    assert "engine under test: hf; reference: pv" in capsys.readouterr().out
 
 
 @pytest.mark.cuda

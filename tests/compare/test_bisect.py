@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pv.compare.bisect import bisect, walk
-from pv.compare.diff import DiffReport, StageRecord
+from pv.compare.records import DiffReport, StageRecord
 
 TOKENS = [3, 17, 101, 42, 250, 7, 64, 199]
 

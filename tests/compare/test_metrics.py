@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pv.compare.align import View
-from pv.compare.metrics import METRICS, compare, cosine_from_sums, get_metric, sqnr_db
+from pv.compare.metric_table import METRICS, get_metric
+from pv.compare.metrics import compare, cosine_from_sums, sqnr_db
 from pv.errors import PvError
 
 

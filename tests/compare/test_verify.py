@@ -15,8 +15,9 @@ from pv.capture.store.writer import reseal
 from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.bisect import bisect
-from pv.compare.diff import ERROR, FAIL, diff_captures
+from pv.compare.diff import diff_captures
 from pv.compare.isolate import isolate
+from pv.compare.records import ERROR, FAIL
 from pv.errors import PvError
 
 TOKENS = [3, 17, 42, 101, 7, 250]

@@ -16,7 +16,8 @@ from typing import Any
 
 from pv import stages as stage_table
 from pv.capture.store import aprt, directory
-from pv.compare.diff import DiffReport, StageRecord, diff_captures
+from pv.compare.diff import diff_captures
+from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
 

@@ -18,7 +18,8 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
-from pv.compare.diff import PASS, DiffReport, StageRecord, _side_dtype, compare_arrays
+from pv.compare.diff import _side_dtype, compare_arrays
+from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
 
@@ -178,41 +179,3 @@ def _read(entry: directory.Entry, config: ModelConfig | None, verify: bool = Tru
         )
     _, arr = aprt.read(entry.path)
     return arr.reshape(shape)
-
-
-def isolate_rows(result: IsolateResult) -> tuple[list[str], list[list[str]]]:
-    """Table rows: layer, local verdict and first locally failing stage, local vs cumulative error."""
-    from pv.compare.report import fmt, fmt_cos
-
-    headers = [
-        "layer",
-        "local",
-        "first local failure",
-        "local cos",
-        "local rel.err",
-        "cumulative cos",
-        "cumulative rel.err",
-        "cumulative",
-    ]
-    rows: list[list[str]] = []
-    for x in result.layers:
-        out, cum, first = x.output, x.cumulative, x.first_local
-        rows.append(
-            [
-                str(x.layer),
-                ("ok" if x.local_ok else "FAIL") if x.records else "-",
-                first.stage or "?" if first else ("-" if x.records else x.note),
-                fmt_cos(out.metrics.cosine) if out and out.metrics else "-",
-                fmt(_worst(out)) if out and out.metrics else "-",
-                fmt_cos(cum.metrics.cosine) if cum and cum.metrics else "-",
-                fmt(_worst(cum)) if cum and cum.metrics else "-",
-                ("ok" if cum.status == PASS else "FAIL") if cum else "-",
-            ]
-        )
-    return headers, rows
-
-
-def _worst(rec: StageRecord | None) -> float:
-    assert rec is not None and rec.metrics is not None
-    w = rec.metrics.worst_position
-    return w[1] if w else rec.metrics.rel_err

@@ -21,7 +21,7 @@ from pv.errors import PvError, require
 
 if TYPE_CHECKING:
     from pv.compare.bisect import BisectResult
-    from pv.compare.diff import StageRecord
+    from pv.compare.records import StageRecord
 
 PLOT_METRICS = ("sqnr", "cosine")
 #: Top of the colour scale: SQNR dB, or cosine nines.

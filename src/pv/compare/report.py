@@ -1,6 +1,6 @@
 """Rendering comparison results: a terminal table and a markdown report.
 
-Both read the same records (:class:`pv.compare.diff.StageRecord`); nothing
+Both read the same records (:class:`pv.compare.records.StageRecord`); nothing
 here computes a metric or a verdict.
 """
 
@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pv.compare.diff import DiffReport, StageRecord
+from pv.compare.records import PASS, DiffReport, StageRecord
 
 if TYPE_CHECKING:
-    from pv.compare.bisect import BisectResult
+    from pv.compare.bisect import BisectResult, GenerationBisect
+    from pv.compare.bisect_run import BisectRun
     from pv.compare.isolate import IsolateResult
 
 #: Failing stages whose details are printed without --verbose.
@@ -218,8 +219,6 @@ def markdown(
         rel = os.path.relpath(plot, report_path.parent) if report_path is not None else str(plot)
         lines += [f"![cosine and error per stage]({Path(rel).as_posix()})", ""]
     if isolate is not None:
-        from pv.compare.isolate import isolate_rows
-
         lines += ["## Local vs cumulative error per layer", ""]
         headers, rows = isolate_rows(isolate)
         lines.append("| " + " | ".join(headers) + " |")
@@ -241,3 +240,81 @@ def markdown(
     if result.report.notes:
         lines += ["", *(f"- note: {_md_escape(n)}" for n in result.report.notes)]
     return "\n".join(lines) + "\n"
+
+
+def isolate_rows(result: IsolateResult) -> tuple[list[str], list[list[str]]]:
+    """Table rows: layer, local verdict and first locally failing stage, local vs cumulative error."""
+    headers = [
+        "layer",
+        "local",
+        "first local failure",
+        "local cos",
+        "local rel.err",
+        "cumulative cos",
+        "cumulative rel.err",
+        "cumulative",
+    ]
+    rows: list[list[str]] = []
+    for x in result.layers:
+        out, cum, first = x.output, x.cumulative, x.first_local
+        rows.append(
+            [
+                str(x.layer),
+                ("ok" if x.local_ok else "FAIL") if x.records else "-",
+                first.stage or "?" if first else ("-" if x.records else x.note),
+                fmt_cos(out.metrics.cosine) if out and out.metrics else "-",
+                fmt(_worst(out)) if out and out.metrics else "-",
+                fmt_cos(cum.metrics.cosine) if cum and cum.metrics else "-",
+                fmt(_worst(cum)) if cum and cum.metrics else "-",
+                ("ok" if cum.status == PASS else "FAIL") if cum else "-",
+            ]
+        )
+    return headers, rows
+
+
+def _worst(rec: StageRecord | None) -> float:
+    assert rec is not None and rec.metrics is not None
+    w = rec.metrics.worst_position
+    return w[1] if w else rec.metrics.rel_err
+
+
+def generation_text(result: GenerationBisect, *, verbose: bool = False) -> list[str]:
+    """The per-step table of a generation bisection, then the stage walk inside the step it names."""
+    rows = []
+    for v in result.steps:
+        m = v.logits.metrics if v.logits is not None else None
+        rows.append([str(v.step), str(v.position), str(v.token_a), str(v.token_b),
+                     "-" if m is None else f"{m.cosine:.6f}", "ok" if v.ok else "FAIL", "; ".join(v.reasons())])
+    lines = [table(rows, ["step", "position", "token A", "token B", "log-prob cos", "verdict", "why"])]
+    lines.extend(f"note: {n}" for n in result.notes)
+    if result.first_step is None and result.stage is not None:
+        lines.append(f"outputs within tolerance at every step; first step with a diverging stage: "
+                     f"{result.stage_step}")
+        lines += ["", f"inside step {result.stage_step}:", bisect_text(result.stage, verbose=verbose)]
+    elif result.first_step is None:
+        lines.append(f"no divergence over {len(result.steps)} steps")
+    else:
+        lines.append(f"first divergent step: {result.first_step.step} (position {result.first_step.position})")
+        if result.stage is not None:
+            lines += ["", f"inside step {result.first_step.step}:", bisect_text(result.stage, verbose=verbose)]
+    return lines
+
+
+def run_text(done: BisectRun, *, verbose: bool = False) -> str:
+    """What ``pv bisect`` prints: the context, the walk, isolation, the files written."""
+    lines = [c.replace("`", "") for c in done.context]
+    if done.generation is not None:
+        return "\n".join(lines + generation_text(done.generation, verbose=verbose))
+    assert done.result is not None
+    lines += ([""] if lines else []) + [bisect_text(done.result, verbose=verbose)]
+    if done.isolate is not None:
+        headers, rows = isolate_rows(done.isolate)
+        intro = done.isolate.introduced
+        lines += ["", "local (each layer rerun from the reference input) vs cumulative error, layer output:",
+                  table(rows, headers),
+                  "bug introduced in layer(s): " + (", ".join(map(str, intro)) if intro
+                                                    else "none (no layer fails on its own)")]
+    for label, p in (("plot", done.plan.plot), ("report", done.plan.report)):
+        if p is not None:
+            lines.append(f"{label}: {p}")
+    return "\n".join(lines)

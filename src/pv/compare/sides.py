@@ -1,0 +1,117 @@
+"""What ran on each side of a bisection, as the captures themselves record it.
+
+A bisection of two folders someone else captured must not describe them with
+the command line's defaults: the engine, its fault, the dtype and the input
+token ids are read from each side's manifest (a generation's first step for
+``--generate`` captures). The same record says whether pv can rerun the engine
+under test one layer at a time (``--isolate``), and with which fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pv.compare.bisect_plan import BisectPlan
+from pv.errors import PvError
+
+
+def run_record(root: Path) -> Mapping[str, Any]:
+    """The ``run`` block of a capture's manifest (of step 0 for a generation); {} when there is none."""
+    from pv.capture.store import directory, steps
+
+    folder = steps.step_dir(root, 0) if (root / steps.GENERATE_FILE).is_file() else root
+    try:
+        manifest = directory.open_capture(folder).manifest or {}
+    except PvError:
+        return {}
+    run = manifest.get("run")
+    return run if isinstance(run, dict) else {}
+
+
+def engine_of(run: Mapping[str, Any]) -> str | None:
+    """``pv with fault attn_residual_dropped@2``, ``hf``; None when the manifest does not say."""
+    engine = run.get("engine")
+    if not isinstance(engine, str):
+        return None
+    fault = fault_of(run)
+    return f"{engine} with fault {fault}" if fault else engine
+
+
+def fault_of(run: Mapping[str, Any]) -> str | None:
+    fault = run.get("fault")
+    if isinstance(fault, dict) and isinstance(fault.get("name"), str):
+        layer = fault.get("layer")
+        return f"{fault['name']}@{layer}" if isinstance(layer, int) else str(fault["name"])
+    return None
+
+
+def _input(run: Mapping[str, Any]) -> str | None:
+    ids = run.get("token_ids")
+    if isinstance(ids, list) and ids:
+        shown = ",".join(str(i) for i in ids[:16]) + (",..." if len(ids) > 16 else "")
+        return f"tokens {shown} ({len(ids)})"
+    return None
+
+
+def context(plan: BisectPlan, a: Path, b: Path) -> Iterator[str]:
+    """Lines naming the model, the engine under test, the reference and the input."""
+    if plan.model is not None:
+        yield f"model: `{plan.model}`"
+    if plan.captures:
+        fed = " (the engine under test is fed the reference's tokens)" if plan.generate else ""
+        yield (f"engine under test: {plan.engine}{' with fault ' + plan.fault if plan.fault else ''}; "
+               f"reference: {plan.reference}{fed}")
+        yield f"input: {'tokens ' + plan.tokens if plan.tokens else repr(plan.prompt)}"
+        if plan.keep is None:
+            yield "captures: in a temporary directory, deleted afterwards (--keep DIR keeps them)"
+        return
+    ra, rb = run_record(a), run_record(b)
+    yield (f"engine under test: {engine_of(ra) or 'not recorded in A'}; "
+           f"reference: {engine_of(rb) or 'not recorded in B'}")
+    ia, ib = _input(ra), _input(rb)
+    if ia is not None or ib is not None:
+        same = ra.get("token_ids") == rb.get("token_ids")
+        yield f"input: {ia or 'not recorded in A'}" + ("" if same else f"; B ran {ib or 'unrecorded tokens'}")
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """How ``--isolate`` reruns the engine under test: which runner, fault and dtype."""
+
+    kind: Any  # pv.capture.runners.RunnerKind
+    fault: str | None
+    dtype: str
+
+
+def rerunnable(plan: BisectPlan, a: Path, loaded: Any) -> Rerun:
+    """The engine that produced A, rerunnable layer by layer, or one ``PvError`` line saying why not."""
+    from pv.capture import runners
+
+    if plan.captures:
+        return Rerun(runners.get(plan.engine), plan.fault, plan.dtype)
+    run = run_record(a)
+    engine = run.get("engine")
+    if not isinstance(engine, str):
+        raise PvError(f"--isolate reruns the engine that wrote A, but {a}'s manifest does not name one "
+                      "(an imported capture?): pv cannot rerun it layer by layer")
+    try:
+        kind = runners.get(engine)
+    except PvError:
+        raise PvError(f"--isolate reruns the engine that wrote A, but A was written by '{engine}', "
+                      "which pv does not run") from None
+    if not kind.isolates:
+        raise PvError(f"--isolate reruns the engine that wrote A layer by layer: A was written by "
+                      f"{kind.description}, which pv cannot rerun one layer at a time")
+    model = run.get("model")
+    fingerprint = model.get("fingerprint") if isinstance(model, dict) else None
+    if isinstance(fingerprint, str) and fingerprint != str(loaded.fingerprint):
+        raise PvError(f"--isolate: A was captured from another model than --model {plan.model} "
+                      "(their fingerprints differ)")
+    dtype = run.get("dtype")
+    return Rerun(kind, fault_of(run), dtype if isinstance(dtype, str) else plan.dtype)
+
+
+__all__ = ["Rerun", "context", "engine_of", "fault_of", "rerunnable", "run_record"]
