@@ -2,18 +2,22 @@
 
 This module parses and prints: the plan and its checks are
 ``pv.compare.bisect_plan``, the run (captures, walk, isolation, plot, report)
-``pv.compare.bisect_run``, the text ``pv.compare.report``.
+``pv.compare.bisect_run``, the tables ``pv.compare.report``.
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from pv.capture import runners
 from pv.cli.diff import build_tolerances, format_option, tolerance_options
 from pv.errors import ExitCode
+
+if TYPE_CHECKING:
+    from pv.compare.bisect_run import BisectRun
 
 
 @click.command(name="bisect")
@@ -117,7 +121,6 @@ def command(
 ) -> int:
     """Name the first stage where A (under test) diverges from B (reference)."""
     from pv.api import bisect_run
-    from pv.compare.report import run_text
     from pv.report.progress import Progress
 
     done = bisect_run(a, b, model=model, tokens=tokens, prompt=prompt, fault=fault, engine=engine,
@@ -129,3 +132,25 @@ def command(
     else:
         click.echo(run_text(done, verbose=verbose))
     return int(ExitCode.OK if done.ok else ExitCode.FINDINGS)
+
+
+def run_text(done: BisectRun, *, verbose: bool = False) -> str:
+    """What ``pv bisect`` prints: the context, the walk, isolation, the files written."""
+    from pv.compare.report import bisect_text, generation_text, isolate_rows, table
+
+    lines = [c.replace("`", "") for c in done.context]
+    if done.generation is not None:
+        return "\n".join(lines + generation_text(done.generation, verbose=verbose))
+    assert done.result is not None
+    lines += ([""] if lines else []) + [bisect_text(done.result, verbose=verbose)]
+    if done.isolate is not None:
+        headers, rows = isolate_rows(done.isolate)
+        intro = done.isolate.introduced
+        lines += ["", "local (each layer rerun from the reference input) vs cumulative error, layer output:",
+                  table(rows, headers),
+                  "bug introduced in layer(s): " + (", ".join(map(str, intro)) if intro
+                                                    else "none (no layer fails on its own)")]
+    for label, p in (("plot", done.plan.plot), ("report", done.plan.report)):
+        if p is not None:
+            lines.append(f"{label}: {p}")
+    return "\n".join(lines)

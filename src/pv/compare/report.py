@@ -16,7 +16,6 @@ from pv.compare.records import PASS, DiffReport, StageRecord
 
 if TYPE_CHECKING:
     from pv.compare.bisect import BisectResult, GenerationBisect
-    from pv.compare.bisect_run import BisectRun
     from pv.compare.isolate import IsolateResult
 
 #: Failing stages whose details are printed without --verbose.
@@ -298,23 +297,3 @@ def generation_text(result: GenerationBisect, *, verbose: bool = False) -> list[
         if result.stage is not None:
             lines += ["", f"inside step {result.first_step.step}:", bisect_text(result.stage, verbose=verbose)]
     return lines
-
-
-def run_text(done: BisectRun, *, verbose: bool = False) -> str:
-    """What ``pv bisect`` prints: the context, the walk, isolation, the files written."""
-    lines = [c.replace("`", "") for c in done.context]
-    if done.generation is not None:
-        return "\n".join(lines + generation_text(done.generation, verbose=verbose))
-    assert done.result is not None
-    lines += ([""] if lines else []) + [bisect_text(done.result, verbose=verbose)]
-    if done.isolate is not None:
-        headers, rows = isolate_rows(done.isolate)
-        intro = done.isolate.introduced
-        lines += ["", "local (each layer rerun from the reference input) vs cumulative error, layer output:",
-                  table(rows, headers),
-                  "bug introduced in layer(s): " + (", ".join(map(str, intro)) if intro
-                                                    else "none (no layer fails on its own)")]
-    for label, p in (("plot", done.plan.plot), ("report", done.plan.report)):
-        if p is not None:
-            lines.append(f"{label}: {p}")
-    return "\n".join(lines)
