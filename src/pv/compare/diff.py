@@ -11,7 +11,7 @@ as a table or JSON, bisect walks it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,43 @@ def _side_dtype(entry_meta: dict[str, Any], manifest: dict[str, Any] | None) -> 
     return looser(dtype_class(entry_meta.get("dtype_captured")), dtype_class(run.get("dtype")))
 
 
+def compare_values(
+    a: align.Side,
+    b: align.Side,
+    values: Callable[[], tuple[np.ndarray, np.ndarray]],
+    *,
+    config: ModelConfig | None,
+    tolerances: Tolerances | None = None,
+    tolerance: Tolerance | None = None,
+    top_k: int = 5,
+    chunk: int = metrics.CHUNK,
+    paths: tuple[str | None, str | None] = (None, None),
+) -> StageRecord:
+    """The one comparison of a stage pair: plan the view, read the values, measure, judge.
+
+    Files (``compare_sides``) and tensors in memory (a bisection comparing two
+    runners while they run, ``--isolate``) both come here, so a stage gets the
+    same metrics and the same verdict whichever way its values arrived.
+    ``values()`` is called only once the pair can be compared; ``tolerance``
+    (else ``tolerances.for_stage``) judges it. Never raises for a bad pair.
+    """
+    stage = a.stage or b.stage
+    dtype = looser(a.dtype, b.dtype)
+    pa, pb = paths
+    try:
+        view = align.plan_view(a, b, config)
+    except align.PairError as exc:
+        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+    tol = tolerance if tolerance is not None else (tolerances or Tolerances()).for_stage(stage, dtype)
+    try:
+        va, vb = values()
+        m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+    except PvError as exc:
+        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+    verdict = judge(m, tol)
+    return StageRecord(stage, a.layer, PASS if verdict.ok else FAIL, m, tol, dtype, verdict.reasons, pa, pb)
+
+
 def compare_sides(
     a: align.Side,
     b: align.Side,
@@ -60,51 +97,36 @@ def compare_sides(
     chunk: int = metrics.CHUNK,
     verify: bool = True,
 ) -> StageRecord:
-    """Compare one pair of tensors into a record; never raises for a bad pair.
+    """Compare one pair of files into a record; never raises for a bad pair.
 
     ``verify``: a side whose manifest record names a digest is compared only if
     its bytes still have that digest (else the record is an error saying so).
     """
-    stage = a.stage or b.stage
     pa, pb = str(a.path), str(b.path)
-    dtype = looser(a.dtype, b.dtype)
     if verify:
         try:
             problem = aprt.digest_problem(a.path, a.meta) or aprt.digest_problem(b.path, b.meta)
         except OSError as exc:
             problem = f"cannot read {pa} or {pb}: {exc.strerror or exc}"
         if problem:
-            return StageRecord(stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb, dtype=dtype)
-    try:
-        view = align.plan_view(a, b, config)
-    except align.PairError as exc:
-        return StageRecord(
-            stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype
-        )
-    tol = tolerances.for_stage(stage, dtype)
-    try:
-        m = _compare_files(a.path, b.path, view, top_k, chunk)
-    except PvError as exc:
-        return StageRecord(
-            stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype
-        )
-    verdict = judge(m, tol)
-    status = PASS if verdict.ok else FAIL
-    return StageRecord(stage, a.layer, status, m, tol, dtype, verdict.reasons, pa, pb)
+            return StageRecord(a.stage or b.stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb,
+                               dtype=looser(a.dtype, b.dtype))
+    return compare_values(a, b, lambda: _map_files(a.path, b.path), config=config, tolerances=tolerances,
+                          top_k=top_k, chunk=chunk, paths=(pa, pb))
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _compare_files(pa: Path, pb: Path, view: align.View, top_k: int, chunk: int) -> metrics.Metrics:
-    """Map both files read-only (the maps close when they go out of scope here)."""
+def _map_files(pa: Path, pb: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both files mapped read-only (the maps close when the arrays are dropped)."""
     try:
         _, va = aprt.memmap(pa)
         _, vb = aprt.memmap(pb)
     except OSError as exc:
         raise PvError(f"cannot map {pa} or {pb}: {exc.strerror or exc}") from None
-    return metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+    return va, vb
 
 
 def _side(entry: directory.Entry, manifest: dict[str, Any] | None) -> align.Side:
@@ -330,6 +352,16 @@ def diff_paths(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
     )
 
 
+def memory_side(stage: str, layer: int | None, values: np.ndarray, *, dtype: str | None = None,
+                meta: dict[str, Any] | None = None, name: str = "<memory>") -> align.Side:
+    """A tensor in memory as one side of a comparison (its shape read as the stage's layout)."""
+    entry = stage_table.get(stage)
+    layout = entry.layout
+    shape = tuple(np.shape(values)) if np.ndim(values) == len(layout) else None
+    header = aprt.Header(entry.header_layer(layer), int(np.size(values)))
+    return align.Side(Path(name), stage, layer, header, shape, layout if shape else None, dtype, meta or {})
+
+
 def compare_arrays(
     a: np.ndarray,
     b: np.ndarray,
@@ -339,24 +371,8 @@ def compare_arrays(
     config: ModelConfig | None = None,
     tolerance: Tolerance,
 ) -> StageRecord:
-    """Compare two in-memory tensors of one stage (used by ``--isolate``)."""
+    """Compare two in-memory tensors of one stage under one tolerance (``--isolate``)."""
     fa = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
     fb = np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
-    header_a = aprt.Header(stage_table.get(stage).header_layer(layer), fa.size)
-    header_b = aprt.Header(header_a.layer, fb.size)
-    layout = stage_table.get(stage).layout
-
-    def shape(x: np.ndarray) -> tuple[int, ...] | None:
-        return tuple(np.shape(x)) if np.ndim(x) == len(layout) else None
-
-    sa = align.Side(Path("<a>"), stage, layer, header_a, shape(a), layout if shape(a) else None)
-    sb = align.Side(Path("<b>"), stage, layer, header_b, shape(b), layout if shape(b) else None)
-    try:
-        view = align.plan_view(sa, sb, config)
-    except align.PairError as exc:
-        return StageRecord(stage, layer, ERROR, reasons=(str(exc),))
-    m = metrics.compare(fa, fb, view)
-    verdict = judge(m, tolerance)
-    return StageRecord(
-        stage, layer, PASS if verdict.ok else FAIL, m, tolerance, None, verdict.reasons
-    )
+    return compare_values(memory_side(stage, layer, a, name="<a>"), memory_side(stage, layer, b, name="<b>"),
+                          lambda: (fa, fb), config=config, tolerance=tolerance)
