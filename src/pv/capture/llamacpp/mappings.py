@@ -29,14 +29,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pv.capture.llamacpp.nodes import GRAPHS, LLAMA_MOE, Graph, Rule, graph_for
+from pv.capture.llamacpp.nodes import LLAMA_MOE, TABLES, Graph, Rule, graph_for
 from pv.errors import PvError
 
-#: mapping key -> node table: every llama.cpp graph, and the llama graph's MoE
-#: branch, which Mixtral's GGUFs run in (``mixtral``).
-TABLES: dict[str, Graph] = {**GRAPHS, "mixtral": LLAMA_MOE}
-#: mapping key -> mapping name (the llama graph keeps the name its mapping always had).
-NAMES: dict[str, str] = {key: "llama.cpp" if key == "llama" else f"llama.cpp-{key}" for key in TABLES}
+#: mapping key (a node table, ``nodes.TABLES``) -> mapping name; the llama graph's mapping
+#: keeps the name it always had.
+NAMES: dict[str, str] = {**{key: f"llama.cpp-{key}" for key in TABLES}, "llama": "llama.cpp"}
 #: Names a name-only key stands for: the last node of that name is this op.
 _LAST_OP = {"Qcur": "ROPE", "Kcur": "ROPE"}
 #: Older llama.cpp called the embedding rows ``inp_embd``.
@@ -52,7 +50,7 @@ def families(arch: str) -> list[str]:
     out = []
     for fam in FAMILIES.values():
         try:
-            if graph_for(fam.name, fam.gguf_arch, moe=fam.moe) is TABLES[arch]:
+            if graph_for(fam) is TABLES[arch]:
                 out.append(fam.name)
         except PvError:
             continue

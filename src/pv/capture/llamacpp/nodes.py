@@ -10,10 +10,14 @@ rendered from it by ``pv.capture.llamacpp.mappings``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pv.errors import PvError
+
+if TYPE_CHECKING:
+    from pv.capture.model.arch import Family
 
 
 @dataclass(frozen=True)
@@ -141,19 +145,18 @@ GRAPHS: dict[str, Graph] = {g.arch: g for g in (
 #: whose MoE branch names its nodes as qwen3moe's does (weights always renormalised).
 LLAMA_MOE = Graph("llama", (_EMBD, *_ATTN, _WO_NAMED, _RESIDUAL, *_MOE, *_TAIL), {}, pairs=True)
 
-#: The llama graph's table (SmolLM2, Llama, Mistral), kept under the names other modules import.
-RULES: tuple[Rule, ...] = GRAPHS["llama"].rules
-NOT_EXPOSED: dict[str, str] = GRAPHS["llama"].not_exposed
-MAPPED = GRAPHS["llama"].mapped
+#: Node table name -> table: every llama.cpp graph by its architecture, and the llama
+#: graph's MoE branch as ``mixtral``. A family's row names its table (``Family.llamacpp_graph``,
+#: by default its ``gguf_arch``).
+TABLES: dict[str, Graph] = {**GRAPHS, "mixtral": LLAMA_MOE}
 
 
-def graph_for(family_name: str, gguf_arch: str | None, moe: bool = False) -> Graph:
-    """The llama.cpp graph a family's GGUF runs in (Mistral's GGUFs say ``llama``, and
-    Mixtral's, whose experts run in the llama graph's MoE branch)."""
-    arch = gguf_arch or ("llama" if family_name == "mistral" else "")
-    graph = LLAMA_MOE if moe and arch == "llama" else GRAPHS.get(arch)
+def graph_for(family: Family) -> Graph:
+    """The llama.cpp node table a family's GGUF runs in (its row names it)."""
+    key = family.llamacpp_graph or family.gguf_arch
+    graph = TABLES.get(key) if key else None
     if graph is None:
-        raise PvError(f"--engine llama.cpp has no node table for family {family_name}; "
+        raise PvError(f"--engine llama.cpp has no node table for family {family.name}; "
                       f"it maps {', '.join(GRAPHS)}")
     return graph
 

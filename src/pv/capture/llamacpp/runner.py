@@ -13,7 +13,7 @@ llama-cpp-python 0.3.36 found, and how it is handled here:
 
 - One ggml name covers several ops (``Qcur-N`` is the MUL_MAT, then a RESHAPE,
   then the ROPE; ``norm-N`` comes twice per layer), so a node is identified by
-  name, op and occurrence (``nodes.RULES``).
+  name, op and occurrence (the graph's rules, ``nodes.GRAPHS``).
 - Flash attention fuses ``kq``/``kq_soft_max`` into one node: the context is
   created with it off. The KV cache is float32, so no extra rounding happens
   between ``Kcur`` and the scores.
@@ -133,7 +133,7 @@ class LlamaCppRunner:
         self.config = config
         self.fault = parse_fault(fault, "llama.cpp") if isinstance(fault, str) else fault
         self.record_names = record_names
-        self.graph: Graph = graph_for(config.family.name, config.family.gguf_arch, config.family.moe)
+        self.graph: Graph = graph_for(config.family)
         self._by_name = self.graph.by_name()
         self._by_source = self.graph.by_source()
         #: The node a planted fault rewrites, and its layer.

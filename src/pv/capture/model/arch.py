@@ -4,10 +4,13 @@ A ``Family`` says everything about a decoder family that is data rather than
 arithmetic: how its Hugging Face ``config.json`` and its GGUF metadata map onto
 ``ModelConfig``, what its weights are called (Hugging Face names, llama.cpp
 names), which optional stages it has (q/k norms, sandwich norms, a MoE block),
-its norm convention, its activation, its attention mask policy and the
-transformers classes the oracle builds. Engine, oracle, loaders, synthetic
-weights and the fault catalogue all read this table; adding a family is one
-``Family`` row here, plus engine code only where it computes something new.
+its norm convention, its activation, its attention mask policy, the
+transformers classes the oracle builds, the llama.cpp graph that runs its GGUF
+and the small shape of its ``synthetic:FAMILY`` model. Engine, oracle, loaders,
+synthetic weights and the fault catalogue all read this table and never test a
+family's name; adding a family is one ``Family`` row here, plus engine code
+only where it computes something new (``tests/capture/test_family_table.py``
+refuses a comparison with a family's name anywhere else in ``src/pv``).
 
 Weight roles (the keys of ``Family.layer_weights``) name what a tensor does;
 each maps to the Hugging Face parameter name inside ``model.layers.N.``:
@@ -19,16 +22,17 @@ each maps to the Hugging Face parameter name inside ``model.layers.N.``:
 
 MoE families differ in data only: the ``config.json`` keys of their expert facts
 (``moe_config_keys``; a family without a ``norm_topk_prob`` key always
-renormalises the top-k weights, as Mixtral does), fixed keys their transformers
-config wants (``moe_config_fixed``), and whether the routing weights are cast
-back to the compute dtype before they scale the expert outputs (Qwen3-MoE) or
-stay float32 (Mixtral, ``router_weights_float32``).
+renormalises the top-k weights, as Mixtral does), whether the routing weights
+are cast back to the compute dtype before they scale the expert outputs
+(Qwen3-MoE) or stay float32 (Mixtral, ``router_weights_float32``), and how
+their checkpoints name the expert block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pv.errors import PvError
 
@@ -67,6 +71,11 @@ GGUF_BLOCK_ROLES: dict[str, str] = {
 }
 
 
+#: A family's reading of its GGUF metadata beyond the common keys (see ``Family.gguf_config``):
+#: ``(field, arch, head_dim)`` -> ModelConfig fields, where ``field(key, default)`` reads one key.
+GGUFConfig = Callable[[Callable[[str, Any], Any], str, int], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Family:
     """One decoder family; see the module docstring."""
@@ -74,8 +83,12 @@ class Family:
     name: str
     hf_config_class: str
     hf_model_class: str
-    #: ``general.architecture`` of its GGUF files, or None when pv reads none.
+    #: ``general.architecture`` of its GGUF files, or None when pv reads none. Several
+    #: families may share one (llama.cpp writes Llama, Mistral and Mixtral as ``llama``):
+    #: ``by_gguf_arch`` tells them apart by their experts and their window.
     gguf_arch: str | None
+    #: Other ``model_type`` spellings of its ``config.json`` (Gemma 3's text model: ``gemma3``).
+    aliases: tuple[str, ...] = ()
     #: q/k/v biases: "always" (Qwen2), "config" (``attention_bias``), or "never"
     #: (the transformers model has none: a config that asks for them is refused).
     qkv_bias: str = "config"
@@ -93,16 +106,36 @@ class Family:
     #: llama.cpp adds 1 to Gemma's norm weights when converting.
     gguf_norm_shift: float = 0.0
     layer_weights: Mapping[str, str] = field(default_factory=dict)
+    #: ``config.json``: the key that names the activation (Gemma: ``hidden_activation``).
+    hf_act_key: str = "hidden_act"
+    #: ``config.json``: ModelConfig field -> key, for the family's own scalars.
+    config_keys: Mapping[str, str] = field(default_factory=dict)
+    #: ``config.json``: ModelConfig field -> value when the file lacks the key (transformers' default).
+    config_defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Keys with fixed values, written into ``config.json`` and so into transformers' config.
+    config_fixed: Mapping[str, Any] = field(default_factory=dict)
     #: MoE: ModelConfig field -> ``config.json`` key (no ``norm_topk_prob``: always renormalised).
     moe_config_keys: Mapping[str, str] = field(default_factory=dict)
-    #: MoE: keys with fixed values in ``config.json`` and the transformers config.
-    moe_config_fixed: Mapping[str, object] = field(default_factory=dict)
     #: MoE: routing weights scale the expert outputs in float32 (else in the compute dtype).
     router_weights_float32: bool = False
     #: MoE checkpoints on the hub: the block's module name and each expert's matrix names
     #: (pv part -> checkpoint part); pv's own names are ``mlp`` and gate/up/down_proj.
     hf_moe_block: str = "mlp"
     hf_expert_parts: Mapping[str, str] = field(default_factory=dict)
+    #: transformers applies the q/k norms to [B, NH, S, D] (Gemma 3), not [B, S, NH, D] (Qwen3).
+    hf_qk_norm_heads_first: bool = False
+    #: GGUF: ModelConfig field -> (metadata key after ``ARCH.``, value when absent; None: required).
+    gguf_keys: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
+    #: GGUF: the family's own reading of its metadata, a small function beside its row.
+    gguf_config: GGUFConfig | None = None
+    #: GGUF: experts may be stored one tensor each (``blk.N.ffn_gate.E.weight``), the layout
+    #: llama.cpp's converter wrote for Mixtral before it stacked them.
+    gguf_per_expert: bool = False
+    #: The llama.cpp node table its GGUF runs in (``pv.capture.llamacpp.nodes``); None: ``gguf_arch``.
+    llamacpp_graph: str | None = None
+    #: ``synthetic:FAMILY``: ModelConfig fields that differ from the small base shape
+    #: (``pv.capture.model.synthetic``), so that its stages and masks are exercised.
+    synthetic: Mapping[str, Any] = field(default_factory=dict)
     doc: str = ""
 
     def features(self, attention_bias: bool) -> dict[str, bool]:
@@ -118,6 +151,11 @@ class Family:
                 out[f"{x}_bias"] = self.layer_weights[x] + ".bias"
         return out
 
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        """Every ``config.json`` ``model_type`` that names this family (its name first)."""
+        return (self.name, *self.aliases)
+
 
 def _weights(*parts: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -126,44 +164,82 @@ def _weights(*parts: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _gemma3_gguf(field: Callable[[str, Any], Any], arch: str, head_dim: int) -> dict[str, Any]:
+    """Gemma 3's GGUF: scores scaled by ``attention.scale`` when the file gives it, else by
+    head_dim**-0.5 (llama.cpp's reading), as a query_pre_attn_scalar. The 27B model scales
+    queries by hidden/heads, which pv does not map."""
+    if field("general.size_label", None) == "27B":
+        raise PvError("Gemma 3 27B scales queries by hidden/heads, which pv does not map")
+    scale = field(f"{arch}.attention.scale", None)
+    return {"query_pre_attn_scalar": float(head_dim) if scale is None else float(round(float(scale) ** -2, 3))}
+
+
+#: ``config.json`` keys Qwen's transformers configs read to switch a window on (pv runs none).
+_NO_WINDOW = {"use_sliding_window": False}
+_GEMMA3_LAYERS = ("sliding_attention", "sliding_attention", "full_attention") * 2
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("llama", "LlamaConfig", "LlamaForCausalLM", "llama", gguf_permuted_qk=True,
-               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE), config_fixed={"mlp_bias": False},
+               # llama3 RoPE scaling with a short original context, so every frequency band is hit
+               synthetic={"tie_word_embeddings": True,
+                          "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
                doc="Llama 2/3.x: RMSNorm, SwiGLU, GQA, optional llama3/linear RoPE scaling"),
-        Family("mistral", "MistralConfig", "MistralForCausalLM", None, mask="sliding_window", qkv_bias="never",
-               gguf_permuted_qk=True, layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+        Family("mistral", "MistralConfig", "MistralForCausalLM", "llama", mask="sliding_window",
+               qkv_bias="never", gguf_permuted_qk=True, layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               synthetic={"sliding_window": 4},
                doc="Mistral: Llama's layer with a sliding-window mask on every layer"),
         Family("qwen2", "Qwen2Config", "Qwen2ForCausalLM", "qwen2", qkv_bias="always",
-               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE),
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE), config_fixed=_NO_WINDOW,
+               synthetic={"attention_bias": True},
                doc="Qwen2/2.5: Llama's layer with q/k/v biases"),
         Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", "qwen3", qk_norm=True,
-               layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _DENSE),
+               layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _DENSE), config_fixed=_NO_WINDOW,
+               synthetic={"tie_word_embeddings": True},
                doc="Qwen3: per-head RMSNorm of q and k before RoPE, biases only if the config asks"),
         Family("qwen3_moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen3moe",
                qk_norm=True, moe=True, layer_weights=_weights(_LLAMA_NORMS, _QK_NORMS, _ATTN, _MOE),
                moe_config_keys=_QWEN_MOE_KEYS,
-               moe_config_fixed={"decoder_sparse_step": 1, "mlp_only_layers": []},
+               config_fixed={**_NO_WINDOW, "decoder_sparse_step": 1, "mlp_only_layers": [],
+                             "output_router_logits": False},
+               synthetic={"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 48},
                doc="Qwen3-MoE: Qwen3 attention, top-k routed SwiGLU experts (softmax, renormalised)"),
         Family("mixtral", "MixtralConfig", "MixtralForCausalLM", "llama", qkv_bias="never", moe=True,
                mask="sliding_window", gguf_permuted_qk=True,
                layer_weights=_weights(_LLAMA_NORMS, _ATTN, _MOE), moe_config_keys=_MIXTRAL_MOE_KEYS,
+               config_fixed={"output_router_logits": False},
                router_weights_float32=True, hf_moe_block="block_sparse_moe",
                hf_expert_parts={"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
+               gguf_per_expert=True, llamacpp_graph="mixtral",
+               # one FFN size, the experts'; a 4 key window so the mask is exercised
+               synthetic={"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+                          "intermediate_size": 48, "sliding_window": 4},
                doc="Mixtral: Llama attention (Mistral's window when set), top-2 routed SwiGLU experts "
                    "(softmax in float32, always renormalised, float32 routing weights)"),
-        Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3",
+        Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3", aliases=("gemma3",),
                qk_norm=True, sandwich_norm=True, norm_offset=True, embed_scale=True,
                activation="gelu_tanh", mask="layer_pattern", gguf_norm_shift=1.0,
                layer_weights=_weights(_GEMMA_NORMS, _QK_NORMS, _ATTN, _DENSE),
+               hf_act_key="hidden_activation", hf_qk_norm_heads_first=True,
+               config_keys={"query_pre_attn_scalar": "query_pre_attn_scalar"},
+               config_defaults={"query_pre_attn_scalar": 256.0, "tie_word_embeddings": True},
+               config_fixed={"final_logit_softcapping": None, "attn_logit_softcapping": None},
+               gguf_keys={"rope_local_theta": ("rope.freq_base_swa", 10000.0)}, gguf_config=_gemma3_gguf,
+               # every 3rd layer global, a 4 key window, its own local RoPE base and score scale
+               synthetic={"tie_word_embeddings": True, "num_hidden_layers": 6, "hidden_act": "gelu_tanh",
+                          "sliding_window": 4, "rope_theta": 1_000_000.0, "rope_local_theta": 10000.0,
+                          "query_pre_attn_scalar": 24.0, "num_key_value_heads": 1,
+                          "layer_types": _GEMMA3_LAYERS},
                doc="Gemma 3: GeGLU, sandwich (1 + w) norms, q/k norms, scaled embedding, "
                    "local sliding-window layers between global ones, two RoPE bases"),
     )
 }
 
 #: ``config.json`` ``model_type`` values that name a registered family.
-MODEL_TYPES: dict[str, str] = {"gemma3": "gemma3_text", **{name: name for name in FAMILIES}}
+MODEL_TYPES: dict[str, str] = {t: f.name for f in FAMILIES.values() for t in f.model_types}
 
 
 def names() -> str:
@@ -179,14 +255,17 @@ def get(name: str, source: str = "") -> Family:
     return FAMILIES[key]
 
 
-def by_gguf_arch(arch: str, source: str = "", moe: bool = False) -> Family:
-    """The family a GGUF of ``general.architecture`` ``arch`` holds; llama.cpp writes a dense
-    Llama and a Mixtral both as ``llama``, told apart by ``moe`` (an expert count above 0)."""
-    matches = [f for f in FAMILIES.values() if f.gguf_arch == arch]
-    for family in matches:
-        if family.moe == moe:
-            return family
+def by_gguf_arch(arch: str, source: str = "", moe: bool = False, windowed: bool = False) -> Family:
+    """The family a GGUF of ``general.architecture`` ``arch`` holds. llama.cpp writes Llama,
+    Mistral and Mixtral all as ``llama``: an expert count above 0 (``moe``) picks the MoE
+    family, and among dense ones a sliding window in the metadata (``windowed``) the one
+    whose mask has a window."""
+    matches = [f for f in FAMILIES.values() if f.gguf_arch == arch and f.moe == moe]
+    if len(matches) > 1:
+        matches = [f for f in matches if (f.mask != "causal") == windowed] or matches[:1]
     if matches:
+        return matches[0]
+    if any(f.gguf_arch == arch for f in FAMILIES.values()):
         raise PvError(f"{source}: a {arch} GGUF {'with' if moe else 'without'} experts is not "
                       f"a model pv runs")
     gguf_archs = ", ".join(dict.fromkeys(f.gguf_arch for f in FAMILIES.values() if f.gguf_arch))

@@ -92,9 +92,9 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     from pv.capture.model.rope import llama3_factors
 
     family = config.family
-    if per_expert and not (family.moe and family.gguf_arch == "llama"):
+    if per_expert and not family.gguf_per_expert:
         raise PvError(f"per-expert GGUF tensors exist for Mixtral only, not {family.name}")
-    name = family.gguf_arch or ("llama" if family.name == "mistral" else None)
+    name = family.gguf_arch
     if name is None:
         raise PvError(f"no GGUF layout for family {family.name}")
     path = Path(path)
@@ -117,12 +117,17 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
     f32(f"{name}.attention.layer_norm_rms_epsilon", config.rms_norm_eps)
     if config.sliding_window is not None:
         u32(f"{name}.attention.sliding_window", config.sliding_window)
-    if family.name == "gemma3_text":
+    if family.mask == "layer_pattern":
         pattern = next((i + 1 for i, t in enumerate(config.layer_types) if t == "full_attention"), 6)
         u32(f"{name}.attention.sliding_window_pattern", pattern)
-        f32(f"{name}.rope.freq_base_swa", config.rope_local_theta or 10000.0)
-        if config.query_pre_attn_scalar not in (None, float(config.head_dim)):
-            f32(f"{name}.attention.scale", config.attention_scale)
+    for field, (key, default) in family.gguf_keys.items():  # the family's own scalars
+        value = getattr(config, field)
+        value = default if value is None else value
+        if value is None:
+            raise PvError(f"a {name} GGUF needs {name}.{key}, but the model's {field} is not set")
+        f32(f"{name}.{key}", value)
+    if config.query_pre_attn_scalar not in (None, float(config.head_dim)):
+        f32(f"{name}.attention.scale", config.attention_scale)
     if family.moe:
         u32(f"{name}.expert_count", config.num_experts)
         u32(f"{name}.expert_used_count", config.num_experts_per_tok)

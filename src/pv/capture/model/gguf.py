@@ -5,7 +5,8 @@ query/key rows in the order llama.cpp's RoPE wants. pv's engine and the
 transformers oracle both read Hugging Face names and the Hugging Face row order,
 so the loader dequantises every tensor with the ``gguf`` package, renames it and
 undoes the converter's Q/K row permutation. The architecture facts come from the
-file's metadata (``llama.*`` / ``qwen2.*`` keys), the tokenizer from the
+file's metadata (``llama.*`` / ``qwen2.*`` keys, and what each family's row of
+``pv.capture.model.arch`` adds), the tokenizer from the
 vocabulary and merges embedded in it (``pv.capture.model.tokenizer``).
 
 Every way a file can be unusable (not a GGUF, an architecture or a quantisation
@@ -172,26 +173,27 @@ def _config_from_metadata(reader: Any, arch: str, path: Path, vocab_rows: int,
     vocab = int(_field(reader, f"{arch}.vocab_size", vocab_rows))
     if vocab != vocab_rows:
         raise PvError(f"{path}: metadata says vocab {vocab} but token_embd has {vocab_rows} rows")
-    family = families.by_gguf_arch(arch, str(path), moe=_expert_count(reader, arch, path) > 0)
     window = _field(reader, f"{arch}.attention.sliding_window")
-    extra: dict[str, Any] = {}
-    if family.name == "llama" and window is not None:
-        family = families.FAMILIES["mistral"]  # llama.cpp writes Mistral as llama
+    family = families.by_gguf_arch(arch, str(path), moe=_expert_count(reader, arch, path) > 0,
+                                   windowed=window is not None)
+    extra: dict[str, Any] = {"hidden_act": family.activation}
     if family.mask != "causal" and window is not None:
         extra["sliding_window"] = int(window)
     n_layers = int(need("block_count"))
-    if family.name == "gemma3_text":
-        # llama.cpp's Gemma 3: every 6th layer global, local RoPE base 10000, scores
-        # scaled by key_length**-0.5 (the 27B model aside, which pv refuses).
-        if _field(reader, "general.size_label") == "27B":
-            raise PvError(f"{path}: Gemma 3 27B scales queries by hidden/heads, which pv does not map")
+    if family.mask == "layer_pattern":  # every pattern-th layer global (llama.cpp's default 6)
         pattern = int(_field(reader, f"{arch}.attention.sliding_window_pattern", 6))
-        extra.update(
-            layer_types=tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
-                              for i in range(n_layers)),
-            rope_local_theta=_short_float(_field(reader, f"{arch}.rope.freq_base_swa", 10000.0)),
-            query_pre_attn_scalar=_query_scalar(_field(reader, f"{arch}.attention.scale"), head_dim),
-            hidden_act="gelu_tanh")
+        extra["layer_types"] = tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                     for i in range(n_layers))
+    for name, (key, default) in family.gguf_keys.items():  # the family's own scalars
+        value = _field(reader, f"{arch}.{key}", default)
+        if value is None:
+            raise PvError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
+        extra[name] = _short_float(value)
+    if family.gguf_config is not None:
+        try:
+            extra.update(family.gguf_config(lambda key, default: _field(reader, key, default), arch, head_dim))
+        except PvError as exc:
+            raise PvError(f"{path}: {exc}") from None
     if family.moe:
         # llama.cpp writes Mixtral's expert size as feed_forward_length (no expert_ key)
         expert_ff = _field(reader, f"{arch}.expert_feed_forward_length")
@@ -227,13 +229,6 @@ def _expert_count(reader: Any, arch: str, path: Path) -> int:
         raise PvError(f"{path}: GGUF metadata '{arch}.expert_count' is not a number") from None
 
 
-def _query_scalar(scale: Any, head_dim: int) -> float:
-    """Gemma's query_pre_attn_scalar: head_dim unless the file gives the score scale itself."""
-    if scale is None:
-        return float(head_dim)
-    return float(round(float(scale) ** -2, 3))
-
-
 def _expected_names(config: ModelConfig) -> set[str]:
     return set(expected_shapes(config))
 
@@ -254,7 +249,8 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
         )
 
     supported = _supported_quant_types(gguf)
-    family = families.by_gguf_arch(str(arch), str(path), moe=_expert_count(reader, str(arch), path) > 0)
+    family = families.by_gguf_arch(str(arch), str(path), moe=_expert_count(reader, str(arch), path) > 0,
+                                   windowed=_field(reader, f"{arch}.attention.sliding_window") is not None)
     tensors: dict[str, Any] = {}
     per_expert: dict[str, dict[int, Any]] = {}
     rope_factors: tuple[float, ...] | None = None
@@ -263,7 +259,7 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
             values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(-1)
             rope_factors = tuple(float(x) for x in values)
             continue
-        expert = _EXPERT_RE.match(tensor.name) if family.moe and family.gguf_arch == "llama" else None
+        expert = _EXPERT_RE.match(tensor.name) if family.gguf_per_expert else None
         if expert is not None:
             layer, part, index = expert.groups()
             name = hf_name(f"blk.{layer}.{part}_exps.weight", family)

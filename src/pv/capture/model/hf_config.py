@@ -1,4 +1,11 @@
-"""Hugging Face ``config.json`` -> ``ModelConfig``, for every family in the registry.
+"""Hugging Face ``config.json`` <-> ``ModelConfig``, for every family in the registry.
+
+``config_from_hf`` reads a ``config.json``; ``to_hf_dict`` is the one mapping the
+other way, for the ``config.json`` pv writes (``export``) and for the
+transformers config the oracle builds (``oracle.build``: ``from_dict`` of the same
+dictionary, as transformers reads a checkpoint). What a family adds is data in
+its row of ``arch`` (its own keys, their defaults, keys with fixed values, the
+activation's key, the expert keys), never a test of its name here.
 
 What the engine cannot compute (an unknown activation, a RoPE scaling type it
 lacks, logit soft-capping, a MoE model with dense layers between sparse ones)
@@ -99,9 +106,11 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
                 # a family whose config has no such key always renormalises (Mixtral)
                 "norm_topk_prob": bool(data.get("norm_topk_prob", True)) if "norm_topk_prob" in keys else True,
             }
-        scalar = data.get("query_pre_attn_scalar") if family.name == "gemma3_text" else None
-        if family.name == "gemma3_text" and scalar is None:
-            scalar = 256
+        own: dict[str, Any] = {}
+        for name, key in family.config_keys.items():  # the family's own scalars
+            value = data.get(key, family.config_defaults.get(name))
+            if value is not None:
+                own[name] = float(value)
         return ModelConfig(
             architecture=family.name,
             vocab_size=int(data["vocab_size"]),
@@ -113,7 +122,8 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
             head_dim=int(data.get("head_dim") or hidden // heads),
             rope_theta=float(theta),
             rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
-            tie_word_embeddings=bool(data.get("tie_word_embeddings", family.name == "gemma3_text")),
+            tie_word_embeddings=bool(data.get("tie_word_embeddings",
+                                              family.config_defaults.get("tie_word_embeddings", False))),
             # Qwen2 always has q/k/v biases; the others only when their config says so.
             attention_bias=True if family.qkv_bias == "always" else bool(data.get("attention_bias", False)),
             max_position_embeddings=int(data.get("max_position_embeddings", 2048)),
@@ -122,7 +132,7 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
             layer_types=_layer_types(data, family, n_layers, source),
             rope_local_theta=local_theta,
             rope_scaling=scaling,
-            query_pre_attn_scalar=None if scalar is None else float(scalar),
+            **own,
             **moe,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -132,11 +142,11 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
 
 
 def to_hf_dict(cfg: ModelConfig) -> dict[str, Any]:
-    """The ``config.json`` of a model like ``cfg`` (what ``config_from_hf`` reads back)."""
+    """The ``config.json`` of a model like ``cfg`` (what ``config_from_hf`` reads back, and what
+    the oracle's transformers config is built from)."""
     family = cfg.family
-    model_type = "gemma3_text" if family.name == "gemma3_text" else family.name
     out: dict[str, Any] = {
-        "model_type": model_type,
+        "model_type": family.name,
         "architectures": [family.hf_model_class],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -151,30 +161,24 @@ def to_hf_dict(cfg: ModelConfig) -> dict[str, Any]:
         "max_position_embeddings": cfg.max_position_embeddings,
         "rope_theta": cfg.rope_theta,
         "torch_dtype": "float32",
+        family.hf_act_key: "gelu_pytorch_tanh" if cfg.hidden_act == "gelu_tanh" else "silu",
     }
-    out["hidden_activation" if family.name == "gemma3_text" else "hidden_act"] = (
-        "gelu_pytorch_tanh" if cfg.hidden_act == "gelu_tanh" else "silu")
     if cfg.rope_scaling is not None:
         out["rope_scaling"] = dict(cfg.rope_scaling)
-    if cfg.sliding_window is not None:
+    if family.mask != "causal":  # null too: transformers' own default window is not the model's
         out["sliding_window"] = cfg.sliding_window
     if cfg.layer_types:
         out["layer_types"] = list(cfg.layer_types)
     if cfg.rope_local_theta is not None:
         out["rope_local_base_freq"] = cfg.rope_local_theta
-    if cfg.query_pre_attn_scalar is not None:
-        out["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar
+    for name, key in family.config_keys.items():
+        value = getattr(cfg, name)
+        if value is not None:  # a whole number as JSON writes it (transformers types some as int)
+            out[key] = int(value) if float(value).is_integer() else value
+    out.update({key: list(v) if isinstance(v, (list, tuple)) else v for key, v in family.config_fixed.items()})
     if family.moe:
-        out.update(moe_config(cfg))
-    return out
-
-
-def moe_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The expert keys of a MoE family's ``config.json`` (and of its transformers config)."""
-    family = cfg.family
-    out: dict[str, Any] = {key: getattr(cfg, name) for name, key in family.moe_config_keys.items()}
-    out["num_experts_per_tok"] = cfg.num_experts_per_tok
-    out.update({key: list(v) if isinstance(v, (list, tuple)) else v for key, v in family.moe_config_fixed.items()})
+        out.update({key: getattr(cfg, name) for name, key in family.moe_config_keys.items()})
+        out["num_experts_per_tok"] = cfg.num_experts_per_tok
     return out
 
 

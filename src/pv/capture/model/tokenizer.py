@@ -18,6 +18,7 @@ still works. Metadata of the wrong type or length is a one-line ``PvError``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -292,12 +293,8 @@ def tokenizer_from_gguf_fields(reader: Any, path: Path | str = "") -> GGUFTokeni
     None (not an error) because a model without a usable tokenizer still runs
     from ``--tokens``; the CLI says so when ``--prompt`` is asked for.
     """
-    model = _contents(reader, "tokenizer.ggml.model")
-    if model == "gpt2":
-        return _byte_level_tokenizer(reader, path)
-    if model == "llama":
-        return _sentencepiece_tokenizer(reader, path)
-    return None
+    build = _BUILDERS.get(str(_contents(reader, "tokenizer.ggml.model")))
+    return None if build is None else build(reader, path)
 
 
 def _byte_level_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | None:
@@ -349,6 +346,11 @@ def _sentencepiece_tokenizer(reader: Any, path: Path | str) -> GGUFTokenizer | N
     found.backend = build_sentencepiece_bpe(
         tokens, scores if scores is not None else [0.0] * size, types, add_space_prefix=add_space_prefix)
     return None if found.backend is None else found
+
+
+#: ``tokenizer.ggml.model`` -> how pv rebuilds it: byte-level BPE ("gpt2") or SentencePiece ("llama").
+_BUILDERS: dict[str, Callable[[Any, Path | str], GGUFTokenizer | None]] = {
+    "gpt2": _byte_level_tokenizer, "llama": _sentencepiece_tokenizer}
 
 
 def load_gguf_tokenizer(path: str | Path) -> GGUFTokenizer | None:

@@ -224,7 +224,7 @@ class HFOracle:
         windows = {i: w for i in range(cfg.num_hidden_layers) if (w := cfg.layer_window(i)) is not None}
         ordered = InOrder(tap, QKV_PROJECTIONS)
         capture = Capture(ordered, self.provenance, cfg.attention_bias,
-                          heads_first=cfg.family.name == "gemma3_text", windows=windows)
+                          heads_first=cfg.family.hf_qk_norm_heads_first, windows=windows)
         self.stages().tell(tap)
         handles: list[Any] = []
         token = ACTIVE.set(capture)
