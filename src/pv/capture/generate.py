@@ -67,7 +67,7 @@ def capture_generation(
         raise PvError(f"forced tokens: {len(forced)} given, {n_new - 1} needed")
     prompt = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
     check_ids(prompt, model.config.vocab_size)
-    root = plan.output
+    root = plan.destination
     if root.exists() and any(root.iterdir()):
         raise PvError(f"{root}: output directory is not empty; choose a new one")
     runner = make_runner(plan, model)

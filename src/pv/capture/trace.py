@@ -52,7 +52,8 @@ class TracePlan:
     n_layers: int
     tokens: tuple[int, ...] | None
     prompt: str | None
-    output: Path
+    #: Where the capture goes; None: nowhere (the stages go to a tap in memory).
+    output: Path | None
     device: str
     dtype: str
     fault: FaultSpec | None
@@ -67,6 +68,13 @@ class TracePlan:
     def expected(self) -> list[tuple[str, int | None]]:
         return self.capture.expected(self.n_layers, self.features)
 
+    @property
+    def destination(self) -> Path:
+        """``output``, for the runs that write one (a plan made for memory has none)."""
+        if self.output is None:
+            raise PvError("this capture plan writes nowhere: its stages go to a tap in memory")
+        return self.output
+
     def describe(self) -> list[str]:
         layers = self.capture.layers
         return [
@@ -77,7 +85,7 @@ class TracePlan:
             f"layers:  {'all (' + str(self.n_layers) + ')' if layers is None else ','.join(map(str, layers))}",
             f"device:  {self.device}   dtype: {self.dtype}",
             f"fault:   {self.fault if self.fault else 'none'}",
-            f"output:  {self.output}{' (replacing the capture there)' if self.overwrite else ''}",
+            f"output:  {self.output or '(none: compared in memory)'}{' (replacing the capture there)' if self.overwrite else ''}",
             f"files:   up to {len(self.expected)}",
         ]
 
@@ -118,7 +126,7 @@ def make_plan(
     prompt: str | None = None,
     stages: str | Sequence[str] = "all",
     layers: str = "all",
-    output: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
     engine: str = "pv",
     device: str = "cpu",
     dtype: str = "float32",
@@ -144,8 +152,9 @@ def make_plan(
         takers = [k for k in runners.RUNNERS.values() if k.device_map]
         raise PvError(f"--device-map spreads {' or '.join(k.description for k in takers)}: it needs "
                       f"--engine {' or '.join(k.name for k in takers)}")
-    out = Path(output)
-    check_output(out, overwrite)
+    out = Path(output) if output is not None else None
+    if out is not None:
+        check_output(out, overwrite)
     return TracePlan(
         model=model, engine=kind.name, capture=plan, n_layers=config.num_hidden_layers,
         tokens=token_ids, prompt=prompt, output=out, device=device.strip().lower(),
@@ -259,10 +268,10 @@ def run_plan(
 def _run(plan: TracePlan, model: LoadedModel, runner: Runner, token_ids: list[int],
          on_write: Callable[[str, int | None], None] | None) -> TraceResult:
     run_info = describe_run(plan, model, token_ids, runner)
-    created = not plan.output.exists()
+    created = not plan.destination.exists()
     if plan.overwrite:
-        clear_capture(plan.output)
-    writer = CaptureWriter(plan.output, run_info, overwrite=plan.overwrite)
+        clear_capture(plan.destination)
+    writer = CaptureWriter(plan.destination, run_info, overwrite=plan.overwrite)
     tap = DiskTap(plan.capture, writer, on_write=on_write)
     try:
         logits = runner.forward(token_ids, tap)
@@ -278,11 +287,11 @@ def _run(plan: TracePlan, model: LoadedModel, runner: Runner, token_ids: list[in
     except BaseException:
         tap.abort()
         writer.abort()
-        _remove_written(plan.output, writer.files, created)
+        _remove_written(plan.destination, writer.files, created)
         raise
     nbytes = sum(aprt.HEADER_SIZE + 4 * int(np.prod(r["shape"], dtype=np.int64)) for r in writer.files)
     return TraceResult(
-        output=plan.output,
+        output=plan.destination,
         files=len(writer.files),
         logits=logits.detach().float().cpu().numpy(),
         token_ids=token_ids,

@@ -119,7 +119,7 @@ def _generate(plan: TracePlan, loaded: LoadedModel, n_new: int,
 
     from pv.capture.generate import capture_generation
 
-    root = plan.output
+    root = plan.destination
     if not (plan.overwrite and root.is_dir() and any(root.iterdir())):
         return capture_generation(plan, loaded, n_new, on_write=progress)
     try:

@@ -10,13 +10,16 @@ norm, logits) over the records of :func:`pv.compare.diff.diff_captures`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pv import stages as stage_table
 from pv.capture.store import aprt, directory
-from pv.compare.diff import diff_captures
+from pv.compare.diff import _side_dtype, compare_arrays, diff_captures
 from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
@@ -206,17 +209,32 @@ def bisect_generation(
     notes: list[str] = []
     if len(ga["steps"]) != len(gb["steps"]):
         notes.append(f"A has {len(ga['steps'])} steps, B {len(gb['steps'])}: compared the first {n}")
+    tols = tolerances or Tolerances()
+
+    def logits(t: int) -> StageRecord | None:
+        return _next_token_logprobs(gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t), tols, verify)
+
+    def stages(t: int) -> BisectResult:
+        return bisect(gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t), model=model, tolerances=tolerances,
+                      verify=verify)
+
+    return walk_generation(str(ra), str(rb), [(ga["steps"][t], gb["steps"][t]) for t in range(n)], logits, stages,
+                           notes)
+
+
+def walk_generation(a: str, b: str, steps: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                    logits: Callable[[int], StageRecord | None], stages: Callable[[int], BisectResult],
+                    notes: list[str]) -> GenerationBisect:
+    """The two levels over steps (each side's ``generate.json`` step record), however they were made:
+    ``logits(t)`` compares step ``t``'s next-token log-probabilities, ``stages(t)`` walks its stages."""
     verdicts: list[StepVerdict] = []
     first: StepVerdict | None = None
-    for t in range(n):
-        sa, sb = ga["steps"][t], gb["steps"][t]
-        da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
-        logits = _next_token_logprobs(da, db, tolerances or Tolerances(), verify)
-        if logits is None and t == 0:
+    for t, (sa, sb) in enumerate(steps):
+        compared = logits(t)
+        if compared is None and t == 0:
             notes.append("lm_head not captured on both sides: steps judged by their tokens only")
         v = StepVerdict(t, int(sa.get("position", 0)), list(sa["input"]) == list(sb["input"]),
-                        int(sa["predicted"]), int(sb["predicted"]), sa.get("logprob"),
-                        sb.get("logprob"), logits)
+                        int(sa["predicted"]), int(sb["predicted"]), sa.get("logprob"), sb.get("logprob"), compared)
         verdicts.append(v)
         if not v.ok:
             first = v
@@ -226,9 +244,8 @@ def bisect_generation(
     if first is None:
         # No output left tolerance (a quantized engine's class is loose): still name
         # the first step with a diverging stage, so a stage-level bug is never missed.
-        for t in range(n):
-            da, db = gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t)
-            walked = bisect(da, db, model=model, tolerances=tolerances, verify=verify)
+        for t in range(len(steps)):
+            walked = stages(t)
             if walked.first is not None:
                 stage, stage_step = walked, t
                 notes.append(f"no step's next token or log-probabilities left tolerance, but step "
@@ -236,31 +253,18 @@ def bisect_generation(
                 break
     elif first.inputs_equal:
         stage_step = first.step
-        da, db = gen_steps.step_dir(ra, first.step), gen_steps.step_dir(rb, first.step)
-        stage = bisect(da, db, model=model, tolerances=tolerances, verify=verify)
+        stage = stages(first.step)
         if stage.first is None:
             notes.append(f"step {first.step}: every stage is within tolerance; the next token "
                          "differs on a near tie")
     else:
         notes.append(f"step {first.step}: the sides were fed different tokens (their "
                      "generations parted earlier); feed both the same tokens to compare further")
-    return GenerationBisect(str(ra), str(rb), tuple(verdicts), first, stage, tuple(notes),
-                            stage_step)
+    return GenerationBisect(a, b, tuple(verdicts), first, stage, tuple(notes), stage_step)
 
 
 def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool = True) -> StageRecord | None:
-    """The step's next-token log-probabilities (log-softmax of ``lm_head``'s last row), compared.
-
-    Log-probabilities up to their mean, not raw logits: a shift of every logit
-    by one constant changes nothing a sampler sees and is no divergence, while
-    every difference between two tokens' log-probabilities counts. None when a
-    side has no ``lm_head`` in this step.
-    """
-    import numpy as np
-
-    from pv.compare.diff import _side_dtype, compare_arrays
-    from pv.compare.tolerances import looser
-
+    """Step directories' ``lm_head`` read and compared by ``compare_logprobs``; None when a side has none."""
     rows, dtypes = [], []
     for root in (a, b):
         try:
@@ -273,20 +277,37 @@ def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool 
         if verify:
             aprt.require_digest(entry.path, entry.meta)
         _, values = aprt.read(entry.path)
-        vocab = entry.shape[-1] if entry.shape else values.size
+        rows.append((values, entry.shape))
+        dtypes.append(_side_dtype(entry.meta, cap.manifest))
+    return compare_logprobs(rows[0], rows[1], dtypes[0], dtypes[1], tolerances, str(a), str(b))
+
+
+def compare_logprobs(a: tuple[np.ndarray, Sequence[int] | None], b: tuple[np.ndarray, Sequence[int] | None],
+                     dtype_a: str | None, dtype_b: str | None, tolerances: Tolerances, path_a: str | None = None,
+                     path_b: str | None = None) -> StageRecord | None:
+    """A step's next-token log-probabilities (log-softmax of ``lm_head``'s last row), compared.
+
+    Log-probabilities up to their mean, not raw logits: a shift of every logit
+    by one constant changes nothing a sampler sees and is no divergence, while
+    every difference between two tokens' log-probabilities counts. ``a`` and
+    ``b`` are each side's ``lm_head`` values and shape; None when a row cannot be read.
+    """
+    from pv.compare.tolerances import looser
+
+    rows = []
+    for values, shape in (a, b):
+        vocab = shape[-1] if shape else values.size
         if vocab <= 0 or values.size % vocab:
             return None
-        row = values[-vocab:].astype(np.float64)
+        row = values.reshape(-1)[-vocab:].astype(np.float64)
         m = float(row.max())
         logprobs = row - (m + float(np.log(np.exp(row - m).sum())))
         # Centred: the normaliser is one large constant per row that would swamp a
         # relative error; log p - mean(log p) keeps every difference between tokens.
         rows.append((logprobs - logprobs.mean()).reshape(1, vocab))
-        dtypes.append(_side_dtype(entry.meta, cap.manifest))
     if rows[0].shape != rows[1].shape:
         return None
-    tol = tolerances.for_stage("lm_head", looser(dtypes[0], dtypes[1]))
+    tol = tolerances.for_stage("lm_head", looser(dtype_a, dtype_b))
     rec = compare_arrays(rows[0], rows[1], "lm_head", None, tolerance=tol)
-    return StageRecord(rec.stage, rec.layer, rec.status, rec.metrics, tol, looser(*dtypes),
-                       tuple(f"next-token log-probabilities (centred): {r}" for r in rec.reasons),
-                       str(a), str(b))
+    return StageRecord(rec.stage, rec.layer, rec.status, rec.metrics, tol, looser(dtype_a, dtype_b),
+                       tuple(f"next-token log-probabilities (centred): {r}" for r in rec.reasons), path_a, path_b)

@@ -47,8 +47,13 @@ class BisectPlan:
 
     @property
     def captures(self) -> bool:
-        """Both sides are captured here (a model and no A B)."""
+        """Both sides are run here (a model and no A B)."""
         return self.a is None
+
+    @property
+    def streams(self) -> bool:
+        """Both sides are compared while they run, and nothing is written (no ``keep``)."""
+        return self.captures and self.keep is None
 
 
 def _out_file(path: str | os.PathLike[str] | None, suffix: str, flag: str) -> Path | None:

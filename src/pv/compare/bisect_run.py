@@ -121,9 +121,28 @@ def run(plan: BisectPlan, tolerances: Tolerances | None = None, *, progress: Pro
         loaded = load_model(plan.model) if plan.isolate and plan.model else None
         return _finish(plan, plan.a, plan.b, tols, loaded)
     loaded = load_model(plan.model or "synthetic")
+    if plan.streams:
+        return _streamed(plan, loaded, tols, progress)
     with _workspace(plan) as root:
         a, b = capture_both(plan, loaded, root, progress)
         return _finish(plan, a, b, tols, loaded)
+
+
+def _streamed(plan: BisectPlan, loaded: Any, tols: Tolerances, progress: Progress | None) -> BisectRun:
+    """Both sides compared while they run: nothing written (``pv.compare.stream_bisect``)."""
+    from pv.compare import sides
+    from pv.compare.stream_bisect import labels, stream_forward
+
+    a, b = (Path(x) for x in labels(plan))
+    context = tuple(sides.context(plan, a, b))
+    if plan.generate:
+        from pv.compare.stream_generate import stream_generation
+
+        return BisectRun(plan, a, b, generation=stream_generation(plan, loaded, tols, progress), context=context)
+    result, iso = stream_forward(plan, loaded, tols, progress)
+    done = BisectRun(plan, a, b, result, None, iso, context)
+    _write_outputs(done)
+    return done
 
 
 def _finish(plan: BisectPlan, a: Path, b: Path, tols: Tolerances, loaded: Any) -> BisectRun:

@@ -173,8 +173,7 @@ def diff_captures(
     tols = tolerances or Tolerances()
     wanted = set(stages) if stages is not None else None
     ea, eb = ca.by_key(), cb.by_key()
-    keys = sorted(set(ea) | set(eb), key=lambda k: stage_table.sort_key(k[0], k[1]))
-    keys = [k for k in keys if wanted is None or k[0] in wanted]
+    keys = ordered_keys(ea, eb, wanted)
     pairs = [k for k in keys if k in ea and k in eb]
 
     def one(key: tuple[str, int | None]) -> StageRecord:
@@ -200,8 +199,25 @@ def diff_captures(
             done = dict(zip(order, pool.map(one, order)))
     else:
         done = {k: one(k) for k in pairs}
+    return assemble(ca, cb, keys, done, wanted, tols)
+
+
+def ordered_keys(ea: Iterable[tuple[str, int | None]], eb: Iterable[tuple[str, int | None]],
+                 wanted: set[str] | None) -> list[tuple[str, int | None]]:
+    """Every (stage, layer) of either side, in computation order, limited to ``wanted`` stages."""
+    keys = sorted(set(ea) | set(eb), key=lambda k: stage_table.sort_key(k[0], k[1]))
+    return [k for k in keys if wanted is None or k[0] in wanted]
+
+
+def assemble(ca: directory.Capture, cb: directory.Capture, keys: Sequence[tuple[str, int | None]],
+             done: dict[tuple[str, int | None], StageRecord], wanted: set[str] | None,
+             tols: Tolerances) -> DiffReport:
+    """The report from the compared pairs (``done``) and the two sides' descriptions: one-sided
+    stages, mask disagreements and notes. Captures on disk and runs compared in memory share it,
+    so both give the same report."""
+    ea, eb = ca.by_key(), cb.by_key()
     records: list[StageRecord] = []
-    masks = _mask_disagreements(ea, eb, pairs)
+    masks = _mask_disagreements(ea, eb, [k for k in keys if k in done])
     for key in keys:
         if key in done:
             rec = done[key]

@@ -10,6 +10,7 @@ fails introduces a bug; a layer that fails only cumulatively carries one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,29 @@ class IsolateResult:
         return {"introduced_in": self.introduced, "layers": [x.to_dict() for x in self.layers]}
 
 
+def isolate_layer(engine: Any, layer: int, hidden: np.ndarray, reference: Mapping[str, tuple[np.ndarray, str | None]],
+                  *, tolerances: Tolerances, config: ModelConfig | None,
+                  cumulative: StageRecord | None = None) -> LayerIsolation:
+    """Rerun ``layer`` of ``engine`` from ``hidden`` (the reference's input to it) and compare each
+    of its stages with ``reference`` (stage name -> the reference's values and dtype class)."""
+    tap = MemoryTap(layer)
+    engine.run_layer(layer, hidden, tap=tap)
+    records: list[StageRecord] = []
+    for st in stage_table.LAYER_STAGES:
+        if st.name not in tap.tensors or st.name not in reference:
+            continue
+        ref, dtype = reference[st.name]
+        records.append(compare_arrays(tap.tensors[st.name], ref, st.name, layer, config=config,
+                                      tolerance=tolerances.for_stage(st.name, dtype)))
+    note = "" if records else "no stage of this layer is in both the rerun and the reference"
+    return LayerIsolation(layer, tuple(records), cumulative, note)
+
+
+def layer_input(layer: int) -> tuple[str, int]:
+    """The reference stage a layer is rerun from: the embedding, or the previous layer's output."""
+    return ("embedding", 0) if layer == 0 else ("post_ffn_residual", layer - 1)
+
+
 def isolate(
     engine: Any,
     reference: directory.Capture,
@@ -126,41 +150,16 @@ def isolate(
     cum = {(r.stage, r.layer): r for r in (cumulative.records if cumulative else ())}
     out: list[LayerIsolation] = []
     for layer in range(n_layers):
-        src = ("embedding", 0) if layer == 0 else ("post_ffn_residual", layer - 1)
+        src = layer_input(layer)
         if src not in entries:
-            out.append(
-                LayerIsolation(
-                    layer,
-                    (),
-                    cum.get(("post_ffn_residual", layer)),
-                    note=f"reference has no {src[0]} for layer {src[1]}: not rerun",
-                )
-            )
+            out.append(LayerIsolation(layer, (), cum.get(("post_ffn_residual", layer)),
+                                      note=f"reference has no {src[0]} for layer {src[1]}: not rerun"))
             continue
-        hidden = _read(entries[src], cfg, verify)
-        tap = MemoryTap(layer)
-        engine.run_layer(layer, hidden, tap=tap)
-        records: list[StageRecord] = []
-        for st in stage_table.LAYER_STAGES:
-            key = (st.name, layer)
-            if st.name not in tap.tensors or key not in entries:
-                continue
-            ref_entry = entries[key]
-            dtype = _side_dtype(ref_entry.meta, reference.manifest)
-            ref = _read(ref_entry, cfg, verify)
-            rec = compare_arrays(
-                tap.tensors[st.name],
-                ref,
-                st.name,
-                layer,
-                config=cfg,
-                tolerance=tols.for_stage(st.name, dtype),
-            )
-            records.append(rec)
-        note = "" if records else "no stage of this layer is in both the rerun and the reference"
-        out.append(
-            LayerIsolation(layer, tuple(records), cum.get(("post_ffn_residual", layer)), note)
-        )
+        ref = {st.name: (_read(entries[(st.name, layer)], cfg, verify),
+                         _side_dtype(entries[(st.name, layer)].meta, reference.manifest))
+               for st in stage_table.LAYER_STAGES if (st.name, layer) in entries}
+        out.append(isolate_layer(engine, layer, _read(entries[src], cfg, verify), ref, tolerances=tols, config=cfg,
+                                 cumulative=cum.get(("post_ffn_residual", layer))))
     return IsolateResult(tuple(out))
 
 

@@ -65,7 +65,9 @@ def context(plan: BisectPlan, a: Path, b: Path) -> Iterator[str]:
         yield (f"engine under test: {plan.engine}{' with fault ' + plan.fault if plan.fault else ''}; "
                f"reference: {plan.reference}{fed}")
         yield f"input: {'tokens ' + plan.tokens if plan.tokens else repr(plan.prompt)}"
-        if plan.keep is None:
+        if plan.streams:
+            yield "compared while both ran: nothing written (--keep DIR writes both captures)"
+        elif plan.keep is None:
             yield "captures: in a temporary directory, deleted afterwards (--keep DIR keeps them)"
         return
     ra, rb = run_record(a), run_record(b)
@@ -86,11 +88,11 @@ class Rerun:
     dtype: str
 
 
-def rerunnable(plan: BisectPlan, a: Path, loaded: Any) -> Rerun:
+def rerunnable(plan: BisectPlan, a: Path | None, loaded: Any) -> Rerun:
     """The engine that produced A, rerunnable layer by layer, or one ``PvError`` line saying why not."""
     from pv.capture import runners
 
-    if plan.captures:
+    if plan.captures or a is None:
         return Rerun(runners.get(plan.engine), plan.fault, plan.dtype)
     run = run_record(a)
     engine = run.get("engine")
