@@ -263,3 +263,20 @@ def test_bisect_on_cuda_finds_the_fault(capsys: pytest.CaptureFixture[str]) -> N
     )
     data = json.loads(capsys.readouterr().out)
     assert code == 1 and data["summary"]["first_divergence"] == {"layer": 2, "stage": "ffn_silu"}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["bisect", "--model", "synthetic", "--tokens", ",".join(["5"] * 513)], "--tokens needs 513 positions"),
+    (["bisect", "--model", "synthetic", "--tokens", ",".join(["5"] * 510), "--generate", "4"],
+     "--tokens and 4 generated token(s) needs 513 positions"),
+    (["trace", "--model", "synthetic", "--tokens", ",".join(["5"] * 513), "--save-tensor", "all", "--output", "x"],
+     "--tokens needs 513 positions"),
+])
+def test_more_tokens_than_the_context_is_one_line(args: list[str], words: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "more than the model's context of 512" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

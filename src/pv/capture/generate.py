@@ -31,7 +31,7 @@ from pv.capture.model.loaded import LoadedModel
 from pv.capture.plan import stage_keys
 from pv.capture.store.steps import FORMAT, GENERATE_FILE, VERSION, step_dir
 from pv.capture.store.writer import CaptureWriter
-from pv.capture.tokens import check_ids, tokenize
+from pv.capture.tokens import check_context, check_ids, tokenize
 from pv.capture.trace import TracePlan, _provenance_summary, describe_run, make_runner
 from pv.errors import PvError
 
@@ -67,6 +67,7 @@ def capture_generation(
         raise PvError(f"forced tokens: {len(forced)} given, {n_new - 1} needed")
     prompt = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
     check_ids(prompt, model.config.vocab_size)
+    check_context(len(prompt) + n_new - 1, model.config, f"the prompt and {n_new} generated token(s)")
     root = plan.destination
     if root.exists() and any(root.iterdir()):
         raise PvError(f"{root}: output directory is not empty; choose a new one")

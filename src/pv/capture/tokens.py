@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pv.errors import PvError
 
 if TYPE_CHECKING:
+    from pv.capture.model.config import ModelConfig
     from pv.capture.model.loaded import LoadedModel
 
 
@@ -28,6 +29,23 @@ def check_ids(token_ids: Iterable[int], vocab_size: int | None) -> list[int]:
         if i < 0 or (vocab_size is not None and i >= vocab_size):
             raise PvError(f"token id {i} out of range for a vocabulary of {vocab_size}")
     return ids
+
+
+def check_context(positions: int, config: ModelConfig, what: str = "the input") -> None:
+    """Refuse more positions than the model was built for (``max_position_embeddings``).
+
+    RoPE past the trained context is where long-context bugs hide, but a run
+    past the configured limit compares two engines on positions neither claims
+    to handle; a config whose ``rope_scaling`` extends the context says so in
+    ``max_position_embeddings`` already (the original length is in the scaling).
+    """
+    limit = int(config.max_position_embeddings or 0)
+    if limit and positions > limit:
+        scaling = config.rope_scaling or {}
+        kind = scaling.get("rope_type") or scaling.get("type") if isinstance(scaling, dict) else None
+        how = f" (RoPE scaling {kind} included)" if kind else ""
+        raise PvError(f"{what} needs {positions} positions, more than the model's context of {limit}{how} "
+                      "(max_position_embeddings): give fewer tokens")
 
 
 def parse_tokens(spec: str | Sequence[int], vocab_size: int | None = None) -> tuple[int, ...]:

@@ -38,7 +38,7 @@ from pv.capture.runtime import DTYPES, resolve_device
 from pv.capture.store import aprt, directory
 from pv.capture.store.steps import GENERATE_FILE
 from pv.capture.store.writer import CaptureWriter
-from pv.capture.tokens import check_ids, parse_tokens, tokenize
+from pv.capture.tokens import check_context, check_ids, parse_tokens, tokenize
 from pv.errors import PvError
 
 
@@ -141,6 +141,8 @@ def make_plan(
     if prompt is not None and not prompt:
         raise PvError("--prompt is empty")
     token_ids = parse_tokens(tokens, config.vocab_size) if tokens is not None else None
+    if token_ids is not None:
+        check_context(len(token_ids), config, "--tokens")
     plan = CapturePlan(stage_table.parse_stages(stages), stage_table.parse_layers(layers, config.num_hidden_layers))
     dtype_name = dtype.strip().lower()
     if dtype_name not in DTYPES:
@@ -258,6 +260,7 @@ def run_plan(
     """Run a checked plan: build the engine, stream the stages, write the manifest last."""
     token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
     check_ids(token_ids, model.config.vocab_size)
+    check_context(len(token_ids), model.config)
     runner = make_runner(plan, model)
     try:
         return _run(plan, model, runner, token_ids, on_write)

@@ -142,6 +142,12 @@ def _with_model(plan: BisectPlan) -> BisectPlan:
     assert plan.model is not None
     prefer_passive_openmp()  # bisect --model captures both sides
     config = model_config(plan.model)
+    if plan.tokens is not None and plan.captures:
+        from pv.capture.tokens import check_context, parse_tokens
+
+        ids = parse_tokens(plan.tokens, config.vocab_size)
+        check_context(len(ids) + max(plan.generate - 1, 0), config,
+                      "--tokens" + (f" and {plan.generate} generated token(s)" if plan.generate else ""))
     if plan.captures or plan.isolate:
         resolve_device(plan.device)  # a missing GPU fails here, before the weights load
     if plan.captures:

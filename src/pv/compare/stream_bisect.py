@@ -111,13 +111,14 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
     """Both sides of ``plan`` run and compared in memory; the walk, and ``--isolate``'s layers."""
     from contextlib import nullcontext
 
-    from pv.capture.tokens import check_ids, tokenize
+    from pv.capture.tokens import check_context, check_ids, tokenize
     from pv.capture.trace import describe_run, make_runner
     from pv.compare import sides
 
     p_test, p_ref = trace_plans(plan, loaded)
     ids = list(p_ref.tokens) if p_ref.tokens is not None else tokenize(loaded, p_ref.prompt or "")
     check_ids(ids, loaded.config.vocab_size)
+    check_context(len(ids), loaded.config)
     opened: list[Any] = []
     try:
         r_ref = make_runner(p_ref, loaded)

@@ -47,12 +47,13 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                       progress: Callable[[str], Any] | None = None) -> GenerationBisect:
     from contextlib import nullcontext
 
-    from pv.capture.tokens import check_ids, tokenize
+    from pv.capture.tokens import check_context, check_ids, tokenize
     from pv.capture.trace import describe_run, make_runner
 
     p_test, p_ref = trace_plans(plan, loaded)
     prompt = list(p_ref.tokens) if p_ref.tokens is not None else tokenize(loaded, p_ref.prompt or "")
     check_ids(prompt, loaded.config.vocab_size)
+    check_context(len(prompt) + plan.generate - 1, loaded.config, f"the prompt and {plan.generate} generated token(s)")
     label_a, label_b = labels(plan)
     opened: list[Any] = []
     steps: list[tuple[dict[str, Any], dict[str, Any]]] = []
