@@ -30,7 +30,7 @@ from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.diff import diff_paths
 
-FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3"]
+FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3", "granite"]
 TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10]
 #: "The capital of France is" as Gemma 3's tokenizer cuts it, after <bos>, and a few more words.
 GEMMA3_TOKENS = [2, 818, 5279, 529, 7001, 563, 496, 1651, 236764, 1144, 1217, 236761]
@@ -117,6 +117,8 @@ def test_mixtral_directory_is_in_the_hub_layout_transformers_reads(tmp_path: Pat
     ("mixtral", "moe_weights_not_renormalised@1", "moe_weights"),
     ("mixtral", "moe_topk_smallest@2", "moe_experts"),
     ("mistral", "sliding_window_ignored@2", "attn_softmax"),
+    ("granite", "residual_multiplier_dropped@2", "post_attn_residual"),
+    ("granite", "attention_multiplier_ignored@1", "attn_scores"),
 ])
 def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, stage: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,6 +127,38 @@ def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, s
     data = json.loads(capsys.readouterr().out)
     assert code == 1
     assert data["summary"]["first_divergence"] == {"layer": int(fault.split("@")[1]), "stage": stage}
+
+
+@pytest.mark.parametrize("family", ["granite"])
+def test_exported_directory_is_the_model_transformers_reads(family: str, tmp_path: Path) -> None:
+    """transformers' own from_pretrained of the directory pv writes (config.json from the one
+    ModelConfig mapping, the checkpoint's tensor layout) computes the engine's logits."""
+    transformers = pytest.importorskip("transformers")
+    model = load_model(f"synthetic:{family}")
+    write_hf_directory(model.config, dict(model.state_dict), tmp_path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32)
+    assert type(hf).__name__ == model.config.family.hf_model_class
+    with torch.no_grad():
+        logits = hf(torch.tensor([TOKENS])).logits[0]
+    torch.testing.assert_close(logits, Engine(model).forward(TOKENS), atol=1e-4, rtol=0)
+
+
+def test_granite_scalings_round_trip_and_a_gguf_without_one_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    model = load_model("synthetic:granite")
+    cfg = model.config
+    assert (cfg.embedding_multiplier, cfg.residual_multiplier, cfg.attention_multiplier,
+            cfg.logits_scaling) == (4.0, 0.5, 0.125, 2.0)
+    assert cfg.attention_scale == 0.125
+    family = arch.FAMILIES["granite"]
+    keys = {k: v for k, v in family.gguf_keys.items() if k != "logits_scaling"}
+    monkeypatch.setitem(arch.FAMILIES, "granite", replace(family, gguf_keys=keys))
+    write_gguf(cfg, dict(model.state_dict), tmp_path / "m.gguf")
+    monkeypatch.setitem(arch.FAMILIES, "granite", family)
+    with pytest.raises(PvError, match=r"m.gguf: GGUF metadata lacks 'granite.logit_scale'$"):
+        load_model(str(tmp_path / "m.gguf"))
 
 
 def test_every_family_is_registered_with_its_transformers_classes() -> None:

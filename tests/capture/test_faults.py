@@ -35,11 +35,13 @@ def clean(model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 #: The synthetic model a fault runs on: the default one when it has what the fault
 #: needs, else the first family that does (Gemma 3 for sandwich norms, Qwen3-MoE for
-#: routing, Mistral for a window on every layer).
+#: routing, Mistral for a window on every layer, Granite for its scalings).
 FAMILY_FOR = {"qkv_bias": "synthetic", "qk_norm": "synthetic:qwen3", "sandwich_norm": "synthetic:gemma3",
               "norm_offset": "synthetic:gemma3", "gelu_tanh": "synthetic:gemma3",
               "sliding_window": "synthetic:mistral", "moe": "synthetic:qwen3_moe",
-              "norm_topk_prob": "synthetic:qwen3_moe", "dense_ffn": "synthetic", None: "synthetic"}
+              "norm_topk_prob": "synthetic:qwen3_moe", "dense_ffn": "synthetic", None: "synthetic",
+              "embedding_multiplier": "synthetic:granite", "residual_multiplier": "synthetic:granite",
+              "attention_multiplier": "synthetic:granite", "logits_scaling": "synthetic:granite"}
 _CLEAN: dict[str, dict[tuple[str, int | None], np.ndarray]] = {}
 
 
@@ -106,6 +108,16 @@ def test_every_new_stage_has_a_fault() -> None:
     for stage in ("q_norm", "k_norm", "post_attn_norm", "post_ffn_norm", "router_logits", "moe_experts",
                   "moe_weights", "moe_out"):
         assert stage in first, stage
+
+
+def test_every_family_scaling_has_a_fault() -> None:
+    """Granite's four scalings: a fault each, planted only where the model has the scaling."""
+    needed = {f.requires for f in faults.FAULTS.values()}
+    for feature in ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"):
+        assert feature in needed, feature
+        assert not load_model("synthetic").config.features[feature]
+    with pytest.raises(PvError, match="residual_multiplier_dropped needs a model with residual_multiplier"):
+        Engine(load_model("synthetic:llama"), fault="residual_multiplier_dropped@1")
 
 
 def test_sliding_window_fault_needs_a_windowed_layer() -> None:

@@ -360,6 +360,13 @@ def test_llama_cpp_dump_of_synthetic_graph_equals_live_capture(
     assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
 
 
+def test_llama_cpp_dump_of_granite_equals_live_capture(tmp_path: Path) -> None:
+    """The granite graph's mapping: its scaled embedding and logits (SCALE nodes) imported."""
+    pytest.importorskip("llama_cpp")
+    _same_as_live(_synthetic_gguf("granite", tmp_path / "granite.gguf"), LC_TOKENS, "llama.cpp-granite",
+                  tmp_path)
+
+
 def test_llama_cpp_dump_keyed_by_name_alone(tmp_path: Path) -> None:
     """A dump keyed NAME-LAYER only holds the last node of each name: Qcur/Kcur are then the
     ROPE outputs, which import as they do from NAME:OP keys; the projections, which need

@@ -1,6 +1,6 @@
 """llama.cpp captured through cb_eval: layouts match pv's, the quantized tolerance class accepts
 llama.cpp's rounding and still localises every fault planted inside its graph; every family's
-graph (llama, qwen2, qwen3, qwen3moe, gemma3) maps each stage to its node or says why not."""
+graph (llama, qwen2, qwen3, qwen3moe, gemma3, granite) maps each stage to its node or says why not."""
 
 from __future__ import annotations
 
@@ -234,6 +234,8 @@ FAMILY_CASES: dict[str, tuple[set[str], dict[str, Any], str]] = {
     # llama.cpp scales Gemma 3's scores by head_dim**-0.5 whatever the file says (see below).
     "gemma3": ({"q_norm", "k_norm", "post_attn_norm", "post_ffn_norm"}, {"query_pre_attn_scalar": 16.0},
                TOKENS),
+    # Granite's four scalings, read from its GGUF keys by llama.cpp's granite graph.
+    "granite": (set(), {}, TOKENS),
 }
 
 
@@ -258,6 +260,10 @@ def test_synthetic_family_matches_pv_engine(family: str, tmp_path: Path) -> None
     assert report.ok, [(r.stage, r.layer, r.reasons) for r in report.records if r.bad]
     worst = min(r.metrics.cosine for r in report.records if r.metrics is not None)
     assert worst > (0.99999 if family == "gemma3" else 0.9999999), worst
+    if family == "granite":  # pv reads the scaled embedding and logits, and the multiplier's scores
+        by = {(f["stage"], f["layer"]): f["source"] for f in lc_man["files"]}
+        assert "embd SCALE" in by[("embedding", None)] and "result_output SCALE" in by[("lm_head", None)]
+        assert "softmax scale 0.125" in by[("attn_scores", 0)]
     if family == "gemma3":  # the local layers carry the window, and llama.cpp applied it
         masks = {f["layer"]: f.get("mask") for f in lc_man["files"] if f["stage"] == "attn_softmax"}
         assert masks[0] == "sliding_window:4" and masks[2] == "causal"

@@ -44,9 +44,10 @@ Perturb = Callable[[Any, Any], Any]
 #: Where a fault acts: ``output`` (a stage's output, through ``perturb``), ``weights``
 #: (what a layer loads), ``rope``, ``attention`` (head mapping, scale, mask or softmax
 #: axis of the explicit attention path), ``window`` (a layer's sliding window), ``mlp``,
-#: ``moe``, ``cache`` (what a decode step writes to the KV cache), ``node`` (a llama.cpp
-#: graph node, rewritten in its evaluation callback).
-PLACES = ("output", "weights", "rope", "attention", "window", "mlp", "moe", "cache", "node")
+#: ``moe``, ``residual`` (what a residual branch is scaled by before it is added), ``cache``
+#: (what a decode step writes to the KV cache), ``node`` (a llama.cpp graph node, rewritten
+#: in its evaluation callback).
+PLACES = ("output", "weights", "rope", "attention", "window", "mlp", "moe", "residual", "cache", "node")
 
 #: What the faults of each runner are called in messages.
 _NOUN = {"pv": "fault", "llama.cpp": "llama.cpp fault"}
@@ -171,6 +172,19 @@ CATALOGUE: tuple[Fault, ...] = (
           "the chosen experts' weights are not renormalised to sum to 1", "moe", requires="norm_topk_prob"),
     Fault("moe_weights_unapplied", "moe_out",
           "expert outputs are summed without their routing weights", "moe", requires="moe"),
+    # Granite's four scalings, each dropped where it acts.
+    Fault("embedding_multiplier_dropped", "embedding",
+          "the embedding rows are not multiplied by embedding_multiplier", "output",
+          requires="embedding_multiplier", perturb=skipped),
+    Fault("residual_multiplier_dropped", "post_attn_residual",
+          "a layer adds its attention and MLP branches without residual_multiplier", "residual",
+          requires="residual_multiplier"),
+    Fault("attention_multiplier_ignored", "attn_scores",
+          "scores scaled by 1/sqrt(D) instead of attention_multiplier", "attention",
+          requires="attention_multiplier"),
+    Fault("logits_scaling_dropped", "lm_head",
+          "the logits are not divided by logits_scaling", "output", requires="logits_scaling",
+          perturb=skipped),
     # Decode only: the three classic cache bugs.
     Fault("rope_position_ignores_cache", "q_post_rope",
           "at decode, RoPE rotates the new token as if at position 0 (ignores the cache offset)",
@@ -213,8 +227,9 @@ FAULTS: dict[str, Fault] = {n: f for n, f in for_runner("pv").items() if not f.d
 DECODE_FAULTS: dict[str, Fault] = {n: f for n, f in for_runner("pv").items() if f.decode}
 #: Inside llama.cpp's graph.
 LLAMA_FAULTS: dict[str, Fault] = for_runner("llama.cpp")
-#: Faults that change the attention arithmetic itself (head mapping, scale, mask, softmax axis).
-ATTENTION_FAULTS = frozenset(n for n, f in FAULTS.items() if f.acts_on == "attention")
+#: Faults that change the attention arithmetic itself (head mapping, scale, mask, softmax axis)
+#: of any model (a family's own scale, e.g. Granite's, needs that family).
+ATTENTION_FAULTS = frozenset(n for n, f in FAULTS.items() if f.acts_on == "attention" and f.requires is None)
 
 
 def parse_fault(text: str, runner: str = "pv") -> FaultSpec:

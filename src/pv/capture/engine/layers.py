@@ -87,6 +87,8 @@ class LayerSpec:
     routing: Routing = field(default_factory=Routing)
     #: A decode step's new keys and values reach the cache (False: the write is lost).
     cache_writes: bool = True
+    #: Each residual branch is multiplied by this before it is added (Granite; 1.0 elsewhere).
+    residual_scale: float = 1.0
 
 
 def build(loader: Loader, layers: list[LayerWeights]) -> list[LayerSpec]:
@@ -100,6 +102,7 @@ def build(loader: Loader, layers: list[LayerWeights]) -> list[LayerSpec]:
             index=i, weights=w, act=act,
             heads=Heads(kv_of=kv_of, scale=cfg.attention_scale, window=cfg.layer_window(i)),
             rope=("local" if cfg.layer_theta(i) != cfg.rope_theta else "global", 1.0),
+            residual_scale=cfg.residual_multiplier,
         )
         for i, w in enumerate(layers)
     ]
@@ -178,6 +181,8 @@ PLANTS: dict[str, Callable[[LayerSpec, Loader], LayerSpec]] = {
     "moe_topk_smallest": lambda s, ld: replace(s, routing=replace(s.routing, largest=False)),
     "moe_weights_not_renormalised": lambda s, ld: replace(s, routing=replace(s.routing, renormalise=False)),
     "moe_weights_unapplied": lambda s, ld: replace(s, routing=replace(s.routing, weighted=False)),
+    "residual_multiplier_dropped": lambda s, ld: replace(s, residual_scale=1.0),
+    "attention_multiplier_ignored": lambda s, ld: _explicit(scale=ld.config.head_dim ** -0.5, **_BOTH)(s, ld),
 }
 
 

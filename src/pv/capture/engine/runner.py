@@ -1,12 +1,13 @@
 """The capture engine: a decoder forward pass in PyTorch with a capture point after each step.
 
 The forward reads like the equations, one sequence at a time ([S, H], no batch):
-embedding (scaled by sqrt(H) for Gemma), then per layer RMSNorm -> fused qkv
-matmul (+ bias) -> per-head q/k RMSNorm (Qwen3, Gemma 3) -> RoPE -> causal GQA
-attention (sliding-window on the layers whose mask policy says so) -> o_proj
-(-> sandwich norm) -> residual -> RMSNorm -> gate|up -> SiLU or tanh-GELU ->
-product -> down, or a top-k routed expert block (MoE) (-> sandwich norm) ->
-residual, then the final norm and lm_head. What a family has comes from the
+embedding (scaled by sqrt(H) for Gemma, by its multiplier for Granite), then per
+layer RMSNorm -> fused qkv matmul (+ bias) -> per-head q/k RMSNorm (Qwen3, Gemma 3)
+-> RoPE -> causal GQA attention (sliding-window on the layers whose mask policy
+says so) -> o_proj (-> sandwich norm) -> residual (Granite: the branch scaled
+first) -> RMSNorm -> gate|up -> SiLU or tanh-GELU -> product -> down, or a top-k
+routed expert block (MoE) (-> sandwich norm) -> residual, then the final norm
+and lm_head (Granite: divided by its logits scaling). What a family has comes from the
 architecture registry (``pv.capture.model.arch``) through ``ModelConfig``; the
 weights are prepared in ``weights``, what each layer computes with (and where a
 planted fault changes it) in ``layers``, attention is ``attention`` and the KV
@@ -117,16 +118,18 @@ class Engine:
         tap.borrow = True  # this forward never modifies a tensor after handing it over
         point = Points(tap, self._outputs)
         with torch.inference_mode(), self._numerics():
-            x = torch.nn.functional.embedding(ids, self.embed)
+            rows = torch.nn.functional.embedding(ids, self.embed)
             if self._embed_scale is not None:
-                x = x * self._embed_scale
-            x = point("embedding", 0, x)
+                rows = rows * self._embed_scale
+            x = point("embedding", 0, _scaled(rows, self.config.embedding_multiplier), rows)
             self._exposure.tell(tap)
             rope = self._rope(len(ids), self._past)
             for layer in self.layers:
                 x = self._layer(layer, x, rope, point)
             h = point("final_norm", None, self._rms_norm(x, self.final_norm), x)
-            logits = point("lm_head", None, torch.nn.functional.linear(h, self.lm_head))
+            raw = torch.nn.functional.linear(h, self.lm_head)
+            logits = point("lm_head", None, raw if self.config.logits_scaling == 1.0
+                           else raw / self.config.logits_scaling, raw)
             return logits.float()
 
     def stages(self) -> Exposure:
@@ -267,6 +270,7 @@ class Engine:
         o = point("attn_out", i, F.linear(attn, w.wo))
         if w.post_attn_norm is not None:
             o = point("post_attn_norm", i, self._rms_norm(o, w.post_attn_norm), o)
+        o = _scaled(o, layer.residual_scale)
         x = point("post_attn_residual", i, x + o, o)
 
         h = point("ffn_norm", i, self._rms_norm(x, w.ffn_norm))
@@ -278,6 +282,7 @@ class Engine:
             down = self._mlp(layer, h, point)
         if w.post_ffn_norm is not None:
             down = point("post_ffn_norm", i, self._rms_norm(down, w.post_ffn_norm), down)
+        down = _scaled(down, layer.residual_scale)
         return point("post_ffn_residual", i, x + down, down)
 
     def _mlp(self, layer: LayerSpec, h: torch.Tensor, point: Points) -> torch.Tensor:
@@ -291,6 +296,11 @@ class Engine:
         act = point("ffn_silu", i, layer.act(activated))
         sw = point("ffn_swiglu", i, act * other)
         return point("ffn_out", i, F.linear(sw, w.wdown))
+
+
+def _scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x * factor`` (a Python float, as transformers multiplies), or ``x`` itself where it is 1."""
+    return x if factor == 1.0 else x * factor
 
 
 class _RopeTables:

@@ -99,10 +99,10 @@ def apply(arr: np.ndarray, transforms: Sequence[Transform], config: ModelConfig 
                 raise PvError(f"{here}: {list(x.shape)} has fewer keys than queries")
             x = x[..., : x.shape[-2]]
         elif t.name == "scale":
-            if t.arg == "inv_sqrt_head_dim":
+            if t.arg in ("inv_sqrt_head_dim", "attention_scale"):
                 if config is None:
-                    raise PvError(f"{here}: inv_sqrt_head_dim needs --model (the head dim)")
-                factor = 1.0 / math.sqrt(config.head_dim)
+                    raise PvError(f"{here}: {t.arg} needs --model (the head dim, the score scale)")
+                factor = 1.0 / math.sqrt(config.head_dim) if t.arg == "inv_sqrt_head_dim" else config.attention_scale
             else:
                 factor = float(t.arg)
             x = x * np.float32(factor)

@@ -43,7 +43,7 @@ TRANSFORMS: dict[str, str] = {
     "transpose": "axes",  # permutation of the axes
     "halves_from_pairs": "none",  # per head, ggml's pair order -> transformers' halves
     "crop_keys": "none",  # last axis cut to the key positions of this sequence
-    "scale": "scale",  # a number, or inv_sqrt_head_dim
+    "scale": "scale",  # a number, inv_sqrt_head_dim, or attention_scale (the model's score scale)
     "causal_fill": "number",  # entries above the diagonal (masked) set to this value
 }
 #: How tensor-parallel shards of each stage are put back together by default:
@@ -175,8 +175,9 @@ def _transform(raw: Any, where: str) -> Transform:
         if not (isinstance(arg, list) and sorted(arg) == list(range(len(arg)))):
             raise _fail(where, f"transform {name} takes a permutation such as [1, 0, 2]")
     elif kind == "scale":
-        if not (arg == "inv_sqrt_head_dim" or (isinstance(arg, (int, float)) and not isinstance(arg, bool))):
-            raise _fail(where, f"transform {name} takes a number or inv_sqrt_head_dim")
+        if not (arg in ("inv_sqrt_head_dim", "attention_scale")
+                or (isinstance(arg, (int, float)) and not isinstance(arg, bool))):
+            raise _fail(where, f"transform {name} takes a number, inv_sqrt_head_dim or attention_scale")
     elif kind == "number" and not (isinstance(arg, (int, float)) and not isinstance(arg, bool)):
         raise _fail(where, f"transform {name} takes a number")
     return Transform(str(name), arg)

@@ -81,7 +81,7 @@ def _transforms(graph: Graph, rule: Rule) -> list[Any]:
     if stage in _HEADS:
         return [{"reshape": ["S", _HEADS[stage], "D"]}] + (["halves_from_pairs"] if graph.pairs else [])
     if stage == "attn_scores":
-        return ["crop_keys"] if graph.q_scaled else ["crop_keys", {"scale": "inv_sqrt_head_dim"}]
+        return ["crop_keys"] if graph.q_scaled else ["crop_keys", {"scale": "attention_scale"}]
     if stage == "attn_softmax":
         return ["crop_keys"]
     return []
@@ -161,7 +161,8 @@ def render(arch: str) -> str:
         "# Q and K: " + ("ggml's rotary pair order, put back into transformers' halves per head."
                          if graph.pairs else "already in transformers' halves order (no reordering)."),
         "# kq spans the padded KV cache (cut to the sequence) and is "
-        + ("already scaled (Q is scaled before it)." if graph.q_scaled else "unscaled (times 1/sqrt(D))."),
+        + ("already scaled (Q is scaled before it)." if graph.q_scaled
+           else "unscaled (times the model's score scale, 1/sqrt(D) unless it has its own)."),
     ]
     if any(r.via_src is not None for r in graph.rules):
         head.append("# The output projection has no name in this graph: key the MUL_MAT that reads")

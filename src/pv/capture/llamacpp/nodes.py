@@ -139,6 +139,16 @@ GRAPHS: dict[str, Graph] = {g.arch: g for g in (
         Rule("ffn_post_norm", "MUL", "post_ffn_norm"),
         *_TAIL), {"ffn_silu": _FUSED.format("GEGLU")}, windows=True, q_scaled=True,
         other_nodes=("embd",)),
+    # Granite: the llama graph with its four scalings. The embedding pv compares is the scaled
+    # row (``embd`` is the SCALE of an unnamed GET_ROWS), lm_head the logits after the division
+    # (``result_output`` is the SCALE of an unnamed MUL_MAT); the residual scalings are unnamed
+    # SCALEs between ``attn_out``/``ffn_out`` and the ADDs pv reads; ``kq``'s scale is the
+    # softmax op's, attention_multiplier.
+    Graph("granite", (
+        Rule("embd", "SCALE", "embedding", per_layer=False),
+        *_ATTN, _WO_NAMED, _RESIDUAL, *_DENSE, _SWIGLU, *_TAIL[:-1],
+        Rule("result_output", "SCALE", "lm_head", per_layer=False)),
+        {"ffn_silu": _FUSED.format("SWIGLU")}, pairs=True),
 )}
 
 #: llama.cpp runs Mixtral's GGUF (``llama`` with an expert count) in its llama graph,

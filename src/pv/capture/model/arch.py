@@ -235,6 +235,20 @@ FAMILIES: dict[str, Family] = {
                           "layer_types": _GEMMA3_LAYERS},
                doc="Gemma 3: GeGLU, sandwich (1 + w) norms, q/k norms, scaled embedding, "
                    "local sliding-window layers between global ones, two RoPE bases"),
+        Family("granite", "GraniteConfig", "GraniteForCausalLM", "granite", gguf_permuted_qk=True,
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE), config_fixed={"mlp_bias": False},
+               config_keys={"embedding_multiplier": "embedding_multiplier",
+                            "residual_multiplier": "residual_multiplier",
+                            "attention_multiplier": "attention_multiplier", "logits_scaling": "logits_scaling"},
+               config_defaults={"attention_multiplier": 1.0},  # GraniteConfig's default, not D**-0.5
+               gguf_keys={"embedding_multiplier": ("embedding_scale", None),
+                          "residual_multiplier": ("residual_scale", None),
+                          "attention_multiplier": ("attention.scale", None),
+                          "logits_scaling": ("logit_scale", None)},
+               # every scaling away from 1 (the score scale from D**-0.5 = 0.25), tied as Granite 3 is
+               synthetic={"tie_word_embeddings": True, "embedding_multiplier": 4.0, "residual_multiplier": 0.5,
+                          "attention_multiplier": 0.125, "logits_scaling": 2.0},
+               doc="Granite: Llama's layer with scaled embeddings, residual branches, scores and logits"),
     )
 }
 

@@ -43,6 +43,13 @@ class ModelConfig:
     rope_freq_factors: tuple[float, ...] | None = None
     #: Scores are scaled by query_pre_attn_scalar**-0.5 instead of head_dim**-0.5 (Gemma).
     query_pre_attn_scalar: float | None = None
+    #: Granite's scalings: the embedding rows times one, each residual branch times another
+    #: before it is added, the scores times ``attention_multiplier`` (instead of any of the
+    #: above), the logits divided by ``logits_scaling``. 1.0 (None) everywhere else.
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    attention_multiplier: float | None = None
+    logits_scaling: float = 1.0
     num_experts: int = 0
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
@@ -63,6 +70,10 @@ class ModelConfig:
         out["gelu_tanh"] = self.hidden_act == "gelu_tanh"
         out["norm_offset"] = self.family.norm_offset
         out["norm_topk_prob"] = self.family.moe and self.norm_topk_prob
+        out["embedding_multiplier"] = self.embedding_multiplier != 1.0
+        out["residual_multiplier"] = self.residual_multiplier != 1.0
+        out["attention_multiplier"] = self.attention_multiplier is not None
+        out["logits_scaling"] = self.logits_scaling != 1.0
         return out
 
     def layer_window(self, layer: int) -> int | None:
@@ -81,6 +92,9 @@ class ModelConfig:
 
     @property
     def attention_scale(self) -> float:
+        """What the scores are multiplied by: Granite's multiplier, else Gemma's scalar**-0.5, else D**-0.5."""
+        if self.attention_multiplier is not None:
+            return self.attention_multiplier
         return 1.0 / math.sqrt(float(self.query_pre_attn_scalar or self.head_dim))
 
     def mask_policy(self) -> dict[str, Any]:
@@ -155,7 +169,8 @@ def _value_problem(cfg: ModelConfig) -> str | None:
         return f"rope_theta must be a finite positive number, not {brief(cfg.rope_theta)}"
     if not _positive_float(cfg.rms_norm_eps, zero_ok=True):
         return f"rms_norm_eps must be a finite number >= 0, not {brief(cfg.rms_norm_eps)}"
-    for name in ("rope_local_theta", "query_pre_attn_scalar"):
+    for name in ("rope_local_theta", "query_pre_attn_scalar", "embedding_multiplier", "residual_multiplier",
+                 "attention_multiplier", "logits_scaling"):
         value = getattr(cfg, name)
         if value is not None and not _positive_float(value):
             return f"{name} must be a finite positive number, not {brief(value)}"

@@ -1,8 +1,10 @@
 """How the oracle sees transformers compute: forward hooks and a registered attention function.
 
 Every stage but the attention internals comes from forward hooks on the
-family's modules (outputs, and inputs where a stage is one: ``post_attn_residual``
-is the input of the pre-MLP norm, ``ffn_swiglu`` the input of ``down_proj``).
+family's modules (outputs, and inputs where a stage is one: ``embedding`` is the
+input of the first layer's norm, ``post_attn_residual`` the input of the pre-MLP
+norm, ``ffn_swiglu`` the input of ``down_proj``; ``lm_head`` is the model's own
+output, the logits it returns).
 The attention internals come from ``capturing_attention``, registered under
 ``ATTN_IMPLEMENTATION`` with ``transformers.AttentionInterface`` (and the eager
 causal mask under the same name with ``AttentionMaskInterface``) and chosen
@@ -137,7 +139,13 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
         handles.append(module.register_forward_hook(hook))
 
     roles = {role: name.rsplit(".", 1)[0] for role, name in config.family.roles(False).items()}
-    add(base.embed_tokens, out_hook("embedding", 0))
+
+    def first_input(module: Any, args: Any, output: Any) -> None:
+        cap.emit("embedding", 0, args[0][0])
+
+    # The embedding is what enters the first layer: Gemma scales the rows inside its embedding
+    # module, Granite after it (embedding_multiplier) in the model's own forward.
+    add(base.layers[0].get_submodule(roles["attn_norm"]), first_input)
     for i, layer in enumerate(base.layers):
         attn, mlp = layer.self_attn, layer.mlp
         add(layer.get_submodule(roles["attn_norm"]), out_hook("attn_norm", i))
@@ -189,7 +197,12 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
             add(layer.get_submodule(roles["post_ffn_norm"]), out_hook("post_ffn_norm", i))
         add(layer, out_hook("post_ffn_residual", i))
     add(base.norm, out_hook("final_norm", None))
-    add(model.lm_head, out_hook("lm_head", None))
+
+    def logits(module: Any, args: Any, output: Any) -> None:
+        cap.emit("lm_head", None, output.logits[0])
+
+    # The logits the model returns: Granite divides lm_head's output by logits_scaling.
+    add(model, logits)
 
 def _install_mlp(cap: Capture, add: Any, mlp: Any, i: int) -> None:
     def out_hook(stage: str) -> Any:

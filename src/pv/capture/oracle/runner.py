@@ -15,10 +15,12 @@ How each stage is obtained (recorded per file as ``provenance`` and for the run
 under ``provenance`` in the manifest; ``docs/oracle.md`` explains why):
 
 - *Observed* values are tensors transformers itself computed and used: module
-  outputs seen by forward hooks (embedding, norms including q/k and sandwich
-  norms, projections, activation, the MoE router's logits, chosen experts and
-  weights, the MoE block's output, layer outputs, logits), module inputs seen by the same hooks
-  (``post_attn_residual`` is the input of ``post_attention_layernorm``,
+  outputs seen by forward hooks (norms including q/k and sandwich norms,
+  projections, activation, the MoE router's logits, chosen experts and weights,
+  the MoE block's output, layer outputs, and the logits the model returns),
+  module inputs seen by the same hooks (``embedding`` is the input of the first
+  layer's ``input_layernorm``, after any scaling the model applies;
+  ``post_attn_residual`` the input of ``post_attention_layernorm``,
   ``ffn_swiglu`` the input of ``down_proj``), and the arguments and results of
   the attention function: queries/keys after RoPE (keys not repeated for GQA),
   the post-softmax weights and the attention output.
