@@ -99,11 +99,22 @@ def capture_both(plan: BisectPlan, loaded: Any, root: Path, progress: Progress |
     return test_dir, ref_dir
 
 
+#: Written into ``--keep DIR`` when the run stopped before both captures were complete.
+INCOMPLETE = "INCOMPLETE"
+
+
 @contextmanager
 def _workspace(plan: BisectPlan) -> Iterator[Path]:
     if plan.keep is not None:
         plan.keep.mkdir(parents=True, exist_ok=True)
-        yield plan.keep
+        try:
+            yield plan.keep
+        except BaseException as exc:
+            # What was written stays (the caller asked to keep it), marked so nobody takes it for whole.
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            files.replace_text(plan.keep / INCOMPLETE, f"pv bisect stopped before both captures were complete: "
+                                                       f"{type(exc).__name__}: {why}\n")
+            raise
         return
     tmp = Path(tempfile.mkdtemp(prefix="pv-bisect-"))
     try:

@@ -143,6 +143,18 @@ def _run(fn: Callable[[StreamTap], Any], tap: StreamTap) -> None:
             pass
 
 
+def _failed(label: str, exc: BaseException) -> BaseException:
+    """A runner's exception as the comparison reports it: pv's own errors as they are, running out
+    of memory (the host's or a GPU's) as one line naming the side."""
+    if isinstance(exc, PvError):
+        return exc
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        text = str(exc).splitlines()[0] if str(exc) else "no detail"
+        return PvError(f"{label} ran out of memory ({type(exc).__name__}: {text[:200]}); try fewer tokens, "
+                       "--positions/--heads, or a device with more memory")
+    return exc
+
+
 @dataclass(frozen=True)
 class Streamed:
     """A stream comparison: the report (as ``pv diff`` would give it) and what each runner returned."""
@@ -214,7 +226,7 @@ class Comparison:
         item = side.queue.get()
         kind = item[0]
         if kind == "error":
-            raise item[1]
+            raise _failed(side.label, item[1])
         if kind == "end":
             side.done, side.result = True, item[1]
             other = self._other(side)
