@@ -172,10 +172,12 @@ def test_chunking_gives_the_same_answer() -> None:
         assert part.top == whole.top
         assert part.position_rms == pytest.approx(whole.position_rms, rel=1e-12)
         assert (part.nan_a, part.nan_mismatch, part.inf_a, part.inf_b) == (1, 1, 1, 1)
+    # Read flat in runs of 13 instead of rows of 50, the float32 partial sums round
+    # differently (a few 6e-8 units each); added in float64, the cosine moves by
+    # ~1e-12, a million times below the 6 decimals reports print.
     flat_view = View((a.size,), ("N",))
-    assert compare(a.ravel(), b.ravel(), flat_view, chunk=13).cosine == pytest.approx(
-        whole.cosine, abs=1e-15
-    )
+    flat_cos = compare(a.ravel(), b.ravel(), flat_view, chunk=13).cosine
+    assert flat_cos == pytest.approx(whole.cosine, abs=1e-11)
 
 
 def test_float64_accumulation_resolves_one_ulp() -> None:
@@ -233,9 +235,11 @@ def test_piecewise_sums_match_a_plain_float64_computation(
     ref = _reference(a, b, rows)
     m = compare(a, b, View(shape, layout), top_k=7, chunk=1 << 18)
     aa, bb, dd = ref["aa"].sum(), ref["bb"].sum(), ref["dd"].sum()
-    assert m.cosine == pytest.approx(cosine_from_sums(aa, bb, dd), rel=1e-13)
-    assert m.rms == pytest.approx(math.sqrt(dd / n), rel=1e-12)
-    assert m.mean_abs == pytest.approx(ref["abs"].sum() / n, rel=1e-12)
+    # float32 partial sums of at most 512 values, added in float64: measured 1e-8
+    # relative here (tests/compare/test_precision.py bounds the adversarial cases).
+    assert m.cosine == pytest.approx(cosine_from_sums(aa, bb, dd), abs=1e-10)
+    assert m.rms == pytest.approx(math.sqrt(dd / n), rel=1e-6)
+    assert m.mean_abs == pytest.approx(ref["abs"].sum() / n, rel=1e-6)
     flat_abs = ref["abs"].ravel()
     assert m.max_abs == flat_abs.max()
     i = int(flat_abs.argmax())
@@ -243,9 +247,9 @@ def test_piecewise_sums_match_a_plain_float64_computation(
     expected_top = np.sort(flat_abs)[::-1][:7]
     assert [t["abs_diff"] for t in m.top] == expected_top.tolist()
     if rows > 1:
-        assert m.position_rms == pytest.approx(np.sqrt(ref["dd"] / shape[1]).tolist(), rel=1e-12)
+        assert m.position_rms == pytest.approx(np.sqrt(ref["dd"] / shape[1]).tolist(), rel=1e-6)
         assert m.position_ref_rms == pytest.approx(
-            np.sqrt(ref["bb"] / shape[1]).tolist(), rel=1e-12
+            np.sqrt(ref["bb"] / shape[1]).tolist(), rel=1e-6
         )
 
 

@@ -1,25 +1,24 @@
-"""Per-stage comparison metrics, accumulated in float64 over bounded chunks.
+"""Per-stage comparison metrics, from a handful of sums filled chunk by chunk.
 
-One pass over both tensors fills a handful of float64 sums per row (a row is
-the run of values sharing one position and head): sum a^2, sum b^2, sum d^2
-with d = a - b, plus sum |d|, the largest |d| and the top-K. Every summary
-metric (cosine, RMS, SQNR, ...) is then a function of those sums, listed in the
-:data:`METRICS` table. ``b`` is always the reference.
+One pass over both tensors fills a few sums per row (a row is the run of
+values sharing one position and head): sum a^2, sum b^2, sum d^2 with
+d = a - b, plus sum |d|, the largest |d| and the top-K
+(:mod:`pv.compare.accumulate` says how, and which of those sums need float64).
+Every summary metric (cosine, RMS, SQNR, ...) is then a function of those
+sums, listed in the ``pv.compare.metric_table`` table. ``b`` is always the
+reference.
 
 Why these choices:
 
-* float64 accumulation: a float32 sum of a million squares loses ~4 digits,
-  which is exactly the precision a 0.99999 cosine needs.
 * the dot product is never accumulated: ``a.b = (|a|^2 + |b|^2 - |d|^2) / 2``.
   Near cosine 1 this is more accurate than a direct dot (the small quantity
   |d|^2 is computed directly) and it saves a pass.
-* chunks of ``CHUNK`` elements converted into two reused float64 buffers
-  keep memory flat whatever the tensor size; reading goes through
-  ``np.memmap`` because mapping page-cached files is cheaper than copying
-  them. The cost is memory traffic, so each chunk takes as few passes as
-  numpy allows (see :func:`compare`), all sums are BLAS dots short enough to
-  stay on the calling thread, and NaN/Inf bookkeeping runs only for a chunk
-  whose sums of squares come out non-finite.
+* chunks of ``CHUNK`` elements, read from an array (a memory map, a tensor in
+  memory) or a reader that hashes the file's bytes as it hands them over
+  (``pv.capture.store.aprt.ValueReader``), keep memory flat whatever the
+  tensor size. The cost is memory traffic, so each chunk takes as few passes
+  as numpy allows, all in float32 (no conversion), with sums short enough to
+  stay on the calling thread.
 * values that are not finite on either side are counted (NaN and Inf per
   side, positions whose NaN-ness or Inf value disagrees) and left out of the
   finite metrics, so one NaN does not turn every number into NaN.
@@ -28,24 +27,21 @@ Why these choices:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from pv.compare.accumulate import Acc, Scratch, measure
 from pv.compare.align import View
-from pv.compare.reductions import kth_bound, row_sumsq
 
-#: Elements per chunk: 256K float64 values = 2 MiB per buffer (two buffers).
+#: Elements per chunk: 256K float32 values = 1 MiB per buffer.
 #: Every numpy call costs a few microseconds whatever its size, and the worker
-#: threads contend for the GIL between calls; measured on the benchmark,
-#: 256K-element chunks beat L2-sized 64K ones by ~10% on one thread and ~25%
-#: on two, while 1M-element chunks fall out of the cache and lose again.
+#: threads contend for the GIL between calls, so chunks are larger than L2.
 CHUNK = 1 << 18
 #: Guard for divisions by a reference norm that may be zero.
 EPS = 1e-30
-#: How many disagreeing non-finite positions are kept as examples.
-EXAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -126,178 +122,54 @@ def sqnr_db(bb: float, dd: float) -> float:
     return 10.0 * math.log10(bb / dd)
 
 
-class _Acc:
-    """Running float64 sums for one comparison (internal to :func:`compare`)."""
+class Chunked(Protocol):
+    """Flat float32 values handed out front to back (``pv.capture.store.aprt.ValueReader``)."""
 
-    def __init__(self, view: View, top_k: int):
-        self.view = view
-        self.top_k = top_k
-        n_rows = view.n_rows if view.has_rows else 1
-        self.row_aa = np.zeros(n_rows)
-        self.row_bb = np.zeros(n_rows)
-        self.row_dd = np.zeros(n_rows)
-        self.row_cnt = view.row_counts() if view.has_rows else np.array([view.count], np.int64)
-        self.aa = self.bb = self.dd = 0.0
-        self.sum_abs = 0.0
-        self.max_abs = -1.0
-        self.max_flat = 0
-        self.max_a = self.max_b = 0.0
-        self.excluded = 0
-        self.nan_a = self.nan_b = self.inf_a = self.inf_b = 0
-        self.nan_mismatch = self.inf_mismatch = 0
-        self.examples: list[dict[str, Any]] = []
-        self.top_abs = np.zeros(0)
-        self.top_idx = np.zeros(0, dtype=np.int64)
-        self.top_a = np.zeros(0)
-        self.top_b = np.zeros(0)
+    size: int
+    dtype: np.dtype[Any]
+
+    def take(self, start: int, stop: int) -> np.ndarray: ...
 
 
-def _nonfinite(acc: _Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> None:
-    """Count and exclude positions where either side is NaN or Inf (slow path, rare)."""
-    na, nb = np.isnan(A), np.isnan(B)
-    ia, ib = np.isinf(A), np.isinf(B)
-    acc.nan_a += int(na.sum())
-    acc.nan_b += int(nb.sum())
-    acc.inf_a += int(ia.sum())
-    acc.inf_b += int(ib.sum())
-    nan_bad = na ^ nb
-    inf_bad = (ia | ib) & ~(na | nb) & (A != B)
-    acc.nan_mismatch += int(nan_bad.sum())
-    acc.inf_mismatch += int(inf_bad.sum())
-    bad = np.flatnonzero(nan_bad | inf_bad)
-    for i in bad[: max(0, EXAMPLES - len(acc.examples))]:
-        acc.examples.append(
-            {"index": acc.view.unravel(lo + int(i)), "a": _num(A[i]), "b": _num(B[i])}
-        )
-    drop = ~(np.isfinite(A) & np.isfinite(B))
-    n_drop = int(drop.sum())
-    acc.excluded += n_drop
-    if acc.view.has_rows:
-        rows = np.flatnonzero(drop) // acc.view.row_len + row_lo
-        np.subtract.at(acc.row_cnt, rows, 1)
-    A[drop] = 0.0
-    B[drop] = 0.0
+#: What :func:`compare` reads: an array (a memory map, a tensor in memory) or a :class:`Chunked`.
+Values = np.ndarray | Chunked
 
 
-def _update_top(acc: _Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -> None:
-    """Merge this chunk's largest |d| into the running top-K.
-
-    Only values above the current K-th largest can enter, so a cheap
-    comparison pass usually leaves a handful of candidates and the
-    partial sort runs on those, not on the whole chunk. Before K values
-    are known, :func:`~pv.compare.reductions.kth_bound` supplies the threshold.
-    """
-    k = min(acc.top_k, T.size)
-    if k <= 0:
-        return
-    if acc.top_abs.size >= acc.top_k:
-        cand = np.flatnonzero(T > acc.top_abs[-1])
-    else:
-        cand = np.flatnonzero(T >= kth_bound(T, k))
-    if cand.size > k:
-        cand = cand[np.argpartition(T[cand], cand.size - k)[cand.size - k :]]
-    allv = np.concatenate([acc.top_abs, T[cand]])
-    alli = np.concatenate([acc.top_idx, cand.astype(np.int64) + lo])
-    alla = np.concatenate([acc.top_a, A[cand]])
-    allb = np.concatenate([acc.top_b, B[cand]])
-    order = np.lexsort((alli, -allv))[: acc.top_k]
-    acc.top_abs, acc.top_idx, acc.top_a, acc.top_b = (
-        allv[order],
-        alli[order],
-        alla[order],
-        allb[order],
-    )
+def _source(x: Values) -> tuple[Callable[[int, int], np.ndarray], int, np.dtype[Any]]:
+    if isinstance(x, np.ndarray):
+        arr = np.asarray(x)  # plain ndarray: slicing an np.memmap goes through Python-level hooks
+        return (lambda lo, hi: arr[lo:hi]), arr.size, arr.dtype
+    return x.take, x.size, x.dtype
 
 
-def _num(x: Any) -> float:
-    return float(x)
-
-
-def compare(
-    a: np.ndarray, b: np.ndarray, view: View, *, top_k: int = 5, chunk: int = CHUNK
-) -> Metrics:
+def compare(a: Values, b: Values, view: View, *, top_k: int = 5, chunk: int = CHUNK) -> Metrics:
     """Compare flat float32 values ``a`` (candidate) with ``b`` (reference) as ``view`` says.
 
-    ``a``/``b`` may be memory maps; only ``chunk``-sized pieces are ever
-    converted, so memory use is two ``chunk``-sized float64 buffers.
-
-    Per chunk, in order: both sides are converted to float64 (one buffer
-    each), the row sums of a^2 and b^2 are taken (and, only when they are not
-    finite, the rare NaN/Inf bookkeeping runs), then ``a``'s buffer is turned
-    into d = a - b in place, then into |d| in place; the row sums of d^2, the
-    sum and the maximum of |d| read it there. The values reported next to the
-    largest differences are read back from the float32 sources, which the
-    float64 conversion represents exactly.
+    ``a``/``b`` are arrays (memory maps included) or :class:`Chunked` readers,
+    read ``chunk`` values at a time, so memory stays a few ``chunk``-sized
+    buffers whatever the tensor size. Values of another dtype are compared in
+    float64 throughout. What one chunk costs: :func:`pv.compare.accumulate.measure`.
     """
     n_total = view.count
-    if a.size < view.offset_a + n_total or b.size < view.offset_b + n_total:
+    take_a, size_a, dt_a = _source(a)
+    take_b, size_b, dt_b = _source(b)
+    if size_a < view.offset_a + n_total or size_b < view.offset_b + n_total:
         raise ValueError("view does not fit the tensors")
-    # Plain ndarray views: slicing an np.memmap goes through Python-level hooks.
-    a, b = np.asarray(a), np.asarray(b)
-    acc = _Acc(view, top_k)
-    rows_mode = view.has_rows
-    row_len = view.row_len
-    step = max(1, chunk // row_len) * row_len if rows_mode else chunk
-    cap = min(step, max(n_total, 1))
-    bufX, bufY = np.empty(cap), np.empty(cap)
-    causal = view.causal
-    s = view.shape[-1] if causal else 0
-    nq = view.shape[-2] if causal else 1  # queries per head; keys - queries = cached positions
-    cols = np.arange(s) if causal else None
-    for lo in range(0, n_total, step):
-        hi = min(n_total, lo + step)
-        n = hi - lo
-        src_a = a[view.offset_a + lo : view.offset_a + hi]
-        src_b = b[view.offset_b + lo : view.offset_b + hi]
-        X, Y = bufX[:n], bufY[:n]
-        # A signalling NaN (0x7FBFFFFF) raises the "invalid" flag when widened to float64; it
-        # arrives as a quiet NaN, which the NaN bookkeeping below counts. numpy would print a
-        # RuntimeWarning on the user's terminal for it.
-        with np.errstate(invalid="ignore"):
-            np.copyto(X, src_a)
-            np.copyto(Y, src_b)
-        row_lo = lo // row_len if rows_mode else 0
-        r = n // row_len if rows_mode else 1
-        X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
-        if causal:
-            assert cols is not None
-            q = np.arange(row_lo, row_lo + r) % nq + (s - nq)
-            upper = cols[None, :] > q[:, None]
-            if view.window is not None:  # outside the sliding window: masked, like the future
-                upper |= cols[None, :] <= q[:, None] - view.window
-            np.copyto(X2, 0.0, where=upper)
-            np.copyto(Y2, 0.0, where=upper)
-        ra, rb = row_sumsq(X2), row_sumsq(Y2)
-        vals_a: np.ndarray = src_a
-        vals_b: np.ndarray = src_b
-        if not math.isfinite(float(ra.sum()) + float(rb.sum())):
-            _nonfinite(acc, X, Y, lo, row_lo)
-            ra, rb = row_sumsq(X2), row_sumsq(Y2)
-            # Excluded positions read as 0 from here on, as in the sums.
-            vals_a, vals_b = X.copy(), Y.copy()
-        np.subtract(X, Y, out=X)
-        rd = row_sumsq(X2)
-        if rows_mode:
-            acc.row_aa[row_lo : row_lo + r] += ra
-            acc.row_bb[row_lo : row_lo + r] += rb
-            acc.row_dd[row_lo : row_lo + r] += rd
-        else:
-            acc.aa += float(ra[0])
-            acc.bb += float(rb[0])
-            acc.dd += float(rd[0])
-        T = np.abs(X, out=X)
-        acc.sum_abs += float(T.sum())
-        m = float(T.max()) if n else 0.0
-        if m > acc.max_abs:
-            i = int(T.argmax())
-            acc.max_abs, acc.max_flat = m, lo + i
-            acc.max_a, acc.max_b = float(vals_a[i]), float(vals_b[i])
-        if acc.top_k and (acc.top_abs.size < acc.top_k or m > acc.top_abs[-1]):
-            _update_top(acc, T, vals_a, vals_b, lo)
+    acc = Acc(view, top_k)
+    step = max(1, chunk // view.row_len) * view.row_len if view.has_rows else chunk
+    f32 = dt_a == np.float32 and dt_b == np.float32
+    work = Scratch(min(step, max(n_total, 1)), np.dtype(np.float32 if f32 else np.float64))
+    # A signalling NaN (0x7FBFFFFF) raises "invalid" when widened; float32 squares of
+    # values beyond 1.8e19 overflow (and are redone in float64): numpy would warn for both.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for lo in range(0, n_total, step):
+            hi = min(n_total, lo + step)
+            measure(acc, take_a(view.offset_a + lo, view.offset_a + hi),
+                     take_b(view.offset_b + lo, view.offset_b + hi), lo, work)
     return _finish(acc)
 
 
-def _finish(acc: _Acc) -> Metrics:
+def _finish(acc: Acc) -> Metrics:
     view = acc.view
     if view.has_rows:
         aa, bb, dd = float(acc.row_aa.sum()), float(acc.row_bb.sum()), float(acc.row_dd.sum())
