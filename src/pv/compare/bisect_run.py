@@ -49,6 +49,8 @@ class BisectRun:
     isolate: IsolateResult | None = None
     #: Lines naming the model, the engines and the input (for people; markdown-ready).
     context: tuple[str, ...] = ()
+    #: When both sides were compared while they ran: the most bytes of stage values held at once.
+    held_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -149,9 +151,10 @@ def _streamed(plan: BisectPlan, loaded: Any, tols: Tolerances, progress: Progres
     if plan.generate:
         from pv.compare.stream_generate import stream_generation
 
-        return BisectRun(plan, a, b, generation=stream_generation(plan, loaded, tols, progress), context=context)
-    result, iso = stream_forward(plan, loaded, tols, progress)
-    done = BisectRun(plan, a, b, result, None, iso, context)
+        walked, peak = stream_generation(plan, loaded, tols, progress)
+        return BisectRun(plan, a, b, generation=walked, context=context, held_bytes=peak)
+    result, iso, peak = stream_forward(plan, loaded, tols, progress)
+    done = BisectRun(plan, a, b, result, None, iso, context, peak)
     _write_outputs(done)
     return done
 

@@ -184,6 +184,9 @@ class Comparison:
         self.cancel = threading.Event()
         self.sides = tuple(_Side(label, run, queue.Queue(QUEUE_ITEMS)) for label, run in zip(labels, runs))
         self.done: dict[Key, StageRecord] = {}
+        #: Most bytes of stage values the comparator held at once (pending on either side, plus
+        #: the item in hand): what the bound on memory is about, whatever the model's depth.
+        self.peak_held = 0
 
     def run(self, fn_a: Callable[[StreamTap], Any], fn_b: Callable[[StreamTap], Any]) -> Streamed:
         """``fn_a(tap)`` and ``fn_b(tap)`` run a forward (or a decode step) handing stages to ``tap``."""
@@ -237,6 +240,8 @@ class Comparison:
             side.not_applicable.setdefault(item[1], item[2])
             return
         _, key, values, record = item
+        held = values.nbytes + sum(v.nbytes for s in self.sides for v, _ in s.pending.values())
+        self.peak_held = max(self.peak_held, held)
         side.records.append(record)
         if self.on_take is not None:
             self.on_take(side.label, key, values, record)

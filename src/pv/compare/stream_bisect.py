@@ -107,8 +107,9 @@ class LayerIsolator:
 
 
 def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
-                   progress: Callable[[str], Any] | None = None) -> tuple[BisectResult, IsolateResult | None]:
-    """Both sides of ``plan`` run and compared in memory; the walk, and ``--isolate``'s layers."""
+                   progress: Callable[[str], Any] | None = None) -> tuple[BisectResult, IsolateResult | None, int]:
+    """Both sides of ``plan`` run and compared in memory: the walk, ``--isolate``'s layers, and the
+    most bytes of stage values the comparison held at once."""
     from contextlib import nullcontext
 
     from pv.capture.tokens import check_context, check_ids, tokenize
@@ -154,7 +155,7 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
         for side, trace, taken in zip(labels(plan), (p_test, p_ref), comparison.sides):
             missing(side, trace, comparison.fired(taken), taken.not_applicable)
         result = walk(streamed.report)
-        return result, isolator.result(result.report) if isolator is not None else None
+        return result, isolator.result(result.report) if isolator is not None else None, comparison.peak_held
     finally:
         for runner in reversed(opened):
             runner.close()

@@ -44,7 +44,8 @@ def _step_record(logits: Any, t: int, ids: list[int], position: int) -> dict[str
 
 
 def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
-                      progress: Callable[[str], Any] | None = None) -> GenerationBisect:
+                      progress: Callable[[str], Any] | None = None) -> tuple[GenerationBisect, int]:
+    """The generation walk, and the most bytes of stage values any step's comparison held at once."""
     from contextlib import nullcontext
 
     from pv.capture.tokens import check_context, check_ids, tokenize
@@ -59,6 +60,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
     steps: list[tuple[dict[str, Any], dict[str, Any]]] = []
     logits: list[StageRecord | None] = []
     walks: list[BisectResult] = []
+    peak = 0
     try:
         r_ref = make_runner(p_ref, loaded)
         opened.append(r_ref)
@@ -90,6 +92,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                                         runs=runs, on_take=on_take, on_stage=on_stage)
                 streamed = comparison.run(functools.partial(_decode, r_test, ids, states[0]),
                                           functools.partial(_decode, r_ref, ids, states[1]))
+                peak = max(peak, comparison.peak_held)
                 for side, trace, taken in zip((label_a, label_b), (p_test, p_ref), comparison.sides):
                     missing(f"{side}, step {t}", trace, comparison.fired(taken), taken.not_applicable)
                 sa = _step_record(streamed.result_a, t, ids, position)
@@ -106,7 +109,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
     finally:
         for runner in reversed(opened):
             runner.close()
-    return walk_generation(label_a, label_b, steps, lambda t: logits[t], lambda t: walks[t], [])
+    return walk_generation(label_a, label_b, steps, lambda t: logits[t], lambda t: walks[t], []), peak
 
 
 def _decode(runner: Any, ids: list[int], state: Any, tap: Any) -> Any:
