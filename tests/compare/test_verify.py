@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,3 +117,82 @@ def test_isolate_reads_only_reference_files_that_match(pair: tuple[Path, Path]) 
         isolate(engine, directory.open_capture(edited), config=model.config)
     result = isolate(engine, directory.open_capture(edited), config=model.config, verify=False)
     assert 1 in result.introduced
+
+
+def test_the_digest_is_checked_in_the_same_pass_as_the_metrics(pair: tuple[Path, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, _ = pair
+    edited = _edited(pair, "one-pass")
+    opened: list[str] = []
+    real_open = aprt.ValueReader.__init__
+
+    def counting(self: aprt.ValueReader, path: Any, *args: Any, **kwargs: Any) -> None:
+        opened.append(str(path))
+        real_open(self, path, *args, **kwargs)
+
+    def no_second_pass(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("a BLAKE3 manifest is checked on the bytes the metrics read, not apart")
+
+    monkeypatch.setattr(aprt.ValueReader, "__init__", counting)
+    monkeypatch.setattr(aprt, "digest_file", no_second_pass)
+    assert diff_captures(ref, ref).ok
+    assert len(opened) == len(set(opened)) * 2  # both sides are the same files: each opened once per side
+    report = diff_captures(edited, ref)
+    bad = [r for r in report.records if r.bad]
+    assert len(bad) == 1 and bad[0].metrics is None and "contents differ from the blake3" in bad[0].reasons[0]
+
+
+def test_a_file_that_changes_size_after_the_capture_is_read_is_named_as_changed(pair: tuple[Path, Path]) -> None:
+    ref, root = pair
+    grown = root / "grown"
+    shutil.copytree(ref, grown)
+    opened = directory.open_capture(grown)
+    with open(grown / "layer-0" / "attn_norm.bin", "ab") as f:
+        f.write(b"\0\0\0\0")
+    bad = [r for r in diff_captures(opened, ref).records if r.bad]
+    assert len(bad) == 1 and "attn_norm.bin: contents differ from the blake3" in bad[0].reasons[0]
+    unchecked = [r for r in diff_captures(opened, ref, verify=False).records if r.bad]
+    assert len(unchecked) == 1 and "length disagrees with the header" in unchecked[0].reasons[0]
+
+
+def test_value_reader_hashes_what_it_skips_and_what_follows(tmp_path: Path) -> None:
+    values = np.arange(1000, dtype=np.float32)
+    path = tmp_path / "t.bin"
+    record = {"blake3": aprt.write(path, 7, values)}
+    reader = aprt.ValueReader(path, record, chunk=64)
+    assert reader.header == aprt.Header(7, 1000)
+    assert reader.take(100, 164).tolist() == values[100:164].tolist()  # 0..99 read and hashed on the way
+    assert reader.take(900, 1000).tolist() == values[900:].tolist()  # a chunk larger than the buffer
+    with pytest.raises(ValueError, match="out of order"):
+        reader.take(0, 10)
+    assert reader.verify() is None
+    reader.close()
+    partly = aprt.ValueReader(path, record)
+    partly.take(0, 10)
+    assert partly.verify() is None  # the rest is hashed by verify
+    partly.close()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # past every value the metrics read
+    path.write_bytes(bytes(data))
+    changed = aprt.ValueReader(path, record)
+    changed.take(0, 10)
+    assert changed.verify() == aprt.digest_mismatch(path, "blake3")
+    changed.close()
+    sha = aprt.ValueReader(path, {"sha256": aprt.digest_file(path, "sha256")})
+    assert sha.verify() is None
+    sha.close()
+    unrecorded = aprt.ValueReader(path, {})
+    assert unrecorded.verify() is None
+    unrecorded.close()
+
+
+def test_value_reader_refuses_a_file_cut_short_while_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    aprt.write(path, 0, np.ones(4096, np.float32))
+    reader = aprt.ValueReader(path, None, chunk=1024)
+    reader.take(0, 1024)
+    with open(path, "r+b") as f:
+        f.truncate(aprt.HEADER_SIZE + 4 * 2000)
+    with pytest.raises(aprt.AprtError, match="truncated while reading"):
+        reader.take(1024, 4096)
+    reader.close()

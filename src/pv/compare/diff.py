@@ -10,6 +10,7 @@ as a table or JSON, bisect walks it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -53,7 +54,7 @@ def _side_dtype(entry_meta: dict[str, Any], manifest: dict[str, Any] | None) -> 
 def compare_values(
     a: align.Side,
     b: align.Side,
-    values: Callable[[], tuple[np.ndarray, np.ndarray]],
+    values: Callable[[], tuple[metrics.Values, metrics.Values]],
     *,
     config: ModelConfig | None,
     tolerances: Tolerances | None = None,
@@ -80,9 +81,15 @@ def compare_values(
     tol = tolerance if tolerance is not None else (tolerances or Tolerances()).for_stage(stage, dtype)
     try:
         va, vb = values()
-        m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+        try:
+            m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
+            problem = aprt.verified(va, vb)  # readers' digests end with the pass; a failed one drops m
+        finally:
+            aprt.close_readers(va, vb)
     except PvError as exc:
-        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
+        problem = str(exc) or type(exc).__name__
+    if problem:
+        return StageRecord(stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb, dtype=dtype)
     verdict = judge(m, tol)
     return StageRecord(stage, a.layer, PASS if verdict.ok else FAIL, m, tol, dtype, verdict.reasons, pa, pb)
 
@@ -101,32 +108,31 @@ def compare_sides(
 
     ``verify``: a side whose manifest record names a digest is compared only if
     its bytes still have that digest (else the record is an error saying so).
+    It is hashed from the chunks the metrics read, in their pass (``aprt.ValueReader``); only a
+    pair that fails before its pass ends (shapes differ, a file changed size) is hashed apart.
     """
-    pa, pb = str(a.path), str(b.path)
-    if verify:
-        try:
+    rec = compare_values(a, b, lambda: _open_files(a, b, chunk, verify), config=config, tolerances=tolerances,
+                         top_k=top_k, chunk=chunk, paths=(str(a.path), str(b.path)))
+    told = {aprt.digest_mismatch(s.path, algorithm) for s in (a, b) for algorithm in aprt.DIGESTS} & set(rec.reasons)
+    if verify and rec.status == ERROR and not told:
+        with contextlib.suppress(OSError, PvError):  # else the record says what could not be read
             problem = aprt.digest_problem(a.path, a.meta) or aprt.digest_problem(b.path, b.meta)
-        except OSError as exc:
-            problem = f"cannot read {pa} or {pb}: {exc.strerror or exc}"
-        if problem:
-            return StageRecord(a.stage or b.stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb,
-                               dtype=looser(a.dtype, b.dtype))
-    return compare_values(a, b, lambda: _map_files(a.path, b.path), config=config, tolerances=tolerances,
-                          top_k=top_k, chunk=chunk, paths=(pa, pb))
+            rec = replace(rec, reasons=(problem,)) if problem else rec
+    return rec
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _map_files(pa: Path, pb: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Both files mapped read-only (the maps close when the arrays are dropped)."""
+def _open_files(a: align.Side, b: align.Side, chunk: int, verify: bool) -> tuple[aprt.ValueReader, aprt.ValueReader]:
+    """Readers of both files, hashing their bytes with the digests their records name when ``verify``."""
+    ra = aprt.ValueReader(a.path, a.meta if verify else None, chunk, expect=a.header)
     try:
-        _, va = aprt.memmap(pa)
-        _, vb = aprt.memmap(pb)
-    except OSError as exc:
-        raise PvError(f"cannot map {pa} or {pb}: {exc.strerror or exc}") from None
-    return va, vb
+        return ra, aprt.ValueReader(b.path, b.meta if verify else None, chunk, expect=b.header)
+    except BaseException:
+        ra.close()
+        raise
 
 
 def _side(entry: directory.Entry, manifest: dict[str, Any] | None) -> align.Side:

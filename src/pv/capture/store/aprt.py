@@ -18,6 +18,7 @@ Only numpy and blake3 are needed here, so comparing captures never imports torch
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -205,19 +206,31 @@ def create(path: Path, layer: int, array: Any) -> str:
     return digest
 
 
+def recorded_digest(record: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The (algorithm, hex digest) a manifest record names, BLAKE3 first; None when it names none."""
+    for algorithm in DIGESTS:
+        expected = (record or {}).get(algorithm)
+        if isinstance(expected, str):
+            return algorithm, expected
+    return None
+
+
+def digest_mismatch(path: str | os.PathLike[str], algorithm: str) -> str:
+    """What a file whose bytes lost the digest its manifest records is told."""
+    return (f"{bounded.show_path(path)}: contents differ from the {algorithm} its manifest "
+            "records (changed after the capture was written; pass --no-verify to compare anyway)")
+
+
 def digest_problem(path: str | os.PathLike[str], record: Mapping[str, Any]) -> str | None:
     """Why a file's bytes are not the ones its manifest record's digest names, or None.
 
     None too when the record names no digest (a capture another engine wrote).
+    A pass of its own over the file; ``ValueReader`` checks while the values are read.
     """
-    for algorithm in DIGESTS:
-        expected = record.get(algorithm)
-        if isinstance(expected, str):
-            if digest_file(path, algorithm) == expected:
-                return None
-            return (f"{bounded.show_path(path)}: contents differ from the {algorithm} its manifest "
-                    "records (changed after the capture was written; pass --no-verify to compare anyway)")
-    return None
+    recorded = recorded_digest(record)
+    if recorded is None or digest_file(path, recorded[0]) == recorded[1]:
+        return None
+    return digest_mismatch(path, recorded[0])
 
 
 def require_digest(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
@@ -243,6 +256,90 @@ def digest_file(path: str | os.PathLike[str], algorithm: str = DIGEST, chunk: in
     return blake3.blake3().update_mmap(path).hexdigest()
 
 
+class ValueReader:
+    """An APRT file's values, read front to back in chunks, every byte hashed on the way.
+
+    When ``record`` (its manifest record) names a digest, the header and every
+    value read go into that hasher as they are read; ``verify`` hashes what was
+    not read (values before the first chunk asked for, or after the last) and
+    says whether the file still has the digest recorded. The check so costs no
+    second pass over the bytes. Values land in one reused buffer
+    (``readinto``, no memory map: a file cut short while it is read is an
+    error, not a SIGBUS); the array ``take`` returns is valid until the next call.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], record: Mapping[str, Any] | None = None,
+                 chunk: int = 1 << 18, expect: Header | None = None):
+        self.path = path
+        self._f, self.header = _checked_open(path)
+        if expect is not None and self.header != expect:
+            self._f.close()
+            raise AprtError(f"{bounded.show_path(path)}: header changed since the capture was read "
+                            f"(layer {expect.layer}, {expect.count} values; now {self.header.layer}, {self.header.count})")
+        self.size = self.header.count
+        self.dtype = np.dtype(np.float32)
+        self._recorded = recorded_digest(record)
+        self._hasher: Any = None
+        if self._recorded is not None:
+            self._hasher = blake3.blake3() if self._recorded[0] == "blake3" else hashlib.sha256()
+            self._hasher.update(HEADER.pack(MAGIC, self.header.layer, self.header.count))
+        self._pos = 0  # values read so far
+        self._buf = np.empty(max(1, min(chunk, self.size)), dtype="<f4")
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        """Values ``[start, stop)``; calls must move forward (``start`` not before the last ``stop``)."""
+        if start < self._pos or stop > self.size:
+            raise ValueError(f"values {start}:{stop} of {self.size} read out of order (at {self._pos})")
+        self._skip(start)
+        if stop - start > self._buf.size:
+            self._buf = np.empty(stop - start, dtype="<f4")
+        return self._fill(stop - start)
+
+    def _fill(self, n: int) -> np.ndarray:
+        out = self._buf[:n]
+        raw = out.view(np.uint8)
+        got = 0
+        while got < raw.size:
+            try:
+                k = self._f.readinto(raw[got:])  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise AprtError(f"{bounded.show_path(self.path)}: cannot read: {exc.strerror or exc}") from None
+            if not k:
+                raise AprtError(f"{bounded.show_path(self.path)}: truncated while reading")
+            got += k
+        if self._hasher is not None:
+            self._hasher.update(raw)
+        self._pos += n
+        return out
+
+    def _skip(self, stop: int) -> None:
+        while self._pos < stop:
+            self._fill(min(self._buf.size, stop - self._pos))
+
+    def verify(self) -> str | None:
+        """None when the file has the digest its record names (or names none), else why not."""
+        if self._recorded is None:
+            return None
+        self._skip(self.size)
+        if self._f.read(1):  # grown since its header was read: not the bytes recorded
+            return digest_mismatch(self.path, self._recorded[0])
+        if self._hasher.hexdigest() != self._recorded[1]:
+            return digest_mismatch(self.path, self._recorded[0])
+        return None
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def verified(*values: Any) -> str | None:
+    """The first problem ``ValueReader.verify`` finds among ``values`` (arrays are skipped)."""
+    return next(filter(None, (v.verify() for v in values if isinstance(v, ValueReader))), None)
+
+
+def close_readers(*values: Any) -> None:
+    for v in values:
+        if isinstance(v, ValueReader):
+            v.close()
 
 
 def iter_values(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[np.ndarray]:
