@@ -30,7 +30,7 @@ from pv.capture.trace import capture
 from pv.cli import run
 from pv.compare.diff import diff_paths
 
-FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3", "granite"]
+FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "qwen3_moe", "mixtral", "gemma3", "granite", "phi3"]
 TOKENS = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 10]
 #: "The capital of France is" as Gemma 3's tokenizer cuts it, after <bos>, and a few more words.
 GEMMA3_TOKENS = [2, 818, 5279, 529, 7001, 563, 496, 1651, 236764, 1144, 1217, 236761]
@@ -119,6 +119,8 @@ def test_mixtral_directory_is_in_the_hub_layout_transformers_reads(tmp_path: Pat
     ("mistral", "sliding_window_ignored@2", "attn_softmax"),
     ("granite", "residual_multiplier_dropped@2", "post_attn_residual"),
     ("granite", "attention_multiplier_ignored@1", "attn_scores"),
+    ("phi3", "fused_qkv_split_swapped@2", "qkv_matmul"),
+    ("phi3", "fused_gate_up_split_swapped@3", "ffn_gate"),
 ])
 def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, stage: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,14 +131,16 @@ def test_bisect_model_names_the_fault_on_every_family(family: str, fault: str, s
     assert data["summary"]["first_divergence"] == {"layer": int(fault.split("@")[1]), "stage": stage}
 
 
-@pytest.mark.parametrize("family", ["granite"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_exported_directory_is_the_model_transformers_reads(family: str, tmp_path: Path) -> None:
     """transformers' own from_pretrained of the directory pv writes (config.json from the one
-    ModelConfig mapping, the checkpoint's tensor layout) computes the engine's logits."""
+    ModelConfig mapping, the checkpoint's tensor layout: Phi-3's fused qkv_proj and
+    gate_up_proj, Mixtral's hub names) computes the engine's logits."""
     transformers = pytest.importorskip("transformers")
     model = load_model(f"synthetic:{family}")
     write_hf_directory(model.config, dict(model.state_dict), tmp_path)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path), dtype=torch.float32, **({"experts_implementation": "eager"} if model.config.family.moe else {}))
     assert type(hf).__name__ == model.config.family.hf_model_class
     with torch.no_grad():
         logits = hf(torch.tensor([TOKENS])).logits[0]
@@ -159,6 +163,50 @@ def test_granite_scalings_round_trip_and_a_gguf_without_one_is_refused(
     monkeypatch.setitem(arch.FAMILIES, "granite", family)
     with pytest.raises(PvError, match=r"m.gguf: GGUF metadata lacks 'granite.logit_scale'$"):
         load_model(str(tmp_path / "m.gguf"))
+
+
+def test_phi3_checkpoints_hold_fused_tensors_and_pv_splits_them(tmp_path: Path) -> None:
+    """qkv_proj and gate_up_proj on disk (HF) and attn_qkv and a double-width ffn_up (GGUF), one
+    tensor per role in pv's state dict; a fused tensor of the wrong size is one line."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    gguf = pytest.importorskip("gguf")
+    model = load_model("synthetic:phi3")
+    write_hf_directory(model.config, dict(model.state_dict), tmp_path / "hf")
+    on_disk = safetensors_numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert on_disk["model.layers.0.self_attn.qkv_proj.weight"].shape == (3 * 64, 64)
+    assert on_disk["model.layers.0.mlp.gate_up_proj.weight"].shape == (2 * 160, 64)
+    assert not any("q_proj" in n or ".up_proj" in n for n in on_disk)
+    assert "model.layers.0.self_attn.k_proj.weight" in model.state_dict
+    write_gguf(model.config, dict(model.state_dict), tmp_path / "m.gguf")
+    shapes = {t.name: tuple(int(d) for d in t.shape) for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert shapes["blk.0.attn_qkv.weight"] == (64, 3 * 64) and shapes["blk.0.ffn_up.weight"] == (64, 320)
+    assert "blk.0.ffn_gate.weight" not in shapes and "blk.0.attn_q.weight" not in shapes
+    assert load_model(str(tmp_path / "m.gguf")).fingerprint == model.fingerprint
+    sd = dict(on_disk)
+    sd["model.layers.1.self_attn.qkv_proj.weight"] = sd["model.layers.1.self_attn.qkv_proj.weight"][:-16]
+    safetensors_numpy.save_file(sd, str(tmp_path / "hf" / "model.safetensors"))
+    with pytest.raises(PvError, match=r"model.layers.1.self_attn.qkv_proj.weight has 176 rows; "
+                                      r"q\|k\|v of this config needs 192$"):
+        load_model(str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"rope_scaling": {"type": "su", "short_factor": [1.0] * 8, "long_factor": [1.0] * 8}},
+     "rope scaling 'su' is not supported"),
+    ({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [1.0] * 8}},
+     "rope scaling 'longrope' is not supported"),
+    ({"partial_rotary_factor": 0.75}, r"partial_rotary_factor 0.75 \(RoPE on part of each head\)"),
+    ({"attention_bias": True}, "attention_bias is set, but Phi3ForCausalLM has no q/k/v biases"),
+])
+def test_phi3_config_the_engine_cannot_run_is_refused_in_one_line(patch: dict[str, Any], message: str,
+                                                                  tmp_path: Path) -> None:
+    from pv.capture.model.hf_config import to_hf_dict
+
+    data = {**to_hf_dict(load_model("synthetic:phi3").config), **patch}
+    (tmp_path / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(PvError, match=message) as info:
+        load_model(str(tmp_path))
+    assert "\n" not in str(info.value)
 
 
 def test_every_family_is_registered_with_its_transformers_classes() -> None:

@@ -35,13 +35,15 @@ def clean(model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 #: The synthetic model a fault runs on: the default one when it has what the fault
 #: needs, else the first family that does (Gemma 3 for sandwich norms, Qwen3-MoE for
-#: routing, Mistral for a window on every layer, Granite for its scalings).
+#: routing, Mistral for a window on every layer, Granite for its scalings, Phi-3 for its
+#: fused tensors).
 FAMILY_FOR = {"qkv_bias": "synthetic", "qk_norm": "synthetic:qwen3", "sandwich_norm": "synthetic:gemma3",
               "norm_offset": "synthetic:gemma3", "gelu_tanh": "synthetic:gemma3",
               "sliding_window": "synthetic:mistral", "moe": "synthetic:qwen3_moe",
               "norm_topk_prob": "synthetic:qwen3_moe", "dense_ffn": "synthetic", None: "synthetic",
               "embedding_multiplier": "synthetic:granite", "residual_multiplier": "synthetic:granite",
-              "attention_multiplier": "synthetic:granite", "logits_scaling": "synthetic:granite"}
+              "attention_multiplier": "synthetic:granite", "logits_scaling": "synthetic:granite",
+              "fused_qkv": "synthetic:phi3", "fused_gate_up": "synthetic:phi3"}
 _CLEAN: dict[str, dict[tuple[str, int | None], np.ndarray]] = {}
 
 
@@ -118,6 +120,23 @@ def test_every_family_scaling_has_a_fault() -> None:
         assert not load_model("synthetic").config.features[feature]
     with pytest.raises(PvError, match="residual_multiplier_dropped needs a model with residual_multiplier"):
         Engine(load_model("synthetic:llama"), fault="residual_multiplier_dropped@1")
+
+
+def test_fused_split_faults_need_the_fused_layout() -> None:
+    """Phi-3's fused qkv_proj and gate_up_proj: a fault each; q and k swap only where they are one size."""
+    from dataclasses import replace
+
+    from pv.capture.model.loaded import LoadedModel as Loaded
+
+    needed = {f.requires for f in faults.FAULTS.values()}
+    assert {"fused_qkv", "fused_gate_up"} <= needed
+    with pytest.raises(PvError, match="fused_gate_up_split_swapped needs a model with fused_gate_up"):
+        Engine(load_model("synthetic"), fault="fused_gate_up_split_swapped@1")
+    phi3 = load_model("synthetic:phi3")
+    gqa = replace(phi3.config, num_key_value_heads=2)
+    sd = {k: (v[: 2 * 16] if ".k_proj." in k or ".v_proj." in k else v) for k, v in phi3.state_dict.items()}
+    with pytest.raises(PvError, match="fused_qkv_split_swapped@1: q and k take rows of different sizes"):
+        Engine(Loaded(gqa, sd, "x", "synthetic", "f", None), fault="fused_qkv_split_swapped@1")
 
 
 def test_sliding_window_fault_needs_a_windowed_layer() -> None:

@@ -367,6 +367,18 @@ def test_llama_cpp_dump_of_granite_equals_live_capture(tmp_path: Path) -> None:
                   tmp_path)
 
 
+def test_llama_cpp_dump_of_phi3_equals_live_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The phi3 graph's mapping: q|k|v from wqkv, gate and up from the halves of one ffn_up node
+    (``stage: ffn_gate|ffn_up``), Q keyed by name and op (Qcur-N alone is its SCALE)."""
+    pytest.importorskip("llama_cpp")
+    gguf = _synthetic_gguf("phi3", tmp_path / "phi3.gguf")
+    dump = _same_as_live(gguf, ",".join(LC_TOKENS.split(",")[:4]), "llama.cpp-phi3", tmp_path)
+    capsys.readouterr()
+    code = run(["import", str(dump), "--mapping", "llama.cpp-qwen2", "-o", str(tmp_path / "wrong")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not of mapping llama.cpp-qwen2's graph" in err and "wqkv-N:MUL_MAT" in err, err
+
+
 def test_llama_cpp_dump_keyed_by_name_alone(tmp_path: Path) -> None:
     """A dump keyed NAME-LAYER only holds the last node of each name: Qcur/Kcur are then the
     ROPE outputs, which import as they do from NAME:OP keys; the projections, which need

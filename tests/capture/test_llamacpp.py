@@ -1,6 +1,6 @@
 """llama.cpp captured through cb_eval: layouts match pv's, the quantized tolerance class accepts
 llama.cpp's rounding and still localises every fault planted inside its graph; every family's
-graph (llama, qwen2, qwen3, qwen3moe, gemma3, granite) maps each stage to its node or says why not."""
+graph (llama, qwen2, qwen3, qwen3moe, gemma3, granite, phi3) maps each stage to its node or says why not."""
 
 from __future__ import annotations
 
@@ -236,6 +236,9 @@ FAMILY_CASES: dict[str, tuple[set[str], dict[str, Any], str]] = {
                TOKENS),
     # Granite's four scalings, read from its GGUF keys by llama.cpp's granite graph.
     "granite": (set(), {}, TOKENS),
+    # Phi-3's fused q|k|v and gate|up nodes; llama.cpp's phi3 graph applies no window (as
+    # Mistral's llama graph): four tokens fit the synthetic window of 4 (see the test below).
+    "phi3": ({"qkv_matmul", "ffn_gate", "ffn_up"}, {}, ",".join(TOKENS.split(",")[:4])),
 }
 
 
@@ -250,7 +253,7 @@ def test_synthetic_family_matches_pv_engine(family: str, tmp_path: Path) -> None
     extra, changes, tokens = FAMILY_CASES[family]
     gguf = synthetic_gguf(family, tmp_path / f"{family}.gguf", **changes)
     lc_man, pv_man = capture_pair(gguf, tokens, tmp_path)
-    check_same_stages(lc_man, pv_man, masks=family not in ("mistral", "mixtral"))
+    check_same_stages(lc_man, pv_man, masks=family not in ("mistral", "mixtral", "phi3"))
     assert lc_man["run"]["quantization"] == "F32"
     written = {f["stage"] for f in lc_man["files"]}
     assert extra <= written
@@ -260,6 +263,10 @@ def test_synthetic_family_matches_pv_engine(family: str, tmp_path: Path) -> None
     assert report.ok, [(r.stage, r.layer, r.reasons) for r in report.records if r.bad]
     worst = min(r.metrics.cosine for r in report.records if r.metrics is not None)
     assert worst > (0.99999 if family == "gemma3" else 0.9999999), worst
+    if family == "phi3":  # the fused nodes: q|k|v as one row, gate|up split in halves
+        by = {(f["stage"], f["layer"]): f["source"] for f in lc_man["files"]}
+        assert "wqkv-0 MUL_MAT" in by[("qkv_matmul", 0)] and "ffn_up-0 MUL_MAT" in by[("ffn_gate", 0)]
+        assert lc_man["run"]["not_exposed"]["post_attn_residual"]
     if family == "granite":  # pv reads the scaled embedding and logits, and the multiplier's scores
         by = {(f["stage"], f["layer"]): f["source"] for f in lc_man["files"]}
         assert "embd SCALE" in by[("embedding", None)] and "result_output SCALE" in by[("lm_head", None)]
@@ -293,6 +300,8 @@ def test_mixtral_with_one_tensor_per_expert_is_refused_by_llama_cpp_in_one_line(
 @pytest.mark.parametrize(("family", "tokens", "stage", "layer"), [
     # llama.cpp's llama graph reads no sliding window: past 4 tokens Mistral's softmax differs.
     ("mistral", TOKENS, "attn_softmax", 0),
+    # llama.cpp's phi3 graph applies no window either (it turns Phi-3's SWA off).
+    ("phi3", TOKENS, "attn_softmax", 0),
     # llama.cpp's Gemma 3 ignores query_pre_attn_scalar (24 here): the scores differ by sqrt(24/16).
     ("gemma3", TOKENS, "attn_scores", 0),
 ])
@@ -304,7 +313,7 @@ def test_known_llama_cpp_differences_are_localised(family: str, tokens: str, sta
     gguf = synthetic_gguf(family, tmp_path / f"{family}.gguf")
     capture_pair(gguf, tokens, tmp_path)
     assert bisect(tmp_path / "lc", tmp_path / "pv").first_divergence == {"layer": layer, "stage": stage}
-    if family == "mistral":  # the diagnosis comes with it: the manifests record the masks each applied
+    if family in ("mistral", "phi3"):  # the diagnosis comes with it: the masks each applied
         from pv.compare.diff import diff_captures
 
         report = diff_captures(tmp_path / "lc", tmp_path / "pv")
@@ -356,6 +365,17 @@ def test_gemma3_fault_is_localised(gemma3_gguf: Path, gemma3_pair: Path, tmp_pat
             output=tmp_path / "faulty", fault=f"{fault}@3")
     result = bisect(tmp_path / "faulty", gemma3_pair / "pv")
     assert result.first_divergence == {"layer": 3, "stage": stage}
+
+
+def test_a_fault_on_a_fused_node_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Phi-3's ffn_up holds gate and up: scaling it would show at ffn_gate, not at ffn_up."""
+    pytest.importorskip("llama_cpp")
+    gguf = synthetic_gguf("phi3", tmp_path / "phi3.gguf")
+    code = run(["trace", "--engine", "llama.cpp", "--model", str(gguf), "--tokens", "1,2,3",
+                "--save-tensor", "all", "--inject-fault", "ffn_up_scaled@1", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "phi3 graph computes ffn_gate and ffn_up in one ffn_up MUL_MAT node" in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_gemma_fault_on_the_llama_graph_is_a_one_line_error(lc: Path, tmp_path: Path,

@@ -185,6 +185,13 @@ CATALOGUE: tuple[Fault, ...] = (
     Fault("logits_scaling_dropped", "lm_head",
           "the logits are not divided by logits_scaling", "output", requires="logits_scaling",
           perturb=skipped),
+    # Phi-3's fused checkpoint tensors, split on load with the parts in each other's place.
+    Fault("fused_qkv_split_swapped", "qkv_matmul",
+          "q and k taken from each other's rows of the fused qkv_proj (as many kv heads as q heads)",
+          "weights", requires="fused_qkv"),
+    Fault("fused_gate_up_split_swapped", "ffn_gate",
+          "gate and up taken from each other's half of the fused gate_up_proj", "weights",
+          requires="fused_gate_up"),
     # Decode only: the three classic cache bugs.
     Fault("rope_position_ignores_cache", "q_post_rope",
           "at decode, RoPE rotates the new token as if at position 0 (ignores the cache offset)",

@@ -154,13 +154,21 @@ def _gqa_interleaved(spec: LayerSpec, loader: Loader) -> LayerSpec:
                                        decode=Step(explicit=True)))
 
 
+def _fused_qk_swapped(spec: LayerSpec, loader: Loader) -> LayerSpec:
+    cfg = loader.config
+    if cfg.num_attention_heads != cfg.num_key_value_heads:
+        raise PvError(f"fault fused_qkv_split_swapped@{spec.index}: q and k take rows of different "
+                      f"sizes here ({cfg.num_attention_heads} and {cfg.num_key_value_heads} heads)")
+    return replace(spec, weights=loader.layer(spec.index, qkv=("k", "q", "v")))
+
+
 _BOTH = {"prefill": Step(explicit=True), "decode": Step(explicit=True)}
 
 #: How pv's engine plants each catalogued fault that acts inside a step (the rest
 #: change a stage's output: ``Fault.perturb``). The layer's spec in, the changed spec out.
 PLANTS: dict[str, Callable[[LayerSpec, Loader], LayerSpec]] = {
     "attn_norm_no_weight": _weights(attn_norm=None),
-    "kv_weights_swapped": lambda s, ld: replace(s, weights=ld.layer(s.index, kv=("v", "k"))),
+    "kv_weights_swapped": lambda s, ld: replace(s, weights=ld.layer(s.index, qkv=("q", "v", "k"))),
     "ffn_norm_attn_weight": _weights(ffn_norm="attn_norm"),
     "norm_weight_no_offset": lambda s, ld: replace(s, weights=ld.layer(s.index, norm_shift=0.0)),
     "q_norm_no_weight": _weights(q_norm=None),
@@ -183,6 +191,8 @@ PLANTS: dict[str, Callable[[LayerSpec, Loader], LayerSpec]] = {
     "moe_weights_unapplied": lambda s, ld: replace(s, routing=replace(s.routing, weighted=False)),
     "residual_multiplier_dropped": lambda s, ld: replace(s, residual_scale=1.0),
     "attention_multiplier_ignored": lambda s, ld: _explicit(scale=ld.config.head_dim ** -0.5, **_BOTH)(s, ld),
+    "fused_qkv_split_swapped": _fused_qk_swapped,
+    "fused_gate_up_split_swapped": lambda s, ld: replace(s, weights=ld.layer(s.index, gate_up=("up", "gate"))),
 }
 
 

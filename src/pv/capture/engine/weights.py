@@ -81,16 +81,18 @@ class Loader:
         w = self.tensor(name)
         return w.float() + shift if self.config.family.norm_offset else w
 
-    def layer(self, i: int, *, kv: tuple[str, str] = ("k", "v"), norm_shift: float = 1.0) -> LayerWeights:
-        """Layer ``i``'s weights; ``kv`` names the roles loaded into the k and v slots, ``norm_shift``
-        what Gemma's norms add to their weight (a planted fault changes either)."""
+    def layer(self, i: int, *, qkv: tuple[str, str, str] = ("q", "k", "v"),
+              gate_up: tuple[str, str] = ("gate", "up"), norm_shift: float = 1.0) -> LayerWeights:
+        """Layer ``i``'s weights; ``qkv`` and ``gate_up`` name the roles loaded into the q, k, v
+        and gate, up slots, ``norm_shift`` what Gemma's norms add to their weight (a planted
+        fault changes any of them)."""
         cfg, roles, t = self.config, self.roles, self.tensor
         p = f"model.layers.{i}."
 
         def opt(role: str) -> torch.Tensor | None:
             return self.norm(p + roles[role], norm_shift) if role in roles else None
 
-        wq, wk, wv = t(p + roles["q"]), t(p + roles[kv[0]]), t(p + roles[kv[1]])
+        wq, wk, wv = (t(p + roles[r]) for r in qkv)
         bqkv = None
         if cfg.attention_bias:
             bqkv = torch.cat([t(p + roles[f"{n}_bias"]) for n in "qkv"]).contiguous()
@@ -101,7 +103,7 @@ class Loader:
             bqkv=bqkv,
             wo=t(p + roles["o"]),
             ffn_norm=self.norm(p + roles["ffn_norm"], norm_shift),
-            wgu=None if moe else torch.cat([t(p + roles["gate"]), t(p + roles["up"])]).contiguous(),
+            wgu=None if moe else torch.cat([t(p + roles[r]) for r in gate_up]).contiguous(),
             wdown=None if moe else t(p + roles["down"]),
             q_norm=opt("q_norm"),
             k_norm=opt("k_norm"),

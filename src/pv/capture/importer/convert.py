@@ -233,14 +233,19 @@ def import_dumps(
         rule, layer = hit
         if stage_table.get(rule.stage).name == "embedding":
             layer = 0
-        key = (rule.stage, layer, rule.part)
-        slot = found.setdefault(key, {})
-        if rank in slot:
-            raise PvError(f"{path}: '{name}' and '{slot[rank][2]}' both map to {rule.stage}"
-                          f"{'' if layer is None else '@' + str(layer)}"
-                          f"{'' if rule.part is None else ' part ' + rule.part}")
-        where = f"{path}: '{name}'"
-        slot[rank] = (rule, apply(arr, rule.transforms, config, where), name)
+        value = apply(arr, rule.transforms, config, f"{path}: '{name}'")
+        if rule.together and (value.ndim == 0 or value.shape[-1] % len(rule.together)):
+            raise PvError(f"{path}: '{name}' {list(value.shape)} does not split into "
+                          f"{'|'.join(rule.together)} in equal parts of its last axis")
+        pieces = [(rule.stage, value)] if not rule.together else list(
+            zip(rule.together, np.split(value, len(rule.together), axis=-1), strict=True))
+        for stage, piece in pieces:
+            slot = found.setdefault((stage, layer, rule.part), {})
+            if rank in slot:
+                raise PvError(f"{path}: '{name}' and '{slot[rank][2]}' both map to {stage}"
+                              f"{'' if layer is None else '@' + str(layer)}"
+                              f"{'' if rule.part is None else ' part ' + rule.part}")
+            slot[rank] = (rule, piece, name)
     if not found:
         raise PvError(f"no tensor name matched mapping {mapping.name} "
                       f"(first names: {', '.join(sorted(set(ignored))[:5])})")

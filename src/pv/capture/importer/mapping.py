@@ -77,6 +77,9 @@ class Rule:
     part: str | None
     transforms: tuple[Transform, ...]
     shard: str | int
+    #: ``stage: A|B``: the tensor holds these stages side by side, in equal parts of its last
+    #: axis (Phi-3's fused gate|up); ``stage`` is then the first of them.
+    together: tuple[str, ...] = ()
 
     def match(self, name: str) -> tuple[int | None] | None:
         """(layer,) when ``name`` matches this rule, else None."""
@@ -197,9 +200,12 @@ def _rule(raw: Any, index: int, where: str) -> Rule:
     except re.error as exc:
         raise _fail(here, f"match is not a valid regular expression: {exc}") from None
     try:
-        stage = stage_table.get(str(raw["stage"]))
+        together = tuple(stage_table.get(s).name for s in str(raw["stage"]).split("|"))
     except PvError as exc:
         raise _fail(here, str(exc)) from None
+    stage = stage_table.get(together[0])
+    if len(together) > 1 and len({(stage_table.get(s).scope, stage_table.get(s).layout) for s in together}) > 1:
+        raise _fail(here, f"stages {'|'.join(together)} side by side need one scope and one layout")
     has_layer = "layer" in pattern.groupindex
     if stage.scope == "layer" and not has_layer:
         raise _fail(here, f"stage {stage.name} is per layer: match needs a named group (?P<layer>\\d+)")
@@ -211,6 +217,8 @@ def _rule(raw: Any, index: int, where: str) -> Rule:
             raise _fail(here, f"part of {stage.name} is q, k or v (or absent for the fused q|k|v)")
     elif part is not None:
         raise _fail(here, f"part applies only to qkv_matmul and qkv_bias, not {stage.name}")
+    if part is not None and len(together) > 1:
+        raise _fail(here, "a part of one stage and stages side by side do not mix")
     steps = raw.get("transform") or []
     if not isinstance(steps, list):
         raise _fail(here, "transform is a list")
@@ -220,7 +228,7 @@ def _rule(raw: Any, index: int, where: str) -> Rule:
         raise _fail(here, "shard is replicated, qkv or an axis number of the canonical layout")
     if isinstance(shard, int) and not -len(stage.layout) <= shard < len(stage.layout):
         raise _fail(here, f"shard axis {shard} is out of range for {stage.name} {list(stage.layout)}")
-    return Rule(index, pattern, stage.name, part, transforms, shard)
+    return Rule(index, pattern, stage.name, part, transforms, shard, together if len(together) > 1 else ())
 
 
 def parse(data: Any, where: str) -> Mapping:

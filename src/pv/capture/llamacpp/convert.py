@@ -39,7 +39,7 @@ class Pass:
 
 #: Stages whose node is already [S, ...] in pv's layout once reshaped.
 _AS_ROWS = frozenset({
-    "embedding", "attn_norm", "attention", "attn_out", "post_attn_norm", "post_attn_residual", "ffn_norm",
+    "embedding", "attn_norm", "qkv_matmul", "qkv_bias", "attention", "attn_out", "post_attn_norm", "post_attn_residual", "ffn_norm",
     "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out", "router_logits", "moe_experts", "moe_weights", "moe_out",
     "post_ffn_norm", "post_ffn_residual", "final_norm", "lm_head",
 })
@@ -108,6 +108,11 @@ class Converter:
             send("attn_softmax", values.reshape(-1, s, values.shape[-1])[:, :, :cells],
                  source=f"llama.cpp {node} SOFT_MAX, {cells} of {values.shape[-1]} KV cells",
                  **mask)
+            return
+        if "|" in stage:  # stages side by side in one node (Phi-3's gate|up)
+            names = stage.split("|")
+            for name, piece in zip(names, np.split(values.reshape(s, -1), len(names), axis=-1), strict=True):
+                send(name, piece)
             return
         if stage in _AS_ROWS:
             send(stage, values.reshape(s, -1))

@@ -1,9 +1,8 @@
 """The ``pv import`` mappings for llama.cpp dumps, rendered from the live capture's node tables.
 
-One mapping per llama.cpp graph (``llama.cpp`` for the llama graph,
-``llama.cpp-qwen2``, ``llama.cpp-qwen3``, ``llama.cpp-qwen3moe``,
-``llama.cpp-gemma3``, and ``llama.cpp-mixtral`` for the llama graph's MoE
-branch), each written from :data:`pv.capture.llamacpp.nodes.GRAPHS` (and ``LLAMA_MOE``)
+One mapping per node table of :data:`pv.capture.llamacpp.nodes.TABLES`
+(``llama.cpp`` for the llama graph, ``llama.cpp-ARCH`` for the others, and
+``llama.cpp-mixtral`` for the llama graph's MoE branch), each written from it
 so that the node names, the layout conversions and the stages they feed have
 one source: the table ``--engine llama.cpp`` reads. The shipped YAML files are
 this module's output (``scripts/gen_llamacpp_mappings.py`` rewrites them; a
@@ -67,7 +66,8 @@ def _match(graph: Graph, rule: Rule) -> str:
     base = _ALIASES.get(name, name)
     layer = r"-(?P<layer>\d+)" if rule.per_layer else ""
     ops = {r.op for r in graph.rules if _node_name(r) == name}
-    bare_ok = len(ops) == 1 or _LAST_OP.get(name) == rule.op
+    last = graph.last_ops.get(name, _LAST_OP.get(name))
+    bare_ok = (len(ops) == 1 and last in (None, rule.op)) or last == rule.op
     return f"{base}{layer}(:{rule.op})?" if bare_ok else f"{base}{layer}:{rule.op}"
 
 
@@ -164,6 +164,8 @@ def render(arch: str) -> str:
         + ("already scaled (Q is scaled before it)." if graph.q_scaled
            else "unscaled (times the model's score scale, 1/sqrt(D) unless it has its own)."),
     ]
+    for name, op in graph.last_ops.items():
+        head.append(f"# In this graph {name}-N alone is its {op} node: the rules key {name} by name and op.")
     if any(r.via_src is not None for r in graph.rules):
         head.append("# The output projection has no name in this graph: key the MUL_MAT that reads")
         head.append("# kqv_out-N as attn_out-N.")

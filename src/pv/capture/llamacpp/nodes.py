@@ -9,7 +9,8 @@ rendered from it by ``pv.capture.llamacpp.mappings``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +27,9 @@ class Rule:
 
     name: str  # ggml base name, without the ``-LAYER`` suffix
     op: str  # ggml op name, as ggml_op_name() returns it
-    stage: str  # pv stage (or a qkv part)
+    #: pv stage, or a qkv part (``qkv_matmul:q``), or stages the node holds side by side in
+    #: equal parts of its last axis (``ffn_gate|ffn_up``: Phi-3's fused up projection).
+    stage: str
     per_layer: bool = True
     occurrence: int = 0  # which node of this name and op, in graph order
     #: The node has no name of its own (ggml calls it ``node_N``); it is the one of
@@ -97,11 +100,14 @@ class Graph:
     #: Named nodes the graph has besides those its rules read (a dump of this graph
     #: holds them, so they never mark a dump as another graph's).
     other_nodes: tuple[str, ...] = ()
+    #: Names whose last node (what a dump keyed by name alone holds) is not the op a rule
+    #: reads: Phi-3 scales ``Qcur`` after its ROPE.
+    last_ops: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mapped(self) -> frozenset[str]:
         """pv stages some node of this graph feeds."""
-        return frozenset(r.stage.split(":")[0] for r in self.rules)
+        return frozenset(s for r in self.rules for s in stages_of(r))
 
     def by_name(self) -> dict[str, list[Rule]]:
         out: dict[str, list[Rule]] = {}
@@ -149,6 +155,15 @@ GRAPHS: dict[str, Graph] = {g.arch: g for g in (
         *_ATTN, _WO_NAMED, _RESIDUAL, *_DENSE, _SWIGLU, *_TAIL[:-1],
         Rule("result_output", "SCALE", "lm_head", per_layer=False)),
         {"ffn_silu": _FUSED.format("SWIGLU")}, pairs=True),
+    # Phi-3: q|k|v from one MUL_MAT (``wqkv``), gate|up from one (``ffn_up``, twice I wide,
+    # split in halves), Q scaled by 1/sqrt(D) before ``kq`` as in Gemma's graph, the output
+    # projection unnamed as in qwen2's.
+    Graph("phi3", (
+        _EMBD, _ATTN[0], Rule("wqkv", "MUL_MAT", "qkv_matmul"), *_ATTN[7:], _WO_UNNAMED,
+        Rule("ffn_up", "MUL_MAT", "ffn_gate|ffn_up"), _SWIGLU, _DENSE[2], *_TAIL),
+        {"ffn_silu": _FUSED.format("SWIGLU"),
+         "post_attn_residual": "llama.cpp's phi3 graph leaves the attention residual's ADD unnamed"},
+        q_scaled=True, other_nodes=("Vcur",), last_ops={"Qcur": "SCALE"}),
 )}
 
 #: llama.cpp runs Mixtral's GGUF (``llama`` with an expert count) in its llama graph,
@@ -169,6 +184,11 @@ def graph_for(family: Family) -> Graph:
         raise PvError(f"--engine llama.cpp has no node table for family {family.name}; "
                       f"it maps {', '.join(GRAPHS)}")
     return graph
+
+
+def stages_of(rule: Rule) -> tuple[str, ...]:
+    """The pv stages a rule's node feeds (one, or several side by side)."""
+    return tuple(rule.stage.partition(":")[0].split("|"))
 
 
 def split_name(name: str) -> tuple[str, int | None]:

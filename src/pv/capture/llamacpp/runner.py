@@ -48,7 +48,7 @@ from pv import stages as stage_table
 from pv.capture.faults import FaultSpec, check_fault, parse_fault
 from pv.capture.llamacpp.convert import Converter, Pass
 from pv.capture.llamacpp.ggml import Ggml, GgmlTensor, tensor_at
-from pv.capture.llamacpp.nodes import Graph, Rule, graph_for, split_name
+from pv.capture.llamacpp.nodes import Graph, Rule, graph_for, split_name, stages_of
 from pv.capture.model import gguf as gguf_model
 from pv.capture.model.config import ModelConfig
 from pv.capture.model.loaded import LoadedModel
@@ -143,9 +143,13 @@ class LlamaCppRunner:
             if node is None:
                 raise PvError(f"fault {self.fault} is planted in {self.fault.fault.runner}, not in a llama.cpp node")
             check_fault(self.fault, config.num_hidden_layers, config.features)
-            if not any((r.name, r.op) == node for r in self.graph.rules):
+            feeds = [stages_of(r) for r in self.graph.rules if (r.name, r.op) == node]
+            if not feeds:
                 raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph has no "
                               f"{node[0]} {node[1]} node to change")
+            if (self.fault.fault.stage,) not in feeds:  # a fused node: the change would show earlier
+                raise PvError(f"fault {self.fault.name}: llama.cpp's {self.graph.arch} graph computes "
+                              f"{' and '.join(feeds[0])} in one {node[0]} {node[1]} node")
             self._node = (node, self.fault.layer)
         self._convert = Converter(config, self.graph)
         self.ggml = _ggml(lc)
@@ -330,7 +334,10 @@ class LlamaCppRunner:
         if ((rule.name, rule.op), layer) == self._node:
             return True
         tap = state.tap
-        stage = rule.stage.split(":")[0]
+        stages = stages_of(rule)
+        stage = stages[0]
+        if len(stages) > 1:
+            return any(tap.wants(s, layer) for s in stages)
         if stage == "attn_scores":
             return bool(tap.wants("attn_scores", layer))
         if stage == "attn_softmax":

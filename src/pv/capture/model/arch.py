@@ -124,10 +124,18 @@ class Family:
     hf_expert_parts: Mapping[str, str] = field(default_factory=dict)
     #: transformers applies the q/k norms to [B, NH, S, D] (Gemma 3), not [B, S, NH, D] (Qwen3).
     hf_qk_norm_heads_first: bool = False
+    #: Checkpoint tensors that hold several roles (module inside a layer -> the roles, in row
+    #: order; Phi-3's ``self_attn.qkv_proj``): split on load, fused for transformers
+    #: (``pv.capture.model.fused``).
+    hf_fused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The MLP's activation module in transformers (Phi-3: ``activation_fn``).
+    hf_act_module: str = "act_fn"
     #: GGUF: ModelConfig field -> (metadata key after ``ARCH.``, value when absent; None: required).
     gguf_keys: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
     #: GGUF: the family's own reading of its metadata, a small function beside its row.
     gguf_config: GGUFConfig | None = None
+    #: GGUF block tensors that hold several roles (Phi-3's ``attn_qkv``, and ``ffn_up``, gate|up).
+    gguf_fused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: GGUF: experts may be stored one tensor each (``blk.N.ffn_gate.E.weight``), the layout
     #: llama.cpp's converter wrote for Mixtral before it stacked them.
     gguf_per_expert: bool = False
@@ -140,8 +148,10 @@ class Family:
 
     def features(self, attention_bias: bool) -> dict[str, bool]:
         """Conditions that switch optional stages on (``pv.stages.Stage.requires``)."""
+        fused = set(self.hf_fused.values())
         return {"qkv_bias": attention_bias, "qk_norm": self.qk_norm,
-                "sandwich_norm": self.sandwich_norm, "moe": self.moe, "dense_ffn": not self.moe}
+                "sandwich_norm": self.sandwich_norm, "moe": self.moe, "dense_ffn": not self.moe,
+                "fused_qkv": ("q", "k", "v") in fused, "fused_gate_up": ("gate", "up") in fused}
 
     def roles(self, attention_bias: bool) -> dict[str, str]:
         """Weight role -> Hugging Face name suffix of ``.weight``/``.bias`` inside a layer."""
@@ -249,6 +259,13 @@ FAMILIES: dict[str, Family] = {
                synthetic={"tie_word_embeddings": True, "embedding_multiplier": 4.0, "residual_multiplier": 0.5,
                           "attention_multiplier": 0.125, "logits_scaling": 2.0},
                doc="Granite: Llama's layer with scaled embeddings, residual branches, scores and logits"),
+        Family("phi3", "Phi3Config", "Phi3ForCausalLM", "phi3", qkv_bias="never", mask="sliding_window",
+               layer_weights=_weights(_LLAMA_NORMS, _ATTN, _DENSE), hf_act_module="activation_fn",
+               hf_fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
+               gguf_fused={"attn_qkv": ("q", "k", "v"), "ffn_up": ("gate", "up")},
+               # as many kv heads as query heads, as Phi-3-mini has; a 4 key window
+               synthetic={"num_key_value_heads": 4, "sliding_window": 4},
+               doc="Phi-3: Llama's layer from fused qkv_proj and gate_up_proj tensors, a sliding window"),
     )
 }
 

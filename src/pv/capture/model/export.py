@@ -2,9 +2,10 @@
 
 Used to check the loaders on every family without downloads: the seeded weights
 of ``synthetic:FAMILY`` are written the way real checkpoints are laid out
-(``config.json`` + ``model.safetensors`` with per-expert MoE tensors; a GGUF
-with llama.cpp's tensor names, metadata keys, Q/K row permutation, Gemma's
-``1 + w`` norm weights and llama3 ``rope_freqs``), then read back through
+(``config.json`` + ``model.safetensors`` with per-expert MoE tensors and Phi-3's
+fused ones; a GGUF with llama.cpp's tensor names, metadata keys, Q/K row
+permutation, Gemma's ``1 + w`` norm weights, llama3 ``rope_freqs`` and Phi-3's
+fused ``attn_qkv``/``ffn_up``), then read back through
 ``load_model`` like any user's file.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from pv.capture.model import arch
 from pv.capture.model.config import ModelConfig
+from pv.capture.model.fused import fuse
 from pv.errors import PvError, require
 
 
@@ -42,6 +44,8 @@ def write_hf_directory(config: ModelConfig, state_dict: dict[str, np.ndarray], d
             tensors[name.replace(".mlp.", f".{block}.")] = np.ascontiguousarray(value, dtype=np.float32)
         else:
             tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if family.hf_fused:  # one checkpoint tensor for several roles, as on the hub (Phi-3)
+        tensors = fuse(tensors, config, family.hf_fused)
     (out / "config.json").write_text(json.dumps(to_hf_dict(config), indent=1) + "\n", encoding="utf-8")
     safetensors_numpy.save_file(tensors, str(out / "model.safetensors"))
     return out
@@ -158,6 +162,12 @@ def write_gguf(config: ModelConfig, state_dict: dict[str, np.ndarray], path: str
                     tensors[f"blk.{layer}.{part}.{e}.{kind}"] = value[e]
                 continue
             tensors[f"blk.{layer}.{gguf_of_role[base]}.{kind}"] = value
+    if family.gguf_fused:  # llama.cpp's converter writes them fused (Phi-3's attn_qkv, ffn_up)
+        by_role = {f"model.layers.{i}.{hf}": tensors.pop(f"blk.{i}.{gguf_of_role[role]}.weight")
+                   for i in range(config.num_hidden_layers)
+                   for role, hf in family.roles(False).items()
+                   if any(role in roles for roles in family.gguf_fused.values())}
+        tensors.update(fuse(by_role, config, family.gguf_fused, lambda i, part: f"blk.{i}.{part}.weight"))
     for gg, value in tensors.items():
         value = np.ascontiguousarray(value, dtype=np.float32)
         if family.gguf_norm_shift and gg.endswith("norm.weight"):

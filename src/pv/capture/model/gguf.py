@@ -25,6 +25,7 @@ import numpy as np
 from pv import files
 from pv.capture.model import arch as families
 from pv.capture.model.config import ModelConfig
+from pv.capture.model.fused import held, split
 from pv.capture.model.gguf_reader import open_gguf
 from pv.capture.model.loaded import LoadedModel, check_state_dict, expected_shapes, fingerprint
 from pv.errors import PvError, require
@@ -84,6 +85,8 @@ def hf_name(gguf_name: str, family: families.Family | None = None) -> str | None
     if match is None:
         return None
     layer, part, kind = match.groups()
+    if family is not None and part in family.gguf_fused:
+        return gguf_name  # several roles in one tensor (Phi-3's attn_qkv): split once sizes are known
     if family is None:
         if part not in _BLOCK_NAMES:
             return None
@@ -229,8 +232,8 @@ def _expert_count(reader: Any, arch: str, path: Path) -> int:
         raise PvError(f"{path}: GGUF metadata '{arch}.expert_count' is not a number") from None
 
 
-def _expected_names(config: ModelConfig) -> set[str]:
-    return set(expected_shapes(config))
+def _fused_name(layer: int, part: str) -> str:
+    return f"blk.{layer}.{part}.weight"
 
 
 def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
@@ -288,8 +291,10 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
     config = _config_from_metadata(
         reader, arch, path, vocab_rows, "lm_head.weight" in tensors, has_bias, rope_factors
     )
-    expected = _expected_names(config)
-    missing = sorted(expected - set(tensors))
+    fused = {n: tensors.pop(n) for n in list(tensors) if n.startswith("blk.")}  # kept by hf_name
+    holds = held(fused, config, family.gguf_fused, _fused_name)
+    expected = set(expected_shapes(config))
+    missing = sorted(expected - set(tensors) - set(holds))
     if missing:
         raise PvError(f"{path}: missing tensor {missing[0]} ({len(missing)} missing in all)")
     extra = sorted(set(tensors) - expected)
@@ -314,6 +319,10 @@ def read_gguf(path: str | Path, *, with_tokenizer: bool = True) -> GGUFContents:
             values = values - np.float32(config.family.gguf_norm_shift)  # llama.cpp stored 1 + w
         state_dict[name] = values
 
+    if fused:
+        arrays = {n: _dequantized(tensor, dequantize) for n, tensor in fused.items()}
+        state_dict.update(split(arrays, config, family.gguf_fused, _fused_name, str(path)))
+        quant_types.update({n: fused[whole].tensor_type.name for n, whole in holds.items()})
     check_state_dict(config, state_dict, str(path))  # e.g. fewer experts stored than expert_count says
     metadata = {
         key: _field(reader, key)

@@ -21,7 +21,7 @@ import numpy as np
 
 from pv.capture.model import arch
 from pv.capture.model.config import ModelConfig
-from pv.errors import PvError
+from pv.errors import PvError, brief
 
 
 def _rope(data: Mapping[str, Any], source: str, layer_type: str) -> tuple[float | None, dict[str, Any] | None]:
@@ -76,6 +76,11 @@ def config_from_hf(data: Mapping[str, Any], source: str) -> ModelConfig:
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         if data.get(key) is not None:
             raise PvError(f"{source}: {key} is not supported by the engine")
+    for where in (data, data.get("rope_parameters"), data.get("rope_scaling")):
+        factor = where.get("partial_rotary_factor", 1.0) if isinstance(where, Mapping) else 1.0
+        if factor is not None and factor != 1.0:
+            raise PvError(f"{source}: partial_rotary_factor {brief(factor)} (RoPE on part of each head) "
+                          f"is not supported by the engine")
     if family.qkv_bias == "never" and data.get("attention_bias"):
         raise PvError(f"{source}: attention_bias is set, but {family.hf_model_class} has no q/k/v biases")
     if data.get("use_sliding_window") and family.mask == "causal":
@@ -161,6 +166,9 @@ def to_hf_dict(cfg: ModelConfig) -> dict[str, Any]:
         "max_position_embeddings": cfg.max_position_embeddings,
         "rope_theta": cfg.rope_theta,
         "torch_dtype": "float32",
+        # no special tokens: they are the tokenizer's (and a class's defaults may lie outside
+        # a small vocabulary, as Phi-3's 32000 does); generate never stops early on them
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
         family.hf_act_key: "gelu_pytorch_tanh" if cfg.hidden_act == "gelu_tanh" else "silu",
     }
     if cfg.rope_scaling is not None:

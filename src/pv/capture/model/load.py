@@ -98,6 +98,10 @@ def load_hf_directory(directory: Path) -> LoadedModel:
         from pv.capture.model.hf_config import stack_experts
 
         sd = stack_experts(sd, config)
+    if config.family.hf_fused:  # Phi-3's qkv_proj and gate_up_proj: one tensor per role
+        from pv.capture.model import fused
+
+        sd = fused.split(sd, config, config.family.hf_fused, source=str(directory))
     if config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     check_state_dict(config, sd, str(directory))

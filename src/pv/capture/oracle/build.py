@@ -46,15 +46,14 @@ def hf_config(cfg: ModelConfig, transformers: Any = None) -> Any:
 
     The attention implementation is pv's capturing one (the causal mask the eager
     one), MoE experts run transformers' per-expert loop. Token ids for bos/eos/pad
-    are left unset so ``generate`` never stops early: parity compares a fixed
-    number of greedy tokens.
+    are unset (``to_hf_dict`` writes none) so ``generate`` never stops early:
+    parity compares a fixed number of greedy tokens.
     """
     from pv.capture.model.hf_config import to_hf_dict
 
     transformers = transformers or require("transformers")
     family = cfg.family
-    data = {**to_hf_dict(cfg), "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
-            "use_cache": True}
+    data = {**to_hf_dict(cfg), "use_cache": True}
     try:
         config = getattr(transformers, family.hf_config_class).from_dict(data)
     except Exception as exc:  # noqa: BLE001 - transformers' strict configs raise their own types

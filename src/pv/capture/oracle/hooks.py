@@ -139,6 +139,8 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
         handles.append(module.register_forward_hook(hook))
 
     roles = {role: name.rsplit(".", 1)[0] for role, name in config.family.roles(False).items()}
+    #: role -> the module that computes it together with others (Phi-3's qkv_proj, gate_up_proj)
+    fused = {role: module for module, held in config.family.hf_fused.items() for role in held}
 
     def first_input(module: Any, args: Any, output: Any) -> None:
         cap.emit("embedding", 0, args[0][0])
@@ -167,7 +169,14 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
                 cap.emit("qkv_bias", i, fused)
             return hook
 
-        if cap.wants("qkv_matmul", i) or cap.wants("qkv_bias", i):
+        def qkv_fused(module: Any, args: Any, output: Any, i: int = i) -> None:
+            if cap.has_bias and cap.wants("qkv_matmul", i):
+                cap.emit("qkv_matmul", i, torch.nn.functional.linear(args[0][0], module.weight))
+            cap.emit("qkv_bias" if cap.has_bias else "qkv_matmul", i, output[0])
+
+        if (cap.wants("qkv_matmul", i) or cap.wants("qkv_bias", i)) and "q" in fused:
+            add(layer.get_submodule(fused["q"]), qkv_fused)  # q|k|v already one row (Phi-3)
+        elif cap.wants("qkv_matmul", i) or cap.wants("qkv_bias", i):
             for part in "qkv":
                 add(getattr(attn, f"{part}_proj"), qkv_part(part))
 
@@ -192,7 +201,8 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
         if "router" in roles:
             _install_moe(cap, add, layer, i)
         else:
-            _install_mlp(cap, add, mlp, i)
+            _install_mlp(cap, add, mlp, i, getattr(mlp, config.family.hf_act_module),
+                         layer.get_submodule(fused["gate"]) if "gate" in fused else None)
         if "post_ffn_norm" in roles:
             add(layer.get_submodule(roles["post_ffn_norm"]), out_hook("post_ffn_norm", i))
         add(layer, out_hook("post_ffn_residual", i))
@@ -204,24 +214,36 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
     # The logits the model returns: Granite divides lm_head's output by logits_scaling.
     add(model, logits)
 
-def _install_mlp(cap: Capture, add: Any, mlp: Any, i: int) -> None:
+def _install_mlp(cap: Capture, add: Any, mlp: Any, i: int, act_fn: Any, gate_up: Any = None) -> None:
+    """The dense MLP's stages: from ``gate_proj`` and ``up_proj``, or from the two halves of one
+    ``gate_up`` module's output (Phi-3), which runs before the activation."""
     def out_hook(stage: str) -> Any:
         def hook(module: Any, args: Any, output: Any) -> None:
             cap.emit(stage, i, _first(output)[0])
         return hook
 
-    add(mlp.gate_proj, out_hook("ffn_gate"))
-
     def act(module: Any, args: Any, output: Any) -> None:
-        cap.pending_silu[i] = output[0]  # emitted after ffn_up, in computation order
+        if gate_up is not None:  # gate and up are out already
+            cap.emit("ffn_silu", i, output[0])
+        else:
+            cap.pending_silu[i] = output[0]  # emitted after ffn_up, in computation order
 
     def up(module: Any, args: Any, output: Any) -> None:
         cap.emit("ffn_up", i, output[0])
         if i in cap.pending_silu:
             cap.emit("ffn_silu", i, cap.pending_silu.pop(i))
 
-    add(mlp.act_fn, act)
-    add(mlp.up_proj, up)
+    def halves(module: Any, args: Any, output: Any) -> None:
+        gate, up_part = output[0].chunk(2, dim=-1)
+        cap.emit("ffn_gate", i, gate)
+        cap.emit("ffn_up", i, up_part)
+
+    if gate_up is not None:
+        add(gate_up, halves)
+    else:
+        add(mlp.gate_proj, out_hook("ffn_gate"))
+        add(mlp.up_proj, up)
+    add(act_fn, act)
 
     def down(module: Any, args: Any, output: Any) -> None:
         cap.emit("ffn_swiglu", i, args[0][0])

@@ -187,6 +187,10 @@ class HFOracle:
     def _load(self, state_dict: Any) -> None:
         """Copy pv's float32 weights into the module; refuse anything that does not fit."""
         torch = self.torch
+        if self.config.family.hf_fused:  # Phi-3's modules take q|k|v and gate|up as one weight
+            from pv.capture.model.fused import fuse
+
+            state_dict = fuse(state_dict, self.config, self.config.family.hf_fused)
         tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
                    for k, v in state_dict.items()}
         if self.config.family.moe:  # pv keeps gate and up apart; transformers fuses them
