@@ -21,8 +21,12 @@ def canonical_json(data: Any) -> str:
 
 
 def sha256_json(data: Any) -> str:
-    """Hex sha256 of ``data``'s canonical JSON (``canonical_json``) encoded as UTF-8."""
-    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+    """Hex sha256 of ``data``'s canonical JSON (``canonical_json``) encoded as UTF-8.
+
+    A lone surrogate (JSON can escape one, ``"\\udcff"``; no UTF-8 text holds one) is
+    encoded as its three bytes (``surrogatepass``), so such a value still has a digest
+    instead of stopping whoever asks for it; every other text hashes as UTF-8."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 __all__ = ["canonical_json", "sha256_json"]

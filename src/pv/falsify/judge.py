@@ -61,7 +61,8 @@ def integrity(stored: StoredRecord, key: bytes | None) -> str | None:
     record = stored.record
     if record.legacy:
         return None
-    if record.digest != record.content_digest():
+    computed = stored.content_digest if stored.content_digest is not None else record.content_digest()
+    if record.digest != computed:
         return "its content does not match its digest (edited after it was written)"
     if key is not None and signature_ok(record, key) is False:
         return "its signature does not verify with PV_EVIDENCE_KEY"
@@ -78,7 +79,10 @@ def meets_target(test: Any, requirements: Mapping[str, Any]) -> bool:
 
 
 def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
-          require_signed: bool = False) -> Reach:
+          require_signed: bool = False, memo: dict[int, tuple[Any, Reach]] | None = None) -> Reach:
+    """How far one record carries ``claim``. ``memo`` (one per claim, for one call over many
+    records) keeps what a record's tests reach, by the tests' identity: the records of a
+    chain read by ``pv.falsify.reading`` share one tuple of tests wherever their text repeats."""
     record = stored.record
     if record.kind == DISCHARGE:
         return Reach(None, False, "a discharge record")
@@ -99,6 +103,16 @@ def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
         return Reach(None, False, f"written while {', '.join(dirty[:3])} differed from the commit")
     if require_signed and (key is None or signature_ok(record, key) is not True):
         return Reach(None, False, "not signed with the evidence key")
+    if memo is None:
+        return _tests_reach(record, claim)
+    seen = memo.get(id(record.tests))
+    if seen is None or seen[0] is not record.tests:
+        seen = memo[id(record.tests)] = (record.tests, _tests_reach(record, claim))
+    return seen[1]
+
+
+def _tests_reach(record: EvidenceRecord, claim: Falsifier) -> Reach:
+    """How far a passing, intact record's counted tests carry ``claim``."""
     passing = [t for t in counted(record, claim) if t.outcome == PASSED]
     if not passing:
         others = ", ".join(t.nodeid for t in record.tests if t.outcome == PASSED)[:200]
@@ -181,7 +195,7 @@ def discharge_backing(recent: Sequence[StoredRecord], claim: Falsifier, reaches:
 
 
 def _freshen(reaches: dict[str, Reach], stored: Sequence[StoredRecord], claim: Falsifier,
-             root: Path) -> StoredRecord | None:
+             root: Path, hashes: dict[str, str | None]) -> StoredRecord | None:
     """Cap every stale record's reach at PARTIAL (in place); the newest one capped, or None.
 
     A record is stale when a file it covers, or the falsifier's claim, changed since
@@ -192,7 +206,7 @@ def _freshen(reaches: dict[str, Reach], stored: Sequence[StoredRecord], claim: F
     capped = None
     for s in stored:
         r = reaches[s.file_sha256]
-        changed = stale_subjects(s.record, root, claim.claim_digest) if r.level == ladder.FUNCTIONAL else []
+        changed = stale_subjects(s.record, root, claim.claim_digest, hashes) if r.level == ladder.FUNCTIONAL else []
         if changed:
             reaches[s.file_sha256] = Reach(ladder.PARTIAL, False, f"stale: {stale_phrase(changed)} changed "
                                            "since it ran")
@@ -211,12 +225,16 @@ def stale_phrase(items: Sequence[str]) -> str:
 
 
 def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | None = None,
-            key: bytes | None = None, require_signed: bool = False, fresh: bool = False) -> Support:
+            key: bytes | None = None, require_signed: bool = False, fresh: bool = False,
+            hashes: dict[str, str | None] | None = None) -> Support:
     """How far ``stored`` carries ``claim``; ``fresh`` (with ``root``): stale records reach at most
-    PARTIAL_ALGORITHM_LEVEL (the repository's default policy, ``pv.config``)."""
+    PARTIAL_ALGORITHM_LEVEL (the repository's default policy, ``pv.config``). ``hashes`` memoises
+    the covered files' hashes now (``records.stale_subjects``) across calls on one tree."""
+    hashes = {} if hashes is None else hashes
     recent, failed = _since_failure(stored)
-    reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed) for s in stored}
-    capped = _freshen(reaches, recent, claim, root) if fresh and root is not None else None
+    memo: dict[int, tuple[Any, Reach]] = {}
+    reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed, memo=memo) for s in stored}
+    capped = _freshen(reaches, recent, claim, root, hashes) if fresh and root is not None else None
     best: StoredRecord | None = None
     for s in recent:
         lvl = reaches[s.file_sha256].level
@@ -230,13 +248,13 @@ def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | No
     why = reasons[0] if reasons else ("no record after the latest failing record" if failed else "no record")
     dis, dis_why = None, ""
     if level == ladder.FUNCTIONAL:
-        dis, dis_why = _valid_discharge(recent, claim, reaches, root, key, require_signed)
+        dis, dis_why = _valid_discharge(recent, claim, reaches, root, key, require_signed, hashes)
     return Support(level, best, why, failed, dis, dis_why, capped if level != ladder.FUNCTIONAL else None)
 
 
 def _discharge_problem(s: StoredRecord, recent: Sequence[StoredRecord], claim: Falsifier,
                        reaches: Mapping[str, Reach], root: Path | None, key: bytes | None,
-                       require_signed: bool) -> str | None:
+                       require_signed: bool, hashes: dict[str, str | None]) -> str | None:
     """Why the discharge record ``s`` no longer stands, or None when it does."""
     from pv.falsify.records import stale_subjects
 
@@ -256,20 +274,21 @@ def _discharge_problem(s: StoredRecord, recent: Sequence[StoredRecord], claim: F
         shown = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in missing)
         return f"no live pass meets the discharge matrix target(s) {shown}"
     if root is not None:
-        changed = stale_subjects(rec, root, claim.claim_digest)
+        changed = stale_subjects(rec, root, claim.claim_digest, hashes)
         if changed:
             return f"{stale_phrase(changed)} changed since it was written"
     return None
 
 
 def _valid_discharge(recent: Sequence[StoredRecord], claim: Falsifier, reaches: Mapping[str, Reach],
-                     root: Path | None, key: bytes | None, require_signed: bool) -> tuple[StoredRecord | None, str]:
+                     root: Path | None, key: bytes | None, require_signed: bool,
+                     hashes: dict[str, str | None]) -> tuple[StoredRecord | None, str]:
     """The newest discharge record that still stands, or None and why the newest one does not."""
     why = ""
     for s in reversed(recent):
         if s.record.kind != DISCHARGE:
             continue
-        problem = _discharge_problem(s, recent, claim, reaches, root, key, require_signed)
+        problem = _discharge_problem(s, recent, claim, reaches, root, key, require_signed, hashes)
         if problem is None:
             return s, ""
         if not why:

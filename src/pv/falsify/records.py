@@ -40,6 +40,7 @@ from pv import bounded, environment, files
 from pv.bounded import one_line
 from pv.digest import sha256_json
 from pv.errors import PvError
+from pv.falsify import schema_fast
 
 FORMAT_VERSION = 2
 PASSED, FAILED, SKIPPED, DISCHARGED = "passed", "failed", "skipped", "discharged"
@@ -185,13 +186,27 @@ def signature_ok(record: EvidenceRecord, key: bytes) -> bool | None:
 
 
 @functools.lru_cache(maxsize=2)
+def load_schema(name: str) -> Any:
+    """A shipped evidence schema (``schemas/<name>``) as data."""
+    return json.loads(resources.files("pv").joinpath("schemas", name).read_text("utf-8"))
+
+
+@functools.lru_cache(maxsize=2)
 def _validator(name: str) -> Any:
     import jsonschema  # type: ignore[import-untyped]
 
-    text = resources.files("pv").joinpath("schemas", name).read_text("utf-8")
-    schema = json.loads(text)
+    schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled(name: str) -> schema_fast.Check | None:
+    """The schema as one yes-or-no function (``pv.falsify.schema_fast``); None if it cannot be."""
+    try:
+        return schema_fast.compile_schema(load_schema(name))
+    except schema_fast.Unsupported:
+        return None
 
 
 def _schema_name(data: Any) -> str:
@@ -211,7 +226,11 @@ def schema_errors(data: Any) -> list[str]:
     crowded = _crowded(data)
     if crowded:
         return [crowded]
-    found = itertools.islice(_validator(_schema_name(data)).iter_errors(data), MAX_SCHEMA_ERRORS)
+    name = _schema_name(data)
+    fast = _compiled(name)
+    if fast is not None and fast(data):  # jsonschema only to word what is wrong
+        return []
+    found = itertools.islice(_validator(name).iter_errors(data), MAX_SCHEMA_ERRORS)
     errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
     return [one_line(f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}", 300)
             for e in errors]
@@ -322,10 +341,20 @@ def _hash_inside(base: Path, rel: str) -> str | None:
         return None
 
 
-def stale_subjects(record: EvidenceRecord, root: Path, claim_digest: str | None) -> list[str]:
-    """Subjects of ``record`` whose content changed since (files, or the claim itself)."""
+def stale_subjects(record: EvidenceRecord, root: Path, claim_digest: str | None,
+                   hashes: dict[str, str | None] | None = None) -> list[str]:
+    """Subjects of ``record`` whose content changed since (files, or the claim itself).
+
+    ``hashes`` (path -> sha256 now) is a memo for one call over many records of one
+    repository: each covered file is hashed once, not once per record."""
     paths = {name: d for name, d in record.subjects.items() if not name.startswith(CLAIM_PREFIX)}
-    now = hash_files(root, paths)
+    if hashes is None:
+        now = hash_files(root, paths)
+    else:
+        missing = [p for p in paths if p not in hashes]
+        if missing:
+            hashes.update(hash_files(root, missing))
+        now = hashes
     changed = [p for p, digest in paths.items() if now[p] != digest]
     claim = claim_subject(record.contract_id, record.falsifier_id)
     if claim_digest is not None and claim in record.subjects and record.subjects[claim] != claim_digest:

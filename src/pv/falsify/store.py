@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pv import files
 from pv.errors import one_line, show_path
+from pv.falsify import reading
 from pv.falsify.records import (
     MAX_RECORD_BYTES,
     EvidenceError,
@@ -119,11 +120,25 @@ def write_record(evidence_root: Path, record: EvidenceRecord, *, root: Path | No
 
 @dataclass(frozen=True)
 class StoredRecord:
-    """A record with where it lies and the sha256 of its file (what ``previous`` names)."""
+    """A record with where it lies and the sha256 of its file (what ``previous`` names).
+
+    Read from a file, it also carries the file's git blob id (what a commit's tree names, for
+    ``pv gate``'s comparison with a baseline) and the digest of its content as read
+    (``pv.falsify.reading``), so neither is computed again from the dataclass.
+    """
 
     record: EvidenceRecord
     path: Path
     file_sha256: str
+    git_blob: str | None = None
+    content_digest: str | None = None
+
+
+def blob_id(data: bytes) -> str:
+    """The id git gives a blob with these bytes (``pv.repo.blob_sha1``, without copying them)."""
+    digest = hashlib.sha1(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def read_stored(path: Path) -> StoredRecord:
@@ -134,6 +149,17 @@ def read_stored(path: Path) -> StoredRecord:
         raise EvidenceError(f"{shown}: not a regular file") from None
     except (OSError, ValueError) as exc:
         raise EvidenceError(f"{shown}: cannot read evidence: {one_line(str(exc), 200)}") from None
+    return stored_from_bytes(path, raw)
+
+
+def stored_from_bytes(path: Path, raw: bytes) -> StoredRecord:
+    """The record in ``raw`` (the bytes of ``path``): the fast reader's when it is sure, else the
+    careful one's, which words every refusal (one line naming the file)."""
+    sha, blob = hashlib.sha256(raw).hexdigest(), blob_id(raw)
+    fast = reading.parse(raw)
+    if fast is not None:
+        return StoredRecord(fast[0], path, sha, blob, fast[1])
+    shown = show_path(path)
     data = parse_json(raw, shown)
     if not isinstance(data, dict):
         raise EvidenceError(f"{shown}: an evidence record must be a JSON object")
@@ -143,13 +169,27 @@ def read_stored(path: Path) -> StoredRecord:
         raise EvidenceError(f"{shown}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise EvidenceError(f"{shown}: malformed evidence: {one_line(str(exc), 200)}") from None
-    return StoredRecord(record, path, hashlib.sha256(raw).hexdigest())
+    return StoredRecord(record, path, sha, blob)
+
+
+def read_folder(folder: Path) -> list[StoredRecord | EvidenceError]:
+    """Every record file in ``folder`` (``iter_record_paths``'s files, by name), read: a record, or
+    the one-line error that reading it gave."""
+    out: list[StoredRecord | EvidenceError] = []
+    for path, plain in reading.record_entries(folder):
+        raw = reading.read_plain(str(path)) if plain else None
+        try:
+            out.append(read_stored(path) if raw is None else stored_from_bytes(path, raw))
+        except EvidenceError as exc:
+            out.append(exc)
+    return out
 
 
 def as_stored(record: EvidenceRecord) -> StoredRecord:
     """A sealed record not yet written, as a reader will see it once it is (for judging a run
     before its record lands)."""
-    return StoredRecord(record, Path("<new>"), hashlib.sha256(payload(record)).hexdigest())
+    data = payload(record)
+    return StoredRecord(record, Path("<new>"), hashlib.sha256(data).hexdigest(), blob_id(data))
 
 
 def read_record(path: Path) -> EvidenceRecord:
@@ -192,8 +232,12 @@ def chain_order(stored: Sequence[StoredRecord]) -> list[StoredRecord]:
 
 
 def load_stored(evidence_root: Path, contract_id: str, falsifier_id: str) -> list[StoredRecord]:
-    """Every record of one falsifier in chain order (oldest first)."""
-    return chain_order([read_stored(p) for p in iter_record_paths(evidence_root, contract_id, falsifier_id)])
+    """Every record of one falsifier in chain order (oldest first); the first unreadable one raises."""
+    read = read_folder(record_dir(evidence_root, contract_id, falsifier_id))
+    for item in read:
+        if isinstance(item, EvidenceError):
+            raise item
+    return chain_order([s for s in read if isinstance(s, StoredRecord)])
 
 
 def head(stored: Sequence[StoredRecord]) -> str | None:
@@ -201,5 +245,6 @@ def head(stored: Sequence[StoredRecord]) -> str | None:
     return stored[-1].file_sha256 if stored else None
 
 
-__all__ = ["StoredRecord", "as_stored", "chain_order", "check_id", "check_inside", "head", "iter_record_paths",
-           "load_stored", "payload", "read_record", "read_stored", "record_dir", "record_name", "write_record"]
+__all__ = ["StoredRecord", "as_stored", "blob_id", "chain_order", "check_id", "check_inside", "head", "iter_record_paths",
+           "load_stored", "payload", "read_folder", "read_record", "read_stored", "record_dir", "record_name",
+           "stored_from_bytes", "write_record"]

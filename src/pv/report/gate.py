@@ -30,7 +30,7 @@ Compared with a baseline (``pv.report.baseline``), the gate fails naming each ca
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,7 +66,15 @@ class GateFailure:
         return f"{self.kind}: {where}: {self.message}"
 
 
-def _digest_now(root: Path, rel_path: str, how: str) -> str | None:
+def _digest_now(root: Path, rel_path: str, how: str,
+                known: Mapping[str, tuple[str, str | None]] | None = None) -> str | None:
+    """The file's digest now (``how``: ``git-blob`` or ``sha256``); ``known`` holds those of the
+    record files the status report read moments ago (path -> (sha256, blob)), reused."""
+    seen = known.get(rel_path) if known is not None else None
+    if seen is not None:
+        digest = seen[1] if how == "git-blob" else seen[0]
+        if digest is not None:
+            return digest
     try:
         data = read_regular(root / rel_path, rec.MAX_RECORD_BYTES)
     except (OSError, ValueError):
@@ -86,14 +94,16 @@ def _is_record(rel_path: str) -> bool:
     return rel_path.endswith(".json") and not Path(rel_path).name.startswith(".")
 
 
-def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path) -> list[GateFailure]:
-    """Records of the baseline, or committed since it, that are gone or whose bytes changed."""
+def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path,
+                     known: Mapping[str, tuple[str, str | None]] | None = None) -> list[GateFailure]:
+    """Records of the baseline, or committed since it, that are gone or whose bytes changed
+    (``known``: the record files already read, as ``StatusReport.files``)."""
     out: list[GateFailure] = []
     ev_rel = rel(root, evidence_dir)
     for path, digest in sorted(baseline.evidence.items()):
         if not _is_record(path):
             continue
-        now = _digest_now(root, path, baseline.evidence_hash)
+        now = _digest_now(root, path, baseline.evidence_hash, known)
         if now == digest:
             continue
         cid, fid = _owner(path, ev_rel)
@@ -104,7 +114,7 @@ def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path) -> list
     for intro in baseline.history:
         if intro.path in baseline.evidence or intro.path in reported or not _is_record(intro.path):
             continue
-        now = _digest_now(root, intro.path, "git-blob")
+        now = _digest_now(root, intro.path, "git-blob", known)
         if now == intro.blob:
             continue
         reported.add(intro.path)
@@ -272,7 +282,7 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
         failures += weaker
     failures += status_failures(report, baseline, strict=strict, check_removed=not claim_checked)
     if baseline is not None and root is not None and evidence_dir is not None:
-        failures += evidence_changes(baseline, root, evidence_dir)
+        failures += evidence_changes(baseline, root, evidence_dir, report.files)
     if falsifiers_dir is not None and root is not None:
         failures += binding_failures(contracts, falsifiers_dir, root)
     order = {k: i for i, k in enumerate(KINDS)}

@@ -11,6 +11,7 @@ markdown or JSON (the JSON doubles as a baseline snapshot for ``pv gate``).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,10 +100,21 @@ class ContractStatus:
         return good / n if n else 0.0
 
 
+@dataclass
+class Memo:
+    """What one report computes once and reuses: covered files' hashes now, record files read."""
+
+    hashes: dict[str, str | None] = field(default_factory=dict)
+    files: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class StatusReport:
     contracts: tuple[ContractStatus, ...]
     settings: config.Settings = config.DEFAULTS
+    #: path (relative to the repository) -> (sha256, git blob id) of every record file read, as
+    #: read: ``pv gate`` compares these with its baseline instead of reading each file again.
+    files: Mapping[str, tuple[str, str | None]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -129,25 +141,29 @@ def _rank(status: str) -> int:
 
 
 def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the repository, symlinks resolved (each folder resolved once)."""
     try:
+        if not os.path.islink(path):
+            return f"{_resolved(str(path.parent), str(root))}/{path.name}".lstrip("/")
         return path.resolve().relative_to(root.resolve()).as_posix()
     except (ValueError, OSError):
         return str(path)
 
 
+@functools.lru_cache(maxsize=256)
+def _resolved(folder: str, root: str) -> str:
+    rel = Path(folder).resolve().relative_to(Path(root).resolve()).as_posix()
+    return "" if rel == "." else rel
+
+
 def read_folder(evidence_dir: Path, cid: str, fid: str) -> tuple[list[store.StoredRecord], list[str]]:
     """Every readable record of one falsifier in chain order, and one line per unreadable file."""
-    stored: list[store.StoredRecord] = []
-    problems: list[str] = []
     try:
-        paths = list(store.iter_record_paths(evidence_dir, cid, fid))
+        read = store.read_folder(store.record_dir(evidence_dir, cid, fid))
     except rec.EvidenceError as exc:
         return [], [str(exc)]
-    for p in paths:
-        try:
-            stored.append(store.read_stored(p))
-        except rec.EvidenceError as exc:
-            problems.append(f"unreadable record: {exc}")
+    stored = [s for s in read if isinstance(s, store.StoredRecord)]
+    problems = [f"unreadable record: {e}" for e in read if isinstance(e, rec.EvidenceError)]
     return store.chain_order(stored), problems
 
 
@@ -160,18 +176,18 @@ def integrity_problems(stored: Sequence[store.StoredRecord], cid: str, fid: str,
     by_previous: dict[str, list[store.StoredRecord]] = {}
     for s in stored:
         r = s.record
-        where = _shown(s.path, root)
         if r.contract_id != cid or r.falsifier_id != fid:
-            out.append(f"misplaced record: {where} is a record of {r.contract_id}/{r.falsifier_id}")
+            out.append(f"misplaced record: {_shown(s.path, root)} is a record of {r.contract_id}/{r.falsifier_id}")
         bad = judge.integrity(s, key)
         if bad:
-            out.append(f"tampered record: {where}: {bad}")
+            out.append(f"tampered record: {_shown(s.path, root)}: {bad}")
         if r.legacy:
             continue
         if r.previous is None:
             starts.append(s)
         elif r.previous not in known:
-            out.append(f"broken chain: {where} follows a record that is not here (sha256 {r.previous[:12]}...)")
+            out.append(f"broken chain: {_shown(s.path, root)} follows a record that is not here "
+                       f"(sha256 {r.previous[:12]}...)")
         else:
             by_previous.setdefault(r.previous, []).append(s)
     first_chained = min((s.record.finished_at for s in stored if not s.record.legacy), default=None)
@@ -190,21 +206,26 @@ def integrity_problems(stored: Sequence[store.StoredRecord], cid: str, fid: str,
 
 def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root: Path, *,
                      key: bytes | None = None, require_signed: bool = False,
-                     settings: config.Settings = config.DEFAULTS) -> FalsifierStatus:
+                     settings: config.Settings = config.DEFAULTS, memo: Memo | None = None) -> FalsifierStatus:
+    """One falsifier's standing; ``memo`` is shared across one report (``Memo``)."""
+    memo = Memo() if memo is None else memo
+    hashes = memo.hashes
     stored, problems = read_folder(evidence_dir, contract.id, f.id)
     problems += integrity_problems(stored, contract.id, f.id, root, key)
     canon = canonical(f.status)
     fresh = settings.stale_blocks
-    sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed, fresh=fresh)
+    sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed, fresh=fresh,
+                        hashes=hashes)
     ok = sup.allows(canon)
-    stale_live = _stale_live(f, sup, root)
+    stale_live = _stale_live(f, sup, root, hashes)
     why = "" if ok else f"{canon} but {stale_live}" if stale_live and canon in (
         ladder.FUNCTIONAL, ladder.DISCHARGED) else _unsupported(canon, sup)
 
     def ref(s: store.StoredRecord) -> RecordRef:
         r = judge.reach(s, f, key=key, require_signed=require_signed)
         return RecordRef(_shown(s.path, root), s.record.outcome, s.record.finished_at,
-                         r.level == ladder.FUNCTIONAL, tuple(rec.stale_subjects(s.record, root, f.claim_digest)),
+                         r.level == ladder.FUNCTIONAL,
+                         tuple(rec.stale_subjects(s.record, root, f.claim_digest, hashes)),
                          bool(f.live_requirements), r.why)
 
     back = _backing(canon, stored, sup)
@@ -213,17 +234,21 @@ def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root:
         skip = next((s for s in reversed(stored) if s.record.outcome == rec.SKIPPED), None)
         blocked = (skip.record.reason if skip and skip.record.reason else
                    f"{canon} set in the contract without a skipped run on record")
-    evidence = {_shown(s.path, root): s.file_sha256 for s in stored}
+    evidence: dict[str, str] = {}
+    for s in stored:
+        shown = _shown(s.path, root)
+        evidence[shown] = s.file_sha256
+        memo.files[shown] = (s.file_sha256, s.git_blob)
     return FalsifierStatus(f.id, f.status, canon, blocked, ref(stored[-1]) if stored else None,
                            ref(back) if back is not None else None, ok, why, len(stored),
                            tuple(problems), evidence, stale_live)
 
 
-def _stale_live(f: Falsifier, sup: judge.Support, root: Path) -> str:
+def _stale_live(f: Falsifier, sup: judge.Support, root: Path, hashes: dict[str, str | None]) -> str:
     """Why stale live evidence no longer carries the falsifier to FUNCTIONAL ("" when it is not that)."""
     if sup.level == ladder.FUNCTIONAL or sup.stale_live is None:
         return ""
-    changed = stale_phrase(rec.stale_subjects(sup.stale_live.record, root, f.claim_digest))
+    changed = stale_phrase(rec.stale_subjects(sup.stale_live.record, root, f.claim_digest, hashes))
     reqs = ", ".join(f"{k}={v}" for k, v in f.live_requirements.items())
     where = f" where {reqs} holds" if reqs else ""
     return (f"its live evidence {_shown(sup.stale_live.path, root)} is stale: {changed} changed since it ran; "
@@ -269,9 +294,11 @@ def _mismatch(meta: str | None, statuses: Sequence[str]) -> str | None:
 
 
 def contract_status(contract: Contract, evidence_dir: Path, root: Path, *, key: bytes | None = None,
-                    require_signed: bool = False, settings: config.Settings = config.DEFAULTS) -> ContractStatus:
+                    require_signed: bool = False, settings: config.Settings = config.DEFAULTS,
+                    memo: Memo | None = None) -> ContractStatus:
+    memo = Memo() if memo is None else memo
     rows = tuple(falsifier_status(contract, f, evidence_dir, root, key=key, require_signed=require_signed,
-                                  settings=settings)
+                                  settings=settings, memo=memo)
                  for f in contract.falsifiers)
     counts: dict[str, int] = {}
     for r in rows:
@@ -285,9 +312,11 @@ def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path, *, ke
             require_signed: bool = False, settings: config.Settings | None = None) -> StatusReport:
     """Every contract's statuses; ``settings`` default to the repository's (``pv.config.load``)."""
     settings = settings if settings is not None else config.load(root)
-    return StatusReport(tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed,
-                                              settings=settings)
-                              for c in contracts), settings)
+    memo = Memo()  # covered files hashed once for the whole report, record files listed
+    rows = tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed, settings=settings,
+                                 memo=memo)
+                 for c in contracts)
+    return StatusReport(rows, settings, memo.files)
 
 
 def status_of(paths: Iterable[str | os.PathLike[str]] = (), *, contract: str | None = None,

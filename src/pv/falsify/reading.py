@@ -1,0 +1,222 @@
+"""Reading many evidence records fast, with every check of the one careful reader kept.
+
+``pv status`` and ``pv gate`` read every record of every falsifier: thousands, where CI runs
+``pv falsify`` on every merge. The careful reader (``pv.falsify.store.read_stored``) parses
+each file with hooks for every bound, walks it twice, validates it with ``jsonschema`` and
+leaves the digest to be recomputed from the dataclass. This module is a faster way to the
+same verdict, never a looser one; whatever it is not sure of goes to the careful reader,
+which also words every refusal, so each message stays what it was.
+
+* **Listing and reading** (``read_folder``): one ``os.scandir`` per folder; a record that
+  the listing shows as a regular file (not a symlink) is opened with ``O_NOFOLLOW`` and
+  ``O_NONBLOCK`` and checked on its descriptor (a regular file, within the size bound).
+  The ``/proc``/``/sys`` check is made once for the folder: a file that is no symlink lies
+  where its folder lies. Anything else (a symlink, a FIFO, an error) takes the careful path.
+* **Parsing by member** (``parse``): pv writes records with ``json.dumps(indent=2,
+  sort_keys=True)``, so each top-level member starts a line ``,\\n  "name": ``. The text is
+  split there and each member's value is parsed, bounded (depth, values, entries per
+  container, integer length, NaN, repeated keys) and checked against its property's schema
+  (``pv.falsify.schema_fast``) once per process per distinct text: the records of a chain
+  repeat most members (claim, subjects, versions, often tests). The split is safe whatever
+  the text: when every piece parses as one whole JSON value, the whole text is one JSON
+  object with exactly those members (a cut inside a nested value would leave a bracket
+  open, and a JSON string holds no raw line break); otherwise the careful path reads it.
+* **The digest** is computed from the members' canonical texts, joined as
+  ``pv.digest.canonical_json`` joins them: the parsed fields are exactly the dataclass's
+  (the schema requires every field and allows no other), so this equals
+  ``EvidenceRecord.content_digest()`` (tested on every record the tests write).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from pv import files
+from pv.bounded import _bounded_int, _unique_object
+from pv.falsify import schema_fast
+from pv.falsify.records import (
+    MAX_DEPTH,
+    MAX_ENTRIES,
+    MAX_RECORD_BYTES,
+    MAX_VALUES,
+    EvidenceRecord,
+    TestResult,
+    load_schema,
+)
+
+_HEAD, _SEP, _TAIL = '{\n  "', ',\n  "', "\n}\n"
+#: One member as read: (name, parsed value, canonical JSON text, values it holds, dataclass field value).
+Entry = tuple[str, Any, str, int, Any]
+#: Distinct member texts remembered per process (most repeat along a chain).
+MAX_REMEMBERED = 500_000
+_MISSING = object()
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+_remembered: dict[str, Entry | None] = {}
+#: Members the content digest leaves out.
+_UNSIGNED = frozenset({"digest", "signature"})
+#: A JSON string that holds no escape and no control character.
+_PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
+
+
+class _Constant(ValueError):
+    """NaN or Infinity: not JSON, and no digest can be made of them."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+#: ``json.loads`` with the bounded reader's hooks: integer length, unique keys; and no NaN.
+_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_refuse_constant,
+                            object_pairs_hook=_unique_object)
+
+
+@functools.lru_cache(maxsize=1)
+def _checks() -> tuple[Callable[[Any], bool], Mapping[str, Callable[[Any], bool]]] | None:
+    """The format-2 schema compiled: one check for the record's own shape (its members' values
+    allowed anything) and one per member; None when the schema cannot be compiled."""
+    schema = load_schema("evidence.schema.json")
+    props = schema.get("properties", {})
+    fields = {f.name for f in EvidenceRecord.__dataclass_fields__.values()}
+    if set(schema.get("required", ())) != fields or set(props) != fields:
+        return None  # the dataclass and the schema disagree: only the careful path can tell
+    try:
+        shell = schema_fast.compile_schema({**schema, "properties": {name: True for name in props}}, schema)
+        members = {name: schema_fast.compile_schema(sub, schema) for name, sub in props.items()}
+    except schema_fast.Unsupported:
+        return None
+    return shell, members
+
+
+def _measure(value: Any) -> int | None:
+    """Values ``value`` holds (itself, keys and all nested values, as ``pv.bounded.check_tree``
+    counts them), or None when it nests deeper than a member may or a container is crowded."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 2)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            if depth > MAX_DEPTH or len(item) > MAX_ENTRIES:
+                return None
+            count += len(item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > MAX_DEPTH or len(item) > MAX_ENTRIES:
+                return None
+            stack.extend((v, depth + 1) for v in item)
+    return count if count <= MAX_VALUES else None
+
+
+def _member(piece: str) -> Entry | None:
+    """One member, ``name": value`` as it stands between two separators, parsed and checked."""
+    name, sep, text = piece.partition('": ')
+    checks = _checks()
+    check = checks[1].get(name) if checks is not None and sep else None
+    if check is None:
+        return None
+    if _PLAIN_STRING.fullmatch(text):  # no escape, no control character: its text is its canonical JSON
+        value: Any = text[1:-1]
+        return (name, value, text, 1, value) if check(value) else None
+    try:
+        value = _DECODER.decode(text)
+    except Exception:  # noqa: BLE001 - any trouble at all: the careful reader says what it is
+        return None
+    count = _measure(value)
+    if count is None or not check(value):
+        return None
+    field = tuple(TestResult(**t) for t in value) if name == "tests" else value
+    return name, value, _ENCODER.encode(value), count, field
+
+
+def _entry(piece: str) -> Entry | None:
+    entry = _remembered.get(piece, _MISSING)
+    if entry is _MISSING:
+        if len(_remembered) >= MAX_REMEMBERED:
+            _remembered.clear()
+        entry = _remembered[piece] = _member(piece)
+    return entry  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1)
+def _order() -> tuple[str, ...]:
+    """The members of a record as pv writes it (``sort_keys``): every field, sorted."""
+    return tuple(sorted(f.name for f in EvidenceRecord.__dataclass_fields__.values()))
+
+
+def parse(raw: bytes) -> tuple[EvidenceRecord, str] | None:
+    """The record in ``raw`` and its content digest, when it is a format-2 record in pv's own
+    layout that passes every check; None sends it to the careful reader."""
+    checks = _checks()
+    if checks is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not (text.startswith(_HEAD) and text.endswith(_TAIL)):
+        return None
+    found = [_entry(piece) for piece in text[len(_HEAD):-len(_TAIL)].split(_SEP)]
+    if None in found:
+        return None
+    entries = cast(list[Entry], found)
+    if tuple([e[0] for e in entries]) != _order():  # another order, a member missing or repeated
+        return None
+    data = {e[0]: e[1] for e in entries}
+    count = 1 + len(entries) + sum([e[3] for e in entries])
+    if count > MAX_VALUES or not checks[0](data):
+        return None
+    body = ",".join([f'"{e[0]}":{e[2]}' for e in entries if e[0] not in _UNSIGNED])
+    record = EvidenceRecord(**{e[0]: e[4] for e in entries})
+    return record, hashlib.sha256(("{" + body + "}").encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _pseudo(folder: Path) -> bool:
+    real = os.path.realpath(folder)
+    return any(real == r or real.startswith(r + os.sep) for r in files.PSEUDO_ROOTS)
+
+
+def read_plain(path: str) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file within the record bound (no symlink
+    followed); None for anything else, which the careful reader then words."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
+            return None
+        data = os.read(fd, info.st_size + 1)  # on a regular file a short read is its end
+        return data if len(data) <= info.st_size else None  # grown while read: the careful reader
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def record_entries(folder: Path) -> list[tuple[Path, bool]]:
+    """``(path, plain)`` of every record file in ``folder``, by name: ``*.json`` not starting
+    with ``.``; ``plain`` when the listing shows a regular file (no symlink) outside ``/proc``."""
+    try:
+        with os.scandir(folder) as listing:
+            found = [(e.name, e.is_file(follow_symlinks=False)) for e in listing
+                     if e.name.endswith(".json") and not e.name.startswith(".")]
+    except OSError:  # missing, not a folder, unreadable: no records, as a glob finds none
+        return []
+    pseudo = bool(found) and _pseudo(folder)
+    return [(folder / name, plain and not pseudo) for name, plain in sorted(found)]
+
+
+__all__ = ["MAX_REMEMBERED", "parse", "read_plain", "record_entries"]
