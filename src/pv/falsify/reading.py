@@ -29,6 +29,7 @@ which also words every refusal, so each message stays what it was.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -53,7 +54,8 @@ from pv.falsify.records import (
 )
 
 _HEAD, _SEP, _TAIL = '{\n  "', ',\n  "', "\n}\n"
-#: One member as read: (name, parsed value, canonical JSON text, values it holds, dataclass field value).
+#: One member as read: (name, parsed value, ``"name":canonical JSON`` ("" for a member the digest
+#: leaves out), values it holds, dataclass field value).
 Entry = tuple[str, Any, str, int, Any]
 #: Distinct member texts remembered per process (most repeat along a chain).
 MAX_REMEMBERED = 500_000
@@ -80,20 +82,30 @@ _DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_refuse_const
 
 
 @functools.lru_cache(maxsize=1)
-def _checks() -> tuple[Callable[[Any], bool], Mapping[str, Callable[[Any], bool]]] | None:
+def _checks() -> tuple[Callable[[Any], bool], Mapping[str, Callable[[Any], bool]], frozenset[str]] | None:
     """The format-2 schema compiled: one check for the record's own shape (its members' values
-    allowed anything) and one per member; None when the schema cannot be compiled."""
+    allowed anything), one per member, and the members every record has; None when the schema
+    cannot be compiled or does not describe the dataclass's fields."""
     schema = load_schema("evidence.schema.json")
     props = schema.get("properties", {})
-    fields = {f.name for f in EvidenceRecord.__dataclass_fields__.values()}
-    if set(schema.get("required", ())) != fields or set(props) != fields:
+    required = frozenset(schema.get("required", ()))
+    fields = {f.name: f for f in dataclasses.fields(EvidenceRecord)}
+    optional = {name for name, f in fields.items() if name not in required}
+    if set(props) != set(fields) or any(fields[name].default is not None for name in optional):
         return None  # the dataclass and the schema disagree: only the careful path can tell
     try:
         shell = schema_fast.compile_schema({**schema, "properties": {name: True for name in props}}, schema)
         members = {name: schema_fast.compile_schema(sub, schema) for name, sub in props.items()}
     except schema_fast.Unsupported:
         return None
-    return shell, members
+    return shell, members, required
+
+
+@functools.lru_cache(maxsize=1)
+def _optional() -> dict[str, None]:
+    """Fields a record may leave out (each None when it does; ``_checks`` makes sure)."""
+    checks = _checks()
+    return {f.name: None for f in dataclasses.fields(EvidenceRecord) if checks and f.name not in checks[2]}
 
 
 def _measure(value: Any) -> int | None:
@@ -125,31 +137,43 @@ def _member(piece: str) -> Entry | None:
         return None
     if _PLAIN_STRING.fullmatch(text):  # no escape, no control character: its text is its canonical JSON
         value: Any = text[1:-1]
-        return (name, value, text, 1, value) if check(value) else None
-    try:
-        value = _DECODER.decode(text)
-    except Exception:  # noqa: BLE001 - any trouble at all: the careful reader says what it is
-        return None
-    count = _measure(value)
-    if count is None or not check(value):
+        count, canon = 1, text
+    else:
+        try:
+            value = _DECODER.decode(text)
+        except Exception:  # noqa: BLE001 - any trouble at all: the careful reader says what it is
+            return None
+        measured = _measure(value)
+        if measured is None:
+            return None
+        count, canon = measured, _ENCODER.encode(value)
+    if not check(value):
         return None
     field = tuple(TestResult(**t) for t in value) if name == "tests" else value
-    return name, value, _ENCODER.encode(value), count, field
+    return name, value, "" if name in _UNSIGNED else f'"{name}":{canon}', count, field
 
 
-def _entry(piece: str) -> Entry | None:
-    entry = _remembered.get(piece, _MISSING)
-    if entry is _MISSING:
-        if len(_remembered) >= MAX_REMEMBERED:
-            _remembered.clear()
-        entry = _remembered[piece] = _member(piece)
-    return entry  # type: ignore[return-value]
+def _learn(piece: str) -> Entry | None:
+    if len(_remembered) >= MAX_REMEMBERED:
+        _remembered.clear()
+    entry = _remembered[piece] = _member(piece)
+    return entry
 
 
 @functools.lru_cache(maxsize=1)
-def _order() -> tuple[str, ...]:
-    """The members of a record as pv writes it (``sort_keys``): every field, sorted."""
-    return tuple(sorted(f.name for f in EvidenceRecord.__dataclass_fields__.values()))
+def _order() -> list[str]:
+    """The members of a record as pv writes it (``sort_keys``): every field it must have, sorted."""
+    checks = _checks()
+    return sorted(checks[2]) if checks is not None else []
+
+
+def _record(fields: dict[str, Any]) -> EvidenceRecord:
+    """``EvidenceRecord(**fields)`` for a complete set of fields, without the frozen ``__init__``'s
+    one ``object.__setattr__`` per field (the same instance; the fuzz tests compare them)."""
+    record: EvidenceRecord = object.__new__(EvidenceRecord)
+    record.__dict__.update(_optional())
+    record.__dict__.update(fields)
+    return record
 
 
 def parse(raw: bytes) -> tuple[EvidenceRecord, str] | None:
@@ -164,18 +188,21 @@ def parse(raw: bytes) -> tuple[EvidenceRecord, str] | None:
         return None
     if not (text.startswith(_HEAD) and text.endswith(_TAIL)):
         return None
-    found = [_entry(piece) for piece in text[len(_HEAD):-len(_TAIL)].split(_SEP)]
+    pieces = text[len(_HEAD):-len(_TAIL)].split(_SEP)
+    get = _remembered.get
+    found = [get(piece, _MISSING) for piece in pieces]
+    if _MISSING in found:
+        found = [_learn(piece) if entry is _MISSING else entry for piece, entry in zip(pieces, found)]
     if None in found:
         return None
     entries = cast(list[Entry], found)
-    if tuple([e[0] for e in entries]) != _order():  # another order, a member missing or repeated
+    if [e[0] for e in entries] != _order():  # another order, a member missing, repeated or unknown
         return None
     data = {e[0]: e[1] for e in entries}
-    count = 1 + len(entries) + sum([e[3] for e in entries])
-    if count > MAX_VALUES or not checks[0](data):
+    if 1 + len(entries) + sum([e[3] for e in entries]) > MAX_VALUES or not checks[0](data):
         return None
-    body = ",".join([f'"{e[0]}":{e[2]}' for e in entries if e[0] not in _UNSIGNED])
-    record = EvidenceRecord(**{e[0]: e[4] for e in entries})
+    body = ",".join([e[2] for e in entries if e[2]])
+    record = _record({e[0]: e[4] for e in entries})
     return record, hashlib.sha256(("{" + body + "}").encode("utf-8", "surrogatepass")).hexdigest()
 
 
