@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pv.contract.validate import Report
     from pv.falsify.campaign import ContractRun, FalsifyReport
     from pv.falsify.discharge import DischargeResult
+    from pv.falsify.prune import PruneReport
     from pv.report.acknowledge import Acknowledged
     from pv.report.gate import GateResult
     from pv.report.status import StatusReport
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 __all__ = ["acknowledge", "bisect", "bisect_run", "coverage", "diff", "discharge", "falsify_contracts", "gate",
-           "graph", "scaffold", "schema", "status", "trace", "validate"]
+           "graph", "prune_evidence", "scaffold", "schema", "status", "trace", "validate"]
 
 
 def validate(paths: Iterable[PathLike], *, strict: bool = False, check_evidence: bool | None = None,
@@ -164,6 +165,17 @@ def discharge(falsifier: str, *, contract: str, by: str, reason: str, artifacts:
 
     return discharge_named(falsifier, contract=contract, by=by, reason=reason, artifacts=tuple(artifacts),
                            contracts_dir=_path(contracts_dir), evidence_dir=_path(evidence_dir))
+
+
+def prune_evidence(*, contracts_dir: PathLike | None = None, evidence_dir: PathLike | None = None,
+                   keep_days: int | None = None, before: str | None = None, dry_run: bool = False) -> PruneReport:
+    """Remove records older than ``keep_days`` (or finished before ``before``) that no status rests
+    on, writing a prune record into each pruned chain; ``dry_run`` removes nothing. Same as
+    ``pv evidence prune``."""
+    from pv.falsify.prune import prune_named
+
+    return prune_named(contracts_dir=_path(contracts_dir), evidence_dir=_path(evidence_dir), keep_days=keep_days,
+                       before=before, dry_run=dry_run)
 
 
 def acknowledge(contract: PathLike, *, by: str, reason: str, baseline: str | None = None,

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("pv.cli.import_", "Turn tensors another engine dumped into an APRT capture."),
     "falsify": ("pv.cli.falsify", "Run a contract's falsifiers, record evidence, promote statuses."),
     "discharge": ("pv.cli.discharge", "Close a falsifier past FUNCTIONAL on live evidence for every target."),
+    "evidence": ("pv.cli.evidence", "Compact old evidence: pv evidence prune keeps what every status rests on."),
     "status": ("pv.cli.status", "Report falsifier statuses and the evidence behind them."),
     "gate": ("pv.cli.gate", "Fail when a status regressed or a claim weakened against a baseline (for CI)."),
     "acknowledge": ("pv.cli.acknowledge", "Accept a weaker claim on the record (who and why), for pv gate."),

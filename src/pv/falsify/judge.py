@@ -38,6 +38,7 @@ from pv.falsify.records import (
     ERROR,
     FAILED,
     PASSED,
+    PRUNE,
     EvidenceRecord,
     signature_ok,
 )
@@ -86,6 +87,8 @@ def reach(stored: StoredRecord, claim: Falsifier, *, key: bytes | None = None,
     record = stored.record
     if record.kind == DISCHARGE:
         return Reach(None, False, "a discharge record")
+    if record.kind == PRUNE:
+        return Reach(None, False, "a prune record")
     if record.outcome == FAILED or any(t.outcome == FAILED for t in record.tests):
         return Reach(None, True)
     broken = errored(record)
@@ -148,6 +151,9 @@ class Support:
     discharge_why: str = ""
     #: Under ``fresh``: the newest record that would reach FUNCTIONAL but is stale.
     stale_live: StoredRecord | None = None
+    #: The latest failing record, and the record ``why`` comes from (what a prune must keep).
+    failure: StoredRecord | None = None
+    why_record: StoredRecord | None = None
 
     def allows(self, status: str | None) -> bool:
         canon = canonical(status)
@@ -167,9 +173,13 @@ def canonical(status: str | None) -> str:
 
 
 def _since_failure(stored: Sequence[StoredRecord]) -> tuple[list[StoredRecord], bool]:
-    last = max((i for i, s in enumerate(stored)
-                if s.record.outcome == FAILED or any(t.outcome == FAILED for t in s.record.tests)), default=-1)
+    last = _last_failure(stored)
     return list(stored[last + 1:]), last >= 0
+
+
+def _last_failure(stored: Sequence[StoredRecord]) -> int:
+    return max((i for i, s in enumerate(stored)
+                if s.record.outcome == FAILED or any(t.outcome == FAILED for t in s.record.tests)), default=-1)
 
 
 def matrix(claim: Falsifier) -> list[dict[str, Any]]:
@@ -231,7 +241,8 @@ def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | No
     PARTIAL_ALGORITHM_LEVEL (the repository's default policy, ``pv.config``). ``hashes`` memoises
     the covered files' hashes now (``records.stale_subjects``) across calls on one tree."""
     hashes = {} if hashes is None else hashes
-    recent, failed = _since_failure(stored)
+    last = _last_failure(stored)
+    recent, failed = list(stored[last + 1:]), last >= 0
     memo: dict[int, tuple[Any, Reach]] = {}
     reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed, memo=memo) for s in stored}
     capped = _freshen(reaches, recent, claim, root, hashes) if fresh and root is not None else None
@@ -243,13 +254,15 @@ def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | No
         if best is None or ladder.rank(lvl) >= ladder.rank(reaches[best.file_sha256].level or ladder.PARTIAL):
             best = s
     level = reaches[best.file_sha256].level if best is not None else None
-    reasons = [reaches[s.file_sha256].why for s in reversed(recent) if reaches[s.file_sha256].why
-               and s.record.kind != DISCHARGE]
-    why = reasons[0] if reasons else ("no record after the latest failing record" if failed else "no record")
+    said = next((s for s in reversed(recent) if reaches[s.file_sha256].why and s.record.kind not in (DISCHARGE, PRUNE)),
+                None)
+    why = reaches[said.file_sha256].why if said is not None else (
+        "no record after the latest failing record" if failed else "no record")
     dis, dis_why = None, ""
     if level == ladder.FUNCTIONAL:
         dis, dis_why = _valid_discharge(recent, claim, reaches, root, key, require_signed, hashes)
-    return Support(level, best, why, failed, dis, dis_why, capped if level != ladder.FUNCTIONAL else None)
+    return Support(level, best, why, failed, dis, dis_why, capped if level != ladder.FUNCTIONAL else None,
+                   stored[last] if last >= 0 else None, said)
 
 
 def _discharge_problem(s: StoredRecord, recent: Sequence[StoredRecord], claim: Falsifier,

@@ -49,6 +49,8 @@ PASSED, FAILED, SKIPPED, DISCHARGED = "passed", "failed", "skipped", "discharged
 ERROR = "error"
 OUTCOMES = (PASSED, FAILED, ERROR, SKIPPED)
 RUN, DISCHARGE = "run", "discharge"
+#: A prune record (``pv evidence prune``): lists the records removed from its chain; outcome ``pruned``.
+PRUNE, PRUNED = "prune", "pruned"
 #: Environment variable holding the key that signs (and verifies) records.
 KEY_ENV = "PV_EVIDENCE_KEY"
 #: No record is anywhere near this; a bigger file is refused before parsing.
@@ -124,10 +126,15 @@ class EvidenceRecord:
     digest: str | None = None
     signature: Mapping[str, str] | None = None
     pv_evidence: int = FORMAT_VERSION
+    #: For ``kind: prune``: the cut-off and, per removed record, its file name, sha256, git blob id,
+    #: finish time and the ``previous`` it named. Absent from every other record (and its digest).
+    prune: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tests"] = [asdict(t) for t in self.tests]
+        if data["prune"] is None:
+            del data["prune"]
         return data
 
     def to_json(self) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +24,7 @@ from pv.errors import one_line, show_path
 from pv.falsify import reading
 from pv.falsify.records import (
     MAX_RECORD_BYTES,
+    PRUNE,
     EvidenceError,
     EvidenceRecord,
     from_dict,
@@ -202,33 +203,62 @@ def iter_record_paths(evidence_root: Path, contract_id: str, falsifier_id: str) 
         yield from sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
+#: One link of a falsifier's chain: (file sha256, the ``previous`` it names, finish time, file name,
+#: the record when it is here, the prune record that lists it when it was removed).
+Link = tuple[str, str | None, str, str, StoredRecord | None, StoredRecord | None]
+
+
+def links(stored: Sequence[StoredRecord]) -> list[Link]:
+    """Every chained (format-2) record as a link, then each removed record a prune record lists
+    (a record that is here shadows a listing of the same file): the chain as it was written."""
+    out: list[Link] = [(s.file_sha256, s.record.previous, s.record.finished_at, s.path.name, s, None)
+                       for s in stored if not s.record.legacy]
+    present = {s.file_sha256 for s in stored}
+    for s in stored:
+        listed = s.record.prune.get("removed", ()) if s.record.kind == PRUNE and s.record.prune else ()
+        for entry in listed if isinstance(listed, (list, tuple)) else ():
+            sha = entry.get("sha256") if isinstance(entry, Mapping) else None
+            if isinstance(sha, str) and sha not in present:
+                present.add(sha)
+                out.append((sha, entry.get("previous"), str(entry.get("finished_at", "")), str(entry.get("name", "")),
+                            None, s))
+    return out
+
+
 def chain_order(stored: Sequence[StoredRecord]) -> list[StoredRecord]:
     """Records oldest first: legacy ones by finish time, then the chain from its start.
 
-    Records off the chain (a broken or forked link) follow, by finish time, so a
-    reader still sees them; ``pv gate`` reports the break.
+    The records that prune records list as removed stand in for themselves (``links``), so a
+    record whose ``previous`` names a removed one still follows it. Records off the chain (a
+    broken or forked link) follow, by finish time, so a reader still sees them; ``pv gate``
+    reports the break.
     """
     legacy = sorted((s for s in stored if s.record.legacy), key=lambda s: (s.record.finished_at, s.path.name))
-    chained = [s for s in stored if not s.record.legacy]
-    by_previous: dict[str | None, list[StoredRecord]] = {}
-    for s in chained:
-        by_previous.setdefault(s.record.previous, []).append(s)
-    known = {s.file_sha256 for s in stored}
-    starts = [s for s in chained if s.record.previous is None or s.record.previous not in known
-              or s.record.previous in {x.file_sha256 for x in legacy}]
+    legacy_sha = {s.file_sha256 for s in legacy}
+    nodes = links(stored)
+    by_previous: dict[str | None, list[Link]] = {}
+    for node in nodes:
+        by_previous.setdefault(node[1], []).append(node)
+    known = {node[0] for node in nodes} | legacy_sha
+    starts = [n for n in nodes if n[1] is None or n[1] not in known or n[1] in legacy_sha]
     ordered: list[StoredRecord] = []
     seen: set[str] = set()
-    frontier = sorted(starts, key=lambda s: (s.record.finished_at, s.path.name))
+    frontier = sorted(starts, key=_when)
     while frontier:
         node = frontier.pop(0)
-        if node.file_sha256 in seen:
+        if node[0] in seen:
             continue
-        seen.add(node.file_sha256)
-        ordered.append(node)
-        nxt = sorted(by_previous.get(node.file_sha256, []), key=lambda s: (s.record.finished_at, s.path.name))
-        frontier = nxt + frontier
-    rest = sorted((s for s in chained if s.file_sha256 not in seen), key=lambda s: (s.record.finished_at, s.path.name))
+        seen.add(node[0])
+        if node[4] is not None:
+            ordered.append(node[4])
+        frontier = sorted(by_previous.get(node[0], []), key=_when) + frontier
+    rest = sorted((s for s in stored if not s.record.legacy and s.file_sha256 not in seen),
+                  key=lambda s: (s.record.finished_at, s.path.name))
     return legacy + ordered + rest
+
+
+def _when(node: Link) -> tuple[str, str]:
+    return node[2], node[3]
 
 
 def load_stored(evidence_root: Path, contract_id: str, falsifier_id: str) -> list[StoredRecord]:
@@ -245,6 +275,7 @@ def head(stored: Sequence[StoredRecord]) -> str | None:
     return stored[-1].file_sha256 if stored else None
 
 
-__all__ = ["StoredRecord", "as_stored", "blob_id", "chain_order", "check_id", "check_inside", "head", "iter_record_paths",
+__all__ = ["Link", "StoredRecord", "as_stored", "blob_id", "chain_order", "check_id", "check_inside", "head",
+           "iter_record_paths", "links",
            "load_stored", "payload", "read_folder", "read_record", "read_stored", "record_dir", "record_name",
            "stored_from_bytes", "write_record"]

@@ -33,6 +33,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pv import config, repo
 from pv.contract import claims, ladder
@@ -95,10 +96,18 @@ def _is_record(rel_path: str) -> bool:
 
 
 def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path,
-                     known: Mapping[str, tuple[str, str | None]] | None = None) -> list[GateFailure]:
+                     known: Mapping[str, tuple[str, str | None]] | None = None, *,
+                     pruned: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+                     contracts: Sequence[Contract] = (), settings: config.Settings = config.DEFAULTS,
+                     key: bytes | None = None) -> list[GateFailure]:
     """Records of the baseline, or committed since it, that are gone or whose bytes changed
-    (``known``: the record files already read, as ``StatusReport.files``)."""
+    (``known``: the record files already read, as ``StatusReport.files``). A record gone with
+    a prune record of this change listing it (``pruned``, as ``StatusReport.pruned``) is checked
+    by ``pv.report.prune_check`` instead: listed truly, and resting no status of ``contracts``."""
+    from pv.report import prune_check
+
     out: list[GateFailure] = []
+    removals: list[prune_check.Removal] = []
     ev_rel = rel(root, evidence_dir)
     for path, digest in sorted(baseline.evidence.items()):
         if not _is_record(path):
@@ -107,6 +116,12 @@ def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path,
         if now == digest:
             continue
         cid, fid = _owner(path, ev_rel)
+        hit = prune_check.listed(path, digest, baseline.evidence_hash, pruned or {}, baseline.evidence) \
+            if now is None else None
+        if hit is not None:
+            blob = digest if baseline.evidence_hash == "git-blob" else None
+            removals.append(prune_check.Removal(path, blob, hit[0], hit[1], (cid, fid)))
+            continue
         what = "removed" if now is None else "changed"
         out.append(GateFailure(EVIDENCE, cid, fid, f"record {path} of the baseline was {what}; "
                                "evidence is append-only (restore it from the baseline)"))
@@ -119,11 +134,20 @@ def evidence_changes(baseline: Baseline, root: Path, evidence_dir: Path,
             continue
         reported.add(intro.path)
         cid, fid = _owner(intro.path, ev_rel)
+        hit = prune_check.listed(intro.path, intro.blob, "git-blob", pruned or {}, baseline.evidence) \
+            if now is None else None
+        if hit is not None:
+            removals.append(prune_check.Removal(intro.path, intro.blob, hit[0], hit[1], (cid, fid)))
+            continue
         what = "removed" if now is None else "changed"
         out.append(GateFailure(EVIDENCE, cid, fid, (
             f"record {intro.path}, committed in {intro.commit[:12]} ({intro.subject[:60]}), was {what} since; "
             f"evidence is append-only on a branch too (git checkout {intro.commit[:12]} -- {intro.path} "
             "restores it)")))
+    if removals:
+        found = prune_check.backing_problems(removals, root=root, evidence_dir=evidence_dir, contracts=contracts,
+                                             settings=settings, key=key)
+        out += [GateFailure(EVIDENCE, cid, fid, message) for cid, fid, message in found]
     return out
 
 
@@ -270,7 +294,7 @@ def status_failures(report: StatusReport, baseline: Baseline | None, *, strict: 
 def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = False,
           root: Path | None = None, evidence_dir: Path | None = None,
           contracts: Iterable[Contract] = (), falsifiers_dir: Path | None = None,
-          validate: bool = True) -> tuple[list[GateFailure], list[str]]:
+          validate: bool = True, key: bytes | None = None) -> tuple[list[GateFailure], list[str]]:
     """Every gate failure of ``report`` (current statuses with evidence) against ``baseline``,
     and notes (acknowledged weaker claims) for the reader."""
     contracts = list(contracts)
@@ -282,7 +306,8 @@ def check(report: StatusReport, baseline: Baseline | None, *, strict: bool = Fal
         failures += weaker
     failures += status_failures(report, baseline, strict=strict, check_removed=not claim_checked)
     if baseline is not None and root is not None and evidence_dir is not None:
-        failures += evidence_changes(baseline, root, evidence_dir, report.files)
+        failures += evidence_changes(baseline, root, evidence_dir, report.files, pruned=report.pruned,
+                                     contracts=contracts, settings=report.settings, key=key)
     if falsifiers_dir is not None and root is not None:
         failures += binding_failures(contracts, falsifiers_dir, root)
     order = {k: i for i, k in enumerate(KINDS)}
@@ -336,7 +361,7 @@ def run(paths: Sequence[Path] = (), *, baseline: str | None = None, strict: bool
     if falsifiers_dir is not None and not tests.is_dir():
         raise PvError(f"{falsifiers_dir}: no such falsifier folder")
     failures, notes = check(report, base, strict=strict, root=root, evidence_dir=evidence, contracts=contracts,
-                            falsifiers_dir=tests if tests.is_dir() else None)
+                            falsifiers_dir=tests if tests.is_dir() else None, key=key)
     notes = [*(base.notes if base else ()), *notes]
     if not settings.stale_blocks:
         notes.insert(0, settings.describe())

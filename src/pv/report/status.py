@@ -106,6 +106,8 @@ class Memo:
 
     hashes: dict[str, str | None] = field(default_factory=dict)
     files: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: path of a removed record -> (path of the prune record listing it, its entry there).
+    pruned: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class StatusReport:
     #: path (relative to the repository) -> (sha256, git blob id) of every record file read, as
     #: read: ``pv gate`` compares these with its baseline instead of reading each file again.
     files: Mapping[str, tuple[str, str | None]] = field(default_factory=dict, compare=False, repr=False)
+    #: path of a record removed by ``pv evidence prune`` -> (path of the prune record that lists it,
+    #: its entry there): what the gate checks a baseline record's deletion against.
+    pruned: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -169,11 +174,9 @@ def read_folder(evidence_dir: Path, cid: str, fid: str) -> tuple[list[store.Stor
 
 def integrity_problems(stored: Sequence[store.StoredRecord], cid: str, fid: str, root: Path,
                        key: bytes | None) -> list[str]:
-    """Edited, misplaced and off-chain records of one falsifier folder."""
+    """Edited, misplaced and off-chain records of one falsifier folder. Records a prune record
+    lists as removed stand in for themselves (``store.links``): the chain is checked as written."""
     out: list[str] = []
-    known = {s.file_sha256 for s in stored}
-    starts: list[store.StoredRecord] = []
-    by_previous: dict[str, list[store.StoredRecord]] = {}
     for s in stored:
         r = s.record
         if r.contract_id != cid or r.falsifier_id != fid:
@@ -181,37 +184,58 @@ def integrity_problems(stored: Sequence[store.StoredRecord], cid: str, fid: str,
         bad = judge.integrity(s, key)
         if bad:
             out.append(f"tampered record: {_shown(s.path, root)}: {bad}")
-        if r.legacy:
-            continue
-        if r.previous is None:
-            starts.append(s)
-        elif r.previous not in known:
-            out.append(f"broken chain: {_shown(s.path, root)} follows a record that is not here "
-                       f"(sha256 {r.previous[:12]}...)")
+    nodes = store.links(stored)
+    known = {n[0] for n in nodes} | {s.file_sha256 for s in stored if s.record.legacy}
+    starts: list[store.Link] = []
+    by_previous: dict[str, list[store.Link]] = {}
+    for node in nodes:
+        previous = node[1]
+        if previous is None:
+            starts.append(node)
+        elif previous not in known:
+            out.append(f"broken chain: {_link(node, root)} follows a record that is not here "
+                       f"(sha256 {previous[:12]}...)")
         else:
-            by_previous.setdefault(r.previous, []).append(s)
+            by_previous.setdefault(previous, []).append(node)
     first_chained = min((s.record.finished_at for s in stored if not s.record.legacy), default=None)
     for s in stored:
         if s.record.legacy and first_chained is not None and s.record.finished_at > first_chained:
             out.append(f"out-of-order record: {_shown(s.path, root)} is in format 1, which pv no longer "
                        "writes, yet newer than the chain")
     if len(starts) > 1 or (starts and any(x.record.legacy for x in stored)):
-        names = ", ".join(_shown(s.path, root) for s in starts)
+        names = ", ".join(_link(n, root) for n in starts)
         out.append(f"broken chain: {names} start(s) a new chain where the record before should be named")
     for children in by_previous.values():
         if len(children) > 1:
-            out.append(f"forked chain: {', '.join(_shown(c.path, root) for c in children)} all follow one record")
+            out.append(f"forked chain: {', '.join(_link(c, root) for c in children)} all follow one record")
     return out
+
+
+def _link(node: store.Link, root: Path) -> str:
+    """A chain link as messages name it: the record's path, or the removed record and who lists it."""
+    here, lister = node[4], node[5]
+    if here is not None:
+        return _shown(here.path, root)
+    where = _shown(lister.path, root) if lister is not None else "a prune record"
+    return f"{node[3]} (removed; listed by {where})"
 
 
 def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root: Path, *,
                      key: bytes | None = None, require_signed: bool = False,
                      settings: config.Settings = config.DEFAULTS, memo: Memo | None = None) -> FalsifierStatus:
-    """One falsifier's standing; ``memo`` is shared across one report (``Memo``)."""
+    """One falsifier's standing, from its folder; ``memo`` is shared across one report (``Memo``)."""
+    stored, problems = read_folder(evidence_dir, contract.id, f.id)
+    return judge_falsifier(contract, f, stored, problems, root, key=key, require_signed=require_signed,
+                           settings=settings, memo=memo)
+
+
+def judge_falsifier(contract: Contract, f: Falsifier, stored: list[store.StoredRecord], problems: list[str],
+                    root: Path, *, key: bytes | None = None, require_signed: bool = False,
+                    settings: config.Settings = config.DEFAULTS, memo: Memo | None = None) -> FalsifierStatus:
+    """One falsifier's standing on ``stored`` (in chain order) and the read ``problems`` found."""
     memo = Memo() if memo is None else memo
     hashes = memo.hashes
-    stored, problems = read_folder(evidence_dir, contract.id, f.id)
-    problems += integrity_problems(stored, contract.id, f.id, root, key)
+    problems = problems + integrity_problems(stored, contract.id, f.id, root, key)
     canon = canonical(f.status)
     fresh = settings.stale_blocks
     sup = judge.support(f, stored, root=root, key=key, require_signed=require_signed, fresh=fresh,
@@ -239,7 +263,12 @@ def falsifier_status(contract: Contract, f: Falsifier, evidence_dir: Path, root:
         shown = _shown(s.path, root)
         evidence[shown] = s.file_sha256
         memo.files[shown] = (s.file_sha256, s.git_blob)
-    return FalsifierStatus(f.id, f.status, canon, blocked, ref(stored[-1]) if stored else None,
+        if s.record.kind == rec.PRUNE and s.record.prune:
+            folder = shown.rpartition("/")[0]
+            for entry in s.record.prune.get("removed", ()):
+                memo.pruned.setdefault(f"{folder}/{entry.get('name')}", (shown, dict(entry)))
+    latest = next((s for s in reversed(stored) if s.record.kind != rec.PRUNE), None)  # a prune says nothing new
+    return FalsifierStatus(f.id, f.status, canon, blocked, ref(latest) if latest else None,
                            ref(back) if back is not None else None, ok, why, len(stored),
                            tuple(problems), evidence, stale_live)
 
@@ -316,7 +345,7 @@ def collect(contracts: Iterable[Contract], evidence_dir: Path, root: Path, *, ke
     rows = tuple(contract_status(c, evidence_dir, root, key=key, require_signed=require_signed, settings=settings,
                                  memo=memo)
                  for c in contracts)
-    return StatusReport(rows, settings, memo.files)
+    return StatusReport(rows, settings, memo.files, memo.pruned)
 
 
 def status_of(paths: Iterable[str | os.PathLike[str]] = (), *, contract: str | None = None,
