@@ -42,7 +42,7 @@ def test_a_failure_says_stopped_and_propagates():
     assert out.getvalue().splitlines()[-1].startswith("running: stopped, 1 tests in ")
 
 
-def test_bisect_model_reports_progress_on_stderr_only(capsys):
+def test_bisect_model_reports_progress_on_stderr_only(capsys, tmp_path):
     import json
 
     from pv.cli import run
@@ -51,5 +51,9 @@ def test_bisect_model_reports_progress_on_stderr_only(capsys):
     assert run(["bisect", "--model", "synthetic", "--format", "json"]) == 0
     captured = capsys.readouterr()
     json.loads(captured.out)  # stdout is still one JSON document
+    assert "pv bisect: comparing pv with hf while they run: done, 71 stages in " in captured.err
+    assert run(["bisect", "--model", "synthetic", "--format", "json", "--keep", str(tmp_path / "keep")]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
     assert "pv bisect: capturing the reference (hf): done, " in captured.err
     assert "pv bisect: capturing the engine under test (pv): done, " in captured.err

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,9 @@ from pv import files
 from pv.compare.bisect import BisectResult, GenerationBisect
 from pv.compare.bisect_plan import BisectPlan
 from pv.compare.isolate import IsolateResult
+from pv.compare.stream import Progress, progress_line
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
-
-#: ``progress(label)`` -> a context manager with ``step(stage, layer)``: how a caller shows a
-#: long capture (``pv bisect`` draws a stderr line); None shows nothing.
-Progress = Callable[[str], AbstractContextManager[Any]]
-
-
-class _Quiet:
-    def step(self, stage: str, layer: int | None) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -69,10 +61,6 @@ class BisectRun:
         return out
 
 
-def _progress(progress: Progress | None, label: str) -> AbstractContextManager[Any]:
-    return progress(label) if progress is not None else nullcontext(_Quiet())
-
-
 def capture_both(plan: BisectPlan, loaded: Any, root: Path, progress: Progress | None = None) -> tuple[Path, Path]:
     """The reference into ``root/reference``, then the engine under test into ``root/test``."""
     from pv.capture.trace import capture
@@ -84,19 +72,19 @@ def capture_both(plan: BisectPlan, loaded: Any, root: Path, progress: Progress |
         from pv.capture.generate import capture_generation
         from pv.capture.trace import make_plan as trace_plan
 
-        with _progress(progress, f"pv bisect: generating {plan.generate} token(s) with the reference "
+        with progress_line(progress, f"pv bisect: generating {plan.generate} token(s) with the reference "
                                  f"({plan.reference})") as shown:
             ref = capture_generation(trace_plan(loaded.source, loaded.config, engine=plan.reference,
                                                 output=ref_dir, **common),
                                      loaded, plan.generate, on_write=shown.step)
-        with _progress(progress, f"pv bisect: feeding them to the engine under test ({plan.engine})") as shown:
+        with progress_line(progress, f"pv bisect: feeding them to the engine under test ({plan.engine})") as shown:
             capture_generation(trace_plan(loaded.source, loaded.config, engine=plan.engine, output=test_dir,
                                           fault=plan.fault, **common),
                                loaded, plan.generate, forced=ref.fed, on_write=shown.step)
         return test_dir, ref_dir
-    with _progress(progress, f"pv bisect: capturing the reference ({plan.reference})") as shown:
+    with progress_line(progress, f"pv bisect: capturing the reference ({plan.reference})") as shown:
         capture(loaded, engine=plan.reference, output=ref_dir, on_write=shown.step, **common)
-    with _progress(progress, f"pv bisect: capturing the engine under test ({plan.engine})") as shown:
+    with progress_line(progress, f"pv bisect: capturing the engine under test ({plan.engine})") as shown:
         capture(loaded, engine=plan.engine, output=test_dir, fault=plan.fault, on_write=shown.step, **common)
     return test_dir, ref_dir
 

@@ -23,6 +23,7 @@ import functools
 import queue
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,22 @@ from pv.errors import PvError
 #: Stages a runner may have queued before it waits for the comparator.
 QUEUE_ITEMS = 2
 Key = tuple[str, int | None]
+
+
+#: ``progress(label, unit=...)`` -> a context manager with ``step(stage, layer)``: how a caller
+#: shows a long phase (``pv bisect`` passes ``pv.report.progress.Progress``, a stderr line; the
+#: unit is ``files`` written, or ``stages`` compared); None shows nothing.
+Progress = Callable[..., AbstractContextManager[Any]]
+
+
+class _Quiet:
+    def step(self, stage: str, layer: int | None) -> None:
+        pass
+
+
+def progress_line(progress: Progress | None, label: str, unit: str = "files") -> AbstractContextManager[Any]:
+    """``progress``'s line for a phase, or a quiet one."""
+    return progress(label, unit=unit) if progress is not None else nullcontext(_Quiet())
 
 
 class Cancelled(Exception):
@@ -294,4 +311,4 @@ class Comparison:
                           tuple(record["layout"]), _side_dtype(record, {"run": dict(run)}), record)
 
 
-__all__ = ["QUEUE_ITEMS", "Cancelled", "Comparison", "StreamTap", "Streamed"]
+__all__ = ["QUEUE_ITEMS", "Cancelled", "Comparison", "Progress", "StreamTap", "Streamed", "progress_line"]

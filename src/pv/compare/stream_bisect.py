@@ -110,8 +110,6 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
                    progress: Callable[[str], Any] | None = None) -> tuple[BisectResult, IsolateResult | None, int]:
     """Both sides of ``plan`` run and compared in memory: the walk, ``--isolate``'s layers, and the
     most bytes of stage values the comparison held at once."""
-    from contextlib import nullcontext
-
     from pv.capture.tokens import check_context, check_ids, tokenize
     from pv.capture.trace import describe_run, make_runner
     from pv.compare import sides
@@ -137,11 +135,12 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
                 again.fault, cfg.num_hidden_layers, cfg.features)))
             opened.append(engine)
             isolator = LayerIsolator(engine, tolerances=tols, config=cfg, run=runs[1])
-        shown = progress(f"pv bisect: comparing {plan.engine} with {plan.reference} while they run") \
-            if progress is not None else nullcontext(None)
-        with shown as line:
+        from pv.compare.stream import progress_line
+
+        with progress_line(progress, f"pv bisect: comparing {plan.engine} with {plan.reference} while they run",
+                           "stages") as line:
             def on_stage(label: str, stage: str, layer: int | None) -> None:
-                if line is not None and label == labels(plan)[1]:
+                if label == labels(plan)[1]:
                     line.step(stage, layer)
 
             def on_take(label: str, key: Key, values: np.ndarray, record: dict[str, Any]) -> None:

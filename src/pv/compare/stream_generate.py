@@ -46,8 +46,6 @@ def _step_record(logits: Any, t: int, ids: list[int], position: int) -> dict[str
 def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                       progress: Callable[[str], Any] | None = None) -> tuple[GenerationBisect, int]:
     """The generation walk, and the most bytes of stage values any step's comparison held at once."""
-    from contextlib import nullcontext
-
     from pv.capture.tokens import check_context, check_ids, tokenize
     from pv.capture.trace import describe_run, make_runner
 
@@ -69,9 +67,10 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
         base = (describe_run(p_test, loaded, prompt, r_test), describe_run(p_ref, loaded, prompt, r_ref))
         states = (r_test.start(), r_ref.start())
         ids, position = prompt, 0
-        shown = progress(f"pv bisect: decoding {plan.generate} step(s) with {plan.engine} and {plan.reference} "
-                         "while they run") if progress is not None else nullcontext(None)
-        with shown as line:
+        from pv.compare.stream import progress_line
+
+        with progress_line(progress, f"pv bisect: decoding {plan.generate} step(s) with {plan.engine} and "
+                           f"{plan.reference} while they run", "stages") as line:
             for t in range(plan.generate):
                 runs = (dict(base[0], step=t, position=position, input_tokens=ids),
                         dict(base[1], step=t, position=position, input_tokens=ids))
@@ -85,7 +84,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                         heads[label] = (values, record["shape"], _side_dtype(record, {"run": run}))
 
                 def on_stage(label: str, stage: str, layer: int | None) -> None:
-                    if line is not None and label == label_b:
+                    if label == label_b:
                         line.step(stage, layer)
 
                 comparison = Comparison(p_ref.capture, config=plan.config, tolerances=tols, labels=(label_a, label_b),
