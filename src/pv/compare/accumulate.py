@@ -174,23 +174,22 @@ def diffs(A2: np.ndarray, B2: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np
     return row_sumsq(D2), np.abs(D, out=D)
 
 
-def float32_enough(sq: tuple[np.ndarray, np.ndarray, np.ndarray], m: float,
+def float32_enough(sq: tuple[np.ndarray, np.ndarray, np.ndarray], sums: float, m: float,
                    rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bool:
     """Whether float32 measured a chunk as float64 would; if not it is redone in float64.
 
-    ``sq``: the row sums of a^2, b^2, d^2; ``m``: the largest |d|; ``rows``:
-    a, b and |d| as rows. Not when a square, a sum or d overflowed; nor when a
+    ``sq``: the row sums of a^2, b^2, d^2, ``sums`` their total; ``m``: the largest
+    |d|; ``rows``: a, b and |d| as rows. Not when a square, a sum or d overflowed; nor when a
     row's sum is so small that squares below float32's normal range could
     weigh in it, unless that row is exactly zero (``any``, on those rows only:
     identical rows of d are common, tiny non-zero ones are not); nor when a
     row's cosine would move by more than it prints (:func:`cosine_safe`).
     """
-    if not (math.isfinite(float(sq[0].sum()) + float(sq[1].sum()) + float(sq[2].sum())) and math.isfinite(m)):
+    if not (math.isfinite(sums) and math.isfinite(m)):
         return False
     lim = rows[0].shape[1] * _TINY32
     for s, X in zip(sq, rows):
-        low = np.flatnonzero(s < lim)
-        if low.size and (X is not rows[2] or m > 0.0) and bool(np.any(X[low])):
+        if s.min() < lim and (X is not rows[2] or m > 0.0) and bool(np.any(X[np.flatnonzero(s < lim)])):
             return False
     return cosine_safe(*sq)
 
@@ -244,16 +243,19 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
             mask(A.reshape(r, -1), B.reshape(r, -1), row_lo, view)
     A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
     ra, rb = row_sumsq(A2), row_sumsq(B2)
-    if not math.isfinite(float(ra.sum()) + float(rb.sum())):
+    sums = float(ra.sum()) + float(rb.sum())
+    if not math.isfinite(sums):
         if not own:
             A, B, D = work.copies(A, B)
             A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
         nonfinite(acc, A, B, lo, row_lo)
         vals_a, vals_b = A, B  # excluded positions read as 0 from here on, as in the sums
         ra, rb = row_sumsq(A2), row_sumsq(B2)
+        sums = float(ra.sum()) + float(rb.sum())
     rd, T = diffs(A2, B2, D)
     m = float(T.max()) if n else 0.0
-    if A.dtype == np.float32 and not float32_enough((ra, rb, rd), m, (A2, B2, T.reshape(r, -1))):
+    sums += float(rd.sum())
+    if A.dtype == np.float32 and not float32_enough((ra, rb, rd), sums, m, (A2, B2, T.reshape(r, -1))):
         X, Y, D = work.copies(A, B, np.float64)
         X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
         ra, rb = row_sumsq(X2), row_sumsq(Y2)
