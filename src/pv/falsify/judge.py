@@ -247,12 +247,15 @@ def support(claim: Falsifier, stored: Sequence[StoredRecord], *, root: Path | No
     reaches = {s.file_sha256: reach(s, claim, key=key, require_signed=require_signed, memo=memo) for s in stored}
     capped = _freshen(reaches, recent, claim, root, hashes) if fresh and root is not None else None
     best: StoredRecord | None = None
+    top: int | None = None
+    ranks: dict[str, int] = {}
     for s in recent:
         lvl = reaches[s.file_sha256].level
         if lvl is None:
             continue
-        if best is None or ladder.rank(lvl) >= ladder.rank(reaches[best.file_sha256].level or ladder.PARTIAL):
-            best = s
+        rank = ranks[lvl] if lvl in ranks else ranks.setdefault(lvl, ladder.rank(lvl))
+        if top is None or rank >= top:  # the newest of the best reach
+            best, top = s, rank
     level = reaches[best.file_sha256].level if best is not None else None
     said = next((s for s in reversed(recent) if reaches[s.file_sha256].why and s.record.kind not in (DISCHARGE, PRUNE)),
                 None)

@@ -62,6 +62,10 @@ MAX_REMEMBERED = 500_000
 _MISSING = object()
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 _remembered: dict[str, Entry | None] = {}
+#: The record-level check's verdict by the texts of the members it reads (``_SHELL_READS``, their
+#: positions in a record; every position when ``schema_fast.members_read`` cannot tell).
+_shapes: dict[tuple[str, ...], bool] = {}
+_SHELL_READS: list[int] = []
 #: Members the content digest leaves out.
 _UNSIGNED = frozenset({"digest", "signature"})
 #: A JSON string that holds no escape and no control character.
@@ -94,10 +98,15 @@ def _checks() -> tuple[Callable[[Any], bool], Mapping[str, Callable[[Any], bool]
     if set(props) != set(fields) or any(fields[name].default is not None for name in optional):
         return None  # the dataclass and the schema disagree: only the careful path can tell
     try:
-        shell = schema_fast.compile_schema({**schema, "properties": {name: True for name in props}}, schema)
+        shape = {**schema, "properties": {name: True for name in props}}
+        shell = schema_fast.compile_schema(shape, schema)
         members = {name: schema_fast.compile_schema(sub, schema) for name, sub in props.items()}
     except schema_fast.Unsupported:
         return None
+    reads = schema_fast.members_read(shape)
+    order = sorted(required)
+    _SHELL_READS[:] = [order.index(name) for name in sorted(reads or ()) if name in required] if reads is not None \
+        else list(range(len(order)))
     return shell, members, required
 
 
@@ -156,6 +165,7 @@ def _member(piece: str) -> Entry | None:
 def _learn(piece: str) -> Entry | None:
     if len(_remembered) >= MAX_REMEMBERED:
         _remembered.clear()
+        _shapes.clear()
     entry = _remembered[piece] = _member(piece)
     return entry
 
@@ -191,15 +201,22 @@ def parse(raw: bytes) -> tuple[EvidenceRecord, str] | None:
     pieces = text[len(_HEAD):-len(_TAIL)].split(_SEP)
     get = _remembered.get
     found = [get(piece, _MISSING) for piece in pieces]
-    if _MISSING in found:
-        found = [_learn(piece) if entry is _MISSING else entry for piece, entry in zip(pieces, found)]
+    at = 0
+    while _MISSING in found:  # the few members this text does not share with another record
+        at = found.index(_MISSING, at)
+        found[at] = _learn(pieces[at])
     if None in found:
         return None
     entries = cast(list[Entry], found)
     if [e[0] for e in entries] != _order():  # another order, a member missing, repeated or unknown
         return None
-    data = {e[0]: e[1] for e in entries}
-    if 1 + len(entries) + sum([e[3] for e in entries]) > MAX_VALUES or not checks[0](data):
+    if 1 + len(entries) + sum([e[3] for e in entries]) > MAX_VALUES:
+        return None
+    shape = tuple([pieces[i] for i in _SHELL_READS])  # the members the record's own shape depends on
+    fits = _shapes.get(shape)
+    if fits is None:
+        fits = _shapes[shape] = checks[0]({e[0]: e[1] for e in entries})
+    if not fits:
         return None
     body = ",".join([e[2] for e in entries if e[2]])
     record = _record({e[0]: e[4] for e in entries})

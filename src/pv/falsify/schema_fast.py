@@ -225,6 +225,50 @@ class _Compiler:
                 out += [f"{pad}    for {key} in {v}:", *body]
 
 
+#: Root keywords whose verdict on an object depends on its set of keys alone.
+_KEY_SET = frozenset({"type", "required", "additionalProperties", "properties"})
+
+
+def members_read(schema: Mapping[str, Any]) -> frozenset[str] | None:
+    """For objects that all have the same keys: the members whose values ``schema``'s verdict
+    depends on, or None when that cannot be told. Holds when the root's own keywords look at
+    the keys only (``type``, ``required``, ``additionalProperties: false``, ``properties`` that
+    are all ``true``) and its ``allOf``/``anyOf``/``oneOf``/``not``/``if``/``then``/``else``
+    name members through ``properties`` and ``required`` and nothing else."""
+    names: set[str] = set()
+
+    def branch(node: Any) -> bool:
+        if isinstance(node, bool):
+            return True
+        if not isinstance(node, Mapping):
+            return False
+        for key, value in node.items():
+            if key in _ANNOTATIONS:
+                continue
+            if key in ("properties", "required"):
+                names.update(value)
+            elif key in ("allOf", "anyOf", "oneOf"):
+                if not all(branch(x) for x in value):
+                    return False
+            elif key not in ("not", "if", "then", "else") or not branch(value):
+                return False
+        return True
+
+    for key, value in schema.items():
+        if key in _ANNOTATIONS or (key in _KEY_SET and key != "properties" and key != "additionalProperties"):
+            continue
+        if key == "additionalProperties" and isinstance(value, bool):
+            continue
+        if key == "properties" and all(v is True for v in value.values()):
+            continue
+        if key in ("allOf", "anyOf", "oneOf") and all(branch(x) for x in value):
+            continue
+        if key in ("not", "if", "then", "else") and branch(value):
+            continue
+        return None
+    return frozenset(names)
+
+
 def compile_schema(schema: Any, root: Mapping[str, Any] | None = None) -> Check:
     """``schema`` as a function ``check(instance) -> bool`` (``$ref`` resolved in ``root``, by
     default the schema itself). Raises :class:`Unsupported` for keywords it does not compile."""
@@ -236,4 +280,4 @@ def compile_schema(schema: Any, root: Mapping[str, Any] | None = None) -> Check:
     return check
 
 
-__all__ = ["Check", "Unsupported", "compile_schema"]
+__all__ = ["Check", "Unsupported", "compile_schema", "members_read"]

@@ -133,6 +133,8 @@ class StoredRecord:
     file_sha256: str
     git_blob: str | None = None
     content_digest: str | None = None
+    #: Read from a regular file that is no symlink (``path`` is where its bytes lie).
+    plain: bool = False
 
 
 def blob_id(data: bytes) -> str:
@@ -153,13 +155,13 @@ def read_stored(path: Path) -> StoredRecord:
     return stored_from_bytes(path, raw)
 
 
-def stored_from_bytes(path: Path, raw: bytes) -> StoredRecord:
+def stored_from_bytes(path: Path, raw: bytes, *, plain: bool = False) -> StoredRecord:
     """The record in ``raw`` (the bytes of ``path``): the fast reader's when it is sure, else the
     careful one's, which words every refusal (one line naming the file)."""
     sha, blob = hashlib.sha256(raw).hexdigest(), blob_id(raw)
     fast = reading.parse(raw)
     if fast is not None:
-        return StoredRecord(fast[0], path, sha, blob, fast[1])
+        return StoredRecord(fast[0], path, sha, blob, fast[1], plain)
     shown = show_path(path)
     data = parse_json(raw, shown)
     if not isinstance(data, dict):
@@ -170,7 +172,7 @@ def stored_from_bytes(path: Path, raw: bytes) -> StoredRecord:
         raise EvidenceError(f"{shown}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise EvidenceError(f"{shown}: malformed evidence: {one_line(str(exc), 200)}") from None
-    return StoredRecord(record, path, sha, blob)
+    return StoredRecord(record, path, sha, blob, None, plain)
 
 
 def read_folder(folder: Path) -> list[StoredRecord | EvidenceError]:
@@ -180,7 +182,7 @@ def read_folder(folder: Path) -> list[StoredRecord | EvidenceError]:
     for path, plain in reading.record_entries(folder):
         raw = reading.read_plain(str(path)) if plain else None
         try:
-            out.append(read_stored(path) if raw is None else stored_from_bytes(path, raw))
+            out.append(read_stored(path) if raw is None else stored_from_bytes(path, raw, plain=True))
         except EvidenceError as exc:
             out.append(exc)
     return out

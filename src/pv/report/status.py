@@ -145,11 +145,13 @@ def _rank(status: str) -> int:
     return ladder.rank(status) if ladder.normalize(status) else -1
 
 
-def _shown(path: Path, root: Path) -> str:
-    """``path`` relative to the repository, symlinks resolved (each folder resolved once)."""
+def _shown(path: Path, root: Path, *, plain: bool = False) -> str:
+    """``path`` relative to the repository, symlinks resolved (each folder resolved once);
+    ``plain``: the path is known to be no symlink (``StoredRecord.plain``)."""
     try:
-        if not os.path.islink(path):
-            return f"{_resolved(str(path.parent), str(root))}/{path.name}".lstrip("/")
+        if plain or not os.path.islink(path):
+            folder, _, name = str(path).rpartition(os.sep)
+            return f"{_resolved(folder, str(root))}/{name}".lstrip("/")
         return path.resolve().relative_to(root.resolve()).as_posix()
     except (ValueError, OSError):
         return str(path)
@@ -260,7 +262,7 @@ def judge_falsifier(contract: Contract, f: Falsifier, stored: list[store.StoredR
                    f"{canon} set in the contract without a skipped run on record")
     evidence: dict[str, str] = {}
     for s in stored:
-        shown = _shown(s.path, root)
+        shown = _shown(s.path, root, plain=s.plain)
         evidence[shown] = s.file_sha256
         memo.files[shown] = (s.file_sha256, s.git_blob)
         if s.record.kind == rec.PRUNE and s.record.prune:
