@@ -1,4 +1,5 @@
-"""Token ids: one check for every runner and for ``--tokens``, and ids made from a prompt.
+"""Token ids: one check for every runner and for ``--tokens``, ids made from a prompt, and the
+one check that two captures ran the same ids.
 
 Each runner (pv's engine, the transformers oracle, llama.cpp) and the plan
 checks refuse the same inputs with the same words, because they all call
@@ -73,3 +74,39 @@ def tokenize(model: LoadedModel, prompt: str) -> list[int]:
     if not ids:
         raise PvError("the prompt tokenised to zero tokens")
     return ids
+
+
+def recorded(run: object) -> list[int] | None:
+    """The token ids a capture's manifest ``run`` block records, or None when it records none."""
+    ids = run.get("token_ids") if isinstance(run, dict) else None
+    if isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return [int(i) for i in ids]
+    return None
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> str:
+    """Where two id sequences first part, in words."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"first at position {i}: {x} vs {y}"
+    return f"one is a prefix of the other ({len(a)} vs {len(b)} ids)"
+
+
+def same_input(a: Sequence[int] | None, b: Sequence[int] | None) -> str | None:
+    """The one check that two captures ran the same tokens (``a`` under test, ``b`` reference).
+
+    Different ids are a ``PvError``: their stages describe different inputs, and
+    no tolerance makes them comparable. When only one side records its ids, the
+    returned line says that the input could not be checked; None when both agree
+    or neither records them.
+    """
+    if a is not None and b is not None:
+        if list(a) != list(b):
+            raise PvError(f"A and B ran different tokens ({len(a)} and {len(b)} ids, "
+                          f"{first_difference(a, b)}): compare captures of the same input")
+        return None
+    if a is None and b is None:
+        return None
+    missing = "A" if a is None else "B"
+    return (f"{missing} records no token ids (an import without --tokens?): pv could not check that "
+            "both sides ran the same input")

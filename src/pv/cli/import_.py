@@ -6,45 +6,73 @@ import json
 
 import click
 
-from pv.errors import ExitCode
+from pv.capture.importer.declared import COMPUTE_DTYPES
+from pv.capture.importer.mapping import shipped
+from pv.errors import ExitCode, PvError
+
+
+def _mapping_help() -> str:
+    """The shipped mappings, listed from ``pv/mappings`` itself (the one registry)."""
+    return f"A shipped mapping ({', '.join(shipped())}) or a mapping YAML file."
 
 
 @click.command(name="import")
-@click.argument("dumps", nargs=-1, required=True, metavar="DUMP...")
-@click.option("--mapping", "mapping_spec", required=True, metavar="NAME|FILE",
-              help="A shipped mapping (transformer_lens, llama.cpp) or a mapping YAML file.")
-@click.option("--output", "-o", required=True, metavar="DIR", help="New or empty capture directory.")
+@click.argument("dumps", nargs=-1, metavar="DUMP...")
+@click.option("--mapping", "mapping_spec", required=True, metavar="NAME|FILE", help=_mapping_help())
+@click.option("--output", "-o", default=None, metavar="DIR",
+              help="New or empty capture directory (required unless --check).")
 @click.option("--model", default=None,
               help="Model whose sizes check the result and resolve named dims (optional).")
-@click.option("--check", is_flag=True, help="Validate the mapping and stop; read no dump.")
+@click.option("--dtype", default=None, type=click.Choice(COMPUTE_DTYPES, case_sensitive=False),
+              help="The engine's compute dtype, when its dump was upcast before saving "
+              "(over the mapping's dtype:; recorded as run.dtype).")
+@click.option("--tokens", default=None, metavar="IDS",
+              help="The token ids the dump ran, e.g. 1,2,3 (recorded; checked against the mapping's "
+              "tokens: tensor and the stages' positions).")
+@click.option("--check", is_flag=True, help="Validate the mapping alone and stop: no dump, no --output.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"], case_sensitive=False),
               default="text", show_default=True)
-def command(dumps: tuple[str, ...], mapping_spec: str, output: str, model: str | None, check: bool,
-            fmt: str) -> int:
+def command(dumps: tuple[str, ...], mapping_spec: str, output: str | None, model: str | None,
+            dtype: str | None, tokens: str | None, check: bool, fmt: str) -> int:
     """Turn DUMP files (.npy, .npz, .safetensors; directories of them) into an APRT capture."""
     from pv.capture.importer import mapping
     from pv.capture.importer.convert import import_dumps
 
     mp = mapping.load(mapping_spec)
     if check:
+        unused = [what for what, given in (("DUMP", dumps), ("--output", output), ("--model", model),
+                                            ("--dtype", dtype), ("--tokens", tokens)) if given]
+        if unused:
+            raise PvError(f"--check validates the mapping alone; drop {', '.join(unused)} "
+                          "(or drop --check to import)")
         click.echo(f"mapping {mp.name}: {len(mp.rules)} rules, valid"
                    + (f"; tensor parallel over {mp.tensor_parallel.size} ranks"
                       if mp.tensor_parallel else ""))
         return int(ExitCode.OK)
+    if not dumps:
+        raise PvError("pv import needs at least one DUMP file or directory (--check validates a mapping alone)")
+    if output is None:
+        raise PvError("pv import needs --output DIR (--check validates a mapping alone)")
     config = None
     if model is not None:
         from pv.capture.model.load import model_config
 
         config = model_config(model)
-    result = import_dumps(dumps, mp, output, config=config)
+    result = import_dumps(dumps, mp, output, config=config, dtype=dtype, tokens=tokens)
     if fmt.lower() == "json":
         click.echo(json.dumps({"output": str(result.output), "files": result.files,
                                "stages": result.stages, "ignored": result.ignored,
-                               "ranks": result.ranks}, indent=1))
+                               "ranks": result.ranks, "dtypes": result.dtypes,
+                               "compute_dtype": result.compute, "token_ids": result.token_ids}, indent=1))
         return int(ExitCode.OK)
     click.echo(f"wrote {result.files} files and manifest.json to {result.output} "
                f"(mapping {mp.name}, {result.ranks} rank(s))")
     click.echo(f"stages: {', '.join(result.stages)}")
+    click.echo(f"dtype as dumped: {', '.join(result.dtypes)}; compute dtype: "
+               f"{result.compute or 'not declared (--dtype, or the mapping dtype:, if the dump was upcast)'}")
+    click.echo("tokens: "
+               + (f"{len(result.token_ids)}" if result.token_ids is not None
+                  else "not recorded (--tokens or the mapping's tokens: make pv diff check the input)"))
     if result.ignored:
         shown = ", ".join(result.ignored[:6])
         more = f" (+{len(result.ignored) - 6} more)" if len(result.ignored) > 6 else ""

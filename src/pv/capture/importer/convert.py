@@ -24,7 +24,7 @@ import numpy as np
 
 from pv import environment, files
 from pv import stages as stage_table
-from pv.capture.importer import dumps
+from pv.capture.importer import declared, dumps
 from pv.capture.importer.mapping import Mapping, Rule, Transform
 from pv.capture.model.config import ModelConfig
 from pv.capture.store.writer import CaptureWriter
@@ -41,6 +41,10 @@ class ImportResult:
     stages: list[str]
     ignored: list[str]
     ranks: int
+    #: ``dtype_captured`` of the files written (the dump's own dtypes), and the declared compute dtype.
+    dtypes: list[str]
+    compute: str | None
+    token_ids: list[int] | None
 
 
 def _dims(config: ModelConfig | None, seq: int | None) -> dict[str, int]:
@@ -197,14 +201,22 @@ def import_dumps(
     output: str | os.PathLike[str],
     *,
     config: ModelConfig | None = None,
+    dtype: str | None = None,
+    tokens: str | None = None,
 ) -> ImportResult:
-    """Import dump files into a capture directory (see the module docstring)."""
+    """Import dump files into a capture directory (see the module docstring).
+
+    ``dtype`` (``--dtype``) declares the engine's compute dtype over the mapping's
+    ``dtype:``; ``tokens`` (``--tokens``) the ids it ran, which must agree with the
+    dump tensor the mapping's ``tokens:`` names (``pv.capture.importer.declared``).
+    """
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PvError(f"{out}: output must be a new or empty directory")
     if config is not None and mapping.families and config.family.name not in mapping.families:
         raise PvError(f"mapping {mapping.name} reads dumps of {', '.join(mapping.families)} models; "
                       f"--model is a {config.family.name} model")
+    compute = declared.compute_dtype(dtype, mapping.dtype)
     dump_files = dumps.expand(paths)
     tp_size = mapping.tensor_parallel.size if mapping.tensor_parallel else 1
     by_rank: dict[int, list[Path]] = {}
@@ -217,15 +229,28 @@ def import_dumps(
     found: dict[tuple[str, int | None, str | None], dict[int, tuple[Rule, np.ndarray, str]]] = {}
     ignored: list[str] = []
     tensors_in: list[tuple[int, Path, str, np.ndarray]] = []
+    dumped: dict[str, str] = {}  # tensor name -> its dtype as dumped
     for rank, group in sorted(by_rank.items()):
         for path in group:
-            tensors_in.extend((rank, path, name, arr) for name, arr in dumps.read_dump(path).items())
+            for name, (arr, kind) in dumps.read_typed(path).items():
+                tensors_in.append((rank, path, name, arr))
+                dumped[name] = kind
     extra = [name for _, _, name, _ in tensors_in if mapping.is_foreign(name)]
     if extra:  # checked before any transform: another graph's names mean other layouts
         used = {rule.index for _, _, name, _ in tensors_in
                 for rule in mapping.rules if rule.match(name) is not None}
         raise PvError(_wrong_graph(mapping, extra, used))
+    ids_tensor = [(name, arr) for _, _, name, arr in tensors_in
+                  if mapping.tokens is not None and mapping.tokens.fullmatch(name)]
+    if mapping.tokens is not None and not ids_tensor and tokens is None:
+        raise PvError(f"mapping {mapping.name} reads the token ids from '{mapping.tokens.pattern}', "
+                      "which no dump holds (or give --tokens)")
+    token_ids = declared.token_ids(
+        tokens, declared.tokens_from_dump(ids_tensor[0][1], ids_tensor[0][0]) if ids_tensor else None,
+        ids_tensor[0][0] if ids_tensor else None, None if config is None else config.vocab_size)
     for rank, path, name, arr in tensors_in:
+        if ids_tensor and name == ids_tensor[0][0]:
+            continue
         hit = mapping.rule_for(name)
         if hit is None:
             ignored.append(name)
@@ -269,10 +294,21 @@ def import_dumps(
         if fused in tensors:
             raise PvError(f"{fused[0]}@{fused[1]}: given both fused and as q/k/v parts")
         tensors[fused] = np.concatenate([qkv["q"], qkv["k"], qkv["v"]], axis=-1)
+    positions: dict[str, int] = {}
     for (stage, layer), arr in tensors.items():
-        _check_shape(stage, arr, config, f"{stage}{'' if layer is None else '@' + str(layer)}")
+        where = f"{stage}{'' if layer is None else '@' + str(layer)}"
+        _check_shape(stage, arr, config, where)
+        if "S" in stage_table.get(stage).layout:
+            positions[where] = int(arr.shape[stage_table.get(stage).layout.index("S")])
+    if token_ids is not None:
+        declared.check_positions(token_ids, positions)
+    kinds: dict[tuple[str, int | None], set[str]] = {}
+    for (stage, layer, _), slot in found.items():
+        kinds.setdefault((stage, layer), set()).update(dumped[name] for _, _, name in slot.values())
     run: dict[str, Any] = {
         "engine": f"import:{mapping.name}",
+        "dtype": compute,
+        "token_ids": token_ids,
         "mapping": {"path": mapping.source, "sha256": files.sha256_file(mapping.source)},
         "dumps": [{"path": str(p), "sha256": files.sha256_file(p)} for p in dump_files],
         "tensor_parallel": tp_size,
@@ -283,10 +319,13 @@ def import_dumps(
     out = Path(output)
     writer = CaptureWriter(out, run)
     order = sorted(tensors, key=lambda k: stage_table.sort_key(k[0], k[1]))
+    recorded_dtypes: set[str] = set()
     try:
         for stage, layer in order:
-            writer.write(stage, layer, tensors[(stage, layer)], dtype_captured="float32",
-                         provenance="imported")
+            recorded, as_dumped = declared.captured(kinds[(stage, layer)])
+            recorded_dtypes.add(recorded)
+            writer.write(stage, layer, tensors[(stage, layer)], dtype_captured=recorded,
+                         provenance="imported", **({"dtype_dumped": as_dumped} if as_dumped else {}))
         writer.close()
     except BaseException:
         writer.abort()
@@ -294,4 +333,5 @@ def import_dumps(
             (out / rec["path"]).unlink(missing_ok=True)
         raise
     return ImportResult(out, len(order), sorted({s for s, _ in order},
-                        key=lambda s: stage_table.get(s).order), sorted(set(ignored)), tp_size)
+                        key=lambda s: stage_table.get(s).order), sorted(set(ignored)), tp_size,
+                        sorted(recorded_dtypes), compute, token_ids)

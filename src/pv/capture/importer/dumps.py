@@ -2,6 +2,8 @@
 
 Every reader returns ``{name: ndarray}``. ``.npy`` files are named by their
 stem, ``.npz`` members by their key, safetensors tensors by their header name.
+``read_typed`` adds each tensor's dtype as dumped: bfloat16 has no numpy dtype
+and is widened to float32 on reading, so the array alone would hide it.
 Object arrays (which numpy can only store by pickling) are refused, and the
 safetensors header is checked against the file size before anything is read,
 so a dump from an unknown source cannot run code or allocate what it claims.
@@ -64,8 +66,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Parse the header (u64 LE length + JSON) and read each tensor from its byte range."""
+def read_safetensors(path: Path, dtypes: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Parse the header (u64 LE length + JSON) and read each tensor from its byte range;
+    ``dtypes`` (when given) receives the names of the tensors dumped as bfloat16."""
     with files.open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
@@ -101,6 +104,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
             if info["dtype"] == "BF16":
                 arr = (arr.astype(np.uint32) << 16).view(np.float32)
+                if dtypes is not None:
+                    dtypes[name] = "bfloat16"
             out[name] = np.array(arr)
         return out
 
@@ -110,6 +115,12 @@ _READERS = {".npy": read_npy, ".npz": read_npz, ".safetensors": read_safetensors
 
 def read_dump(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The tensors of one dump file, by name."""
+    return {name: arr for name, (arr, _) in read_typed(path).items()}
+
+
+def read_typed(path: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, str]]:
+    """The tensors of one dump file, by name, each with its dtype as dumped (``float16``,
+    ``bfloat16``, ``float32``, ``int32``, ...)."""
     p = Path(path)
     if p.suffix.lower() in (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"):
         raise PvError(f"{p}: pickled tensors are never read (they can run code); "
@@ -121,10 +132,12 @@ def read_dump(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise PvError(f"{p}: no such file")
     if not files.is_regular(p):
         raise PvError(f"{p}: not a regular file")
+    bf16: dict[str, str] = {}
     try:
-        return reader(p)
+        arrays = read_safetensors(p, bf16) if reader is read_safetensors else reader(p)
     except OSError as exc:
         raise PvError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    return {name: (arr, bf16.get(name, str(arr.dtype))) for name, arr in arrays.items()}
 
 
 def expand(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -11,7 +11,10 @@ may override how its stage is unsharded. A mapping written for one engine graph
 may name the model ``families`` its dumps come from (``--model`` of another
 family is refused) and ``foreign`` names: regular expressions for tensors that
 only another graph has, so that a dump holding one is refused instead of being
-read with the wrong conversions. Everything is checked when the file
+read with the wrong conversions. ``dtype:`` declares the engine's compute
+dtype when its dump was upcast (``float16`` for a float16 engine that saved
+float32 copies), and ``tokens:`` names the dump tensor holding the input ids
+(``pv.capture.importer.declared``). Everything is checked when the file
 is loaded, before any dump is read: an unknown stage, a bad regular
 expression, a transform that does not exist or gets the wrong arguments is one
 error naming the rule.
@@ -108,6 +111,10 @@ class Mapping:
     families: tuple[str, ...] = ()
     #: Tensor names (full match) a dump for this mapping never holds.
     foreign: tuple[re.Pattern[str], ...] = ()
+    #: The engine's compute dtype, when its dump does not show it (upcast before saving).
+    dtype: str | None = None
+    #: The dump tensor (full match) holding the input token ids.
+    tokens: re.Pattern[str] | None = None
 
     def is_foreign(self, tensor: str) -> bool:
         return any(p.fullmatch(tensor) for p in self.foreign)
@@ -237,7 +244,7 @@ def parse(data: Any, where: str) -> Mapping:
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise _fail(where, f"not a pv mapping (needs format: {FORMAT} and version: {VERSION})")
     unknown = set(data) - {"format", "version", "name", "description", "rules", "tensor_parallel",
-                           "families", "foreign"}
+                           "families", "foreign", "dtype", "tokens"}
     if unknown:
         raise _fail(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     rules_raw = data.get("rules")
@@ -262,7 +269,29 @@ def parse(data: Any, where: str) -> Mapping:
         tp = TensorParallel(rank_re, size)
     return Mapping(str(data.get("name") or Path(where).stem), where,
                    str(data.get("description") or ""), rules, tp,
-                   _families(data.get("families"), where), _foreign(data.get("foreign"), where))
+                   _families(data.get("families"), where), _foreign(data.get("foreign"), where),
+                   _dtype(data.get("dtype"), where), _tokens(data.get("tokens"), where))
+
+
+def _dtype(raw: Any, where: str) -> str | None:
+    from pv.capture.importer.declared import COMPUTE_DTYPES
+
+    if raw is None:
+        return None
+    if raw not in COMPUTE_DTYPES:
+        raise _fail(where, f"dtype: unknown dtype {bounded.brief(raw)}; valid: {', '.join(COMPUTE_DTYPES)}")
+    return str(raw)
+
+
+def _tokens(raw: Any, where: str) -> re.Pattern[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise _fail(where, "tokens is the name (a regular expression) of the dump tensor holding the token ids")
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise _fail(where, f"tokens is not a valid regular expression: {exc}") from None
 
 
 def _families(raw: Any, where: str) -> tuple[str, ...]:
