@@ -21,7 +21,10 @@ OPS = ["softmax", "rmsnorm", "rope", "matmul", "silu", "swiglu", "gelu", "layern
 TYPES = ["invariant", "equivalence", "bound", "monotonicity", "idempotency", "linearity",
          "symmetry", "conservation", "ordering", "determinism", "precondition", "postcondition"]
 STATUSES = ["PROPOSED", "PROPOSED", "PARTIAL_ALGORITHM_LEVEL", "BLOCKER_FIXTURE_ABSENT"]
-WORDS = ["tensor", "row", "column", "head", "token", "layer", "scale", "bias", "weight", "input", "output", "finite", "bounded", "monotone", "stable", "reference", "candidate", "kernel", "tolerance", "cosine", "relative", "error", "shape", "causal", "mask", "order", "sum", "product", "norm", "epsilon", "vector", "matrix", "batch", "sequence"]
+WORDS = ["tensor", "row", "column", "head", "token", "layer", "scale", "bias", "weight", "input", "output",
+         "finite", "bounded", "monotone", "stable", "reference", "candidate", "kernel", "tolerance", "cosine",
+         "relative", "error", "shape", "causal", "mask", "order", "sum", "product", "norm", "epsilon", "vector",
+         "matrix", "batch", "sequence"]
 
 
 def _sentence(rng: random.Random, n: int) -> str:

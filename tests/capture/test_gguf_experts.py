@@ -66,7 +66,8 @@ def test_fewer_experts_than_the_metadata_says(mixtral: Any, tmp_path: Path,
     last = mixtral.config.num_experts - 1
     path = _write_edited(mixtral, tmp_path / "few.gguf", monkeypatch,
                          lambda n, t: [] if n.endswith(f".{last}.weight") and ".ffn_" in n else [(n, t)])
-    with pytest.raises(PvError, match="few.gguf: weight 'model.layers.0.mlp.experts.gate_proj.weight' has shape \\[3, 48, 64\\], expected \\[4, 48, 64\\]"):
+    with pytest.raises(PvError, match="few.gguf: weight 'model.layers.0.mlp.experts.gate_proj.weight' "
+                                      "has shape \\[3, 48, 64\\], expected \\[4, 48, 64\\]"):
         read_gguf(path)
 
 

@@ -154,7 +154,8 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
                                                 args: list[str], message: str) -> None:
     out = tmp_path / "cap"
     full = ["-o", str(out), *args]
-    if "--prompt" not in args and "--tokens" not in args or "--tokens" in args and "--prompt" not in args and "exactly one" in message:
+    no_input = "--prompt" not in args and "--tokens" not in args
+    if no_input or "--tokens" in args and "--prompt" not in args and "exactly one" in message:
         full += ["--prompt", "hi"]
     assert pv_trace(*full) == 2
     assert message in one_error_line(capsys)

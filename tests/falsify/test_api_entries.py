@@ -15,9 +15,9 @@ from pv.cli import run
 def test_falsify_returns_the_report_the_command_prints_and_prints_nothing(demo: DemoProject, capsys) -> None:
     seen: list[str] = []
     finished: list[str] = []
-    report = pv.falsify_contracts("demo-v1", contracts_dir=demo.root / "contracts", falsifiers_dir=demo.root / "falsifiers",
-                        evidence_dir=demo.evidence, on_output=seen.append,
-                        on_contract=lambda r: finished.append(r.contract.id))
+    report = pv.falsify_contracts("demo-v1", contracts_dir=demo.root / "contracts",
+                                  falsifiers_dir=demo.root / "falsifiers", evidence_dir=demo.evidence,
+                                  on_output=seen.append, on_contract=lambda r: finished.append(r.contract.id))
     assert capsys.readouterr() == ("", ""), "the library printed"
     assert report.exit_code == 0 and report.ok and finished == ["demo-v1"]
     assert {r.falsifier_id: r.outcome for r in report.rows} == {

@@ -58,7 +58,8 @@ def test_edits_only_status_scalars() -> None:
         "+   status: BLOCKER_FIXTURE_ABSENT",
     ])
     assert out.endswith("- id: E\n  status: BLOCKER_FIXTURE_ABSENT\n")
-    assert [(c.falsifier_id, c.old, c.new) for c in changes][:2] == [("A", "PROPOSED", "FUNCTIONAL"), ("B", None, "FALSIFIED")]
+    assert [(c.falsifier_id, c.old, c.new) for c in changes][:2] == [("A", "PROPOSED", "FUNCTIONAL"),
+                                                                      ("B", None, "FALSIFIED")]
     data = yaml.safe_load(out)
     assert [f["status"] for f in data["falsification_tests"]] == [
         "FUNCTIONAL", "FALSIFIED", "PARTIAL_ALGORITHM_LEVEL", "FUNCTIONAL", "BLOCKER_FIXTURE_ABSENT"]

@@ -167,7 +167,8 @@ def test_a_status_raised_on_stale_evidence(repo, capsys) -> None:
     assert "rerun pv falsify where device=cpu, dtype=float64 holds" in line
     # Under the weaker policy a stale FUNCTIONAL may stand, but never be raised on stale evidence.
     (repo.root / "pyproject.toml").write_text(
-        '[tool.pv]\nstale-evidence = "warn"\nstale-evidence-by = "Ada"\nstale-evidence-reason = "GPU runs are weekly"\n')
+        '[tool.pv]\nstale-evidence = "warn"\nstale-evidence-by = "Ada"\n'
+        'stale-evidence-reason = "GPU runs are weekly"\n')
     line = failing(capsys, "FALSIFY-DEMO-002", "stale")
     assert "raised in this change on" in line and "src/algo.py changed since it ran" in line
 

@@ -237,7 +237,8 @@ def test_the_weaker_stale_policy_is_chosen_and_shown(sm, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "set stale-evidence-by and stale-evidence-reason" in err
     (sm.root / "pyproject.toml").write_text('[tool.pv]\nstale-evidnce = "warn"\n')
-    assert run(["gate"]) == 2 and "unknown key 'stale-evidnce'; did you mean 'stale-evidence'?" in capsys.readouterr().err
+    assert run(["gate"]) == 2
+    assert "unknown key 'stale-evidnce'; did you mean 'stale-evidence'?" in capsys.readouterr().err
     (sm.root / "pyproject.toml").write_text(
         '[tool.pv]\nstale-evidence = "warn"\nstale-evidence-by = "Ada"\nstale-evidence-reason = "GPU weekly"\n')
     sm.ops.write_text(OPS + "\n# tuned\n")

@@ -76,7 +76,8 @@ def test_refused_with_uncommitted_artifacts_or_missing_ones(repo, capsys) -> Non
 def test_refused_when_a_matrix_target_has_no_live_pass(repo, capsys) -> None:
     _with_matrix(repo)
     repo.contract.write_text(repo.contract.read_text().replace(
-        "      matrix:\n        - dtype: float64\n", "      matrix:\n        - dtype: float64\n        - dtype: float16\n"))
+        "      matrix:\n        - dtype: float64\n",
+        "      matrix:\n        - dtype: float64\n        - dtype: float16\n"))
     repo.commit("two targets")
     repo.behave(two_live="pass-live", three="skip-absent")
     assert repo.falsify().returncode == 0

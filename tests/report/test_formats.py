@@ -60,7 +60,8 @@ def test_gate_failures_render_in_both_formats(tmp_path):
                 GateFailure("unsupported", "demo-v1", None, "no evidence, line\nbreak 100%")]
     from pv.contract.model import Contract, Falsifier
 
-    contract = Contract("demo-v1", "1", tmp_path / "demo-v1.yaml", None, (Falsifier("F-1", "FUNCTIONAL", at=(("falsification_tests", 0, "id"), 7, 7)),))
+    falsifier = Falsifier("F-1", "FUNCTIONAL", at=(("falsification_tests", 0, "id"), 7, 7))
+    contract = Contract("demo-v1", "1", tmp_path / "demo-v1.yaml", None, (falsifier,))
     notes = annotations.from_gate_failures(failures, [contract])
     _valid_sarif(sarif.sarif_log(notes))
     lines = annotations.github(notes)

@@ -85,7 +85,8 @@ class TracePlan:
             f"layers:  {'all (' + str(self.n_layers) + ')' if layers is None else ','.join(map(str, layers))}",
             f"device:  {self.device}   dtype: {self.dtype}",
             f"fault:   {self.fault if self.fault else 'none'}",
-            f"output:  {self.output or '(none: compared in memory)'}{' (replacing the capture there)' if self.overwrite else ''}",
+            (f"output:  {self.output or '(none: compared in memory)'}"
+             f"{' (replacing the capture there)' if self.overwrite else ''}"),
             f"files:   up to {len(self.expected)}",
         ]
 

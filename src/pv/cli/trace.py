@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 @click.option("--save-tensor", "stages", required=True, metavar="STAGES",
               help="Comma-separated stage names, or 'all'.")
 @click.option("--layers", default="all", show_default=True, help="0 | 0,3,5 | 2..6 (end exclusive) | all.")
-@click.option("--output", "-o", required=True, metavar="DIR", help="Capture directory (created; must be empty unless --force).")
+@click.option("--output", "-o", required=True, metavar="DIR",
+              help="Capture directory (created; must be empty unless --force).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", default="float32", show_default=True,
               type=click.Choice(["float32", "float16", "bfloat16"], case_sensitive=False))

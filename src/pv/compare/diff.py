@@ -267,8 +267,8 @@ def assemble(ca: directory.Capture, cb: directory.Capture, keys: Sequence[tuple[
     return DiffReport(str(ca.root), str(cb.root), tuple(records), tuple(notes), tols.to_dict())
 
 
-def _mask_disagreements(ea: dict[tuple[str, int | None], directory.Entry], eb: dict[tuple[str, int | None], directory.Entry],
-                        pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], tuple[str, str]]:
+def _mask_disagreements(ea: dict[directory.Key, directory.Entry], eb: dict[directory.Key, directory.Entry],
+                        pairs: Iterable[directory.Key]) -> dict[directory.Key, tuple[str, str]]:
     """Pairs whose manifests record different attention masks (``causal`` against ``sliding_window:W``).
 
     An engine that ignores a model's sliding window (llama.cpp's llama graph on

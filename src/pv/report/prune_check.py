@@ -99,7 +99,8 @@ def backing_problems(removals: Sequence[Removal], *, root: Path, evidence_dir: P
         f = falsifiers.get((cid, fid or ""))
         if f is None or not back:
             continue
-        now = [s for s in store.read_folder(store.record_dir(evidence_dir, cid, f.id)) if isinstance(s, store.StoredRecord)]
+        folder = store.record_dir(evidence_dir, cid, f.id)
+        now = [s for s in store.read_folder(folder) if isinstance(s, store.StoredRecord)]
         before = store.chain_order(now + back)
         keep = prune.needed(f, before, root=root, key=key, settings=settings)
         for old in back:

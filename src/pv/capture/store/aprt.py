@@ -275,7 +275,8 @@ class ValueReader:
         if expect is not None and self.header != expect:
             self._f.close()
             raise AprtError(f"{bounded.show_path(path)}: header changed since the capture was read "
-                            f"(layer {expect.layer}, {expect.count} values; now {self.header.layer}, {self.header.count})")
+                            f"(layer {expect.layer}, {expect.count} values; "
+                            f"now {self.header.layer}, {self.header.count})")
         self.size = self.header.count
         self.dtype = np.dtype(np.float32)
         self._recorded = recorded_digest(record)

@@ -24,6 +24,9 @@ from pv import stages as stage_table
 from pv.capture.store.aprt import DIGESTS, AprtError, Header, read_header
 from pv.errors import PvError
 
+#: A tensor's place in a capture: (stage, layer), the layer None for final_norm and lm_head.
+Key = tuple[str, int | None]
+
 MANIFEST = "manifest.json"
 
 
