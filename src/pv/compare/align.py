@@ -26,6 +26,7 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt
+from pv.capture.store.steps import LAYOUT_PROBLEM
 
 #: How layout letters read in reports.
 DIM_NAMES: dict[str, str] = {
@@ -205,6 +206,10 @@ def shape_of(
 def plan_view(a: Side, b: Side, config: ModelConfig | None = None) -> View:
     """Decide how to compare ``a`` (candidate) against ``b`` (reference), or raise PairError."""
     stage = stage_table.BY_NAME.get(a.stage or b.stage or "")
+    for name, side in (("A", a), ("B", b)):
+        problem = side.meta.get(LAYOUT_PROBLEM) if isinstance(side.meta, Mapping) else None
+        if isinstance(problem, str):  # a generation step's file that generate.json cannot lay out
+            raise PairError(f"{name}'s {problem}")
     if a.layer != b.layer:
         raise PairError(f"layers differ: A is layer {a.layer}, B is layer {b.layer}")
     if a.header.layer != b.header.layer:

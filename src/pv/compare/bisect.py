@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
+from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
-from pv.compare.diff import _side_dtype, compare_arrays, diff_captures
+from pv.compare.diff import _config, _side_dtype, compare_arrays, diff_captures
 from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
-from pv.errors import PvError
 
 
 @dataclass(frozen=True)
@@ -210,16 +210,38 @@ def bisect_generation(
     if len(ga["steps"]) != len(gb["steps"]):
         notes.append(f"A has {len(ga['steps'])} steps, B {len(gb['steps'])}: compared the first {n}")
     tols = tolerances or Tolerances()
+    model_sizes = _model_sizes(_config(model))
+    opened: dict[int, tuple[directory.Capture, directory.Capture]] = {}
+
+    def step(t: int) -> tuple[directory.Capture, directory.Capture]:
+        # Manifest-less steps (another engine's) are laid out from what generate.json says of the
+        # step; sizes from --model, else from either side's manifest (the reference's first).
+        if t not in opened:
+            ca = directory.open_capture(gen_steps.step_dir(ra, t))
+            cb = directory.open_capture(gen_steps.step_dir(rb, t))
+            sizes = {**gen_steps.sizes_of(ca), **gen_steps.sizes_of(cb), **model_sizes}
+            opened.clear()  # only the step being judged is kept
+            opened[t] = (gen_steps.lay_out(ca, ga["steps"][t], sizes), gen_steps.lay_out(cb, gb["steps"][t], sizes))
+        return opened[t]
 
     def logits(t: int) -> StageRecord | None:
-        return _next_token_logprobs(gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t), tols, verify)
+        return _next_token_logprobs(*step(t), tols, verify)
 
     def stages(t: int) -> BisectResult:
-        return bisect(gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t), model=model, tolerances=tolerances,
-                      verify=verify)
+        return bisect(*step(t), model=model, tolerances=tolerances, verify=verify)
 
     return walk_generation(str(ra), str(rb), [(ga["steps"][t], gb["steps"][t]) for t in range(n)], logits, stages,
                            notes)
+
+
+def _model_sizes(config: ModelConfig | None) -> dict[str, int]:
+    """The named sizes of a model's stage layouts (``H``, ``NH``, ``QKV``, ...), S left out."""
+    from pv.capture.store.steps import SIZE_NAMES
+
+    if config is None:
+        return {}
+    dims = config.dims(1)
+    return {name: dims.size(name) for name in SIZE_NAMES if dims.size(name) > 0}
 
 
 def walk_generation(a: str, b: str, steps: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
@@ -263,14 +285,11 @@ def walk_generation(a: str, b: str, steps: Sequence[tuple[Mapping[str, Any], Map
     return GenerationBisect(a, b, tuple(verdicts), first, stage, tuple(notes), stage_step)
 
 
-def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool = True) -> StageRecord | None:
-    """Step directories' ``lm_head`` read and compared by ``compare_logprobs``; None when a side has none."""
+def _next_token_logprobs(ca: directory.Capture, cb: directory.Capture, tolerances: Tolerances,
+                         verify: bool = True) -> StageRecord | None:
+    """Step captures' ``lm_head`` read and compared by ``compare_logprobs``; None when a side has none."""
     rows, dtypes = [], []
-    for root in (a, b):
-        try:
-            cap = directory.open_capture(root)
-        except PvError:
-            return None
+    for cap in (ca, cb):
         entry = cap.by_key().get(("lm_head", None))
         if entry is None:
             return None
@@ -279,7 +298,7 @@ def _next_token_logprobs(a: Path, b: Path, tolerances: Tolerances, verify: bool 
         _, values = aprt.read(entry.path)
         rows.append((values, entry.shape))
         dtypes.append(_side_dtype(entry.meta, cap.manifest))
-    return compare_logprobs(rows[0], rows[1], dtypes[0], dtypes[1], tolerances, str(a), str(b))
+    return compare_logprobs(rows[0], rows[1], dtypes[0], dtypes[1], tolerances, str(ca.root), str(cb.root))
 
 
 def compare_logprobs(a: tuple[np.ndarray, Sequence[int] | None], b: tuple[np.ndarray, Sequence[int] | None],
