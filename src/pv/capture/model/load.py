@@ -26,10 +26,16 @@ SUPPORTED_ARCHITECTURES = tuple(arch.FAMILIES)
 
 
 def synthetic_model(family: str | None = None) -> LoadedModel:
-    """The built-in model (Qwen2-style), or ``synthetic:FAMILY``: seeded weights in that family's shape."""
-    from pv.capture.model.synthetic import family_config, synthetic_state_dict
+    """The built-in model (Qwen2-style), ``synthetic:FAMILY`` (seeded weights in that family's
+    shape) or ``synthetic:FAMILY-SIZE`` (a real model's shape, each tensor drawn when read)."""
+    from pv.capture.model.synthetic import SeededWeights, family_config, split_size, synthetic_state_dict
 
     config = SYNTHETIC if family is None else family_config(family)
+    size = None if family is None else split_size(family)[1]
+    if size is not None:
+        seeded = SeededWeights(config)
+        return LoadedModel(config, seeded, f"synthetic:{config.architecture}-{size}", "synthetic",
+                           seeded.fingerprint(), ByteTokenizer())
     sd = synthetic_state_dict(config)
     name = "synthetic" if family is None else f"synthetic:{config.architecture}"
     return LoadedModel(config, sd, name, "synthetic", fingerprint(sd), ByteTokenizer())

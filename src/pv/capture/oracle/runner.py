@@ -185,37 +185,63 @@ class HFOracle:
             setattr(module, attr, value)
 
     def _load(self, state_dict: Any) -> None:
-        """Copy pv's float32 weights into the module; refuse anything that does not fit."""
+        """Copy pv's float32 weights into the module one tensor at a time; refuse anything that does not fit.
+
+        The parameters were allocated uninitialised (``skipping_init``), so each
+        tensor's pages are touched once, by its copy: the module ends up holding one
+        copy of the weights, and the only other values alive at any time are the one
+        tensor being copied (a ``SeededWeights`` model is drawn tensor by tensor).
+        """
+        torch = self.torch
+        own = self.model.state_dict()  # the parameters' own storage, under their names
+        filled: set[str] = set()
+        with torch.no_grad():
+            for name, value in self._module_tensors(state_dict):
+                target = own.get(name)
+                if target is None or tuple(target.shape) != tuple(value.shape):
+                    why = "no such parameter" if target is None else (
+                        f"shape {list(value.shape)}, transformers expects {list(target.shape)}")
+                    raise PvError(f"{self.loaded.source}: weights do not fit transformers' "
+                                  f"{type(self.model).__name__} (first mismatch: {name}: {why})")
+                target.copy_(value)
+                filled.add(name)
+            for name, param in own.items():
+                if name in filled or (name == "lm_head.weight" and self.config.tie_word_embeddings):
+                    continue
+                if not name.endswith(".bias"):
+                    raise PvError(f"{self.loaded.source}: weights do not fit transformers' "
+                                  f"{type(self.model).__name__} (first mismatch: {name})")
+                # Modules transformers gives a bias the pv model does not have (Llama's o_proj
+                # when attention_bias is set, Qwen2's q/k/v when the weights carry none) get zeros.
+                param.zero_()
+        if self.config.tie_word_embeddings:
+            self.model.tie_weights()
+            if self.model.lm_head.weight.data_ptr() != self.model.model.embed_tokens.weight.data_ptr():
+                raise PvError("transformers did not tie lm_head to the embeddings")
+
+    def _module_tensors(self, state_dict: Any) -> Iterator[tuple[str, Any]]:
+        """pv's weights under transformers' names and layouts, one float32 tensor at a time."""
         torch = self.torch
         if self.config.family.hf_fused:  # Phi-3's modules take q|k|v and gate|up as one weight
             from pv.capture.model.fused import fuse
 
             state_dict = fuse(state_dict, self.config, self.config.family.hf_fused)
-        tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
-                   for k, v in state_dict.items()}
-        if self.config.family.moe:  # pv keeps gate and up apart; transformers fuses them
-            for layer in range(self.config.num_hidden_layers):
-                p = f"model.layers.{layer}.mlp.experts."
-                gate, up = tensors.pop(p + "gate_proj.weight"), tensors.pop(p + "up_proj.weight")
-                tensors[p + "gate_up_proj"] = torch.cat([gate, up], dim=1)
-                tensors[p + "down_proj"] = tensors.pop(p + "down_proj.weight")
-        own = self.model.state_dict()
-        # Modules transformers gives a bias the pv model does not have (Llama's o_proj
-        # when attention_bias is set, Qwen2's q/k/v when the weights carry none) get zeros.
-        for name, param in own.items():
-            if name not in tensors and name.endswith(".bias"):
-                tensors[name] = torch.zeros(param.shape, dtype=torch.float32)
-        result = self.model.load_state_dict(tensors, strict=False)
-        missing = [k for k in result.missing_keys
-                   if not (k == "lm_head.weight" and self.config.tie_word_embeddings)]
-        if missing or result.unexpected_keys:
-            what = missing[0] if missing else result.unexpected_keys[0]
-            raise PvError(f"{self.loaded.source}: weights do not fit transformers' "
-                          f"{type(self.model).__name__} (first mismatch: {what})")
-        if self.config.tie_word_embeddings:
-            self.model.tie_weights()
-            if self.model.lm_head.weight.data_ptr() != self.model.model.embed_tokens.weight.data_ptr():
-                raise PvError("transformers did not tie lm_head to the embeddings")
+        moe = self.config.family.moe
+        halves: dict[str, dict[str, Any]] = {}  # layer prefix -> the expert halves read so far
+        for name in state_dict:
+            tensor = torch.from_numpy(np.array(state_dict[name], dtype=np.float32, copy=True))
+            prefix, _, part = name.rpartition("mlp.experts.")
+            if not (moe and prefix):
+                yield name, tensor
+            elif part == "down_proj.weight":
+                yield prefix + "mlp.experts.down_proj", tensor
+            else:  # pv keeps each expert's gate and up apart; transformers fuses them
+                held = halves.setdefault(prefix, {})
+                held[part] = tensor
+                if {"gate_proj.weight", "up_proj.weight"} <= held.keys():
+                    del halves[prefix]
+                    yield prefix + "mlp.experts.gate_up_proj", torch.cat(
+                        [held["gate_proj.weight"], held["up_proj.weight"]], dim=1)
 
     @contextlib.contextmanager
     def _capturing(self, tap: Tap) -> Iterator[None]:
