@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from pv.contract.validate import Report
     from pv.falsify.campaign import ContractRun, FalsifyReport
     from pv.falsify.discharge import DischargeResult
-    from pv.falsify.prune import PruneReport
     from pv.report.acknowledge import Acknowledged
     from pv.report.gate import GateResult
+    from pv.report.prune import PruneReport
     from pv.report.status import StatusReport
 
 PathLike = str | os.PathLike[str]
@@ -172,7 +172,7 @@ def prune_evidence(*, contracts_dir: PathLike | None = None, evidence_dir: PathL
     """Remove records older than ``keep_days`` (or finished before ``before``) that no status rests
     on, writing a prune record into each pruned chain; ``dry_run`` removes nothing. Same as
     ``pv evidence prune``."""
-    from pv.falsify.prune import prune_named
+    from pv.report.prune import prune_named
 
     return prune_named(contracts_dir=_path(contracts_dir), evidence_dir=_path(evidence_dir), keep_days=keep_days,
                        before=before, dry_run=dry_run)

@@ -16,8 +16,9 @@ from tests_falsify_records import NODE, claim, make_record
 
 from pv.cli import run
 from pv.contract.model import Falsifier
-from pv.falsify import prune, store
 from pv.falsify import records as rec
+from pv.falsify import store
+from pv.report import prune
 from pv.report.status import integrity_problems
 
 CUT = "2031-01-01"

@@ -5,7 +5,7 @@ gone fails the gate, unless a prune record added in this change (one the baselin
 have) lists it, in the same falsifier's folder, with the digest the baseline has for it
 (the git blob id; a snapshot baseline's sha256). Then the listing is checked against the
 record itself, read back from git, and the status as it stood before the prune (the records
-now, with the removed ones back) must not have rested on it (``pv.falsify.prune.needed``):
+now, with the removed ones back) must not have rested on it (``pv.report.prune.needed``):
 pruning may compact a chain, never take away what a status stands on.
 """
 
@@ -19,8 +19,9 @@ from typing import Any
 
 from pv import config
 from pv.contract.model import Contract
-from pv.falsify import prune, store
 from pv.falsify import records as rec
+from pv.falsify import store
+from pv.report import prune
 
 
 @dataclass(frozen=True)

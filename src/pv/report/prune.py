@@ -36,6 +36,7 @@ from pv.contract.model import Contract, Falsifier, load_contracts
 from pv.errors import PvError
 from pv.falsify import judge, store
 from pv.falsify import records as rec
+from pv.report.status import judge_falsifier
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,6 @@ def _view(contract: Contract, f: Falsifier, stored: list[store.StoredRecord], ro
           settings: config.Settings) -> list[tuple[Any, ...]]:
     """What ``pv status`` and ``pv gate`` (with ``--require-signed`` too, given a key) say of ``f``
     on ``stored``, but for its record count."""
-    from pv.report.status import judge_falsifier
-
     views = []
     for signed in (False, True) if key is not None else (False,):
         s = judge_falsifier(contract, f, stored, [], root, key=key, require_signed=signed, settings=settings)
