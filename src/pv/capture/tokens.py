@@ -76,6 +76,29 @@ def tokenize(model: LoadedModel, prompt: str) -> list[int]:
     return ids
 
 
+def prompt_ids(spec: str, prompt: str) -> list[int]:
+    """``--prompt``'s ids from the tokenizer of model ``spec`` alone, no weights loaded
+    (``pv trace --dry-run`` prints the ids a run would use): the synthetic models' UTF-8 bytes,
+    a HF directory's ``tokenizer.json``, a GGUF file's own vocabulary."""
+    from pathlib import Path
+
+    from pv.capture.model import tokenizer as tk
+
+    found: tk.Tokenizer | None
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        found = tk.ByteTokenizer()
+    elif Path(spec).is_dir():
+        found = tk.HFTokenizer(Path(spec) / "tokenizer.json") if (Path(spec) / "tokenizer.json").is_file() else None
+    else:
+        found = tk.load_gguf_tokenizer(spec)
+    if found is None:
+        raise PvError(f"{spec}: this model has no tokenizer; pass --tokens instead of --prompt")
+    ids = [int(i) for i in found.encode(prompt)]
+    if not ids:
+        raise PvError("the prompt tokenised to zero tokens")
+    return ids
+
+
 def recorded(run: object) -> list[int] | None:
     """The token ids a capture's manifest ``run`` block records, or None when it records none."""
     ids = run.get("token_ids") if isinstance(run, dict) else None

@@ -71,6 +71,12 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
         click.echo("pv trace plan (dry run, nothing executed):")
         for line in plan.describe():
             click.echo("  " + line)
+        if plan.tokens is None and plan.prompt is not None:  # the ids a run would feed, checked as it would
+            from pv.capture.tokens import check_context, check_ids, prompt_ids
+
+            ids = check_ids(prompt_ids(model, plan.prompt), config.vocab_size)
+            check_context(len(ids) + generate, config, "the prompt" + (" and --generate" if generate else ""))
+            click.echo(f"  tokens:  {','.join(map(str, ids))} ({len(ids)})")
         return int(ExitCode.OK)
 
     loaded = load_model(model)
