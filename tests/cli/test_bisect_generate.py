@@ -66,15 +66,15 @@ def test_plain_captures_are_not_generations(tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and "not a generation capture" in err
 
 
-def test_llama_cpp_against_pv_over_a_generation(smollm2_path: Path,
+def test_llama_cpp_against_pv_over_a_generation(smollm2_gguf: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("llama_cpp")
-    code = run(["bisect", "--model", str(smollm2_path), "--engine", "llama.cpp", "--reference", "pv",
+    code = run(["bisect", "--model", str(smollm2_gguf), "--engine", "llama.cpp", "--reference", "pv",
                 "--prompt", "The capital of France is", "--generate", "3", "--format", "json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["summary"]
     assert out["summary"]["steps"] == 3 and all(s["ok"] for s in out["steps"])
-    code = run(["bisect", "--model", str(smollm2_path), "--engine", "llama.cpp", "--reference", "pv",
+    code = run(["bisect", "--model", str(smollm2_gguf), "--engine", "llama.cpp", "--reference", "pv",
                 "--prompt", "The capital of France is", "--generate", "3",
                 "--inject-fault", "attn_norm_scaled@4", "--format", "json"])
     out = json.loads(capsys.readouterr().out)

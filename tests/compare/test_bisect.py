@@ -158,7 +158,7 @@ def test_isolate_notes_missing_inputs(synthetic: Any, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_fault_is_found(
-    smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    smollm2_gguf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Real weights: pv bisect captures engine and oracle, and names the injected fault's stage."""
     import json
@@ -170,7 +170,7 @@ def test_smollm2_fault_is_found(
         [
             "bisect",
             "--model",
-            str(smollm2_path),
+            str(smollm2_gguf),
             "--inject-fault",
             "rope_theta_wrong@7",
             "--prompt",
