@@ -67,6 +67,23 @@ def scaled_by_1_5(out: Any, inp: Any) -> Any:
     return out * 1.5
 
 
+def scaled_by_1_05(out: Any, inp: Any) -> Any:
+    return out * 1.05
+
+
+def shifted_by_1pct_of_rms(out: Any, inp: Any) -> Any:
+    """Every value of a ``[..., H]`` array shifted by 1% of its row's RMS (a constant wrongly added)."""
+    return out + 0.01 * (out * out).mean(axis=-1, keepdims=True) ** 0.5
+
+
+def heads_0_1_swapped(out: Any, inp: Any) -> Any:
+    """Heads 0 and 1 of a ``[..., NH, D]`` array exchanged, in a copy (the node's own array is read-only)."""
+    changed = out.copy()
+    changed[..., 0, :] = out[..., 1, :]
+    changed[..., 1, :] = out[..., 0, :]
+    return changed
+
+
 def key_head_0_zeroed(out: Any, inp: Any) -> Any:
     """Key head 0 set to zero in a ``[..., KVH, D]`` array, in a copy (the node's own array is read-only)."""
     changed = out.copy()
@@ -211,6 +228,16 @@ CATALOGUE: tuple[Fault, ...] = (
           runner="llama.cpp", perturb=key_head_0_zeroed, node=("Kcur", "ROPE")),
     Fault("ffn_up_scaled", "ffn_up", "the MLP up projection multiplied by 1.5", "node",
           runner="llama.cpp", perturb=scaled_by_1_5, node=("ffn_up", "MUL_MAT")),
+    # Systematic errors smaller than a quantized engine's rounding noise (docs/compare.md,
+    # "Systematic deviations"): the per-position relative error they add is at most 5%.
+    Fault("attention_scaled_5pct", "attention",
+          "the attention output (heads concatenated, before the output projection) multiplied by 1.05",
+          "node", runner="llama.cpp", perturb=scaled_by_1_05, node=("kqv_out", "CONT")),
+    Fault("residual_shifted_1pct", "post_ffn_residual",
+          "every value of the layer's output (the residual stream) shifted by 1% of its position's RMS",
+          "node", runner="llama.cpp", perturb=shifted_by_1pct_of_rms, node=("l_out", "ADD")),
+    Fault("q_heads_swapped", "q_post_rope", "query heads 0 and 1 exchanged after RoPE", "node",
+          runner="llama.cpp", perturb=heads_0_1_swapped, node=("Qcur", "ROPE")),
     # Nodes of some graphs only (the runner refuses them on a graph without the node).
     Fault("post_attn_norm_scaled", "post_attn_norm",
           "Gemma's post-attention (sandwich) RMSNorm output multiplied by 1.5", "node",

@@ -36,6 +36,7 @@ import numpy as np
 
 from pv.compare.align import View
 from pv.compare.reductions import kth_bound, row_sumsq, total
+from pv.compare.systematic import Columns, column_sums
 
 #: How many disagreeing non-finite positions are kept as examples.
 EXAMPLES = 5
@@ -76,6 +77,8 @@ class Acc:
         self.top_idx = np.zeros(0, dtype=np.int64)
         self.top_a = np.zeros(0)
         self.top_b = np.zeros(0)
+        #: Per-channel sums for the systematic fit (``pv.compare.systematic``), rows only.
+        self.columns = Columns(view.row_len) if view.has_rows else None
 
 
 class Scratch:
@@ -98,8 +101,9 @@ class Scratch:
         return X, Y, D
 
 
-def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> None:
-    """Count and exclude positions where either side is NaN or Inf (slow path, rare)."""
+def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> np.ndarray:
+    """Count and exclude positions where either side is NaN or Inf (slow path, rare); returns
+    where they are."""
     na, nb = np.isnan(A), np.isnan(B)
     ia, ib = np.isinf(A), np.isinf(B)
     acc.nan_a += int(na.sum())
@@ -115,7 +119,7 @@ def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> N
         acc.examples.append(
             {"index": acc.view.unravel(lo + int(i)), "a": float(A[i]), "b": float(B[i])}
         )
-    drop = ~(np.isfinite(A) & np.isfinite(B))
+    drop: np.ndarray = ~(np.isfinite(A) & np.isfinite(B))
     n_drop = int(drop.sum())
     acc.excluded += n_drop
     if acc.view.has_rows:
@@ -123,6 +127,7 @@ def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> N
         np.subtract.at(acc.row_cnt, rows, 1)
     A[drop] = 0.0
     B[drop] = 0.0
+    return drop
 
 
 def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -> None:
@@ -155,8 +160,8 @@ def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -
     )
 
 
-def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> None:
-    """Zero what the causal (and sliding-window) mask leaves out, on both sides."""
+def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> np.ndarray:
+    """Zero what the causal (and sliding-window) mask leaves out, on both sides; returns where."""
     s, nq = view.shape[-1], view.shape[-2]  # keys - queries = cached positions
     q = np.arange(row_lo, row_lo + X2.shape[0]) % nq + (s - nq)
     cols = np.arange(s)
@@ -165,13 +170,17 @@ def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> None:
         upper |= cols[None, :] <= q[:, None] - view.window
     np.copyto(X2, 0.0, where=upper)
     np.copyto(Y2, 0.0, where=upper)
+    return upper
 
 
-def diffs(A2: np.ndarray, B2: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row sums (float64) of d^2 with d = a - b, and |d| left in ``D`` (flat)."""
+def diffs(A2: np.ndarray, B2: np.ndarray, D: np.ndarray,
+          columns: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
+    """Row sums (float64) of d^2 with d = a - b, |d| left in ``D`` (flat), and with ``columns`` the
+    per-channel sums of the systematic fit (taken while ``D`` still holds d)."""
     D2 = D.reshape(A2.shape)
     np.subtract(A2, B2, out=D2)
-    return row_sumsq(D2), np.abs(D, out=D)
+    cols = column_sums(B2, D2) if columns else None
+    return row_sumsq(D2), np.abs(D, out=D), cols
 
 
 def float32_enough(sq: tuple[np.ndarray, np.ndarray, np.ndarray], sums: float, m: float,
@@ -236,11 +245,13 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
     r = n // view.row_len if view.has_rows else 1
     vals_a, vals_b = A, B
     D = work.d[:n]
+    cols = acc.columns if acc.columns is not None and acc.columns.wanted else None
+    left_out: np.ndarray | None = None  # masked or not finite: not in the systematic fit's counts
     own = view.causal or A.dtype != work.dtype or B.dtype != work.dtype
     if own:
         A, B, D = work.copies(A, B)
         if view.causal:
-            mask(A.reshape(r, -1), B.reshape(r, -1), row_lo, view)
+            left_out = mask(A.reshape(r, -1), B.reshape(r, -1), row_lo, view)
     A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
     ra, rb = row_sumsq(A2), row_sumsq(B2)
     sums = float(ra.sum()) + float(rb.sum())
@@ -248,19 +259,23 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
         if not own:
             A, B, D = work.copies(A, B)
             A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
-        nonfinite(acc, A, B, lo, row_lo)
+        drop = nonfinite(acc, A, B, lo, row_lo).reshape(r, -1)
+        left_out = drop if left_out is None else left_out | drop
         vals_a, vals_b = A, B  # excluded positions read as 0 from here on, as in the sums
         ra, rb = row_sumsq(A2), row_sumsq(B2)
         sums = float(ra.sum()) + float(rb.sum())
-    rd, T = diffs(A2, B2, D)
+    rd, T, col = diffs(A2, B2, D, cols is not None)
     m = float(T.max()) if n else 0.0
     sums += float(rd.sum())
     if A.dtype == np.float32 and not float32_enough((ra, rb, rd), sums, m, (A2, B2, T.reshape(r, -1))):
         X, Y, D = work.copies(A, B, np.float64)
         X2, Y2 = X.reshape(r, -1), Y.reshape(r, -1)
         ra, rb = row_sumsq(X2), row_sumsq(Y2)
-        rd, T = diffs(X2, Y2, D)
+        rd, T, col = diffs(X2, Y2, D, cols is not None)
         m = float(T.max()) if n else 0.0
+    if cols is not None and col is not None:
+        counts = np.full(col[0].size, float(r)) if left_out is None else r - left_out.sum(axis=0, dtype=np.float64)
+        cols.add((col[0], col[1], col[2], col[3]), counts)
     if view.has_rows:
         acc.row_aa[row_lo : row_lo + r] += ra
         acc.row_bb[row_lo : row_lo + r] += rb

@@ -35,6 +35,7 @@ import numpy as np
 
 from pv.compare.accumulate import Acc, Scratch, measure
 from pv.compare.align import View
+from pv.compare.systematic import Systematic, fit
 
 #: Elements per chunk: 256K float32 values = 1 MiB per buffer.
 #: Every numpy call costs a few microseconds whatever its size, and the worker
@@ -75,6 +76,8 @@ class Metrics:
     position_ref_rms: tuple[float, ...] = ()
     head_cosine: tuple[float, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The fit a = (1 + scale) b + bias and its standard errors (``pv.compare.systematic``).
+    systematic: Systematic | None = None
 
     @property
     def position_rel(self) -> tuple[float, ...]:
@@ -92,6 +95,8 @@ class Metrics:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["worst_position"] = list(self.worst_position) if self.worst_position else None
+        if self.systematic is not None:
+            out["systematic"].update(scale_z=self.systematic.scale_z, bias_z=self.systematic.bias_z)
         return out
 
 
@@ -243,4 +248,5 @@ def _finish(acc: Acc) -> Metrics:
         head_cosine=hcos,
         notes=view.notes
         + (("no finite elements on both sides: nothing to measure",) if count == 0 else ()),
+        systematic=fit(acc.columns),
     )

@@ -1,0 +1,191 @@
+"""Systematic deviations: a wrong constant hidden under an engine's rounding noise.
+
+A quantized engine differs from a float32 reference by several percent per
+value, so its tolerance class must allow that much (``quantized``: 0.2
+relative per position), and a real bug of a few percent (a scale of 1.05, a
+bias of 1% of the signal) passes under it. The two differ in kind: rounding
+noise has no consistent sign or scale across a stage's channels, a wrong
+constant does. Each stage's candidate ``a`` is fitted to its reference ``b``
+by least squares over every compared value::
+
+    a = (1 + scale) * b + bias + e
+
+and ``scale`` and ``bias`` (reported as a fraction of RMS(b)) are tested
+against their standard errors. The errors are not independent values: a
+channel carries its error through every position (SmolLM2's few very large
+residual channels most of all), so the standard errors are the jackknife
+over channels (the last axis of the view: hidden units, columns, keys or
+vocabulary entries), each left out in turn. That spread is what the noise
+itself would make of ``scale`` and ``bias``.
+
+A finding needs both a large ``z`` (``Z`` standard errors) and a size the
+tolerance class names (``Tolerance.scale_error``, ``bias_error``): measured
+clean llama.cpp runs do carry small systematic drifts that are real and
+highly significant (RMSNorm, softmax and the SwiGLU/GeGLU products turn
+zero-mean noise into a bias of its square: up to 1.5% in scale and 0.5% in
+bias, many standard errors from zero, on SmolLM2 and Gemma 3,
+``docs/compare.md``), so significance alone would flag them. Per-head cosines below the stage's cosine
+threshold (a swapped or wrongly mapped pair of heads) are the third finding.
+
+The sums are filled in the same chunk pass as the other metrics
+(``pv.compare.accumulate.measure``), from the first ``SAMPLE`` compared
+values of a stage: five float64 vectors of the row length, whatever the
+tensor size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Compared values per stage that feed the fit (a stage's first ones; every value of a
+#: stage smaller than this). Bounds the cost: four reductions per value read.
+SAMPLE = 1 << 20
+#: Standard errors a scale or bias must reach to be reported. The jackknife's spread is only
+#: roughly Gaussian: over 2,394 stages of six clean llama.cpp runs (SmolLM2 and Gemma 3, three
+#: prompts) the largest z among fits past the size floors was 6.9 (a bias of 1% at one
+#: ``attention`` stage, where the error is a fixed vector shared by every position); the
+#: planted faults reach 16 and more.
+Z = 8.0
+#: Reasons this module gives start with this word (``StageRecord.failure`` reads it).
+PREFIX = "systematic"
+#: Fewer channels than this and the jackknife says nothing: no fit.
+_MIN_COLUMNS = 3
+#: A channel counts at most as much as one of this many times the median mean square.
+_CAP = 10.0
+
+
+class Columns:
+    """Per-channel running sums over rows: sum b, sum b^2, sum d, sum b*d (d = a - b), count."""
+
+    def __init__(self, n_cols: int):
+        self.b = np.zeros(n_cols)
+        self.bb = np.zeros(n_cols)
+        self.d = np.zeros(n_cols)
+        self.bd = np.zeros(n_cols)
+        self.n = np.zeros(n_cols)
+        self.values = 0
+
+    @property
+    def wanted(self) -> bool:
+        return self.values < SAMPLE
+
+    def add(self, sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], counts: np.ndarray) -> None:
+        for into, part in zip((self.b, self.bb, self.d, self.bd), sums):
+            into += part
+        self.n += counts
+        self.values += int(counts.sum())
+
+
+def column_sums(B2: np.ndarray, D2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sum b, b^2, d and b*d down each column of one chunk's rows (masked values are zero on
+    both sides), in float64."""
+    f64 = np.float64
+    return (B2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, B2, dtype=f64),
+            D2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, D2, dtype=f64))
+
+
+@dataclass(frozen=True)
+class Systematic:
+    """The least-squares fit a = (1 + scale) b + bias, and the jackknife standard errors."""
+
+    scale: float
+    scale_se: float
+    #: As a fraction of RMS(b) over the fitted values.
+    bias: float
+    bias_se: float
+    #: Channels left out in turn, and values fitted.
+    columns: int
+    values: int
+
+    @property
+    def scale_z(self) -> float:
+        return _z(self.scale, self.scale_se)
+
+    @property
+    def bias_z(self) -> float:
+        return _z(self.bias, self.bias_se)
+
+
+def _z(x: float, se: float) -> float:
+    if se > 0.0:
+        return x / se
+    return 0.0 if x == 0.0 else math.copysign(math.inf, x)
+
+
+def _solve(bb: np.ndarray, b: np.ndarray, n: np.ndarray, bd: np.ndarray,
+           d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale and bias from the normal equations [[bb, b], [b, n]] (scale, bias) = (bd, d), and
+    where the system is well posed (b not constant)."""
+    det = bb * n - b * b
+    ok = det > 1e-12 * np.maximum(bb * n, 1e-300)
+    safe = np.where(ok, det, 1.0)
+    return (n * bd - b * d) / safe, (bb * d - b * bd) / safe, ok
+
+
+def fit(cols: Columns | None) -> Systematic | None:
+    """The fit over every summed value and its jackknife over channels; None when it says nothing
+    (too few channels, a constant or zero reference).
+
+    Least squares weighted per channel: a channel whose mean square is above the median
+    channel's counts as if it were at the median (weight 1 / max(mean square, median)). Two
+    channels a hundred times larger than the rest (SmolLM2's residual stream) would otherwise
+    be the whole fit, and their own consistent rounding error would read as a scale of the
+    stage, with a jackknife over two effective channels to vouch for it. The bias is a fraction
+    of the weighted RMS of b, the RMS of a typical channel.
+    """
+    if cols is None or cols.n.size < _MIN_COLUMNS or cols.values < _MIN_COLUMNS:
+        return None
+    ms = cols.bb / np.maximum(cols.n, 1.0)
+    seen = ms[cols.n > 0]
+    floor = _CAP * float(np.median(seen)) if seen.size else 0.0
+    if not floor > 0.0:
+        return None
+    w = 1.0 / np.maximum(ms, floor)  # a channel above the median energy weighs as a median one
+    b, bb, d, bd, n = (w * x for x in (cols.b, cols.bb, cols.d, cols.bd, cols.n))
+    tb, tbb, td, tbd, tn = (float(x.sum()) for x in (b, bb, d, bd, n))
+    scale, bias, ok = _solve(np.array(tbb), np.array(tb), np.array(tn), np.array(tbd), np.array(td))
+    if not bool(ok) or tbb <= 0.0:
+        return None
+    s_j, c_j, ok_j = _solve(tbb - bb, tb - b, tn - n, tbd - bd, td - d)
+    g = int(ok_j.sum())
+    if g < _MIN_COLUMNS:
+        return None
+    s_j, c_j = s_j[ok_j], c_j[ok_j]
+    var_s = (g - 1) / g * float(((s_j - s_j.mean()) ** 2).sum())
+    var_c = (g - 1) / g * float(((c_j - c_j.mean()) ** 2).sum())
+    rms = math.sqrt(tbb / tn)
+    return Systematic(float(scale), math.sqrt(var_s), float(bias) / rms, math.sqrt(var_c) / rms,
+                      g, cols.values)
+
+
+def findings(found: Systematic | None, head_cosine: Sequence[float], *, scale_error: float,
+             bias_error: float, cosine: float) -> list[str]:
+    """Reasons to fail a stage for a systematic deviation: a scale or bias at least ``Z`` standard
+    errors from zero and at least ``scale_error`` / ``bias_error`` in size (0 turns a test off), and,
+    when either test is on, heads whose cosine is below ``cosine`` (the stage's threshold)."""
+    out: list[str] = []
+    if found is not None:
+        if scale_error > 0.0 and abs(found.scale) >= scale_error and abs(found.scale_z) >= Z:
+            out.append(f"{PREFIX} scale: A = {1.0 + found.scale:.4f} x B ({found.scale:+.2%} +- "
+                       f"{found.scale_se:.2%}, {abs(found.scale_z):.0f} standard errors; reported from "
+                       f"{scale_error:.2%} and {Z:g} SE)")
+        if bias_error > 0.0 and abs(found.bias) >= bias_error and abs(found.bias_z) >= Z:
+            out.append(f"{PREFIX} bias: A = B {'+' if found.bias >= 0 else '-'} {abs(found.bias):.2%} "
+                       f"of RMS(B) (+- {found.bias_se:.2%}, {abs(found.bias_z):.0f} standard errors; "
+                       f"reported from {bias_error:.2%} and {Z:g} SE)")
+    if (scale_error > 0.0 or bias_error > 0.0) and len(head_cosine) > 1:
+        low = [(h, c) for h, c in enumerate(head_cosine) if c < cosine]
+        if low:
+            rest = [c for c in head_cosine if c >= cosine]
+            others = f"; the other heads' median {float(np.median(rest)):.6f}" if rest else ""
+            shown = ", ".join(f"{h} ({c:.4f})" for h, c in low[:8]) + (" ..." if len(low) > 8 else "")
+            out.append(f"{PREFIX} heads: cosine below {cosine:g} in head(s) {shown}{others}")
+    return out
+
+
+def is_systematic(reason: str) -> bool:
+    return reason.startswith(PREFIX + " ")
