@@ -173,3 +173,26 @@ def test_step_shape_rules() -> None:
     assert gen_steps.step_shape("q_post_rope", 64, 1, 3, {}) == (None, None)  # NH and D both unknown
     shape, why = gen_steps.step_shape("attn_norm", 65, 1, 0, {"H": 64})
     assert shape is None and why == "65 values are not attn_norm [S, H] = [1, 64]"
+
+
+def test_an_earlier_step_whose_output_passes_is_walked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug whose effect reaches the output one step late is still named at the step it starts."""
+    three = [*STEPS, {"step": 2, "input": [11], "position": 9, "predicted": 13}]
+    ref = write_generation(tmp_path / "ref", three, manifest=True)
+
+    def late(t: int, tensors: dict[tuple[str, int | None], np.ndarray]) -> None:
+        if t == 1:
+            tensors[("attn_softmax", 1)][:, 0, 8] += 0.25  # a stage moves, the logits do not
+        if t == 2:
+            tensors[("lm_head", None)][0, 3] += 4.0
+
+    bare = write_generation(tmp_path / "bare", three, manifest=False, record=_minimal, edit=late)
+    result = bisect_generation(bare, ref, model=CONFIG)
+    assert result.first_step is not None and result.first_step.step == 2
+    assert result.stage_step == 1 and result.stage is not None
+    assert result.stage.first_divergence == {"layer": 1, "stage": "attn_softmax"}
+    assert "step 1 already has a diverging stage" in " ".join(result.notes)
+    assert run(["bisect", str(bare), str(ref), "--generate", "3"]) == 1
+    text = capsys.readouterr().out
+    assert "first divergent step: 2 (position 9)" in text
+    assert "first step with a diverging stage: 1" in text and "inside step 1:" in text

@@ -274,11 +274,18 @@ def walk_generation(a: str, b: str, steps: Sequence[tuple[Mapping[str, Any], Map
                              f"{t} has a diverging stage")
                 break
     elif first.inputs_equal:
-        stage_step = first.step
-        stage = stages(first.step)
-        if stage.first is None:
+        # A step before it may already hold the first diverging stage while its output stays
+        # within tolerance (a bug whose effect grows over the steps): that step is walked.
+        for t in range(first.step + 1):
+            stage_step, stage = t, stages(t)
+            if stage.first is not None:
+                break
+        if stage is not None and stage.first is None:
             notes.append(f"step {first.step}: every stage is within tolerance; the next token "
                          "differs on a near tie")
+        elif stage_step != first.step:
+            notes.append(f"step {stage_step} already has a diverging stage, though its next token and "
+                         f"log-probabilities stay within tolerance")
     else:
         notes.append(f"step {first.step}: the sides were fed different tokens (their "
                      "generations parted earlier); feed both the same tokens to compare further")
