@@ -13,6 +13,7 @@ from typing import Any
 
 from pv import stages as stage_table
 from pv.compare import metrics
+from pv.compare.systematic import is_systematic
 from pv.compare.tolerances import Tolerance
 
 PASS, FAIL, ERROR, ONLY_A, ONLY_B = "pass", "fail", "error", "only_a", "only_b"
@@ -42,6 +43,15 @@ class StageRecord:
         return self.status in (FAIL, ERROR)
 
     @property
+    def failure(self) -> str | None:
+        """Why a failed stage failed: ``systematic`` when every reason is a systematic deviation
+        (a scale, bias or head under the tolerance's noise, ``pv.compare.systematic``), else
+        ``tolerance``; None for any other status."""
+        if self.status != FAIL:
+            return None
+        return "systematic" if self.reasons and all(is_systematic(r) for r in self.reasons) else "tolerance"
+
+    @property
     def label(self) -> str:
         if self.stage is None:
             return Path(self.path_a or self.path_b or "?").name
@@ -55,6 +65,7 @@ class StageRecord:
             "stage": self.stage,
             "layer": self.layer,
             "status": self.status,
+            "failure": self.failure,
             "dtype": self.dtype,
             "tolerance": self.tolerance.to_dict() if self.tolerance else None,
             "reasons": list(self.reasons),

@@ -24,6 +24,11 @@ DETAILS = 3
 _MARK = {"pass": "ok", "fail": "FAIL", "error": "ERROR", "only_a": "A only", "only_b": "B only"}
 
 
+def mark(rec: StageRecord) -> str:
+    """The verdict column: a stage failed only for a systematic deviation reads ``SYSTEMATIC``."""
+    return "SYSTEMATIC" if rec.failure == "systematic" else _MARK[rec.status]
+
+
 def fmt(x: float, digits: int = 3) -> str:
     if x is None:
         return "-"
@@ -50,14 +55,14 @@ def row(rec: StageRecord) -> list[str]:
     """One table row: stage, status, cosine, worst-position relative error, max |d| at, SQNR."""
     m = rec.metrics
     if m is None:
-        return [rec.label, _MARK[rec.status], "-", "-", "-", "-", "; ".join(rec.reasons)]
+        return [rec.label, mark(rec), "-", "-", "-", "-", "; ".join(rec.reasons)]
     worst = m.worst_position
     rel = fmt(worst[1]) if worst else fmt(m.rel_err)
     where = f" @{worst[0]}" if worst and worst[1] > 0 and len(m.positions) > 1 else ""
     note = "; ".join(rec.reasons) if rec.status != "pass" else "; ".join(m.notes)
     return [
         rec.label,
-        _MARK[rec.status],
+        mark(rec),
         fmt_cos(m.cosine),
         rel + where,
         f"{fmt(m.max_abs)} [{fmt_index(m.max_index)}]" if m.max_abs > 0 else "0",
@@ -99,10 +104,12 @@ def diff_text(report: DiffReport, *, verbose: bool = False) -> str:
         out.append("")
         out.extend(f"note: {n}" for n in report.notes)
     s = report.summary()
+    n_sys = sum(1 for r in report.records if r.failure == "systematic")
     out.append("")
     out.append(
-        f"{s['pairs']} pairs compared: {s['pass']} within tolerance, {s['fail']} not, "
-        f"{s['error']} not comparable, {s['only_a'] + s['only_b']} on one side only"
+        f"{s['pairs']} pairs compared: {s['pass']} within tolerance, {s['fail']} not"
+        + (f" ({n_sys} only for a systematic deviation)" if n_sys else "")
+        + f", {s['error']} not comparable, {s['only_a'] + s['only_b']} on one side only"
     )
     return "\n".join(out)
 
@@ -112,10 +119,12 @@ def detail(rec: StageRecord) -> list[str]:
     assert m is not None
     tol = rec.tolerance
     lines = [
-        f"{rec.label}: {_MARK[rec.status]}"
+        f"{rec.label}: {mark(rec)}"
         + (
             f" (tolerance cosine>={tol.cosine}, rtol={tol.rtol:g}, atol={tol.atol:g}"
-            f", dtype {rec.dtype or 'unknown'})"
+            + (f", systematic scale>={tol.scale_error:g}" if tol.scale_error else "")
+            + (f", systematic bias>={tol.bias_error:g}" if tol.bias_error else "")
+            + f", dtype {rec.dtype or 'unknown'})"
             if tol
             else ""
         )
@@ -294,8 +303,6 @@ def generation_text(result: GenerationBisect, *, verbose: bool = False) -> list[
         lines.append(f"no divergence over {len(result.steps)} steps")
     else:
         lines.append(f"first divergent step: {result.first_step.step} (position {result.first_step.position})")
-        if result.stage is not None and result.stage_step != result.first_step.step:
-            lines.append(f"first step with a diverging stage: {result.stage_step}")
         if result.stage is not None:
-            lines += ["", f"inside step {result.stage_step}:", bisect_text(result.stage, verbose=verbose)]
+            lines += ["", f"inside step {result.first_step.step}:", bisect_text(result.stage, verbose=verbose)]
     return lines
