@@ -73,22 +73,29 @@ def diff(candidate: PathLike, reference: PathLike, *, model: Any = None,
          top_k: int = 5) -> DiffReport:
     """Compare two APRT files or two capture folders stage by stage; ``reference`` is the
     oracle. ``model`` (a config or a model path) lets head-split layouts be aligned.
-    Same as ``pv diff``."""
-    from pv.compare.diff import diff_paths
+    Same as ``pv diff``: two folders must have run the same token ids where both record them."""
+    from pv.compare.sides import checked_diff
 
     a, b = Path(candidate), Path(reference)
     if stages is None:
-        return diff_paths(a, b, model=model, tolerances=tolerances, top_k=top_k)
-    return diff_paths(a, b, model=model, tolerances=tolerances, stages=stages, top_k=top_k)
+        return checked_diff(a, b, model=model, tolerances=tolerances, top_k=top_k)
+    return checked_diff(a, b, model=model, tolerances=tolerances, stages=stages, top_k=top_k)
 
 
 def bisect(candidate: PathLike, reference: PathLike, *, model: Any = None,
            tolerances: Tolerances | None = None) -> BisectResult:
     """Walk two capture folders in stage order and name the first stage that diverges
-    (and the last one that agrees). Same as ``pv bisect A B``."""
-    from pv.compare.bisect import bisect as run_bisect
+    (and the last one that agrees). Same as ``pv bisect A B``, token check included."""
+    from dataclasses import replace
 
-    return run_bisect(Path(candidate), Path(reference), model=model, tolerances=tolerances)
+    from pv.compare.bisect import bisect as run_bisect
+    from pv.compare.sides import same_input
+
+    note = same_input(Path(candidate), Path(reference))
+    result = run_bisect(Path(candidate), Path(reference), model=model, tolerances=tolerances)
+    if note is None:
+        return result
+    return replace(result, report=replace(result.report, notes=(*result.report.notes, note)))
 
 
 def bisect_run(a: PathLike | None = None, b: PathLike | None = None, *, model: str | None = None,

@@ -102,8 +102,8 @@ def command(
 ) -> int:
     """Compare A (engine under test) with B (reference): files or capture directories."""
     from pv import stages as stage_table
-    from pv.compare.diff import diff_paths
     from pv.compare.report import diff_text
+    from pv.compare.sides import checked_diff
 
     tols = build_tolerances(threshold, rtol, atol, config_file)
     wanted = [s.name for s in stage_table.parse_stages(stages)] if stages else None
@@ -112,7 +112,7 @@ def command(
         from pv.capture.model.load import model_config
 
         config = model_config(model)
-    report = diff_paths(a, b, model=config, tolerances=tols, stages=wanted, top_k=top_k, verify=not no_verify)
+    report = checked_diff(a, b, model=config, tolerances=tols, stages=wanted, top_k=top_k, verify=not no_verify)
     if fmt.lower() == "json":
         click.echo(json.dumps(report.to_dict(), indent=1))
     else:

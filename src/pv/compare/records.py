@@ -91,6 +91,20 @@ class DiffReport:
     def ok(self) -> bool:
         return bool(self.compared) and not any(r.bad for r in self.records)
 
+    @property
+    def hints(self) -> list[str]:
+        """Likely causes the pattern of verdicts suggests (``pv.compare.hints``)."""
+        from pv.compare.hints import rope_layout
+
+        return rope_layout(self.records)
+
+    @property
+    def tolerance_notes(self) -> list[str]:
+        """Tolerance options no compared pair could use, one line each (``pv.compare.hints``)."""
+        from pv.compare.hints import unapplied_tolerances
+
+        return unapplied_tolerances(self.tolerances, self.records)
+
     def summary(self) -> dict[str, Any]:
         counts = {
             s: sum(1 for r in self.records if r.status == s)
@@ -102,6 +116,8 @@ class DiffReport:
         return {
             "summary": self.summary(),
             "notes": list(self.notes),
+            "tolerance_notes": self.tolerance_notes,
+            "hints": self.hints,
             "records": [r.to_dict() for r in self.records],
         }
 

@@ -100,9 +100,14 @@ def diff_text(report: DiffReport, *, verbose: bool = False) -> str:
         out.append(
             f"({len(failing) - DETAILS} more failing stages: --verbose shows the details of every stage)"
         )
-    if report.notes:
+    notes = [*report.notes, *report.tolerance_notes]
+    if notes:
         out.append("")
-        out.extend(f"note: {n}" for n in report.notes)
+        out.extend(f"note: {n}" for n in notes)
+    hints = report.hints
+    if hints:
+        out.append("")
+        out.extend(f"hint: {h}" for h in hints)
     s = report.summary()
     n_sys = sum(1 for r in report.records if r.failure == "systematic")
     out.append("")
@@ -245,8 +250,10 @@ def markdown(
         if first is not None and rec is first:
             cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    if result.report.notes:
-        lines += ["", *(f"- note: {_md_escape(n)}" for n in result.report.notes)]
+    said = [f"- note: {_md_escape(n)}" for n in (*result.report.notes, *result.report.tolerance_notes)]
+    said += [f"- hint: {_md_escape(h)}" for h in result.report.hints]
+    if said:
+        lines += ["", *said]
     return "\n".join(lines) + "\n"
 
 

@@ -4,17 +4,19 @@ A bisection of two folders someone else captured must not describe them with
 the command line's defaults: the engine, its fault, the dtype and the input
 token ids are read from each side's manifest (a generation's first step for
 ``--generate`` captures). The same record says whether pv can rerun the engine
-under test one layer at a time (``--isolate``), and with which fault.
+under test one layer at a time (``--isolate``), and with which fault, and whether
+both sides ran the same tokens (``pv diff`` asks this too, through ``checked_diff``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pv.compare.bisect_plan import BisectPlan
+from pv.compare.records import DiffReport
 from pv.errors import PvError
 
 
@@ -71,12 +73,34 @@ def context(plan: BisectPlan, a: Path, b: Path) -> Iterator[str]:
             yield "captures: in a temporary directory, deleted afterwards (--keep DIR keeps them)"
         return
     ra, rb = run_record(a), run_record(b)
+    unchecked = same_input(a, b)  # different ids: one PvError line, before anything is compared
     yield (f"engine under test: {engine_of(ra) or 'not recorded in A'}; "
            f"reference: {engine_of(rb) or 'not recorded in B'}")
     ia, ib = _input(ra), _input(rb)
     if ia is not None or ib is not None:
-        same = ra.get("token_ids") == rb.get("token_ids")
-        yield f"input: {ia or 'not recorded in A'}" + ("" if same else f"; B ran {ib or 'unrecorded tokens'}")
+        yield f"input: {ia or 'not recorded in A'}" + ("" if ia == ib else f"; B ran {ib or 'unrecorded tokens'}")
+    if unchecked is not None:
+        yield f"input not checked: {unchecked}"
+
+
+def same_input(a: Path, b: Path) -> str | None:
+    """The one token check (``pv.capture.tokens.same_input``) on the ids each side's manifest
+    records (a generation's first step): raises when they differ, a line when only one records them."""
+    from pv.capture.tokens import recorded
+    from pv.capture.tokens import same_input as check
+
+    return check(recorded(run_record(a)), recorded(run_record(b)))
+
+
+def checked_diff(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
+    """``pv diff``: ``diff_paths`` of two files or folders, folders first checked to have run the same
+    tokens (``same_input``); a side without ids becomes a note of the report."""
+    from pv.compare.diff import diff_paths
+
+    pa, pb = Path(a), Path(b)
+    note = same_input(pa, pb) if pa.is_dir() and pb.is_dir() else None
+    report = diff_paths(pa, pb, **kwargs)
+    return report if note is None else replace(report, notes=(*report.notes, note))
 
 
 @dataclass(frozen=True)
@@ -116,4 +140,4 @@ def rerunnable(plan: BisectPlan, a: Path | None, loaded: Any) -> Rerun:
     return Rerun(kind, fault_of(run), dtype if isinstance(dtype, str) else plan.dtype)
 
 
-__all__ = ["Rerun", "context", "engine_of", "fault_of", "rerunnable", "run_record"]
+__all__ = ["Rerun", "checked_diff", "context", "engine_of", "fault_of", "rerunnable", "run_record", "same_input"]
