@@ -201,3 +201,18 @@ def test_compute_dtype_checked() -> None:
     assert declared.compute_dtype(None, None) is None
     with pytest.raises(PvError, match="valid dtypes"):
         declared.compute_dtype("int8", None)
+
+
+def test_the_one_token_check() -> None:
+    from pv.capture.tokens import recorded, same_input
+
+    assert same_input([1, 2, 3], [1, 2, 3]) is None
+    assert same_input(None, None) is None
+    assert "B records no token ids" in (same_input([1, 2], None) or "")
+    with pytest.raises(PvError, match="first at position 1: 2 vs 5"):
+        same_input([1, 2, 3], [1, 5, 3])
+    with pytest.raises(PvError, match="one is a prefix of the other"):
+        same_input([1, 2], [1, 2, 3])
+    assert recorded({"token_ids": [4, 5]}) == [4, 5]
+    assert recorded({"token_ids": [4, True]}) is None and recorded({"token_ids": []}) is None
+    assert recorded(None) is None

@@ -151,3 +151,16 @@ def test_tolerance_options_never_ignored_silently(caps: dict[str, Path], tmp_pat
     assert report["tolerance_notes"] == []
     gate = [r for r in report["records"] if r["stage"] == "ffn_gate"]
     assert gate and all(r["tolerance"]["rtol"] == 0.25 and r["dtype"] == "float16" for r in gate)
+
+
+def test_api_checks_the_input_too(caps: dict[str, Path], tmp_path: Path) -> None:
+    import pv
+    from pv.errors import PvError
+
+    with pytest.raises(PvError, match="ran different tokens"):
+        pv.diff(caps["other"], caps["ref"])
+    with pytest.raises(PvError, match="ran different tokens"):
+        pv.bisect(caps["other"], caps["ref"])
+    bare = _import(caps["ref"], tmp_path / "bare")
+    assert any("A records no token ids" in n for n in pv.bisect(bare, caps["ref"]).report.notes)
+    assert any("A records no token ids" in n for n in pv.diff(bare, caps["ref"]).notes)
