@@ -5,6 +5,7 @@ float16 engine of a user's report is judged as half precision, not as float32.""
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,15 @@ def test_the_one_token_check() -> None:
     assert recorded({"token_ids": [4, 5]}) == [4, 5]
     assert recorded({"token_ids": [4, True]}) is None and recorded({"token_ids": []}) is None
     assert recorded(None) is None
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (np.array([[1, 2], [3, 4]]), "token ids are [S] or [1, S]"),
+    (np.array([1.0, 2.5]), "not whole numbers"),
+    (np.array([1.0, np.nan]), "not whole numbers"),
+    (np.array([], np.int64), "token ids are [S] or [1, S]"),
+])
+def test_bad_token_tensors_are_refused(value: np.ndarray, message: str) -> None:
+    with pytest.raises(PvError, match=re.escape(message)):
+        declared.tokens_from_dump(value, "input_ids")
+    assert declared.tokens_from_dump(np.array([[7.0, 8.0]]), "ids") == [7, 8]
