@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -58,6 +59,12 @@ def command(dumps: tuple[str, ...], mapping_spec: str, output: str | None, model
         from pv.capture.model.load import model_config
 
         config = model_config(model)
+    from pv.capture.importer.generation import is_generation
+
+    if is_generation(dumps):  # generate.json and one step-N folder of dumps per step
+        if tokens is not None:
+            raise PvError("--tokens: a generation's generate.json records each step's tokens; drop --tokens")
+        return _generation(dumps[0], mp, output, config, dtype, fmt)
     result = import_dumps(dumps, mp, output, config=config, dtype=dtype, tokens=tokens)
     if fmt.lower() == "json":
         click.echo(json.dumps({"output": str(result.output), "files": result.files,
@@ -77,4 +84,22 @@ def command(dumps: tuple[str, ...], mapping_spec: str, output: str | None, model
         shown = ", ".join(result.ignored[:6])
         more = f" (+{len(result.ignored) - 6} more)" if len(result.ignored) > 6 else ""
         click.echo(f"ignored {len(result.ignored)} unmapped name(s): {shown}{more}")
+    return int(ExitCode.OK)
+
+
+def _generation(root: str, mp: Any, output: str, config: Any, dtype: str | None, fmt: str) -> int:
+    """Import a generation step by step; what ``pv bisect --generate`` then reads."""
+    from pv.capture.importer.generation import import_generation
+
+    done = import_generation(root, mp, output, config=config, dtype=dtype)
+    if fmt.lower() == "json":
+        click.echo(json.dumps({"output": str(done.output), "steps": done.steps, "files": done.files,
+                               "stages": done.stages, "ignored": done.ignored}, indent=1))
+        return int(ExitCode.OK)
+    click.echo(f"wrote {done.steps} steps ({done.files} files) and generate.json to {done.output} "
+               f"(mapping {mp.name})")
+    click.echo(f"stages: {', '.join(done.stages)}")
+    if done.ignored:
+        more = f" (+{len(done.ignored) - 6} more)" if len(done.ignored) > 6 else ""
+        click.echo(f"ignored {len(done.ignored)} unmapped name(s): {', '.join(done.ignored[:6])}{more}")
     return int(ExitCode.OK)

@@ -58,8 +58,12 @@ def _dims(config: ModelConfig | None, seq: int | None) -> dict[str, int]:
 
 
 def apply(arr: np.ndarray, transforms: Sequence[Transform], config: ModelConfig | None,
-          where: str) -> np.ndarray:
-    """Run a rule's transforms in order; each failure names the tensor and the step."""
+          where: str, past: int = 0) -> np.ndarray:
+    """Run a rule's transforms in order; each failure names the tensor and the step.
+
+    ``past``: the positions a KV cache held before this dump's tokens (a
+    generation's decode step), whose keys the attention matrices also hold.
+    """
     x = np.asarray(arr, dtype=np.float32)
     for i, t in enumerate(transforms):
         here = f"{where}: transform[{i}] {t.name}"
@@ -99,9 +103,11 @@ def apply(arr: np.ndarray, transforms: Sequence[Transform], config: ModelConfig 
                 raise PvError(f"{here}: last axis {x.shape[-1]} is odd")
             x = np.concatenate((x[..., 0::2], x[..., 1::2]), axis=-1)
         elif t.name == "crop_keys":
-            if x.ndim < 2 or x.shape[-1] < x.shape[-2]:
-                raise PvError(f"{here}: {list(x.shape)} has fewer keys than queries")
-            x = x[..., : x.shape[-2]]
+            keys = x.shape[-2] + past if x.ndim >= 2 else 0
+            if x.ndim < 2 or x.shape[-1] < keys:
+                raise PvError(f"{here}: {list(x.shape)} has fewer keys than queries"
+                              + (f" and the {past} cached positions" if past else ""))
+            x = x[..., :keys]
         elif t.name == "scale":
             if t.arg in ("inv_sqrt_head_dim", "attention_scale"):
                 if config is None:
@@ -163,7 +169,10 @@ def _rank(path: Path, mapping: Mapping) -> int:
     return rank
 
 
-def _check_shape(stage: str, arr: np.ndarray, config: ModelConfig | None, where: str) -> None:
+def _check_shape(stage: str, arr: np.ndarray, config: ModelConfig | None, where: str,
+                 past: int | None = None) -> None:
+    """The stage's layout, and with a config its sizes. The attention matrices are
+    ``[NH, S, P + S]``: ``P`` is ``past`` where a generation says it, else any ``P >= 0``."""
     st = stage_table.get(stage)
     if arr.ndim != len(st.layout):
         raise PvError(f"{where}: {stage} is {list(st.layout)} but the transformed tensor is "
@@ -172,6 +181,9 @@ def _check_shape(stage: str, arr: np.ndarray, config: ModelConfig | None, where:
         return
     seq = arr.shape[st.layout.index("S")] if "S" in st.layout else 1
     expected = st.shape(config.dims(seq))
+    if st.mask == "causal" and len(expected) == 3:
+        keys = seq + past if past is not None else max(int(arr.shape[-1]), seq)
+        expected = (*expected[:-1], keys)
     if tuple(arr.shape) != expected:
         raise PvError(f"{where}: {stage} should be {list(expected)} for this model, got "
                       f"{list(arr.shape)}")
@@ -201,6 +213,7 @@ def import_dumps(
     output: str | os.PathLike[str],
     *,
     config: ModelConfig | None = None,
+    past: int | None = None,  # a generation step's position: its attention rows hold past + S keys
     dtype: str | None = None,
     tokens: str | None = None,
 ) -> ImportResult:
@@ -258,7 +271,7 @@ def import_dumps(
         rule, layer = hit
         if stage_table.get(rule.stage).name == "embedding":
             layer = 0
-        value = apply(arr, rule.transforms, config, f"{path}: '{name}'")
+        value = apply(arr, rule.transforms, config, f"{path}: '{name}'", past or 0)
         if rule.together and (value.ndim == 0 or value.shape[-1] % len(rule.together)):
             raise PvError(f"{path}: '{name}' {list(value.shape)} does not split into "
                           f"{'|'.join(rule.together)} in equal parts of its last axis")
@@ -297,7 +310,7 @@ def import_dumps(
     positions: dict[str, int] = {}
     for (stage, layer), arr in tensors.items():
         where = f"{stage}{'' if layer is None else '@' + str(layer)}"
-        _check_shape(stage, arr, config, where)
+        _check_shape(stage, arr, config, where, past)
         if "S" in stage_table.get(stage).layout:
             positions[where] = int(arr.shape[stage_table.get(stage).layout.index("S")])
     if token_ids is not None:
