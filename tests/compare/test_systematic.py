@@ -17,7 +17,8 @@ from pv.compare.tolerances import DEFAULTS, Tolerances, judge, parse_config
 QUANTIZED = DEFAULTS["quantized"]
 
 
-def noisy(rng: np.random.Generator, S: int, H: int, *, noise: float, massive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def noisy(rng: np.random.Generator, S: int, H: int, *, noise: float,
+          massive: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A reference and a candidate that differs from it as a quantized engine does: a fixed
     relative error per channel (2%, a quantized weight row), a relative error per value and an
     error per value of the row's RMS (``noise`` each), no consistent sign or scale."""
