@@ -92,6 +92,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     import shutil
 
     from pv.capture.store import aprt
+    from pv.capture.store.pack import unpack
     from pv.capture.store.writer import reseal
     from pv.compare.bisect import bisect_generation
 
@@ -102,6 +103,7 @@ def test_step_level_judges_log_probabilities(tmp_path: Path) -> None:
     def edited(name: str, change: object) -> Path:
         out = tmp_path / name
         shutil.copytree(ref, out)
+        unpack(out / "step-1")  # the step's stages as files, to edit one
         path = out / "step-1" / "lm_head.bin"
         header, values = aprt.read(path)
         aprt.write(path, header.layer, change(values.copy()))  # type: ignore[operator]

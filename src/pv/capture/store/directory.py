@@ -5,7 +5,10 @@ A capture directory holds ``layer-<N>/<stage>.bin`` for per-layer stages (and
 (each an APRT file, ``pv.capture.store.aprt``), and optionally ``manifest.json``
 describing shapes, layouts, digests and the run. Files written by other engines
 come without a manifest; readers cope with that. Writing one is
-``pv.capture.store.writer``.
+``pv.capture.store.writer``. A packed capture (``pv.capture.store.pack``)
+keeps the same files as members of one ``stages.pack``, each manifest record
+naming its ``pack`` and ``offset``; its stages are read through a
+``PackedPath`` and compare like stage files.
 
 Only numpy and blake3 are needed here, so comparing captures never imports torch.
 """
@@ -22,6 +25,7 @@ from typing import Any
 from pv import bounded
 from pv import stages as stage_table
 from pv.capture.store.aprt import DIGESTS, AprtError, Header, read_header
+from pv.capture.store.member import PackedPath
 from pv.errors import PvError
 
 #: A tensor's place in a capture: (stage, layer), the layer None for final_norm and lm_head.
@@ -40,6 +44,11 @@ _LAYER_DIR = re.compile(r"^layer-(\d+)$")
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+#: A pack sits beside its manifest; a member's path is where the stage file would be.
+_PACK_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_PACKED_PATH = re.compile(r"(?:layer-[0-9]{1,9}/)?[A-Za-z0-9_]{1,64}\.bin")
 
 
 def relpath_for(stage: str, layer: int | None) -> str:
@@ -176,6 +185,14 @@ def _file_record_problem(rec: Any) -> str | None:
             return f"'layout' must be a list of short dimension names, not {bounded.brief(layout)}"
         if isinstance(shape, list) and len(layout) != len(shape):
             return f"'layout' {bounded.brief(layout)} does not match 'shape' {bounded.brief(shape)}"
+    if "pack" in rec or "offset" in rec:
+        pack, offset = rec.get("pack"), rec.get("offset")
+        if not isinstance(pack, str) or not _PACK_NAME.fullmatch(pack) or pack in (".", ".."):
+            return f"'pack' must name a file beside the manifest, not {bounded.brief(pack)}"
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            return f"'offset' must be a byte offset (an integer >= 0), not {bounded.brief(offset)}"
+        if not _PACKED_PATH.fullmatch(rec["path"]):
+            return f"'path' of a pack member must be layer-N/STAGE.bin or STAGE.bin, not {bounded.brief(rec['path'])}"
     value = rec.get("dtype_captured")
     if value is not None and not isinstance(value, str):
         return f"'dtype_captured' must be a string, not {bounded.brief(value)}"
@@ -203,18 +220,24 @@ def open_capture(root: str | os.PathLike[str]) -> Capture:
         raise PvError(f"{base}: not a capture directory")
     manifest = load_manifest(base)
     meta_by_path: dict[str, dict[str, Any]] = {}
+    candidates: list[tuple[str, int | None, Path]] = []
     if manifest is not None:
         for rec in manifest.get("files", []):
             meta_by_path[rec["path"]] = rec
+    packed = {rel: rec for rel, rec in meta_by_path.items() if "pack" in rec}
+    for rel, rec in packed.items():  # a member of a pack: read in place, whatever file has its name
+        folder, _, name = rel.rpartition("/")
+        member = PackedPath(base / rel, base / rec["pack"], rec["offset"])
+        candidates.append((name[:-4], int(folder[6:]) if folder else None, member))
     found: list[Entry] = []
-    candidates: list[tuple[str, int | None, Path]] = []
     for child in sorted(base.iterdir()):
         m = _LAYER_DIR.match(child.name)
         if child.is_dir() and m:
             layer_no = int(m.group(1))
             for f in sorted(child.glob("*.bin")):
-                candidates.append((f.stem, layer_no, f))
-        elif not child.is_dir() and child.suffix == ".bin":
+                if f"{child.name}/{f.name}" not in packed:
+                    candidates.append((f.stem, layer_no, f))
+        elif not child.is_dir() and child.suffix == ".bin" and child.name not in packed:
             candidates.append((child.stem, None, child))
     for stem, layer, path in candidates:
         key = stem.lower()
