@@ -35,7 +35,11 @@ def _mapping_help() -> str:
               default="text", show_default=True)
 def command(dumps: tuple[str, ...], mapping_spec: str, output: str | None, model: str | None,
             dtype: str | None, tokens: str | None, check: bool, fmt: str) -> int:
-    """Turn DUMP files (.npy, .npz, .safetensors; directories of them) into an APRT capture."""
+    """Turn DUMP files (.npy, .npz, .safetensors; directories of them) into an APRT capture.
+
+    A single DUMP folder holding generate.json and one step-N folder of dumps per step
+    becomes a generation capture, step by step (pv bisect --generate reads it).
+    """
     from pv.capture.importer import mapping
     from pv.capture.importer.convert import import_dumps
 
