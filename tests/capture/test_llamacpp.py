@@ -385,3 +385,75 @@ def test_gemma_fault_on_the_llama_graph_is_a_one_line_error(lc: Path, tmp_path: 
     err = capsys.readouterr().err
     assert code == 2 and "llama graph has no attn_post_norm MUL node" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- capture cost
+
+
+class _Keep:
+    """A tap that keeps a copy of every stage."""
+
+    borrow = False
+
+    def __init__(self) -> None:
+        self.got: dict[tuple[str, int | None], bytes] = {}
+
+    def wants(self, stage: str, layer: int | None) -> bool:
+        return True
+
+    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
+        self.got[(stage, layer)] = np.ascontiguousarray(tensor.numpy(), dtype=np.float32).tobytes()
+
+    def not_applicable(self, stage: str, reason: str) -> None:
+        pass
+
+
+def test_one_token_steps_on_one_thread_give_the_same_bytes(lc: Path, smollm2: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capturing context decodes single tokens on DECODE_THREADS (its graph is cut at every
+    captured node, each piece a round trip of the thread pool): every stage of a decode step is
+    the same bytes as with two threads; batches (the prefill) keep the threads asked for."""
+    from pv.capture.llamacpp.runner import LlamaCppRunner
+
+    ids = [int(x) for x in PROMPT_IDS.split(",")]
+    steps: list[list[dict[tuple[str, int | None], bytes]]] = []
+    for decode_threads in (1, 2):
+        monkeypatch.setattr(LlamaCppRunner, "DECODE_THREADS", decode_threads)
+        runner = LlamaCppRunner(lc, smollm2.config, threads=2)
+        assert runner.run_info()["llama_cpp"]["threads"] == 2
+        assert runner.run_info()["llama_cpp"]["threads_single_token"] == decode_threads
+        state, taps = runner.start(), [_Keep(), _Keep(), _Keep()]
+        logits = runner.decode(ids, state, taps[0])
+        for tap in taps[1:]:
+            logits = runner.decode([int(logits[-1].argmax())], state, tap)
+        runner.close()
+        steps.append([tap.got for tap in taps])
+    assert len(steps[0][1]) > 400 and steps[0] == steps[1]
+    plain = LlamaCppRunner(lc, smollm2.config, threads=2, capture=False)
+    assert plain.decode_threads == 2  # plain generation, as users run it, is left alone
+    plain.close()
+
+
+def test_runners_share_the_loaded_model(lc: Path, smollm2: Any, tmp_path: Path) -> None:
+    """Loading the GGUF costs about half a plain generation: runners of one file share one model,
+    which stays loaded for the next runner until another file (or this one changed) is asked for."""
+    import shutil
+
+    from pv.capture.llamacpp import library
+    from pv.capture.llamacpp.runner import LlamaCppRunner
+
+    a = LlamaCppRunner(lc, smollm2.config)
+    b = LlamaCppRunner(lc, smollm2.config, capture=False)
+    assert a._model == b._model and library._MODELS[a._model_key][1] == 2
+    key, handle = a._model_key, a._model
+    a.close()
+    b.close()
+    assert library._MODELS[key] == [handle, 0]  # idle, still loaded
+    c = LlamaCppRunner(lc, smollm2.config)
+    assert c._model == handle and c.generate([1, 2, 3], 2) == c.generate([1, 2, 3], 2)
+    c.close()
+    other = tmp_path / "copy.gguf"
+    shutil.copyfile(lc, other)
+    d = LlamaCppRunner(other, smollm2.config)
+    assert key not in library._MODELS  # the idle model of the other file was freed
+    d.close()

@@ -39,9 +39,9 @@ class Pass:
 
 #: Stages whose node is already [S, ...] in pv's layout once reshaped.
 _AS_ROWS = frozenset({
-    "embedding", "attn_norm", "qkv_matmul", "qkv_bias", "attention", "attn_out", "post_attn_norm", "post_attn_residual", "ffn_norm",
-    "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out", "router_logits", "moe_experts", "moe_weights", "moe_out",
-    "post_ffn_norm", "post_ffn_residual", "final_norm", "lm_head",
+    "embedding", "attn_norm", "qkv_matmul", "qkv_bias", "attention", "attn_out", "post_attn_norm",
+    "post_attn_residual", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out", "router_logits",
+    "moe_experts", "moe_weights", "moe_out", "post_ffn_norm", "post_ffn_residual", "final_norm", "lm_head",
 })
 
 

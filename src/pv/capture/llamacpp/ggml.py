@@ -120,6 +120,11 @@ class Ggml:
         nb = [int(x) for x in tensor.nb]
         if any(n <= 0 for n in ne):
             return np.zeros(tuple(reversed(ne)), dtype=np.float32)
+        if nb == [dtype.itemsize, dtype.itemsize * ne[0], dtype.itemsize * ne[0] * ne[1],
+                  dtype.itemsize * ne[0] * ne[1] * ne[2]]:  # contiguous (most nodes): one copy, no strides
+            out = np.empty(tuple(reversed(ne)), dtype=dtype)
+            self.lib.ggml_backend_tensor_get(ptr, out.ctypes.data, 0, out.nbytes)
+            return out if dtype == np.float32 else out.astype(np.float32)
         span = sum((n - 1) * b for n, b in zip(ne, nb)) + dtype.itemsize
         if any(b % dtype.itemsize for b in nb):
             return None

@@ -47,7 +47,8 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.faults import FaultSpec, check_fault, parse_fault
 from pv.capture.llamacpp.convert import Converter, Pass
-from pv.capture.llamacpp.ggml import Ggml, GgmlTensor, tensor_at
+from pv.capture.llamacpp.ggml import GgmlTensor, tensor_at
+from pv.capture.llamacpp.library import close_model, file_type, ggml_functions, load_library, open_model, silence
 from pv.capture.llamacpp.nodes import Graph, Rule, graph_for, split_name, stages_of
 from pv.capture.model import gguf as gguf_model
 from pv.capture.model.config import ModelConfig
@@ -71,45 +72,6 @@ def check(model: str, device: str, dtype: str) -> None:
     load_library()
 
 
-def load_library() -> Any:
-    """The ``llama_cpp`` module, or a clear error naming the extra."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise PvError(f"--engine llama.cpp needs llama-cpp-python: pip install 'pv[llamacpp]' ({exc})") \
-            from None
-    return llama_cpp
-
-
-def _ggml(llama_cpp: Any) -> Ggml:
-    from llama_cpp import _ggml as ggml_module
-
-    g = Ggml(ggml_module.libggml)
-    g.check_layout()
-    return g
-
-
-_QUIET: list[Any] = []
-
-
-def _silence(llama_cpp: Any) -> None:
-    """Route llama.cpp's log lines to nowhere (pv prints its own)."""
-    if _QUIET:
-        return
-    cb = llama_cpp.llama_log_callback(lambda level, text, data: None)
-    _QUIET.append(cb)  # keep the callback alive for the process
-    llama_cpp.llama_log_set(cb, None)
-
-
-def _file_type(description: str) -> str | None:
-    """The file type in ``llama_model_desc`` ("ARCH SIZE FTYPE"): ``Q4_1``, ``Q4_K - Medium``, ``F32``."""
-    parts = description.split(maxsplit=2)
-    if len(parts) < 3:
-        return None
-    ftype = " ".join(parts[2].replace("(guessed)", " ").split())  # llama.cpp's guess when the file says none
-    return ftype.removeprefix("all ").strip() or None
-
-
 # --------------------------------------------------------------------------- the runner
 
 
@@ -122,6 +84,9 @@ class LlamaCppRunner:
     context, so a ``start()`` ends the decode state before it. Logits are
     float32 ``[S, V]``.
     """
+
+    #: Threads a capturing context decodes single tokens on (see ``__init__``).
+    DECODE_THREADS = 1
 
     def __init__(self, path: str | os.PathLike[str], config: ModelConfig, *,
                  n_ctx: int = 1024, threads: int | None = None,
@@ -136,6 +101,9 @@ class LlamaCppRunner:
         self.graph: Graph = graph_for(config.family)
         self._by_name = self.graph.by_name()
         self._by_source = self.graph.by_source()
+        #: (ggml name, op) -> the rule it matches and its layer, or None: every graph asks
+        #: about the same few hundred nodes, once before and once after computing each.
+        self._matches: dict[tuple[bytes, int], tuple[Rule, int | None, tuple[str, str]] | None] = {}
         #: The node a planted fault rewrites, and its layer.
         self._node: tuple[tuple[str, str], int | None] | None = None
         if self.fault is not None:
@@ -152,12 +120,10 @@ class LlamaCppRunner:
                               f"{' and '.join(feeds[0])} in one {node[0]} {node[1]} node")
             self._node = (node, self.fault.layer)
         self._convert = Converter(config, self.graph)
-        self.ggml = _ggml(lc)
-        _silence(lc)
+        self.ggml = ggml_functions(lc)
+        silence(lc)
         lc.llama_backend_init()
-        mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+        self._model, self._model_key = open_model(lc, self.path)  # shared by this process's runners
         if not self._model:
             why = " (experts stored one tensor each, which this llama.cpp no longer reads; " \
                   "pv's engine does)" if gguf_model.has_per_expert_tensors(self.path) else ""
@@ -170,6 +136,14 @@ class LlamaCppRunner:
         cparams.n_seq_max = 1
         n_threads = threads or max(1, min(os.cpu_count() or 1, 8))
         cparams.n_threads = cparams.n_threads_batch = n_threads
+        if capture or self.fault is not None:
+            # The callback ends a graph piece at every node it asks for (about 480 per
+            # step for SmolLM2), and each piece is one round trip of llama.cpp's thread
+            # pool; a one-token step's pieces are too small to share, so a capturing
+            # context decodes single tokens on one thread (batches keep n_threads).
+            # ggml's CPU kernels give each output element to one thread, so the values
+            # are the same bytes (checked on every stage of a SmolLM2 generation).
+            cparams.n_threads = min(n_threads, self.DECODE_THREADS)
         cparams.flash_attn_type = 0  # disabled: kq and kq_soft_max stay separate nodes
         cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32 cache: no rounding of K and V
         cparams.no_perf = True
@@ -182,13 +156,15 @@ class LlamaCppRunner:
             cparams.cb_eval_user_data = None
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            lc.llama_model_free(self._model)
+            close_model(self._model_key)
+            self._model = None
             raise PvError(f"{self.path}: llama.cpp could not create a context")
         self.n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self._model)))
         buf = ctypes.create_string_buffer(256)
         lc.llama_model_desc(self._model, buf, ctypes.sizeof(buf))
         self.description = buf.value.decode("utf-8", "replace")
         self.threads = n_threads
+        self.decode_threads = int(cparams.n_threads)
         self._pass: Pass | None = None
         self.pos = 0
         self._session = 0
@@ -238,9 +214,10 @@ class LlamaCppRunner:
     def run_info(self) -> dict[str, Any]:
         """The manifest's record of how llama.cpp ran (the quantization sets the tolerance class)."""
         return {
-            "quantization": _file_type(self.description),
+            "quantization": file_type(self.description),
             "llama_cpp": {"model": self.description, "flash_attn": False, "kv_cache": "f32",
-                          "n_ctx": self.n_ctx, "threads": self.threads},
+                          "n_ctx": self.n_ctx, "threads": self.threads,
+                          "threads_single_token": self.decode_threads},
             "graph": self.graph.arch,
             "not_exposed": dict(self.graph.not_exposed),
         }
@@ -256,7 +233,7 @@ class LlamaCppRunner:
             lc.llama_free(self._ctx)
             self._ctx = None
         if getattr(self, "_model", None):
-            lc.llama_model_free(self._model)
+            close_model(self._model_key)  # stays loaded for the next runner on this file
             self._model = None
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
@@ -285,6 +262,7 @@ class LlamaCppRunner:
                 batch.logits[i] = 1  # every position: logits and the last layer keep all rows
             batch.n_tokens = len(ids)
             self.stages().tell(tap)
+            tap.borrow = True  # every array handed over is a private copy, never changed after
             self._pass = Pass(InOrder(tap), self.pos, len(ids), self.fault)
             rc = lc.llama_decode(self._ctx, batch)
             state, self._pass = self._pass, None
@@ -302,18 +280,27 @@ class LlamaCppRunner:
         return torch.from_numpy(logits.reshape(len(ids), self.n_vocab))
 
     def _rule(self, t: GgmlTensor, state: Pass) -> tuple[Rule, int | None] | None:
-        name = t.name.decode("utf-8", "replace")
-        base, layer = split_name(name)
-        rules = self._by_name.get(base)
-        if not rules:
-            return self._unnamed_rule(t, name) if name.startswith("node_") else None
-        op = self.ggml.op_name(int(t.op))
-        for rule in rules:
+        raw = t.name
+        slot = (raw, int(t.op))
+        if slot in self._matches:
+            match = self._matches[slot]
+        else:
+            name = raw.decode("utf-8", "replace")
+            base, layer = split_name(name)
+            if base not in self._by_name:
+                if name.startswith("node_"):  # unnamed: known by the node it reads, and names repeat
+                    return self._unnamed_rule(t, name)
+                self._matches[slot] = None
+                return None
+            match = self._matches[slot] = self._named_rule(base, layer, self.ggml.op_name(slot[1]))
+        if match is None or state.seen.get(match[2], 0) != match[0].occurrence:
+            return None
+        return match[0], match[1]
+
+    def _named_rule(self, base: str, layer: int | None, op: str) -> tuple[Rule, int | None, tuple[str, str]] | None:
+        for rule in self._by_name[base]:
             if rule.op == op and (layer is not None) == rule.per_layer:
-                key = (f"{base}-{layer}", op)
-                if state.seen.get(key, 0) != rule.occurrence:
-                    return None
-                return rule, layer
+                return rule, layer, (f"{base}-{layer}", op)
         return None
 
     def _unnamed_rule(self, t: GgmlTensor, name: str) -> tuple[Rule, int | None] | None:
