@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pv import stages as stage_table
 from pv.capture.plan import CapturePlan
 from pv.capture.store.writer import CaptureWriter
+from pv.capture.tap import Parts
 from pv.errors import PvError
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class DiskTap:
         #: Set by an engine whose tapped tensors are never modified in place after
         #: the tap (the pv engine): float32 CPU tensors are then written without a copy.
         self.borrow = False
+        self._parts = Parts()
 
     def wants(self, stage: str, layer: int | None) -> bool:
         if stage not in self._names:
@@ -115,6 +117,12 @@ class DiskTap:
     def __call__(self, stage: str, layer: int | None, tensor: torch.Tensor, **meta: Any) -> None:
         if not self.wants(stage, layer):
             return
+        part = meta.pop("part", None)
+        if part is not None:  # a block of a large stage: the file is written once the stage is whole
+            whole = self._parts.add(stage, layer, tensor.detach(), part)
+            if whole is None:
+                return
+            tensor = whole
         key = (stage, 0 if stage == "embedding" else layer)
         if key in self.fired:
             raise PvError(f"stage {stage} layer {layer} was captured twice in one forward")
@@ -206,7 +214,8 @@ class DiskTap:
         self._inflight.append((fut, nbytes, [(item[0], item[1]) for item in batch]))
         self._inflight_bytes += nbytes
 
-    def _store_batch(self, batch: list[tuple[str, int | None, Any, Any, dict[str, Any]]]) -> list[dict[str, Any] | None]:
+    def _store_batch(self, batch: list[tuple[str, int | None, Any, Any, dict[str, Any]]]
+                     ) -> list[dict[str, Any] | None]:
         """Runs on a writer thread: one batch's files, in order; a failure carries the records already made."""
         done: list[dict[str, Any] | None] = []
         for item in batch:

@@ -13,6 +13,16 @@ writes stages to a capture directory; a tap that hands them to a comparator
 instead (two runners compared while they run) needs nothing more than this
 protocol, because every runner delivers its stages in order.
 
+**Parts.** A stage too large to hold at once (the attention matrices
+``[NH, S, P + S]`` at long S) may be handed over in parts: ``part=Part`` in
+the call's ``meta`` says the tensor ``[1, rows, Sk]`` holds a block of query
+rows of one head, the ``index``-th of ``count`` in C order, so the parts laid
+end to end are the stage's values. A stage's parts arrive in index order,
+those of ``attn_scores`` and ``attn_softmax`` of one layer interleaved (each
+block's probabilities follow its scores). ``parts`` is the one rule runners
+use to split; a tap that keeps whole stages assembles them (``Parts``; the
+disk tap does), so splitting changes no file and no value.
+
 ``InOrder`` is for the runners whose own order differs from pv's within a
 layer's q/k/v branch (llama.cpp and transformers finish the query branch,
 RoPE included, before the value projection that pv's ``qkv_matmul`` needs): it
@@ -23,9 +33,13 @@ branch arrives or the pass ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from pv import stages as stage_table
+from pv.errors import PvError
 
 
 class Tap(Protocol):
@@ -66,6 +80,56 @@ class NullTap:
 
 #: The one null tap every runner uses by default.
 NULL_TAP = NullTap()
+
+#: Attention matrices whose float32 values would pass this many bytes are handed over in parts.
+PART_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where a part lies in its stage: ``rows`` ``[lo, hi)`` of head ``head``, the ``index``-th of
+    ``count`` parts of a stage whose whole shape is ``shape`` ``[NH, S, Sk]``."""
+
+    index: int
+    count: int
+    head: int
+    lo: int
+    hi: int
+    shape: tuple[int, int, int]
+
+
+def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> list[Part] | None:
+    """The parts ``[heads, rows, cols]`` attention matrices go to the tap in, or None when they go
+    whole: blocks of query rows of one head each, of at most ``PART_BYTES`` (whole heads when
+    ``whole_heads``: a softmax over the query axis needs every row of a column at once)."""
+    if heads * rows * cols * 4 <= PART_BYTES or heads * rows <= 1:
+        return None
+    per = rows if whole_heads else max(1, min(rows, PART_BYTES // (4 * max(cols, 1))))
+    spans = [(h, lo, min(rows, lo + per)) for h in range(heads) for lo in range(0, rows, per)]
+    return [Part(i, len(spans), h, lo, hi, (heads, rows, cols)) for i, (h, lo, hi) in enumerate(spans)]
+
+
+class Parts:
+    """Assembles stages handed over in parts (``part=Part``), for taps that keep whole stages."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, int | None], list[Any]] = {}
+
+    def add(self, stage: str, layer: int | None, values: Any, part: Part) -> Any | None:
+        """The whole stage (a tensor or an array, as the parts were) once its last part arrives, else None."""
+        held = self._held.setdefault((stage, layer), [])
+        if part.index != len(held):
+            raise PvError(f"stage {stage} layer {layer}: part {part.index} of {part.count} arrived out of order")
+        held.append(values.reshape(-1))
+        if len(held) < part.count:
+            return None
+        del self._held[(stage, layer)]
+        if isinstance(values, np.ndarray):
+            return np.concatenate(held).reshape(part.shape)
+        import torch
+
+        return torch.cat(held).reshape(part.shape)
+
 
 #: The stages of a layer's q/k/v branch: the fused projection needs all three
 #: projections, which other runners compute only after the query (and key) branch.

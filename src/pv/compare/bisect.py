@@ -20,7 +20,8 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
-from pv.compare.diff import _config, _side_dtype, compare_arrays, diff_captures
+from pv.compare.diff import _config, compare_arrays, diff_captures
+from pv.compare.pair import side_dtype
 from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
 
@@ -304,7 +305,7 @@ def _next_token_logprobs(ca: directory.Capture, cb: directory.Capture, tolerance
             aprt.require_digest(entry.path, entry.meta)
         _, values = aprt.read(entry.path)
         rows.append((values, entry.shape))
-        dtypes.append(_side_dtype(entry.meta, cap.manifest))
+        dtypes.append(side_dtype(entry.meta, cap.manifest))
     return compare_logprobs(rows[0], rows[1], dtypes[0], dtypes[1], tolerances, str(ca.root), str(cb.root))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,9 @@ from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
 from pv.compare import align, metrics
-from pv.compare.records import ERROR, FAIL, ONLY_A, ONLY_B, PASS, DiffReport, StageRecord
-from pv.compare.tolerances import Tolerance, Tolerances, dtype_class, judge, looser
+from pv.compare.pair import compare_values, side_dtype
+from pv.compare.records import ERROR, ONLY_A, ONLY_B, DiffReport, StageRecord
+from pv.compare.tolerances import Tolerance, Tolerances
 from pv.errors import PvError
 
 
@@ -39,59 +40,6 @@ def _config(model: Any) -> ModelConfig | None:
 
         return model_config(str(model))
     raise TypeError(f"model must be a ModelConfig, LoadedModel or spec, not {type(model).__name__}")
-
-
-def _side_dtype(entry_meta: dict[str, Any], manifest: dict[str, Any] | None) -> str | None:
-    run = (manifest or {}).get("run") or {}
-    for value in (run.get("weights_dtype"), run.get("quantization")):
-        if dtype_class(value) == "quantized":
-            return "quantized"
-    # A float32 tensor of a half-precision run (Mixtral's routing weights) carries the
-    # run's rounding from its inputs: it is judged by the looser of the two classes.
-    return looser(dtype_class(entry_meta.get("dtype_captured")), dtype_class(run.get("dtype")))
-
-
-def compare_values(
-    a: align.Side,
-    b: align.Side,
-    values: Callable[[], tuple[metrics.Values, metrics.Values]],
-    *,
-    config: ModelConfig | None,
-    tolerances: Tolerances | None = None,
-    tolerance: Tolerance | None = None,
-    top_k: int = 5,
-    chunk: int = metrics.CHUNK,
-    paths: tuple[str | None, str | None] = (None, None),
-) -> StageRecord:
-    """The one comparison of a stage pair: plan the view, read the values, measure, judge.
-
-    Files (``compare_sides``) and tensors in memory (a bisection comparing two
-    runners while they run, ``--isolate``) both come here, so a stage gets the
-    same metrics and the same verdict whichever way its values arrived.
-    ``values()`` is called only once the pair can be compared; ``tolerance``
-    (else ``tolerances.for_stage``) judges it. Never raises for a bad pair.
-    """
-    stage = a.stage or b.stage
-    dtype = looser(a.dtype, b.dtype)
-    pa, pb = paths
-    try:
-        view = align.plan_view(a, b, config)
-    except align.PairError as exc:
-        return StageRecord(stage, a.layer, ERROR, reasons=(str(exc),), path_a=pa, path_b=pb, dtype=dtype)
-    tol = tolerance if tolerance is not None else (tolerances or Tolerances()).for_stage(stage, dtype)
-    try:
-        va, vb = values()
-        try:
-            m = metrics.compare(va, vb, view, top_k=top_k, chunk=chunk)
-            problem = aprt.verified(va, vb)  # readers' digests end with the pass; a failed one drops m
-        finally:
-            aprt.close_readers(va, vb)
-    except PvError as exc:
-        problem = str(exc) or type(exc).__name__
-    if problem:
-        return StageRecord(stage, a.layer, ERROR, reasons=(problem,), path_a=pa, path_b=pb, dtype=dtype)
-    verdict = judge(m, tol)
-    return StageRecord(stage, a.layer, PASS if verdict.ok else FAIL, m, tol, dtype, verdict.reasons, pa, pb)
 
 
 def compare_sides(
@@ -143,7 +91,7 @@ def _side(entry: directory.Entry, manifest: dict[str, Any] | None) -> align.Side
         entry.header,
         entry.shape,
         entry.layout,
-        _side_dtype(entry.meta, manifest),
+        side_dtype(entry.meta, manifest),
         entry.meta,
     )
 

@@ -19,7 +19,9 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
-from pv.compare.diff import _side_dtype, compare_arrays
+from pv.capture.tap import Parts
+from pv.compare.diff import compare_arrays
+from pv.compare.pair import side_dtype
 from pv.compare.records import DiffReport, StageRecord
 from pv.compare.tolerances import Tolerances
 from pv.errors import PvError
@@ -32,14 +34,21 @@ class MemoryTap:
         self.layer = layer
         self.tensors: dict[str, np.ndarray] = {}
         self.skipped: dict[str, str] = {}
+        self._parts = Parts()
 
     def wants(self, stage: str, layer: int | None) -> bool:
         st = stage_table.BY_NAME.get(stage)
         return st is not None and not st.whole_model and layer == self.layer
 
     def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
-        if self.wants(stage, layer):
-            self.tensors[stage] = tensor.detach().float().cpu().numpy().copy()
+        if not self.wants(stage, layer):
+            return
+        part = meta.get("part")
+        if part is not None:
+            tensor = self._parts.add(stage, layer, tensor.detach(), part)
+            if tensor is None:
+                return
+        self.tensors[stage] = tensor.detach().float().cpu().numpy().copy()
 
     def not_applicable(self, stage: str, reason: str) -> None:
         self.skipped[stage] = reason
@@ -156,7 +165,7 @@ def isolate(
                                       note=f"reference has no {src[0]} for layer {src[1]}: not rerun"))
             continue
         ref = {st.name: (_read(entries[(st.name, layer)], cfg, verify),
-                         _side_dtype(entries[(st.name, layer)].meta, reference.manifest))
+                         side_dtype(entries[(st.name, layer)].meta, reference.manifest))
                for st in stage_table.LAYER_STAGES if (st.name, layer) in entries}
         out.append(isolate_layer(engine, layer, _read(entries[src], cfg, verify), ref, tolerances=tols, config=cfg,
                                  cumulative=cum.get(("post_ffn_residual", layer))))

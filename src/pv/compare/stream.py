@@ -34,15 +34,17 @@ from pv import stages as stage_table
 from pv.capture.plan import CapturePlan
 from pv.capture.store import aprt, directory
 from pv.capture.store.directory import relpath_for
+from pv.capture.tap import Part, Parts
 from pv.compare import align
-from pv.compare.diff import _side_dtype, assemble, compare_values, ordered_keys
+from pv.compare.diff import assemble, ordered_keys
+from pv.compare.feed import Feed
+from pv.compare.pair import OpenPair, open_pair, side_dtype
 from pv.compare.records import ERROR, DiffReport, StageRecord
+from pv.compare.stream_tap import Cancelled, Key, StreamTap, failed, run_side
 from pv.compare.tolerances import Tolerances
-from pv.errors import PvError
 
 #: Stages a runner may have queued before it waits for the comparator.
 QUEUE_ITEMS = 2
-Key = tuple[str, int | None]
 
 
 #: ``progress(label, unit=...)`` -> a context manager with ``step(stage, layer)``: how a caller
@@ -61,61 +63,6 @@ def progress_line(progress: Progress | None, label: str, unit: str = "files") ->
     return progress(label, unit=unit) if progress is not None else nullcontext(_Quiet())
 
 
-class Cancelled(Exception):
-    """Raised inside a runner's thread when the comparison stopped (an error, an interrupt)."""
-
-
-class StreamTap:
-    """A tap (``pv.capture.tap.Tap``) that puts each wanted stage on a bounded queue."""
-
-    borrow = False
-
-    def __init__(self, plan: CapturePlan, q: queue.Queue[tuple[Any, ...]], cancel: threading.Event,
-                 on_stage: Callable[[str, int | None], None] | None = None) -> None:
-        self.plan, self.queue, self.cancel = plan, q, cancel
-        self.on_stage = on_stage
-        self.fired: set[Key] = set()
-
-    def wants(self, stage: str, layer: int | None) -> bool:
-        if self.cancel.is_set():
-            raise Cancelled
-        return self.plan.wants(stage, layer)
-
-    def __call__(self, stage: str, layer: int | None, tensor: Any, **meta: Any) -> None:
-        if not self.wants(stage, layer):
-            return
-        st = stage_table.get(stage)
-        # As a capture directory keys them: the embedding as layer 0, other whole-model stages as None.
-        key: Key = (st.name, 0 if st.name == "embedding" else None if st.whole_model else layer)
-        if key in self.fired:
-            raise PvError(f"stage {stage} layer {layer} was handed over twice in one forward")
-        self.fired.add(key)
-        import torch
-
-        values = tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
-        record = {"stage": st.name, "layer": key[1], "shape": [int(x) for x in values.shape],
-                  "layout": list(st.layout), "mask": st.mask,
-                  "dtype_captured": str(tensor.dtype).replace("torch.", ""), "device_captured": str(tensor.device),
-                  "provenance": "observed"}
-        record.update(meta)
-        self.put(("stage", key, values, record))
-        if self.on_stage is not None:
-            self.on_stage(st.name, key[1])
-
-    def not_applicable(self, stage: str, reason: str) -> None:
-        self.put(("na", stage_table.get(stage).name, reason))
-
-    def put(self, item: tuple[Any, ...]) -> None:
-        while True:
-            if self.cancel.is_set():
-                raise Cancelled
-            try:
-                self.queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-
 @dataclass
 class _Side:
     """One runner's stream as the comparator sees it."""
@@ -126,7 +73,7 @@ class _Side:
     thread: threading.Thread | None = None
     done: bool = False
     result: Any = None
-    frontier: tuple[int, int, int] | None = None
+    frontier: tuple[int, ...] | None = None
     #: Stages produced and not yet paired: values kept until the other side catches up.
     pending: dict[Key, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     #: Keys whose values were dropped unpaired (the other side was already past them).
@@ -147,31 +94,6 @@ class _Side:
                                  tuple(self.not_applicable))
 
 
-def _run(fn: Callable[[StreamTap], Any], tap: StreamTap) -> None:
-    try:
-        result = fn(tap)
-        tap.put(("end", result))
-    except Cancelled:
-        pass
-    except BaseException as exc:  # noqa: BLE001 - handed to the comparator's thread, which raises it
-        try:
-            tap.put(("error", exc))
-        except Cancelled:
-            pass
-
-
-def _failed(label: str, exc: BaseException) -> BaseException:
-    """A runner's exception as the comparison reports it: pv's own errors as they are, running out
-    of memory (the host's or a GPU's) as one line naming the side."""
-    if isinstance(exc, PvError):
-        return exc
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        text = str(exc).splitlines()[0] if str(exc) else "no detail"
-        return PvError(f"{label} ran out of memory ({type(exc).__name__}: {text[:200]}); try fewer tokens, "
-                       "--positions/--heads, or a device with more memory")
-    return exc
-
-
 @dataclass(frozen=True)
 class Streamed:
     """A stream comparison: the report (as ``pv diff`` would give it) and what each runner returned."""
@@ -181,28 +103,67 @@ class Streamed:
     result_b: Any
 
 
+@dataclass
+class _Pair:
+    """One stage key as the comparator follows it: what each side handed over, the open comparison."""
+
+    records: list[dict[str, Any] | None] = field(default_factory=lambda: [None, None])
+    #: Pieces each side will hand over (its parts' count; 1 for a whole stage), and pieces taken.
+    count: list[int] = field(default_factory=lambda: [0, 0])
+    got: list[int] = field(default_factory=lambda: [0, 0])
+    #: Pieces taken before both sides had begun the stage (the feed cannot exist before its view).
+    waiting: tuple[list[np.ndarray], list[np.ndarray]] = field(default_factory=lambda: ([], []))
+    opened: OpenPair | None = None
+    feed: Feed | None = None
+    closed: bool = False
+
+    @property
+    def held(self) -> int:
+        return sum(v.nbytes for w in self.waiting for v in w) + (self.feed.held if self.feed is not None else 0)
+
+
+def _front(key: Key, part: Part | None = None) -> tuple[int, ...]:
+    """Where a stage (or a part of one) lies in computation order. A layer's attention matrices
+    handed over in parts interleave (each block's probabilities follow its scores): their parts
+    sort at ``attn_scores``' place, by block, then by stage."""
+    cat, layer, order = stage_table.sort_key(key[0], key[1])
+    if part is None:
+        return (cat, layer, order, 0, 0)
+    return (cat, layer, min(order, _SCORES_ORDER), part.index, order)
+
+
+_SCORES_ORDER = stage_table.get("attn_scores").order
+
+
 class Comparison:
     """Runs two runners on their own threads and compares their stages pair by pair.
 
+    Every stage is measured as its values arrive (``pv.compare.feed.Feed``): a
+    whole stage in one piece, a stage handed over in parts (``pv.capture.tap.Part``)
+    part by part, so neither side's attention matrices need be whole at long S.
     ``on_take(label, key, values, record)`` sees every stage of either side as it
-    is taken from its queue (``--isolate`` keeps the reference's current layer
-    there); ``on_pair(key, record, values_a, values_b)`` each compared pair;
-    ``on_stage(label, stage, layer)`` is called on the runner's thread, for progress.
+    is taken from its queue, a stage in parts once it is whole and only for the
+    side labelled ``whole_for`` (``--isolate`` keeps the reference's current
+    layer there); ``on_stage(label, stage, layer)`` is called on the runner's
+    thread, for progress.
     """
 
     def __init__(self, plan: CapturePlan, *, config: Any, tolerances: Tolerances | None = None,
                  labels: tuple[str, str] = ("A", "B"), runs: tuple[Mapping[str, Any], Mapping[str, Any]] = ({}, {}),
-                 on_pair: Callable[[Key, StageRecord, np.ndarray, np.ndarray], None] | None = None,
                  on_stage: Callable[[str, str, int | None], None] | None = None,
-                 on_take: Callable[[str, Key, np.ndarray, dict[str, Any]], None] | None = None) -> None:
+                 on_take: Callable[[str, Key, np.ndarray, dict[str, Any]], None] | None = None,
+                 whole_for: str | None = None) -> None:
         self.plan, self.config = plan, config
         self.tols = tolerances or Tolerances()
-        self.on_pair, self.on_stage, self.on_take = on_pair, on_stage, on_take
+        self.on_stage, self.on_take = on_stage, on_take
+        self.whole_for, self._assembled = whole_for, Parts()
         self.cancel = threading.Event()
         self.sides = tuple(_Side(label, run, queue.Queue(QUEUE_ITEMS)) for label, run in zip(labels, runs))
+        self.pairs: dict[Key, _Pair] = {}
         self.done: dict[Key, StageRecord] = {}
-        #: Most bytes of stage values the comparator held at once (pending on either side, plus
-        #: the item in hand): what the bound on memory is about, whatever the model's depth.
+        #: Most bytes of stage values the comparator held at once (taken and not yet measured on
+        #: either side, plus the item in hand): what the bound on memory is about, whatever the
+        #: model's depth or the sequence's length.
         self.peak_held = 0
 
     def run(self, fn_a: Callable[[StreamTap], Any], fn_b: Callable[[StreamTap], Any]) -> Streamed:
@@ -210,7 +171,7 @@ class Comparison:
         for side, fn in zip(self.sides, (fn_a, fn_b)):
             hook = None if self.on_stage is None else functools.partial(self.on_stage, side.label)
             tap = StreamTap(self.plan, side.queue, self.cancel, hook)
-            side.thread = threading.Thread(target=_run, args=(fn, tap), name=f"pv-stream-{side.label}", daemon=True)
+            side.thread = threading.Thread(target=run_side, args=(fn, tap), name=f"pv-stream-{side.label}", daemon=True)
             side.thread.start()
         try:
             while not all(s.done for s in self.sides):
@@ -222,10 +183,9 @@ class Comparison:
             for side in self.sides:
                 if side.thread is not None:
                     side.thread.join()
+        for key in list(self.pairs):
+            self._end_pair(key)
         a, b = self.sides
-        for side in (a, b):
-            for key in list(side.pending):
-                self._unpaired(side, key)
         ca, cb = a.capture(), b.capture()
         keys = ordered_keys(ca.by_key(), cb.by_key(), None)
         return Streamed(assemble(ca, cb, keys, self.done, None, self.tols), a.result, b.result)
@@ -246,69 +206,118 @@ class Comparison:
         item = side.queue.get()
         kind = item[0]
         if kind == "error":
-            raise _failed(side.label, item[1])
+            raise failed(side.label, item[1])
         if kind == "end":
             side.done, side.result = True, item[1]
-            other = self._other(side)
-            for key in list(other.pending):  # nothing more comes from here to pair them with
-                self._unpaired(other, key)
+            x = self.sides.index(side)
+            for key in [k for k, p in self.pairs.items() if p.records[x] is None]:
+                self._end_pair(key)  # nothing more comes from here to pair them with
             return
         if kind == "na":
             side.not_applicable.setdefault(item[1], item[2])
             return
-        _, key, values, record = item
-        held = values.nbytes + sum(v.nbytes for s in self.sides for v, _ in s.pending.values())
-        self.peak_held = max(self.peak_held, held)
-        side.records.append(record)
-        if self.on_take is not None:
-            self.on_take(side.label, key, values, record)
-        side.frontier = stage_table.sort_key(key[0], key[1])
-        other = self._other(side)
-        if key in other.pending:
-            theirs, their_record = other.pending.pop(key)
-            if side is self.sides[0]:
-                self._compare(key, values, record, theirs, their_record)
+        _, key, values, record, part = item
+        self.peak_held = max(self.peak_held, values.nbytes + sum(p.held for p in self.pairs.values()))
+        x, other = self.sides.index(side), self._other(side)
+        side.frontier = _front(key, part)
+        pair = self.pairs.get(key)
+        if pair is None:
+            if key in self.done:  # a stage the comparator already closed: this side is too late for it
+                return
+            pair = self.pairs[key] = _Pair()
+        if pair.records[x] is None:
+            side.records.append(record)
+            pair.records[x], pair.count[x] = record, part.count if part is not None else 1
+            if key in other.dropped:
+                self._close(key, ERROR, f"{side.label} handed {key[0]} over after {other.label} had moved past "
+                                        "it: the two runners do not follow one computation order")
+        pair.got[x] += 1
+        self._hand_on(side, key, values, record, part)
+        if not pair.closed:
+            if pair.feed is not None:
+                pair.feed.add(x, values)
             else:
-                self._compare(key, theirs, their_record, values, record)
-        elif key in other.dropped:
-            self.done[key] = StageRecord(key[0], key[1], ERROR, reasons=(
-                (f"{side.label} handed {key[0]} over after {other.label} had moved past it: the two runners do "
-                "not follow one computation order"),))
-        else:
-            side.pending[key] = (values, record)
-        # What the other side holds from before this side's stage, this side has passed without
+                pair.waiting[x].append(values)
+                if None not in pair.records:
+                    self._open(key, pair)
+        if None not in pair.records and pair.got == pair.count:
+            self._end_pair(key)
+        # What the other side began before this side's place, this side has passed without
         # producing: it never comes, so those values go (the key stays, reported one-sided).
-        for k in [k for k in other.pending if stage_table.sort_key(k[0], k[1]) < side.frontier]:
-            self._unpaired(other, k)
+        y = 1 - x
+        for k in [k for k, p in self.pairs.items() if p.records[x] is None and p.records[y] is not None
+                  and _front(k) < side.frontier]:
+            self._end_pair(k)
+
+    def _hand_on(self, side: _Side, key: Key, values: np.ndarray, record: dict[str, Any], part: Part | None) -> None:
+        if self.on_take is None:
+            return
+        if part is None:
+            self.on_take(side.label, key, values, record)
+        elif side.label == self.whole_for:
+            whole = self._assembled.add(key[0], key[1], values, part)
+            if whole is not None:
+                self.on_take(side.label, key, whole, record)
+
+    def _open(self, key: Key, pair: _Pair) -> None:
+        a, b = self.sides
+        ra, rb = pair.records
+        assert ra is not None and rb is not None
+        opened = open_pair(self._side(key, ra, a.run, a.label), self._side(key, rb, b.run, b.label),
+                           config=self.config, tolerances=self.tols)
+        if isinstance(opened, StageRecord):
+            self.done[key], pair.closed = opened, True
+            pair.waiting[0].clear()
+            pair.waiting[1].clear()
+            return
+        pair.opened, pair.feed = opened, Feed(opened.view)
+        for x in (0, 1):
+            waiting = pair.waiting[x]
+            while waiting:
+                pair.feed.add(x, waiting.pop(0))
+
+    def _end_pair(self, key: Key) -> None:
+        """``key`` will get nothing more: measured when both sides handed it over whole, one-sided
+        when only one did, an error when a side stopped part way."""
+        pair = self.pairs.pop(key)
+        if pair.closed:
+            return
+        if None in pair.records:
+            gone = self.sides[pair.records.index(None) ^ 1]
+            gone.dropped.add(key)
+            return
+        assert pair.opened is not None and pair.feed is not None
+        short = [f"{s.label} handed over {g} of its {c} parts" for s, g, c in zip(self.sides, pair.got, pair.count)
+                 if g < c]
+        try:
+            measured = pair.feed.finish()
+        except ValueError as exc:
+            short.append(str(exc))
+        self.done[key] = pair.opened.close(None if short else measured, "; ".join(short) or None)
+
+    def _close(self, key: Key, status: str, reason: str) -> None:
+        self.done[key] = StageRecord(key[0], key[1], status, reasons=(reason,))
+        pair = self.pairs[key]
+        pair.closed = True
+        pair.waiting[0].clear()
+        pair.waiting[1].clear()
+        pair.feed = None
 
     @staticmethod
     def fired(side: _Side) -> set[Key]:
         """The (stage, layer) keys a side handed over."""
         return {(r["stage"], r["layer"]) for r in side.records}
 
-    def _unpaired(self, side: _Side, key: Key) -> None:
-        del side.pending[key]
-        side.dropped.add(key)
-
     def _other(self, side: _Side) -> _Side:
         return self.sides[1] if side is self.sides[0] else self.sides[0]
 
-    def _compare(self, key: Key, va: np.ndarray, ra: dict[str, Any], vb: np.ndarray, rb: dict[str, Any]) -> None:
-        a, b = self.sides
-        sa = self._side(key, va, ra, a.run, a.label)
-        sb = self._side(key, vb, rb, b.run, b.label)
-        rec = compare_values(sa, sb, lambda: (va.reshape(-1), vb.reshape(-1)), config=self.config,
-                             tolerances=self.tols)
-        self.done[key] = rec
-        if self.on_pair is not None:
-            self.on_pair(key, rec, va, vb)
-
     @staticmethod
-    def _side(key: Key, values: np.ndarray, record: dict[str, Any], run: Mapping[str, Any], label: str) -> align.Side:
+    def _side(key: Key, record: dict[str, Any], run: Mapping[str, Any], label: str) -> align.Side:
         st = stage_table.get(key[0])
+        shape = tuple(int(x) for x in record["shape"])
         return align.Side(Path(label) / relpath_for(st.name, key[1]), st.name, key[1],
-                          aprt.Header(st.header_layer(key[1]), int(values.size)), tuple(values.shape),
-                          tuple(record["layout"]), _side_dtype(record, {"run": dict(run)}), record)
+                          aprt.Header(st.header_layer(key[1]), int(np.prod(shape, dtype=np.int64))), shape,
+                          tuple(record["layout"]), side_dtype(record, {"run": dict(run)}), record)
 
 
-__all__ = ["QUEUE_ITEMS", "Cancelled", "Comparison", "Progress", "StreamTap", "Streamed", "progress_line"]
+__all__ = ["QUEUE_ITEMS", "Cancelled", "Comparison", "Key", "Progress", "StreamTap", "Streamed", "progress_line"]

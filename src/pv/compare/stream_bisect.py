@@ -66,7 +66,7 @@ class LayerIsolator:
 
     def take(self, key: Key, values: np.ndarray, record: dict[str, Any]) -> None:
         """A reference stage, in computation order."""
-        from pv.compare.diff import _side_dtype
+        from pv.compare.pair import side_dtype
 
         stage, layer = key
         st = stage_table.get(stage)
@@ -76,7 +76,7 @@ class LayerIsolator:
             self.finish()
             self.layer = layer
         if not st.whole_model and stage != "embedding":
-            self.stages[stage] = (values, _side_dtype(record, {"run": dict(self.run)}))
+            self.stages[stage] = (values, side_dtype(record, {"run": dict(self.run)}))
         if stage in ("embedding", "post_ffn_residual"):
             self.inputs[(stage, layer or 0)] = values
 
@@ -148,7 +148,8 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
                     isolator.take(key, values, record)
 
             comparison = Comparison(p_ref.capture, config=plan.config, tolerances=tols, labels=labels(plan),
-                                    runs=runs, on_stage=on_stage, on_take=on_take)
+                                    runs=runs, on_stage=on_stage, on_take=on_take,
+                                    whole_for=labels(plan)[1] if isolator is not None else None)
             streamed: Streamed = comparison.run(lambda tap: r_test.forward(ids, tap),
                                                 lambda tap: r_ref.forward(ids, tap))
         for side, trace, taken in zip(labels(plan), (p_test, p_ref), comparison.sides):

@@ -27,7 +27,7 @@ from pv.compare.bisect import (
     walk_generation,
 )
 from pv.compare.bisect_plan import BisectPlan
-from pv.compare.diff import _side_dtype
+from pv.compare.pair import side_dtype
 from pv.compare.records import StageRecord
 from pv.compare.stream import Comparison, Key
 from pv.compare.stream_bisect import labels, missing, trace_plans
@@ -81,7 +81,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                             heads: dict[str, tuple[np.ndarray, list[int], str | None]] = heads) -> None:
                     if key == ("lm_head", None):
                         run = runs[0] if label == label_a else runs[1]
-                        heads[label] = (values, record["shape"], _side_dtype(record, {"run": run}))
+                        heads[label] = (values, record["shape"], side_dtype(record, {"run": run}))
 
                 def on_stage(label: str, stage: str, layer: int | None) -> None:
                     if label == label_b:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pv.capture.engine import blocks
 from pv.capture.engine.layers import Heads, Points
 from pv.capture.model.config import ModelConfig
+from pv.capture.tap import Part, parts
 from pv.errors import require
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ class Attention:
         meta: dict[str, Any] = {} if used else {"provenance": "recomputed"}
         if heads.window is not None:
             meta["mask"] = f"sliding_window:{heads.window}"
+        split = parts(nh, s, kh.shape[1], whole_heads=heads.axis != -1) if heads.axis in (-1, -2) else None
+        if split is not None:
+            return self._in_parts(i, qh, kh, vh, heads, mask, point, (want_scores, want_probs, used), meta, split)
         k_rep = kh.index_select(0, heads.kv_of)
         scores = torch.matmul(qh, k_rep.transpose(-1, -2)) * heads.scale
         if want_scores:
@@ -94,6 +98,34 @@ class Attention:
         if not used:
             return probs
         out = torch.matmul(probs, vh.index_select(0, heads.kv_of))
+        return out.transpose(0, 1).reshape(s, nh * d)
+
+    def _in_parts(self, i: int, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, heads: Heads,
+                  mask: torch.Tensor, point: Points, wanted: tuple[bool, bool, bool], meta: dict[str, Any],
+                  split: list[Part]) -> torch.Tensor:
+        """``explicit`` a block of query rows of one head at a time, each block's matrices handed over as
+        a part as soon as they exist, so a layer never holds [NH, S, P + S] (``pv.capture.tap.parts``).
+        ``wanted``: scores, probabilities, and whether the output is used."""
+        want_scores, want_probs, used = wanted
+        nh, s, d = qh.shape
+        kv_of = [int(x) for x in heads.kv_of.tolist()]
+        out = torch.empty_like(qh) if used else None
+        for part in split:
+            h, rows = part.head, slice(part.lo, part.hi)
+            scores = torch.matmul(qh[h, rows], kh[kv_of[h]].transpose(-1, -2)) * heads.scale
+            if want_scores:
+                point("attn_scores", i, scores[None], part=part, **meta)
+            if not (used or want_probs):
+                continue
+            probs = torch.softmax(scores.masked_fill(~mask[rows], float("-inf")), dim=heads.axis,
+                                  dtype=torch.float32).to(qh.dtype)
+            del scores
+            if want_probs:
+                point("attn_softmax", i, probs[None], part=part, **meta)
+            if out is not None:
+                out[h, rows] = torch.matmul(probs, vh[kv_of[h]])
+        if out is None:
+            return qh  # discarded: the matrices were only captured
         return out.transpose(0, 1).reshape(s, nh * d)
 
     def probe(self, dtype: torch.dtype, windows: list[int | None]) -> str:

@@ -13,6 +13,16 @@ with ``attn_implementation``: it calls the family's own
 arguments and results to the active ``Capture``. No transformers module or
 method is replaced. Which values are observed and which recomputed:
 ``provenance``, and ``docs/oracle.md``.
+
+At long sequences (``pv.capture.tap.split_heads``) the eager function's
+[B, NH, S, S] weights would not fit beside everything else; there the output
+comes from torch's scaled dot-product attention with ``is_causal`` (the kernel
+transformers' own ``sdpa`` implementation calls, which never materialises the
+matrices) on a causal layer, and the scores and probabilities are recomputed
+one head at a time from the oracle's own q and k with the eager formula and
+handed over as parts (both ``recomputed``). A layer with a sliding window
+computes its output from those same per-head probabilities (pv's eager
+formula: scaled q·kᵀ plus transformers' mask, float32 softmax).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pv.capture.model.config import ModelConfig
-from pv.capture.tap import Tap
+from pv.capture.tap import Part, Tap, parts
 from pv.errors import PvError
 
 #: The name under which pv's capturing attention is registered with transformers.
@@ -55,14 +65,57 @@ def capturing_attention(module: Any, query: Any, key: Any, value: Any, attention
     returned weights are the post-mask, post-softmax probabilities that produced
     the returned output [B, S, NH, D].
     """
+    capture = ACTIVE.get()
+    groups = int(module.num_key_value_groups)
+    split = parts(query.shape[1], query.shape[2], key.shape[2])
+    if split is not None:
+        if capture is not None:
+            capture.qk(int(module.layer_idx), query, key)
+        out = _long(module, query, key, value, attention_mask, scaling, groups, capture, split)
+        if capture is not None:
+            capture.output(int(module.layer_idx), out)
+        return out, None
     eager = sys.modules[type(module).__module__].eager_attention_forward
     out, weights = eager(module, query, key, value, attention_mask, scaling=scaling,
                          dropout=dropout, **kwargs)
-    capture = ACTIVE.get()
     if capture is not None:
-        capture.attention(int(module.layer_idx), query, key, scaling, weights, out,
-                          int(module.num_key_value_groups))
+        capture.attention(int(module.layer_idx), query, key, scaling, weights, out, groups)
     return out, weights
+
+
+def _long(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float, groups: int,
+          capture: Capture | None, split: list[Part]) -> Any:
+    """The attention of a long sequence, a block of one head's rows at a time (the module docstring)."""
+    import torch
+
+    layer = int(module.layer_idx)
+    windowed = capture is not None and layer in capture.windows or bool(getattr(module, "sliding_window", None))
+    want_scores = capture is not None and capture.wants("attn_scores", layer)
+    want_probs = capture is not None and capture.wants("attn_softmax", layer)
+    mask = attention_mask[0, 0] if attention_mask is not None else None
+    q, k, v = query[0], key[0], value[0]
+    out = torch.empty_like(q) if windowed else None
+    for part in split if (want_scores or want_probs or windowed) else ():
+        h, rows = part.head, slice(part.lo, part.hi)
+        scores = torch.matmul(q[h, rows], k[h // groups].transpose(0, 1)) * scaling
+        if want_scores and capture is not None:
+            capture.emit("attn_scores", layer, scores[None], part=part)
+        if not (want_probs or windowed):
+            continue
+        weights = scores if mask is None else scores + mask[rows, : k.shape[1]]
+        probs = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        del scores, weights
+        if want_probs and capture is not None:
+            capture.emit("attn_softmax", layer, probs[None], part=part, how=RECOMPUTED)
+        if out is not None:
+            out[h, rows] = torch.matmul(probs, v[h // groups])
+    if out is None:  # causal from the first position: the square case is_causal means; else the layer's mask
+        square = query.shape[2] == key.shape[2]
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=None if square or attention_mask is None else
+            attention_mask[:, :, :, : key.shape[2]], is_causal=square and query.shape[2] > 1, scale=scaling,
+            enable_gqa=groups > 1)[0]
+    return out[None].transpose(1, 2).contiguous()
 
 
 def register(transformers: Any) -> None:
@@ -88,11 +141,14 @@ class Capture:
     pending_silu: dict[int, Any] = field(default_factory=dict)
     qkv: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def emit(self, stage: str, layer: int | None, tensor: Any) -> None:
+    def emit(self, stage: str, layer: int | None, tensor: Any, *, part: Part | None = None,
+             how: str | None = None) -> None:
         if not self.tap.wants(stage, layer):
             return
-        how = self.prov[stage]
+        how = how or self.prov[stage]
         meta: dict[str, Any] = {"provenance": how}
+        if part is not None:
+            meta["part"] = part
         if stage in ("attn_scores", "attn_softmax") and layer in self.windows:
             meta["mask"] = f"sliding_window:{self.windows[layer]}"
         if how == RECOMPUTED:
@@ -102,13 +158,16 @@ class Capture:
     def wants(self, stage: str, layer: int | None) -> bool:
         return bool(self.tap.wants(stage, layer))
 
+    def qk(self, layer: int, query: Any, key: Any) -> None:
+        self.emit("q_post_rope", layer, query[0].transpose(0, 1))
+        # With a cache, ``key`` holds every cached position: the stage is this step's keys.
+        self.emit("k_post_rope", layer, key[0][:, -query.shape[2]:].transpose(0, 1))
+
     def attention(self, layer: int, query: Any, key: Any, scaling: float, weights: Any, out: Any,
                   groups: int) -> None:
         import torch
 
-        self.emit("q_post_rope", layer, query[0].transpose(0, 1))
-        # With a cache, ``key`` holds every cached position: the stage is this step's keys.
-        self.emit("k_post_rope", layer, key[0][:, -query.shape[2]:].transpose(0, 1))
+        self.qk(layer, query, key)
         if self.wants("attn_scores", layer):
             k_rep = key[0].repeat_interleave(groups, dim=0) if groups > 1 else key[0]
             self.emit("attn_scores", layer, torch.matmul(query[0], k_rep.transpose(1, 2)) * scaling)
@@ -116,8 +175,11 @@ class Capture:
             self.emit("attn_softmax", layer, weights[0])
         elif self.wants("attn_softmax", layer):
             raise PvError("the attention function returned no weights to capture")
-        s = out.shape[1]
-        self.emit("attention", layer, out[0].reshape(s, -1))
+        self.output(layer, out)
+
+    def output(self, layer: int, out: Any) -> None:
+        """The attention's output [B, S, NH, D] as the ``attention`` stage [S, NH·D]."""
+        self.emit("attention", layer, out[0].reshape(out.shape[1], -1))
 
 
 def _first(output: Any) -> Any:
