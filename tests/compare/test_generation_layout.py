@@ -196,3 +196,19 @@ def test_an_earlier_step_whose_output_passes_is_walked_first(tmp_path: Path, cap
     text = capsys.readouterr().out
     assert "first divergent step: 2 (position 9)" in text
     assert "first step with a diverging stage: 1" in text and "inside step 1:" in text
+
+
+def test_pv_diff_of_one_step_lays_it_out_too(tmp_path: Path, ref: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = write_generation(tmp_path / "bare", STEPS, manifest=False, record=_minimal)
+    code = run(["diff", str(bare / "step-1"), str(ref / "step-1"), "--model", "synthetic", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    scores = [r for r in out["records"] if r["stage"] == "attn_scores"]
+    assert scores and all(r["status"] == "pass" and r["metrics"]["count"] == NH * 9 for r in scores)
+    # a folder named step-K outside a generation is an ordinary capture
+    plain = write_capture(tmp_path / "plain" / "step-1", {("attn_norm", 0): np.zeros((1, H), np.float32)})
+    assert gen_steps.step_of(plain) is None
+    # step numbers past what generate.json lists are one line
+    (bare / "step-5").mkdir()
+    with pytest.raises(PvError, match=r"lists 2 step\(s\), not step 5"):
+        gen_steps.step_of(bare / "step-5")

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
-from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
 from pv.compare.diff import _config, compare_arrays, diff_captures
 from pv.compare.pair import side_dtype
 from pv.compare.records import DiffReport, StageRecord
+from pv.compare.step_pairs import open_pair
 from pv.compare.tolerances import Tolerances
 
 
@@ -211,18 +211,15 @@ def bisect_generation(
     if len(ga["steps"]) != len(gb["steps"]):
         notes.append(f"A has {len(ga['steps'])} steps, B {len(gb['steps'])}: compared the first {n}")
     tols = tolerances or Tolerances()
-    model_sizes = _model_sizes(_config(model))
+    config = _config(model)
     opened: dict[int, tuple[directory.Capture, directory.Capture]] = {}
 
     def step(t: int) -> tuple[directory.Capture, directory.Capture]:
-        # Manifest-less steps (another engine's) are laid out from what generate.json says of the
-        # step; sizes from --model, else from either side's manifest (the reference's first).
+        # Manifest-less steps (another engine's) are laid out from what generate.json says of them.
         if t not in opened:
-            ca = directory.open_capture(gen_steps.step_dir(ra, t))
-            cb = directory.open_capture(gen_steps.step_dir(rb, t))
-            sizes = {**gen_steps.sizes_of(ca), **gen_steps.sizes_of(cb), **model_sizes}
             opened.clear()  # only the step being judged is kept
-            opened[t] = (gen_steps.lay_out(ca, ga["steps"][t], sizes), gen_steps.lay_out(cb, gb["steps"][t], sizes))
+            opened[t] = open_pair(gen_steps.step_dir(ra, t), gen_steps.step_dir(rb, t), ga["steps"][t],
+                                  gb["steps"][t], config)
         return opened[t]
 
     def logits(t: int) -> StageRecord | None:
@@ -233,16 +230,6 @@ def bisect_generation(
 
     return walk_generation(str(ra), str(rb), [(ga["steps"][t], gb["steps"][t]) for t in range(n)], logits, stages,
                            notes)
-
-
-def _model_sizes(config: ModelConfig | None) -> dict[str, int]:
-    """The named sizes of a model's stage layouts (``H``, ``NH``, ``QKV``, ...), S left out."""
-    from pv.capture.store.steps import SIZE_NAMES
-
-    if config is None:
-        return {}
-    dims = config.dims(1)
-    return {name: dims.size(name) for name in SIZE_NAMES if dims.size(name) > 0}
 
 
 def walk_generation(a: str, b: str, steps: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],

@@ -310,6 +310,8 @@ def generation_text(result: GenerationBisect, *, verbose: bool = False) -> list[
         lines.append(f"no divergence over {len(result.steps)} steps")
     else:
         lines.append(f"first divergent step: {result.first_step.step} (position {result.first_step.position})")
+        if result.stage is not None and result.stage_step != result.first_step.step:
+            lines.append(f"first step with a diverging stage: {result.stage_step}")
         if result.stage is not None:
-            lines += ["", f"inside step {result.first_step.step}:", bisect_text(result.stage, verbose=verbose)]
+            lines += ["", f"inside step {result.stage_step}:", bisect_text(result.stage, verbose=verbose)]
     return lines

@@ -95,11 +95,18 @@ def same_input(a: Path, b: Path) -> str | None:
 def checked_diff(a: str | Path, b: str | Path, **kwargs: Any) -> DiffReport:
     """``pv diff``: ``diff_paths`` of two files or folders, folders first checked to have run the same
     tokens (``same_input``); a side without ids becomes a note of the report."""
-    from pv.compare.diff import diff_paths
+    from pv.capture.store.steps import step_of
+    from pv.compare.diff import _config, diff_captures, diff_paths
 
     pa, pb = Path(a), Path(b)
     note = same_input(pa, pb) if pa.is_dir() and pb.is_dir() else None
-    report = diff_paths(pa, pb, **kwargs)
+    records = (step_of(pa), step_of(pb)) if pa.is_dir() and pb.is_dir() else (None, None)
+    if records != (None, None):  # a generation's step: manifest-less files laid out from generate.json
+        from pv.compare.step_pairs import open_pair
+
+        report = diff_captures(*open_pair(pa, pb, *records, _config(kwargs.get("model"))), **kwargs)
+    else:
+        report = diff_paths(pa, pb, **kwargs)
     return report if note is None else replace(report, notes=(*report.notes, note))
 
 

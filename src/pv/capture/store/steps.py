@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +100,18 @@ def load(root: str | Path) -> dict[str, Any]:
         steps.append({**rec, "position": start})
         position = start + len(rec["input"])
     return {**data, "steps": steps}
+
+
+def step_of(folder: Path) -> dict[str, Any] | None:
+    """The ``generate.json`` record of a generation's step folder (``GEN/step-K``); None for any other folder."""
+    m = re.fullmatch(r"step-(\d+)", folder.name)
+    if m is None or not (folder.parent / GENERATE_FILE).is_file():
+        return None
+    listed = load(folder.parent)["steps"]
+    t = int(m.group(1))
+    if t >= len(listed):
+        raise PvError(f"{folder}: {folder.parent / GENERATE_FILE} lists {len(listed)} step(s), not step {t}")
+    return dict(listed[t])
 
 
 def sizes_of(capture: Capture) -> dict[str, int]:
