@@ -63,3 +63,21 @@ def test_a_swapped_pair_of_heads_is_named_by_head(runs: dict[str, Path]) -> None
     assert result.first is not None
     heads = [r for r in result.first.reasons if r.startswith("systematic heads")]
     assert len(heads) == 1 and "head(s) 0 (" in heads[0] and ", 1 (" in heads[0] and ", 2 (" not in heads[0]
+
+
+@pytest.mark.parametrize("fault,first", [(None, None), ("attention_scaled_5pct@7", {"layer": 7, "stage": "attention"})])
+def test_bisect_while_both_run_sees_the_same(smollm2_gguf: Path, fault: str | None, first: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Compared while llama.cpp and pv's engine run (all 30 layers, ``attention`` read per head
+    there, where every head of a clean run can sit below 0.99): clean stays clean, and the scale
+    is named where it is planted."""
+    import json
+
+    pytest.importorskip("llama_cpp")
+    from pv.cli import run
+
+    args = ["bisect", "--model", str(smollm2_gguf), "--engine", "llama.cpp", "--reference", "pv",
+            "--tokens", TOKENS, "--format", "json"] + (["--inject-fault", fault] if fault else [])
+    code = run(args)
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert (code, summary["first_divergence"]) == ((0, None) if fault is None else (1, first))

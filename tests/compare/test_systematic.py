@@ -165,3 +165,14 @@ def test_the_catalogue_plants_what_the_rows_say() -> None:
     shifted = faults.BY_NAME["residual_shifted_1pct"].perturb(r, None)  # type: ignore[misc]
     assert np.allclose(shifted - r, [[0.01 * math.sqrt(12.5)] * 2, [0.01 * math.sqrt(0.5)] * 2])
     assert np.allclose(faults.BY_NAME["attention_scaled_5pct"].perturb(r, None), 1.05 * r)  # type: ignore[misc]
+
+
+def test_a_head_must_stand_out_from_the_others() -> None:
+    """Every head of a quantized attention output can sit near the threshold (SmolLM2 streamed:
+    0.988 against a median of 0.995); only a head ten times worse than the rest is reported."""
+    assert systematic.odd_heads([0.9879, 0.9880, 0.9951, 0.9960, 0.9955], 0.99) == []
+    assert [h for h, _ in systematic.odd_heads([0.73, 0.73, 0.9999, 0.9998, 0.9999], 0.99)] == [0, 1]
+    # four heads, two swapped: each bad head is judged against the median of the other three
+    assert [h for h, _ in systematic.odd_heads([0.58, 0.6, 0.9999, 0.9998], 0.99)] == [0, 1]
+    assert systematic.odd_heads([0.9, 0.999], 0.99) == [(0, 0.9)]  # two heads: the test needs three
+    assert systematic.findings(None, [0.9, 0.999], scale_error=0.025, bias_error=0.0075, cosine=0.99) == []

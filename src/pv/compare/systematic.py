@@ -24,8 +24,10 @@ clean llama.cpp runs do carry small systematic drifts that are real and
 highly significant (RMSNorm, softmax and the SwiGLU/GeGLU products turn
 zero-mean noise into a bias of its square: up to 1.5% in scale and 0.5% in
 bias, many standard errors from zero, on SmolLM2 and Gemma 3,
-``docs/compare.md``), so significance alone would flag them. Per-head cosines below the stage's cosine
-threshold (a swapped or wrongly mapped pair of heads) are the third finding.
+``docs/compare.md``), so significance alone would flag them. A head whose
+cosine is below the stage's threshold and whose error is ``HEAD_FACTOR`` times
+the other heads' (a swapped or wrongly mapped pair of heads) is the third
+finding.
 
 The sums are filled in the same chunk pass as the other metrics
 (``pv.compare.accumulate.measure``), from the first ``SAMPLE`` compared
@@ -52,6 +54,10 @@ SAMPLE = 1 << 20
 Z = 8.0
 #: Reasons this module gives start with this word (``StageRecord.failure`` reads it).
 PREFIX = "systematic"
+#: How many times the other heads' median 1 - cosine a head's must be to be reported (with
+#: its cosine below the stage's threshold). Clean llama.cpp runs: heads below the quantized
+#: threshold (0.988 in SmolLM2's ``attention``) at 2.5x; a swapped pair at 2,000x.
+HEAD_FACTOR = 10.0
 #: Fewer channels than this and the jackknife says nothing: no fit.
 _MIN_COLUMNS = 3
 #: A channel counts at most as much as one of this many times the median mean square.
@@ -166,7 +172,8 @@ def findings(found: Systematic | None, head_cosine: Sequence[float], *, scale_er
              bias_error: float, cosine: float) -> list[str]:
     """Reasons to fail a stage for a systematic deviation: a scale or bias at least ``Z`` standard
     errors from zero and at least ``scale_error`` / ``bias_error`` in size (0 turns a test off), and,
-    when either test is on, heads whose cosine is below ``cosine`` (the stage's threshold)."""
+    when either test is on, heads that stand out among three or more (:func:`odd_heads`, ``cosine``
+    the stage's threshold)."""
     out: list[str] = []
     if found is not None:
         if scale_error > 0.0 and abs(found.scale) >= scale_error and abs(found.scale_z) >= Z:
@@ -177,13 +184,26 @@ def findings(found: Systematic | None, head_cosine: Sequence[float], *, scale_er
             out.append(f"{PREFIX} bias: A = B {'+' if found.bias >= 0 else '-'} {abs(found.bias):.2%} "
                        f"of RMS(B) (+- {found.bias_se:.2%}, {abs(found.bias_z):.0f} standard errors; "
                        f"reported from {bias_error:.2%} and {Z:g} SE)")
-    if (scale_error > 0.0 or bias_error > 0.0) and len(head_cosine) > 1:
-        low = [(h, c) for h, c in enumerate(head_cosine) if c < cosine]
+    if (scale_error > 0.0 or bias_error > 0.0) and len(head_cosine) > 2:
+        low = odd_heads(head_cosine, cosine)
         if low:
-            rest = [c for c in head_cosine if c >= cosine]
-            others = f"; the other heads' median {float(np.median(rest)):.6f}" if rest else ""
+            rest = np.delete(np.asarray(head_cosine, dtype=np.float64), [h for h, _ in low])
+            others = f"; the other heads' median {float(np.median(rest)):.6f}" if rest.size else ""
             shown = ", ".join(f"{h} ({c:.4f})" for h, c in low[:8]) + (" ..." if len(low) > 8 else "")
-            out.append(f"{PREFIX} heads: cosine below {cosine:g} in head(s) {shown}{others}")
+            out.append(f"{PREFIX} heads: cosine below {cosine:g} and error {HEAD_FACTOR:g}x the other "
+                       f"heads' in head(s) {shown}{others}")
+    return out
+
+
+def odd_heads(head_cosine: Sequence[float], cosine: float) -> list[tuple[int, float]]:
+    """Heads whose cosine is below ``cosine`` and whose 1 - cosine is ``HEAD_FACTOR`` times the
+    median of the other heads' (a head merely noisier than the stage as a whole, as every head
+    of a quantized run's ``attention`` can be, is not one)."""
+    err = 1.0 - np.asarray(head_cosine, dtype=np.float64)
+    out = []
+    for h, c in enumerate(head_cosine):
+        if c < cosine and err[h] > HEAD_FACTOR * float(np.median(np.delete(err, h))):
+            out.append((h, float(c)))
     return out
 
 
