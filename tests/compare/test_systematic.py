@@ -103,8 +103,8 @@ def test_chunks_and_masks_do_not_change_the_fit() -> None:
     one = compare(fa, fb, View((24, 256), ("S", "H"))).systematic
     many = compare(fa, fb, View((24, 256), ("S", "H")), chunk=256 * 3).systematic
     assert one is not None and many is not None
-    for key in ("scale", "scale_se", "bias", "bias_se"):
-        assert getattr(many, key) == pytest.approx(getattr(one, key), rel=1e-9, abs=1e-12)
+    for key in ("scale", "scale_se", "bias", "bias_se"):  # float32 column sums: ~1e-6 relative
+        assert getattr(many, key) == pytest.approx(getattr(one, key), rel=1e-5, abs=1e-9)
     nh, s = 3, 12
     sb = rng.standard_normal((nh, s, s))
     sa = 1.04 * sb + 0.01 * rng.standard_normal(sb.shape)
@@ -116,7 +116,7 @@ def test_chunks_and_masks_do_not_change_the_fit() -> None:
             for x in (sa, garbage)]
     assert fits[0] is not None and fits[1] is not None
     assert fits[0].values == nh * s * (s + 1) // 2 == fits[1].values
-    assert fits[1].scale == pytest.approx(fits[0].scale, rel=1e-12) and fits[0].scale == pytest.approx(0.04, abs=0.01)
+    assert fits[1].scale == pytest.approx(fits[0].scale, rel=1e-9) and fits[0].scale == pytest.approx(0.04, abs=0.01)
 
 
 def test_the_fit_reads_a_bounded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
