@@ -115,8 +115,9 @@ def test_imported_generation_names_a_decode_bug(model: Any, reference: Path, tmp
                                                capsys: pytest.CaptureFixture[str]) -> None:
     dumps = dump(model, reference, tmp_path / "dumps", "cache_write_off_by_one")
     out = tmp_path / "imported"
-    assert run(["import", str(dumps), "--mapping", str(_mapping(tmp_path)), "-o", str(out)]) == 0
-    capsys.readouterr()
+    assert run(["import", str(dumps), "--mapping", str(_mapping(tmp_path)), "-o", str(out), "--format", "json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["steps"] == STEPS and done["files"] == STEPS * 71 and done["ignored"] == []
     code = run(["bisect", str(out), str(reference), "--generate", str(STEPS), "--format", "json"])
     summary = json.loads(capsys.readouterr().out)["summary"]
     assert code == 1
@@ -139,7 +140,8 @@ def test_a_decode_row_passes_the_shape_check_of_a_single_import(model: Any, refe
 @pytest.mark.parametrize(
     ("bug", "cells", "message"),
     [
-        ("new_key_dropped", None, "step 1: attn_scores@2: attn_scores should be [4, 1, 9] for this model, got [4, 1, 8]"),
+        ("new_key_dropped", None,
+         "step 1: attn_scores@2: attn_scores should be [4, 1, 9] for this model, got [4, 1, 8]"),
         (None, 8, "has fewer keys than queries and the 8 cached positions"),  # a cache of 8 cells
     ],
 )

@@ -175,7 +175,8 @@ def test_step_shape_rules() -> None:
     assert shape is None and why == "65 values are not attn_norm [S, H] = [1, 64]"
 
 
-def test_an_earlier_step_whose_output_passes_is_walked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_earlier_step_whose_output_passes_is_walked_first(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A bug whose effect reaches the output one step late is still named at the step it starts."""
     three = [*STEPS, {"step": 2, "input": [11], "position": 9, "predicted": 13}]
     ref = write_generation(tmp_path / "ref", three, manifest=True)
