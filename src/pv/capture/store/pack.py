@@ -37,6 +37,10 @@ from pv.errors import PvError
 #: The pack's name, beside the manifest.
 PACK = "stages.pack"
 
+#: (stage, layer) -> what its record and header say besides the values: path, stage, layer,
+#: layout, mask, header layer (the stage table's answers, looked up once per process).
+_KNOWN: dict[tuple[str, int | None], tuple[str, str, int | None, tuple[str, ...], str | None, int]] = {}
+
 #: Buffers one ``os.writev`` takes at most (POSIX's IOV_MAX is at least 16; Linux's 1024).
 _IOV = 1024
 
@@ -74,32 +78,37 @@ class PackWriter(CaptureWriter):
         **extra: Any,
     ) -> dict[str, Any]:
         """Add one stage to the pack and return its manifest record, without listing it."""
-        st = stage_table.get(stage)
+        known = _KNOWN.get((stage, layer))
+        if known is None:
+            st = stage_table.get(stage)
+            known = _KNOWN[(stage, layer)] = (relpath_for(st.name, layer), st.name, None if st.whole_model else layer,
+                                              st.layout, st.mask, st.header_layer(layer) & 0xFFFFFFFF)
         arr = np.asarray(array)
         if arr.dtype != np.float32:
             arr = arr.astype(np.float32)
         arr = np.ascontiguousarray(arr, dtype="<f4")
-        header = aprt.HEADER.pack(aprt.MAGIC, st.header_layer(layer) & 0xFFFFFFFF, arr.size)
+        header = aprt.HEADER.pack(aprt.MAGIC, known[5], arr.size)
         values = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
         digest = blake3.blake3(header)
         digest.update(values)
+        size = len(header) + values.nbytes
         with self._lock:
             offset = self._offset
-            self._offset += len(header) + values.nbytes
+            self._offset += size
             self._pending += (header, values)
-            self._pending_bytes += len(header) + values.nbytes
+            self._pending_bytes += size
             if self._pending_bytes >= self.FLUSH_BYTES:
                 self._flush()
         return {
-            "path": relpath_for(st.name, layer),
+            "path": known[0],
             "pack": PACK,
             "offset": offset,
-            "stage": st.name,
-            "layer": layer if not st.whole_model else None,
-            "shape": [int(x) for x in arr.shape],
-            "layout": list(st.layout),
+            "stage": known[1],
+            "layer": known[2],
+            "shape": list(arr.shape),
+            "layout": list(known[3]),
             "dtype_captured": dtype_captured,
-            "mask": st.mask,
+            "mask": known[4],
             DIGEST: digest.hexdigest(),
             **extra,
         }
@@ -146,14 +155,14 @@ class PackWriter(CaptureWriter):
         if not bufs:
             return
         try:
-            fd = self._open()
-            while bufs:
-                done = os.writev(fd, bufs[:_IOV])
-                while bufs and done >= len(bufs[0]):
-                    done -= len(bufs[0])
-                    bufs.pop(0)
-                if done:
-                    bufs[0] = memoryview(bufs[0])[done:]
+            fd, i = self._open(), 0
+            while i < len(bufs):
+                done = os.writev(fd, bufs[i:i + _IOV])
+                while i < len(bufs) and done >= len(bufs[i]):
+                    done -= len(bufs[i])
+                    i += 1
+                if done:  # a short write: the rest of that buffer next
+                    bufs[i] = memoryview(bufs[i])[done:]
         except OSError as exc:
             raise PvError(f"{self.pack}: write failed: {exc.strerror or exc}") from None
 

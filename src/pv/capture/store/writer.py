@@ -43,7 +43,13 @@ def manifest_text(manifest: dict[str, Any]) -> str:
     parts = []
     for key, value in manifest.items():
         if key == "files" and value:
-            body = "[\n" + ",\n".join("  " + json.dumps(rec) for rec in value) + "\n ]"
+            # One C encoder call for the whole list, then a line per record: records hold no
+            # objects, so '}, {' separates two of them, unless a string holds it too.
+            flat = json.dumps(value)[1:-1]
+            if flat.count("}, {") == len(value) - 1:
+                body = "[\n  " + flat.replace("}, {", "},\n  {") + "\n ]"
+            else:
+                body = "[\n" + ",\n".join("  " + json.dumps(rec) for rec in value) + "\n ]"
         else:
             body = json.dumps(value, indent=1).replace("\n", "\n ")
         parts.append(f" {json.dumps(key)}: {body}")
