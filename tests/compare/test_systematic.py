@@ -176,3 +176,14 @@ def test_a_head_must_stand_out_from_the_others() -> None:
     assert [h for h, _ in systematic.odd_heads([0.58, 0.6, 0.9999, 0.9998], 0.99)] == [0, 1]
     assert systematic.odd_heads([0.9, 0.999], 0.99) == [(0, 0.9)]  # two heads: the test needs three
     assert systematic.findings(None, [0.9, 0.999], scale_error=0.025, bias_error=0.0075, cosine=0.99) == []
+
+
+def test_narrow_rows_are_summed_in_float64() -> None:
+    """Four channels, 70,000 rows: a chunk holds 65,536 rows, past the float32 limit of the column
+    sums; the exact line is still read exactly."""
+    rng = np.random.default_rng(4)
+    b = (rng.standard_normal((70_000, 4)) + 3.0).astype(np.float32)
+    a = (1.03 * b.astype(np.float64) + 0.2).astype(np.float32)
+    fit = compare(a.ravel(), b.ravel(), View((70_000, 4), ("S", "H"))).systematic
+    assert fit is not None and fit.values == 280_000
+    assert fit.scale == pytest.approx(0.03, abs=1e-6) and fit.scale_se < 1e-6

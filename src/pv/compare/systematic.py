@@ -62,6 +62,8 @@ HEAD_FACTOR = 10.0
 _MIN_COLUMNS = 3
 #: A channel counts at most as much as one of this many times the median mean square.
 _CAP = 10.0
+#: Most rows of a chunk whose column sums are taken in float32.
+_F32_ROWS = 4096
 
 
 class Columns:
@@ -90,11 +92,15 @@ def column_sums(B2: np.ndarray, D2: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """sum b, b^2, d and b*d down each column of one chunk's rows (masked values are zero on
     both sides), returned in float64 for the running sums.
 
-    Summed in the chunk's own dtype: a chunk holds at most a few thousand rows, so a float32
-    column sum is good to about 1e-6 relative (measured), a thousand times finer than the
-    smallest scale or bias the floors report, and it costs a third of a float64 one.
+    Summed in the chunk's own dtype when it has at most ``_F32_ROWS`` rows: a float32 column
+    sum over that many is good to about 1e-6 relative (measured), a thousand times finer than
+    the smallest scale or bias the floors report, at a third of the cost of a float64 one.
+    Narrower rows (more of them per chunk) are summed in float64.
     """
     f64 = np.float64
+    if B2.shape[0] > _F32_ROWS:
+        return (B2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, B2, dtype=f64),
+                D2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, D2, dtype=f64))
     return (B2.sum(axis=0).astype(f64), np.einsum("ij,ij->j", B2, B2).astype(f64),
             D2.sum(axis=0).astype(f64), np.einsum("ij,ij->j", B2, D2).astype(f64))
 
@@ -105,7 +111,7 @@ class Systematic:
 
     scale: float
     scale_se: float
-    #: As a fraction of RMS(b) over the fitted values.
+    #: As a fraction of the weighted RMS of b (a typical channel's, see :func:`fit`).
     bias: float
     bias_se: float
     #: Channels left out in turn, and values fitted.
