@@ -279,7 +279,8 @@ class LlamaCppRunner:
         self.pos += len(ids)
         return torch.from_numpy(logits.reshape(len(ids), self.n_vocab))
 
-    def _rule(self, t: GgmlTensor, state: Pass) -> tuple[Rule, int | None] | None:
+    def _rule(self, t: GgmlTensor, state: Pass) -> tuple[Rule, int | None, tuple[str, str]] | None:
+        """The rule node ``t`` matches, its layer, and its key in ``state.seen`` (name-layer, op)."""
         raw = t.name
         slot = (raw, int(t.op))
         if slot in self._matches:
@@ -289,13 +290,14 @@ class LlamaCppRunner:
             base, layer = split_name(name)
             if base not in self._by_name:
                 if name.startswith("node_"):  # unnamed: known by the node it reads, and names repeat
-                    return self._unnamed_rule(t, name)
+                    found = self._unnamed_rule(t, name)
+                    return None if found is None else (*found, (f"{found[0].name}-{found[1]}", found[0].op))
                 self._matches[slot] = None
                 return None
             match = self._matches[slot] = self._named_rule(base, layer, self.ggml.op_name(slot[1]))
         if match is None or state.seen.get(match[2], 0) != match[0].occurrence:
             return None
-        return match[0], match[1]
+        return match
 
     def _named_rule(self, base: str, layer: int | None, op: str) -> tuple[Rule, int | None, tuple[str, str]] | None:
         for rule in self._by_name[base]:
@@ -318,6 +320,13 @@ class LlamaCppRunner:
         return None
 
     def _wanted(self, rule: Rule, layer: int | None, state: Pass) -> bool:
+        key = (rule, layer)
+        wanted = state.wanted.get(key)
+        if wanted is None:
+            wanted = state.wanted[key] = self._decide(rule, layer, state)
+        return wanted
+
+    def _decide(self, rule: Rule, layer: int | None, state: Pass) -> bool:
         if ((rule.name, rule.op), layer) == self._node:
             return True
         tap = state.tap
@@ -344,9 +353,8 @@ class LlamaCppRunner:
                 state.names.append(f"{t.name.decode()}:{self.ggml.op_name(int(t.op))}")
             if found is None:
                 return True
-            rule, layer = found
-            base_key = (f"{rule.name}-{layer}", rule.op)
-            state.seen[base_key] = state.seen.get(base_key, 0) + 1
+            rule, layer, seen = found
+            state.seen[seen] = state.seen.get(seen, 0) + 1
             values = self.ggml.read(ptr, t)
             if values is None:
                 raise PvError(f"llama.cpp node {t.name.decode()} has type "
@@ -355,7 +363,9 @@ class LlamaCppRunner:
             if fault is not None and fault.fault.perturb is not None and ((rule.name, rule.op), layer) == self._node:
                 values = fault.fault.perturb(values, None)  # what llama.cpp's later nodes now read
                 self.ggml.write(ptr, t, values)
-            self._convert.emit(rule, layer, t.name.decode(), bytes(t.op_params), values, state)
+            params = bytes(t.op_params) if rule.op == "SOFT_MAX" else b""  # the softmax's scale
+            node = t.name.decode() if rule.via_src is not None else seen[0] if rule.per_layer else rule.name
+            self._convert.emit(rule, layer, node, params, values, state)
             return True
         except BaseException as exc:  # noqa: BLE001 - re-raised after llama_decode returns
             state.error = exc
