@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pv import stages as stage_table
+from pv.capture import partial
 from pv.capture.plan import CapturePlan
 from pv.capture.store.writer import CaptureWriter
 from pv.capture.tap import Parts
@@ -106,6 +107,7 @@ class DiskTap:
         #: the tap (the pv engine): float32 CPU tensors are then written without a copy.
         self.borrow = False
         self._parts = Parts()
+        self._cutter = None if plan.slice is None else partial.Cutter(plan.slice)
 
     def wants(self, stage: str, layer: int | None) -> bool:
         if stage not in self._names:
@@ -118,11 +120,17 @@ class DiskTap:
         if not self.wants(stage, layer):
             return
         part = meta.pop("part", None)
+        cutter = self._cutter if stage in partial.SLICED else None
         if part is not None:  # a block of a large stage: the file is written once the stage is whole
-            whole = self._parts.add(stage, layer, tensor.detach(), part)
+            whole = (self._parts.add(stage, layer, tensor.detach(), part) if cutter is None else
+                     cutter.part(stage, layer, tensor.detach(), part))
             if whole is None:
                 return
             tensor = whole
+        elif cutter is not None:
+            tensor = cutter.whole(tensor)
+        if cutter is not None:
+            meta["slice"] = cutter.slice.to_json()
         key = (stage, 0 if stage == "embedding" else layer)
         if key in self.fired:
             raise PvError(f"stage {stage} layer {layer} was captured twice in one forward")

@@ -12,14 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pv import stages as stage_table
+from pv.capture.partial import Slice
 
 
 @dataclass(frozen=True)
 class CapturePlan:
-    """Stages (computation order) and layers (``None``: every layer) to capture."""
+    """Stages (computation order) and layers (``None``: every layer) to capture; ``slice``: only
+    these query rows and heads of the attention matrices (``pv.capture.partial``)."""
 
     stages: tuple[stage_table.Stage, ...]
     layers: tuple[int, ...] | None = None
+    slice: Slice | None = None
 
     @classmethod
     def parse(cls, stages: str = "all", layers: str = "all", n_layers: int | None = None) -> CapturePlan:

@@ -87,15 +87,16 @@ PART_BYTES = 32 << 20
 
 @dataclass(frozen=True)
 class Part:
-    """Where a part lies in its stage: ``rows`` ``[lo, hi)`` of head ``head``, the ``index``-th of
-    ``count`` parts of a stage whose whole shape is ``shape`` ``[NH, S, Sk]``."""
+    """Where a part lies in its stage: rows ``[lo, hi)`` of head ``head``, the ``index``-th of
+    ``count`` parts of a stage whose whole shape is ``shape`` (``[NH, S, Sk]`` for the attention
+    matrices; a stage without a head axis has head 0 and its leading dimensions' rows flattened)."""
 
     index: int
     count: int
     head: int
     lo: int
     hi: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
 
 
 def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> list[Part] | None:
@@ -107,6 +108,18 @@ def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> lis
     per = rows if whole_heads else max(1, min(rows, PART_BYTES // (4 * max(cols, 1))))
     spans = [(h, lo, min(rows, lo + per)) for h in range(heads) for lo in range(0, rows, per)]
     return [Part(i, len(spans), h, lo, hi, (heads, rows, cols)) for i, (h, lo, hi) in enumerate(spans)]
+
+
+def row_blocks(shape: tuple[int, ...]) -> list[Part] | None:
+    """Blocks of at most ``PART_BYTES`` of whole rows (the last axis) of any stage, or None when it is
+    small enough to go whole: how a tap that queues values splits a large stage (lm_head [S, V])."""
+    row_len = shape[-1] if shape else 1
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    if rows * row_len * 4 <= PART_BYTES or rows <= 1:
+        return None
+    per = max(1, PART_BYTES // (4 * max(row_len, 1)))
+    spans = [(lo, min(rows, lo + per)) for lo in range(0, rows, per)]
+    return [Part(i, len(spans), 0, lo, hi, tuple(shape)) for i, (lo, hi) in enumerate(spans)]
 
 
 class Parts:

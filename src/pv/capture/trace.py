@@ -26,7 +26,7 @@ import numpy as np
 
 from pv import environment
 from pv import stages as stage_table
-from pv.capture import runners
+from pv.capture import partial, runners
 from pv.capture.disktap import DiskTap
 from pv.capture.faults import FaultSpec
 from pv.capture.model.config import ModelConfig
@@ -85,6 +85,7 @@ class TracePlan:
             f"layers:  {'all (' + str(self.n_layers) + ')' if layers is None else ','.join(map(str, layers))}",
             f"device:  {self.device}   dtype: {self.dtype}",
             f"fault:   {self.fault if self.fault else 'none'}",
+            *([f"slice:   {self.capture.slice.describe()} of attn_scores, attn_softmax"] if self.capture.slice else []),
             (f"output:  {self.output or '(none: compared in memory)'}"
              f"{' (replacing the capture there)' if self.overwrite else ''}"),
             f"files:   up to {len(self.expected)}",
@@ -135,6 +136,8 @@ def make_plan(
     overwrite: bool = False,
     device_map: Any = None,
     offload_dir: str | None = None,
+    positions: str | None = None,
+    heads: str | None = None,
 ) -> TracePlan:
     kind = runners.get(engine)
     if (tokens is None) == (prompt is None):
@@ -144,7 +147,12 @@ def make_plan(
     token_ids = parse_tokens(tokens, config.vocab_size) if tokens is not None else None
     if token_ids is not None:
         check_context(len(token_ids), config, "--tokens")
-    plan = CapturePlan(stage_table.parse_stages(stages), stage_table.parse_layers(layers, config.num_hidden_layers))
+    cut = partial.parse(positions, heads)
+    if cut is not None:
+        cut.check(len(token_ids) if token_ids is not None else config.max_position_embeddings,
+                  config.num_attention_heads)
+    plan = CapturePlan(stage_table.parse_stages(stages), stage_table.parse_layers(layers, config.num_hidden_layers),
+                       cut)
     dtype_name = dtype.strip().lower()
     if dtype_name not in DTYPES:
         raise PvError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
@@ -246,6 +254,7 @@ def describe_run(plan: TracePlan, model: LoadedModel, token_ids: list[int], runn
         },
         "stages": [s.name for s in plan.capture.stages],
         "layers": None if plan.capture.layers is None else list(plan.capture.layers),
+        "slice": None if plan.capture.slice is None else plan.capture.slice.to_json(),
         "versions": versions(plan.engine, model),
     }
     run_info.update(runner.run_info())  # the runner's own record: kernels, quantization, device map, ...
@@ -262,6 +271,8 @@ def run_plan(
     token_ids = list(plan.tokens) if plan.tokens is not None else tokenize(model, plan.prompt or "")
     check_ids(token_ids, model.config.vocab_size)
     check_context(len(token_ids), model.config)
+    if plan.capture.slice is not None:
+        plan.capture.slice.check(len(token_ids), model.config.num_attention_heads)
     runner = make_runner(plan, model)
     try:
         return _run(plan, model, runner, token_ids, on_write)

@@ -46,11 +46,17 @@ if TYPE_CHECKING:
 @click.option("--generate", "generate", default=0, type=click.IntRange(min=0), metavar="N",
               help="Generate N tokens greedily with the engine's KV cache and capture every step "
                    "(step-0 the prefill, then one decode step per token).")
+@click.option("--positions", default=None, metavar="A..B",
+              help="Keep only query rows A to B-1 of attn_scores and attn_softmax (a partial capture; "
+                   "docs/compare.md).")
+@click.option("--heads", default=None, metavar="HEADS",
+              help="Keep only these heads of attn_scores and attn_softmax: 0 | 0,3 | 2..6 (end exclusive).")
 @click.option("--force", is_flag=True, help="Replace the capture in a non-empty output directory.")
 @click.option("--dry-run", is_flag=True, help="Check and print the plan; load no weights, run nothing.")
 def command(model: str, engine: str, prompt: str | None, tokens: str | None, stages: str, layers: str,
             output: str, device: str, dtype: str, fault: str | None, device_map: str | None,
-            offload_dir: str | None, generate: int, force: bool, dry_run: bool) -> int:
+            offload_dir: str | None, generate: int, positions: str | None, heads: str | None, force: bool,
+            dry_run: bool) -> int:
     """Run MODEL on a prompt and save named intermediate stages (APRT files + manifest.json)."""
     from pv.capture.runtime import prefer_passive_openmp
 
@@ -62,7 +68,10 @@ def command(model: str, engine: str, prompt: str | None, tokens: str | None, sta
     config = model_config(model)
     plan = make_plan(model, config, tokens=tokens, prompt=prompt, stages=stages, layers=layers,
                      output=output, engine=engine, device=device, dtype=dtype, fault=fault,
-                     overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir)
+                     overwrite=force, device_map=_device_map(device_map), offload_dir=offload_dir,
+                     positions=positions, heads=heads)
+    if generate and plan.capture.slice is not None:
+        raise PvError("--positions and --heads cut a prefill's attention matrices: not with --generate")
     from pv.capture.faults import is_decode_fault
 
     if is_decode_fault(plan.fault) and generate < 2:

@@ -162,8 +162,8 @@ def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -
 
 def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> np.ndarray:
     """Zero what the causal (and sliding-window) mask leaves out, on both sides; returns where."""
-    s, nq = view.shape[-1], view.shape[-2]  # keys - queries = cached positions
-    q = np.arange(row_lo, row_lo + X2.shape[0]) % nq + (s - nq)
+    s, nq = view.shape[-1], view.shape[-2]
+    q = np.arange(row_lo, row_lo + X2.shape[0]) % nq + view.cached  # each row's position among the keys
     cols = np.arange(s)
     upper = cols[None, :] > q[:, None]
     if view.window is not None:  # outside the sliding window: masked, like the future

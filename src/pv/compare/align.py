@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pv import stages as stage_table
+from pv.capture import partial
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt
 from pv.capture.store.steps import LAYOUT_PROBLEM
@@ -64,9 +65,19 @@ class View:
     window: int | None = None
     offset_a: int = 0
     offset_b: int = 0
-    #: Position number of the first compared position (S-1 under the last-row rule).
+    #: Position number of the first compared position (S-1 under the last-row rule; A for a
+    #: partial capture's query rows A..B).
     position_base: int = 0
     notes: tuple[str, ...] = ()
+    #: Keys before the first compared query (None: keys minus queries, as for a whole matrix).
+    past: int | None = None
+    #: The heads the rows are of, when a partial capture kept only some (None: 0, 1, ...).
+    head_ids: tuple[int, ...] | None = None
+
+    @property
+    def cached(self) -> int:
+        """Keys the first compared query sees before its own: P of ``P+q+1``."""
+        return self.past if self.past is not None else self.shape[-1] - self.shape[-2]
 
     @property
     def count(self) -> int:
@@ -103,6 +114,8 @@ class View:
                 pos = grid[axis].astype(np.int64) + self.position_base
             elif name in ("NH", "KVH") and head is None:
                 head = grid[axis].astype(np.int64)
+                if self.head_ids is not None:
+                    head = np.asarray(self.head_ids, dtype=np.int64)[head]
         return pos, head
 
     def row_counts(self) -> np.ndarray:
@@ -112,8 +125,8 @@ class View:
         first query: 0 for a prefill, the past length at a decode step.
         """
         if self.causal:
-            nq, nk = self.shape[-2], self.shape[-1]
-            per_head = np.arange(1, nq + 1, dtype=np.int64) + (nk - nq)
+            nq = self.shape[-2]
+            per_head = np.arange(1, nq + 1, dtype=np.int64) + self.cached
             if self.window is not None:
                 per_head = np.minimum(per_head, self.window)
             return np.tile(per_head, self.n_rows // nq)
@@ -123,10 +136,12 @@ class View:
         """A flat index of the compared region as named coordinates."""
         coords = np.unravel_index(int(flat_index), self.shape) if self.shape else ()
         out: dict[str, int] = {}
-        for name, value, dim in zip(self.names, coords, self.layout):
+        for axis, (name, value, dim) in enumerate(zip(self.names, coords, self.layout)):
             v = int(value)
-            if dim == "S" and name == "position":
+            if dim == "S" and (name == "position" or (name == "query" and self.layout.index("S") == axis)):
                 v += self.position_base
+            elif dim == "NH" and self.head_ids is not None:
+                v = self.head_ids[v]
             out[name] = v
         return out
 
@@ -246,7 +261,23 @@ def plan_view(a: Side, b: Side, config: ModelConfig | None = None) -> View:
     window = _window(b) or _window(a) if causal else None  # the reference's mask policy first
     if window is not None:
         notes.append(f"sliding window {window}: keys more than {window - 1} before the query left out")
+    cut = _slice(a, b)
+    if cut is not None:  # both sides hold the same query rows and heads of the matrices
+        return View(shape, layout, causal=causal, window=window, notes=tuple(notes),
+                    position_base=cut.rows[0] if cut.rows else 0, past=cut.rows[0] if cut.rows else None,
+                    head_ids=cut.heads)
     return View(shape, layout, causal=causal, window=window, notes=tuple(notes))
+
+
+def _slice(a: Side, b: Side) -> partial.Slice | None:
+    """The slice both sides hold (a partial capture's; ``pv.compare.partial`` cuts a whole side to
+    it first), or None; a PairError when they hold different ones."""
+    cuts = [partial.of_record(side.meta, str(side.path)) if isinstance(side.meta, Mapping) else None
+            for side in (a, b)]
+    if cuts[0] != cuts[1]:
+        shown = ["the whole matrices" if c is None else c.describe() for c in cuts]
+        raise PairError(f"partial captures differ: A holds {shown[0]}, B holds {shown[1]}")
+    return cuts[0]
 
 
 def _window(side: Side) -> int | None:

@@ -22,7 +22,7 @@ import numpy as np
 from pv import stages as stage_table
 from pv.capture.model.config import ModelConfig
 from pv.capture.store import aprt, directory
-from pv.compare import align, metrics
+from pv.compare import align, metrics, partial
 from pv.compare.pair import compare_values, side_dtype
 from pv.compare.records import ERROR, ONLY_A, ONLY_B, DiffReport, StageRecord
 from pv.compare.tolerances import Tolerance, Tolerances
@@ -59,8 +59,20 @@ def compare_sides(
     It is hashed from the chunks the metrics read, in their pass (``aprt.ValueReader``); only a
     pair that fails before its pass ends (shapes differ, a file changed size) is hashed apart.
     """
-    rec = compare_values(a, b, lambda: _open_files(a, b, chunk, verify), config=config, tolerances=tolerances,
-                         top_k=top_k, chunk=chunk, paths=(str(a.path), str(b.path)))
+    try:  # a partial capture against a whole one: the whole side read as its cut
+        ca, cb, ranges, which = partial.cut(a, b)
+    except align.PairError as exc:
+        return StageRecord(a.stage or b.stage, a.layer, ERROR, reasons=(str(exc),), path_a=str(a.path),
+                           path_b=str(b.path))
+
+    def values() -> tuple[metrics.Values, metrics.Values]:
+        va, vb = _open_files(a, b, chunk, verify)
+        if ranges is None:
+            return va, vb
+        return (partial.Gathered(va, ranges), vb) if which == 0 else (va, partial.Gathered(vb, ranges))
+
+    rec = compare_values(ca, cb, values, config=config, tolerances=tolerances, top_k=top_k, chunk=chunk,
+                         paths=(str(a.path), str(b.path)))
     told = {aprt.digest_mismatch(s.path, algorithm) for s in (a, b) for algorithm in aprt.DIGESTS} & set(rec.reasons)
     if verify and rec.status == ERROR and not told:
         with contextlib.suppress(OSError, PvError):  # else the record says what could not be read
@@ -123,6 +135,7 @@ def diff_captures(
     be compared at all.
     """
     ca, cb = _open(a), _open(b)
+    partial.check_runs(ca.manifest, cb.manifest)
     config = _config(model)
     tols = tolerances or Tolerances()
     wanted = set(stages) if stages is not None else None

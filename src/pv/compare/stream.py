@@ -142,9 +142,9 @@ class Comparison:
     whole stage in one piece, a stage handed over in parts (``pv.capture.tap.Part``)
     part by part, so neither side's attention matrices need be whole at long S.
     ``on_take(label, key, values, record)`` sees every stage of either side as it
-    is taken from its queue, a stage in parts once it is whole and only for the
-    side labelled ``whole_for`` (``--isolate`` keeps the reference's current
-    layer there); ``on_stage(label, stage, layer)`` is called on the runner's
+    is taken from its queue, a stage in parts once it is whole and only where
+    ``whole(label, key)`` asks for it (``--isolate`` keeps the reference's
+    current layer there); ``on_stage(label, stage, layer)`` is called on the runner's
     thread, for progress.
     """
 
@@ -152,11 +152,11 @@ class Comparison:
                  labels: tuple[str, str] = ("A", "B"), runs: tuple[Mapping[str, Any], Mapping[str, Any]] = ({}, {}),
                  on_stage: Callable[[str, str, int | None], None] | None = None,
                  on_take: Callable[[str, Key, np.ndarray, dict[str, Any]], None] | None = None,
-                 whole_for: str | None = None) -> None:
+                 whole: Callable[[str, Key], bool] | None = None) -> None:
         self.plan, self.config = plan, config
         self.tols = tolerances or Tolerances()
         self.on_stage, self.on_take = on_stage, on_take
-        self.whole_for, self._assembled = whole_for, Parts()
+        self.whole, self._assembled = whole, Parts()
         self.cancel = threading.Event()
         self.sides = tuple(_Side(label, run, queue.Queue(QUEUE_ITEMS)) for label, run in zip(labels, runs))
         self.pairs: dict[Key, _Pair] = {}
@@ -254,8 +254,8 @@ class Comparison:
             return
         if part is None:
             self.on_take(side.label, key, values, record)
-        elif side.label == self.whole_for:
-            whole = self._assembled.add(key[0], key[1], values, part)
+        elif self.whole is not None and self.whole(side.label, key):
+            whole = self._assembled.add(f"{side.label}:{key[0]}", key[1], values, part)
             if whole is not None:
                 self.on_take(side.label, key, whole, record)
 

@@ -149,7 +149,7 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
 
             comparison = Comparison(p_ref.capture, config=plan.config, tolerances=tols, labels=labels(plan),
                                     runs=runs, on_stage=on_stage, on_take=on_take,
-                                    whole_for=labels(plan)[1] if isolator is not None else None)
+                                    whole=None if isolator is None else lambda label, _: label == labels(plan)[1])
             streamed: Streamed = comparison.run(lambda tap: r_test.forward(ids, tap),
                                                 lambda tap: r_ref.forward(ids, tap))
         for side, trace, taken in zip(labels(plan), (p_test, p_ref), comparison.sides):

@@ -88,7 +88,8 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                         line.step(stage, layer)
 
                 comparison = Comparison(p_ref.capture, config=plan.config, tolerances=tols, labels=(label_a, label_b),
-                                        runs=runs, on_take=on_take, on_stage=on_stage)
+                                        runs=runs, on_take=on_take, on_stage=on_stage,
+                                        whole=lambda _, key: key == ("lm_head", None))
                 streamed = comparison.run(functools.partial(_decode, r_test, ids, states[0]),
                                           functools.partial(_decode, r_ref, ids, states[1]))
                 peak = max(peak, comparison.peak_held)

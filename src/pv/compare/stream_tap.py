@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pv import stages as stage_table
 from pv.capture.plan import CapturePlan
-from pv.capture.tap import Part
+from pv.capture.tap import Part, row_blocks
 from pv.errors import PvError
 
 Key = tuple[str, int | None]
@@ -52,18 +54,31 @@ class StreamTap:
             if key in self.fired:
                 raise PvError(f"stage {stage} layer {layer} was handed over twice in one forward")
             self.fired.add(key)
-        import torch
-
-        values = tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
-        shape = part.shape if part is not None else values.shape
-        record = {"stage": st.name, "layer": key[1], "shape": [int(x) for x in shape],
+        src = tensor.detach()
+        shape = part.shape if part is not None else tuple(int(x) for x in src.shape)
+        record = {"stage": st.name, "layer": key[1], "shape": list(shape),
                   "layout": list(st.layout), "mask": st.mask,
                   "dtype_captured": str(tensor.dtype).replace("torch.", ""), "device_captured": str(tensor.device),
                   "provenance": "observed"}
         record.update(meta)
-        self.put(("stage", key, values, record, part))
+        blocks = row_blocks(shape) if part is None else None
+        if blocks is None:
+            self.put(("stage", key, self._host(src), record, part))
+        else:  # a large stage (lm_head [S, V]) goes in blocks of rows: none is ever copied whole
+            rows = src.reshape(-1, shape[-1])
+            for block in blocks:
+                self.put(("stage", key, self._host(rows[block.lo:block.hi]), record, block))
         if self.on_stage is not None and (part is None or part.index == part.count - 1):
             self.on_stage(st.name, key[1])
+
+    def _host(self, tensor: Any) -> np.ndarray:
+        """A float32 host array of ``tensor``: its own memory when the runner lends it (``borrow``: never
+        modified after the tap), else a private copy."""
+        import torch
+
+        if self.borrow and tensor.device.type == "cpu" and tensor.dtype == torch.float32:
+            return np.asarray(tensor.numpy())
+        return np.asarray(tensor.to(device="cpu", dtype=torch.float32, copy=True).numpy())
 
     def not_applicable(self, stage: str, reason: str) -> None:
         self.put(("na", stage_table.get(stage).name, reason))

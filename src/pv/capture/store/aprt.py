@@ -361,13 +361,14 @@ class ValueReader:
 
 
 def verified(*values: Any) -> str | None:
-    """The first problem ``ValueReader.verify`` finds among ``values`` (arrays are skipped)."""
-    return next(filter(None, (v.verify() for v in values if isinstance(v, ValueReader))), None)
+    """The first problem ``ValueReader.verify`` (or a wrapper's ``verify``) finds among ``values``
+    (arrays are skipped)."""
+    return next(filter(None, (v.verify() for v in values if callable(getattr(v, "verify", None)))), None)
 
 
 def close_readers(*values: Any) -> None:
     for v in values:
-        if isinstance(v, ValueReader):
+        if callable(getattr(v, "close", None)) and not isinstance(v, np.ndarray):
             v.close()
 
 
