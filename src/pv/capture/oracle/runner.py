@@ -221,17 +221,28 @@ class HFOracle:
 
     def _module_tensors(self, state_dict: Any) -> Iterator[tuple[str, Any]]:
         """pv's weights under transformers' names and layouts, one float32 tensor at a time."""
-        torch = self.torch
-        if self.config.family.hf_fused:  # Phi-3's modules take q|k|v and gate|up as one weight
-            from pv.capture.model.fused import fuse
-
-            state_dict = fuse(state_dict, self.config, self.config.family.hf_fused)
-        moe = self.config.family.moe
+        torch, cfg = self.torch, self.config
+        # Phi-3's modules take q|k|v and gate|up as one weight: pv name -> (fused name, its rows' names)
+        fused: dict[str, tuple[str, list[str]]] = {}
+        roles = cfg.family.roles(False)
+        for layer in range(cfg.num_hidden_layers):
+            for part, parts in cfg.family.hf_fused.items():
+                members = [f"model.layers.{layer}.{roles[r]}" for r in parts]
+                fused.update({m: (f"model.layers.{layer}.{part}.weight", members) for m in members})
+        pieces: dict[str, dict[str, Any]] = {}  # fused name -> its pieces read so far
+        moe = cfg.family.moe
         halves: dict[str, dict[str, Any]] = {}  # layer prefix -> the expert halves read so far
         for name in state_dict:
             tensor = torch.from_numpy(np.array(state_dict[name], dtype=np.float32, copy=True))
             prefix, _, part = name.rpartition("mlp.experts.")
-            if not (moe and prefix):
+            if name in fused:
+                target, members = fused[name]
+                got = pieces.setdefault(target, {})
+                got[name] = tensor
+                if len(got) == len(members):
+                    del pieces[target]
+                    yield target, torch.cat([got[m] for m in members], dim=0)
+            elif not (moe and prefix):
                 yield name, tensor
             elif part == "down_proj.weight":
                 yield prefix + "mlp.experts.down_proj", tensor
