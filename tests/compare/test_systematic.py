@@ -163,7 +163,7 @@ def test_the_catalogue_plants_what_the_rows_say() -> None:
     assert np.array_equal(swapped[:, 2], x[:, 2]) and x[0, 0, 0] == 0.0  # the input untouched
     r = np.array([[3.0, 4.0], [0.0, 1.0]])
     shifted = faults.BY_NAME["residual_shifted_1pct"].perturb(r, None)  # type: ignore[misc]
-    assert np.allclose(shifted - r, [[0.01 * math.sqrt(12.5)] * 2, [0.01 * math.sqrt(0.5)] * 2])
+    assert np.allclose(shifted - r, 0.01 * math.sqrt(26.0 / 4))  # one constant: 1% of the RMS
     assert np.allclose(faults.BY_NAME["attention_scaled_5pct"].perturb(r, None), 1.05 * r)  # type: ignore[misc]
 
 
@@ -187,3 +187,20 @@ def test_narrow_rows_are_summed_in_float64() -> None:
     fit = compare(a.ravel(), b.ravel(), View((70_000, 4), ("S", "H"))).systematic
     assert fit is not None and fit.values == 280_000
     assert fit.scale == pytest.approx(0.03, abs=1e-6) and fit.scale_se < 1e-6
+
+
+def test_an_error_shared_by_the_channels_of_a_position_is_noise() -> None:
+    """A matmul's rounding of one position's input moves every output channel of that position
+    alike: a random offset and scale per position, which the channels alone would call a bias
+    and a scale. Over positions they have no consistent sign; with one position (a decode step)
+    nothing can tell them from a wrong constant, so nothing is reported."""
+    rng = np.random.default_rng(21)
+    for _ in range(60):
+        S, H = int(rng.integers(4, 17)), int(rng.choice([576, 1536]))
+        a, b = noisy(rng, S, H, noise=0.02)
+        a = a * (1.0 + 0.02 * rng.standard_normal((S, 1))) + 0.02 * rng.standard_normal((S, 1))
+        assert findings(judged(a, b)) == [], (S, H)
+    b = rng.standard_normal((1, 1536))
+    m = compare((b + 0.02).astype(np.float32).ravel(), b.astype(np.float32).ravel(), View((1, 1536), ("S", "H")))
+    assert m.systematic is not None and m.systematic.positions == 1 and math.isinf(m.systematic.bias_se)
+    assert findings(list(judge(m, QUANTIZED).reasons)) == []

@@ -72,8 +72,8 @@ def scaled_by_1_05(out: Any, inp: Any) -> Any:
 
 
 def shifted_by_1pct_of_rms(out: Any, inp: Any) -> Any:
-    """Every value of a ``[..., H]`` array shifted by 1% of its row's RMS (a constant wrongly added)."""
-    return out + 0.01 * (out * out).mean(axis=-1, keepdims=True) ** 0.5
+    """Every value shifted by 1% of the whole array's RMS: one constant wrongly added."""
+    return out + 0.01 * float((out * out).mean()) ** 0.5
 
 
 def heads_0_1_swapped(out: Any, inp: Any) -> Any:
@@ -234,7 +234,7 @@ CATALOGUE: tuple[Fault, ...] = (
           "the attention output (heads concatenated, before the output projection) multiplied by 1.05",
           "node", runner="llama.cpp", perturb=scaled_by_1_05, node=("kqv_out", "CONT")),
     Fault("residual_shifted_1pct", "post_ffn_residual",
-          "every value of the layer's output (the residual stream) shifted by 1% of its position's RMS",
+          "every value of the layer's output (the residual stream) shifted by one constant, 1% of its RMS",
           "node", runner="llama.cpp", perturb=shifted_by_1pct_of_rms, node=("l_out", "ADD")),
     Fault("q_heads_swapped", "q_post_rope", "query heads 0 and 1 exchanged after RoPE", "node",
           runner="llama.cpp", perturb=heads_0_1_swapped, node=("Qcur", "ROPE")),

@@ -36,7 +36,7 @@ import numpy as np
 
 from pv.compare.align import View
 from pv.compare.reductions import kth_bound, row_sumsq, total
-from pv.compare.systematic import Columns, column_sums
+from pv.compare.systematic import Columns, Sums, column_sums
 
 #: How many disagreeing non-finite positions are kept as examples.
 EXAMPLES = 5
@@ -174,7 +174,7 @@ def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> np.ndarray:
 
 
 def diffs(A2: np.ndarray, B2: np.ndarray, D: np.ndarray,
-          columns: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
+          columns: bool = False) -> tuple[np.ndarray, np.ndarray, Sums | None]:
     """Row sums (float64) of d^2 with d = a - b, |d| left in ``D`` (flat), and with ``columns`` the
     per-channel sums of the systematic fit (taken while ``D`` still holds d)."""
     D2 = D.reshape(A2.shape)
@@ -275,7 +275,7 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
         m = float(T.max()) if n else 0.0
     if cols is not None and col is not None:
         counts = np.full(col[0].size, float(r)) if left_out is None else r - left_out.sum(axis=0, dtype=np.float64)
-        cols.add((col[0], col[1], col[2], col[3]), counts)
+        cols.add(col, counts)
     if view.has_rows:
         acc.row_aa[row_lo : row_lo + r] += ra
         acc.row_bb[row_lo : row_lo + r] += rb

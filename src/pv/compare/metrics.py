@@ -248,5 +248,6 @@ def _finish(acc: Acc) -> Metrics:
         head_cosine=hcos,
         notes=view.notes
         + (("no finite elements on both sides: nothing to measure",) if count == 0 else ()),
-        systematic=fit(acc.columns),
+        systematic=fit(acc.columns, (acc.row_aa, acc.row_bb, acc.row_dd, acc.row_cnt),
+                       view.row_index()[0]),
     )

@@ -20,11 +20,12 @@ itself would make of ``scale`` and ``bias``.
 
 A finding needs both a large ``z`` (``Z`` standard errors) and a size the
 tolerance class names (``Tolerance.scale_error``, ``bias_error``): measured
-clean llama.cpp runs do carry small systematic drifts that are real and
-highly significant (RMSNorm, softmax and the SwiGLU/GeGLU products turn
-zero-mean noise into a bias of its square: up to 1.5% in scale and 0.5% in
-bias, many standard errors from zero, on SmolLM2 and Gemma 3,
-``docs/compare.md``), so significance alone would flag them. A head whose
+clean llama.cpp runs do carry small systematic drifts that are real (RMSNorm,
+softmax and the SwiGLU/GeGLU products turn zero-mean noise into a bias of its
+square: up to 1.5% in scale and 0.5% in bias at 8 channel standard errors on
+SmolLM2 and Gemma 3, ``docs/compare.md``), so significance alone would flag
+them. The standard errors add the spread between positions to the channels'
+(:func:`fit`). A head whose
 cosine is below the stage's threshold and whose error is ``HEAD_FACTOR`` times
 the other heads' (a swapped or wrongly mapped pair of heads) is the third
 finding.
@@ -46,11 +47,11 @@ import numpy as np
 #: Compared values per stage that feed the fit (a stage's first ones; every value of a
 #: stage smaller than this). Bounds the cost: four reductions per value read.
 SAMPLE = 1 << 20
-#: Standard errors a scale or bias must reach to be reported. The jackknife's spread is only
-#: roughly Gaussian: over 2,394 stages of six clean llama.cpp runs (SmolLM2 and Gemma 3, three
-#: prompts) the largest z among fits past the size floors was 6.9 (a bias of 1% at one
+#: Standard errors a scale or bias must reach to be reported. The errors are only roughly
+#: Gaussian: over 2,394 stages of six clean llama.cpp runs (SmolLM2 and Gemma 3, three
+#: prompts) the largest z among fits past the size floors was 6.6 (a bias of 1% at one
 #: ``attention`` stage, where the error is a fixed vector shared by every position); the
-#: planted faults reach 16 and more.
+#: planted faults reach 11 and more.
 Z = 8.0
 #: Reasons this module gives start with this word (``StageRecord.failure`` reads it).
 PREFIX = "systematic"
@@ -66,8 +67,13 @@ _CAP = 10.0
 _F32_ROWS = 4096
 
 
+#: What :func:`column_sums` returns: sum b, b^2, d, b*d down each column, sum b and d along each row.
+Sums = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 class Columns:
-    """Per-channel running sums over rows: sum b, sum b^2, sum d, sum b*d (d = a - b), count."""
+    """Per-channel running sums over rows: sum b, sum b^2, sum d, sum b*d (d = a - b), count;
+    and sum b, sum d of each row summed (the rows' other sums are the comparison's own)."""
 
     def __init__(self, n_cols: int):
         self.b = np.zeros(n_cols)
@@ -76,21 +82,25 @@ class Columns:
         self.bd = np.zeros(n_cols)
         self.n = np.zeros(n_cols)
         self.values = 0
+        self.row_b: list[np.ndarray] = []
+        self.row_d: list[np.ndarray] = []
 
     @property
     def wanted(self) -> bool:
         return self.values < SAMPLE
 
-    def add(self, sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], counts: np.ndarray) -> None:
+    def add(self, sums: Sums, counts: np.ndarray) -> None:
         for into, part in zip((self.b, self.bb, self.d, self.bd), sums):
             into += part
+        self.row_b.append(sums[4])
+        self.row_d.append(sums[5])
         self.n += counts
         self.values += int(counts.sum())
 
 
-def column_sums(B2: np.ndarray, D2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """sum b, b^2, d and b*d down each column of one chunk's rows (masked values are zero on
-    both sides), returned in float64 for the running sums.
+def column_sums(B2: np.ndarray, D2: np.ndarray) -> Sums:
+    """sum b, b^2, d and b*d down each column of one chunk's rows, and sum b and d along each row
+    (masked values are zero on both sides), returned in float64 for the running sums.
 
     Summed in the chunk's own dtype when it has at most ``_F32_ROWS`` rows: a float32 column
     sum over that many is good to about 1e-6 relative (measured), a thousand times finer than
@@ -98,11 +108,12 @@ def column_sums(B2: np.ndarray, D2: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     Narrower rows (more of them per chunk) are summed in float64.
     """
     f64 = np.float64
+    rows = B2.sum(axis=1, dtype=f64), D2.sum(axis=1, dtype=f64)
     if B2.shape[0] > _F32_ROWS:
         return (B2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, B2, dtype=f64),
-                D2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, D2, dtype=f64))
+                D2.sum(axis=0, dtype=f64), np.einsum("ij,ij->j", B2, D2, dtype=f64), *rows)
     return (B2.sum(axis=0).astype(f64), np.einsum("ij,ij->j", B2, B2).astype(f64),
-            D2.sum(axis=0).astype(f64), np.einsum("ij,ij->j", B2, D2).astype(f64))
+            D2.sum(axis=0).astype(f64), np.einsum("ij,ij->j", B2, D2).astype(f64), *rows)
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,10 @@ class Systematic:
     #: As a fraction of the weighted RMS of b (a typical channel's, see :func:`fit`).
     bias: float
     bias_se: float
-    #: Channels left out in turn, and values fitted.
+    #: Channels left out in turn, positions the spread between positions is taken over (fewer
+    #: than 3: none, and the standard errors are infinite), and values fitted.
     columns: int
+    positions: int
     values: int
 
     @property
@@ -143,9 +156,11 @@ def _solve(bb: np.ndarray, b: np.ndarray, n: np.ndarray, bd: np.ndarray,
     return (n * bd - b * d) / safe, (bb * d - b * bd) / safe, ok
 
 
-def fit(cols: Columns | None) -> Systematic | None:
-    """The fit over every summed value and its jackknife over channels; None when it says nothing
-    (too few channels, a constant or zero reference).
+def fit(cols: Columns | None, rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+        pos: np.ndarray | None = None) -> Systematic | None:
+    """The fit over every summed value and its standard errors; None when it says nothing (too
+    few channels, a constant or zero reference). ``rows``: the comparison's sums of a^2, b^2, d^2
+    and its count per row; ``pos``: each row's position (None: every row its own).
 
     Least squares weighted per channel: a channel whose mean square is above the median
     channel's counts as if it were at the median (weight 1 / max(mean square, median)). Two
@@ -153,6 +168,13 @@ def fit(cols: Columns | None) -> Systematic | None:
     be the whole fit, and their own consistent rounding error would read as a scale of the
     stage, with a jackknife over two effective channels to vouch for it. The bias is a fraction
     of the weighted RMS of b, the RMS of a typical channel.
+
+    Two standard errors are added in quadrature: the jackknife over channels, and the spread
+    between positions of each position's own (unweighted) fit, over the square root of their
+    number. The second is what a matmul's rounding of one position's input looks like: one
+    error shared by every output channel of that position (a bias of 1% over the channels of
+    a single decode step, at 11 channel standard errors), which only another position tells
+    apart from a wrong constant.
     """
     if cols is None or cols.n.size < _MIN_COLUMNS or cols.values < _MIN_COLUMNS:
         return None
@@ -175,8 +197,28 @@ def fit(cols: Columns | None) -> Systematic | None:
     var_s = (g - 1) / g * float(((s_j - s_j.mean()) ** 2).sum())
     var_c = (g - 1) / g * float(((c_j - c_j.mean()) ** 2).sum())
     rms = math.sqrt(tbb / tn)
-    return Systematic(float(scale), math.sqrt(var_s), float(bias) / rms, math.sqrt(var_c) / rms,
-                      g, cols.values)
+    var_ps, var_pc, n_pos = _between_positions(cols, rows, pos)
+    return Systematic(float(scale), math.sqrt(var_s + var_ps), float(bias) / rms,
+                      math.sqrt(var_c + var_pc) / rms, g, n_pos, cols.values)
+
+
+def _between_positions(cols: Columns, rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+                       pos: np.ndarray | None) -> tuple[float, float, int]:
+    """Variance of the mean of the per-position scales and biases (unscaled), and the number of
+    positions; infinite variances below three positions."""
+    if rows is None or not cols.row_b:
+        return math.inf, math.inf, 0
+    rb, rd = np.concatenate(cols.row_b), np.concatenate(cols.row_d)
+    r = rb.size
+    aa, bb, dd, cnt = (x[:r] for x in rows)
+    unit = np.arange(r) if pos is None else np.unique(pos[:r], return_inverse=True)[1]
+    p_b, p_bb, p_d, p_n = (np.bincount(unit, weights=w) for w in (rb, bb, rd, cnt.astype(np.float64)))
+    p_bd = np.bincount(unit, weights=0.5 * (aa - bb - dd))  # sum b*d = (|a|^2 - |b|^2 - |d|^2) / 2
+    s_p, c_p, ok = _solve(p_bb, p_b, p_n, p_bd, p_d)
+    k = int(ok.sum())
+    if k < _MIN_COLUMNS:
+        return math.inf, math.inf, k
+    return float(np.var(s_p[ok], ddof=1)) / k, float(np.var(c_p[ok], ddof=1)) / k, k
 
 
 def findings(found: Systematic | None, head_cosine: Sequence[float], *, scale_error: float,
