@@ -10,13 +10,15 @@ by least squares over every compared value::
 
     a = (1 + scale) * b + bias + e
 
-and ``scale`` and ``bias`` (reported as a fraction of RMS(b)) are tested
-against their standard errors. The errors are not independent values: a
-channel carries its error through every position (SmolLM2's few very large
-residual channels most of all), so the standard errors are the jackknife
-over channels (the last axis of the view: hidden units, columns, keys or
-vocabulary entries), each left out in turn. That spread is what the noise
-itself would make of ``scale`` and ``bias``.
+and ``scale`` and ``bias`` (reported as a fraction of a typical channel's RMS
+of b) are tested against their standard errors. The errors are not
+independent values: a channel carries its error through every position
+(SmolLM2's few very large residual channels most of all), and a position's
+rounded input moves all its channels alike. So the standard error is the
+jackknife over channels (the last axis of the view: hidden units, columns,
+keys or vocabulary entries), each left out in turn, and the spread between the
+positions' own fits, added in quadrature: what the noise itself would make of
+``scale`` and ``bias``.
 
 A finding needs both a large ``z`` (``Z`` standard errors) and a size the
 tolerance class names (``Tolerance.scale_error``, ``bias_error``): measured
@@ -24,16 +26,14 @@ clean llama.cpp runs do carry small systematic drifts that are real (RMSNorm,
 softmax and the SwiGLU/GeGLU products turn zero-mean noise into a bias of its
 square: up to 1.5% in scale and 0.5% in bias at 8 channel standard errors on
 SmolLM2 and Gemma 3, ``docs/compare.md``), so significance alone would flag
-them. The standard errors add the spread between positions to the channels'
-(:func:`fit`). A head whose
-cosine is below the stage's threshold and whose error is ``HEAD_FACTOR`` times
-the other heads' (a swapped or wrongly mapped pair of heads) is the third
-finding.
+them (with the positions' spread added, 1.4% and none). A head whose cosine
+is below the stage's threshold and whose error is ``HEAD_FACTOR`` times the
+other heads' (a swapped or wrongly mapped pair of heads) is the third finding.
 
 The sums are filled in the same chunk pass as the other metrics
 (``pv.compare.accumulate.measure``), from the first ``SAMPLE`` compared
-values of a stage: five float64 vectors of the row length, whatever the
-tensor size.
+values of a stage: five float64 vectors of the row length and two sums per
+row sampled, whatever the tensor size.
 """
 
 from __future__ import annotations
