@@ -60,3 +60,33 @@ def prefer_passive_openmp() -> None:
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+#: ``mallopt``'s parameter for the size from which glibc serves an allocation with its own mapping.
+_M_MMAP_THRESHOLD = -3
+#: The size set by ``return_large_frees``: a block of attention rows, a layer's activations.
+LARGE_FREE_BYTES = 4 << 20
+
+
+def return_large_frees() -> None:
+    """Have glibc map every allocation of ``LARGE_FREE_BYTES`` or more on its own, so that freeing
+    it gives the memory back to the system at once.
+
+    By default glibc raises that threshold to the size of the largest block
+    freed so far (up to 32 MiB), after which blocks of that size come from its
+    heaps, and two runners freeing blocks on their own threads leave those heaps
+    full of holes the process keeps: on a streamed bisection of SmolLM2 at 2,048
+    tokens the peak RSS was 3.4 GB with the default and 2.8 GB with the
+    threshold fixed. A user's own ``MALLOC_MMAP_THRESHOLD_`` wins; elsewhere
+    than glibc this does nothing.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, LARGE_FREE_BYTES)
+    except (OSError, AttributeError):  # not glibc: nothing to set
+        return

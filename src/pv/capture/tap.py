@@ -34,9 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 from typing import Any, Protocol
-
-import numpy as np
 
 from pv import stages as stage_table
 from pv.errors import PvError
@@ -114,7 +113,7 @@ def row_blocks(shape: tuple[int, ...]) -> list[Part] | None:
     """Blocks of at most ``PART_BYTES`` of whole rows (the last axis) of any stage, or None when it is
     small enough to go whole: how a tap that queues values splits a large stage (lm_head [S, V])."""
     row_len = shape[-1] if shape else 1
-    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    rows = prod(shape[:-1]) if len(shape) > 1 else 1
     if rows * row_len * 4 <= PART_BYTES or rows <= 1:
         return None
     per = max(1, PART_BYTES // (4 * max(row_len, 1)))
@@ -137,6 +136,8 @@ class Parts:
         if len(held) < part.count:
             return None
         del self._held[(stage, layer)]
+        import numpy as np
+
         if isinstance(values, np.ndarray):
             return np.concatenate(held).reshape(part.shape)
         import torch

@@ -168,6 +168,9 @@ class Comparison:
 
     def run(self, fn_a: Callable[[StreamTap], Any], fn_b: Callable[[StreamTap], Any]) -> Streamed:
         """``fn_a(tap)`` and ``fn_b(tap)`` run a forward (or a decode step) handing stages to ``tap``."""
+        from pv.capture.runtime import return_large_frees
+
+        return_large_frees()  # two runners freeing large blocks on their own threads
         for side, fn in zip(self.sides, (fn_a, fn_b)):
             hook = None if self.on_stage is None else functools.partial(self.on_stage, side.label)
             tap = StreamTap(self.plan, side.queue, self.cancel, hook)
