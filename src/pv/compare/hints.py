@@ -18,10 +18,23 @@ their JSON:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pv.compare.records import StageRecord
+
+class StageRecord(Protocol):
+    """What a hint reads of a ``pv.compare.records.StageRecord`` (which reads the hints: this keeps
+    the two modules out of an import circle)."""
+
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def layer(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def dtype(self) -> str | None: ...
+    @property
+    def compared(self) -> bool: ...
 
 #: Stages that hold q or k (and change under a permutation within each head) before the scores.
 QK_STAGES = ("qkv_matmul", "qkv_bias", "q_norm", "k_norm", "q_post_rope", "k_post_rope")
