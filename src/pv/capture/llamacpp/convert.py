@@ -31,8 +31,6 @@ class Pass:
     n_tokens: int
     fault: FaultSpec | None
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: Whether the tap wants a rule's node in a layer, decided once per pass.
-    wanted: dict[tuple[Any, int | None], bool] = field(default_factory=dict)
     parts: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
     kq: dict[int, np.ndarray] = field(default_factory=dict)
     error: BaseException | None = None

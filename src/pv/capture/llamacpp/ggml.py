@@ -116,12 +116,12 @@ class Ggml:
         dtype = _NUMPY.get(int(tensor.type))
         if dtype is None:
             return None
-        ne = [int(x) for x in tensor.ne]
-        nb = [int(x) for x in tensor.nb]
-        if any(n <= 0 for n in ne):
+        ne = list(tensor.ne)  # Python ints already
+        nb = list(tensor.nb)
+        if min(ne) <= 0:
             return np.zeros(tuple(reversed(ne)), dtype=np.float32)
-        if nb == [dtype.itemsize, dtype.itemsize * ne[0], dtype.itemsize * ne[0] * ne[1],
-                  dtype.itemsize * ne[0] * ne[1] * ne[2]]:  # contiguous (most nodes): one copy, no strides
+        if nb[0] == dtype.itemsize and nb[1] == nb[0] * ne[0] and nb[2] == nb[1] * ne[1] and nb[3] == nb[2] * ne[2]:
+            # contiguous (most nodes): one copy, no strides
             out = np.empty(tuple(reversed(ne)), dtype=dtype)
             self.lib.ggml_backend_tensor_get(ptr, out.ctypes.data, 0, out.nbytes)
             return out if dtype == np.float32 else out.astype(np.float32)

@@ -104,6 +104,7 @@ class LlamaCppRunner:
         #: (ggml name, op) -> the rule it matches and its layer, or None: every graph asks
         #: about the same few hundred nodes, once before and once after computing each.
         self._matches: dict[tuple[bytes, int], tuple[Rule, int | None, tuple[str, str]] | None] = {}
+        self._stages = {id(rule): stages_of(rule) for rule in self.graph.rules}
         #: The node a planted fault rewrites, and its layer.
         self._node: tuple[tuple[str, str], int | None] | None = None
         if self.fault is not None:
@@ -320,17 +321,10 @@ class LlamaCppRunner:
         return None
 
     def _wanted(self, rule: Rule, layer: int | None, state: Pass) -> bool:
-        key = (rule, layer)
-        wanted = state.wanted.get(key)
-        if wanted is None:
-            wanted = state.wanted[key] = self._decide(rule, layer, state)
-        return wanted
-
-    def _decide(self, rule: Rule, layer: int | None, state: Pass) -> bool:
-        if ((rule.name, rule.op), layer) == self._node:
+        if self._node is not None and ((rule.name, rule.op), layer) == self._node:
             return True
         tap = state.tap
-        stages = stages_of(rule)
+        stages = self._stages.get(id(rule)) or stages_of(rule)  # the table's rules: split once
         stage = stages[0]
         if len(stages) > 1:
             return any(tap.wants(s, layer) for s in stages)
