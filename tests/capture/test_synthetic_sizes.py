@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +74,18 @@ def test_the_oracle_loads_drawn_weights_and_agrees_with_the_engine() -> None:
     embed = oracle.model.model.embed_tokens.weight.detach().numpy()
     assert np.array_equal(embed, seeded["model.embed_tokens.weight"])
     torch.testing.assert_close(oracle.forward(tokens), Engine(loaded).forward(tokens), atol=1e-4, rtol=0)
+
+
+def test_the_cli_plans_the_1b_model_without_drawing_it_and_refuses_bad_sizes_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pv import cli
+
+    out = tmp_path / "cap"
+    assert cli.run(["trace", "--model", "synthetic:llama-1b", "--tokens", "1,31999", "--save-tensor", "all",
+                    "-o", str(out), "--dry-run"]) == 0
+    assert "up to 259" in capsys.readouterr().out and not out.exists()
+    for spec in ("synthetic:mixtral-1b", "synthetic:llama-3b"):
+        assert cli.run(["trace", "--model", spec, "--tokens", "1", "--save-tensor", "lm_head",
+                        "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("pv: error: "), err
