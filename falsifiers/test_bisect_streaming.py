@@ -92,7 +92,9 @@ def _written(model: str, tokens: str, fault: str, keep: Path | None, cwd: Path) 
     """What a bisection in a fresh process wrote (write(2) bytes), and what it named."""
     import os
 
-    env = dict(os.environ, TMPDIR=str(cwd))
+    # torch makes its compile cache folder under the temporary directory when transformers is imported
+    # (empty; nothing of pv's): kept beside the working directory, which must stay empty.
+    env = dict(os.environ, TMPDIR=str(cwd), TORCHINDUCTOR_CACHE_DIR=str(cwd.parent / "torch-cache"))
     done = subprocess.run([sys.executable, "-c", _WRITES, model, tokens, fault, str(keep or "")], cwd=cwd, env=env,
                           capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

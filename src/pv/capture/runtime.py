@@ -85,10 +85,8 @@ def return_large_frees() -> None:
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
         return
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, LARGE_FREE_BYTES)
+    try:  # the process's own symbols: looking libc up by name would run ldconfig
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_FREE_BYTES)
     except (OSError, AttributeError):  # not glibc: nothing to set
         return
