@@ -241,23 +241,13 @@ def _mark(exc: Any) -> str:
 
 def _check_int_literals(root: yaml.Node, where: str) -> None:
     """Refuse integer literals longer than MAX_INT_CHARS (the loader allows longer ones,
-    which contracts may hold); iterative, each node shared by aliases looked at once."""
-    seen: set[int] = set()
-    stack: list[yaml.Node] = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_CHARS:
-                mark = node.start_mark
-                raise DataFileError(f"{where}:{mark.line + 1}:{mark.column + 1}: invalid YAML: integer literal "
-                                    f"of {len(node.value)} characters (at most {MAX_INT_CHARS})")
-        elif isinstance(node, yaml.MappingNode):
-            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(reversed(node.value))
+    which contracts may hold); each node shared by aliases looked at once."""
+    for node in safeyaml.walk_nodes(root):
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int" \
+                and len(node.value) > MAX_INT_CHARS:
+            mark = node.start_mark
+            raise DataFileError(f"{where}:{mark.line + 1}:{mark.column + 1}: invalid YAML: integer literal "
+                                f"of {len(node.value)} characters (at most {MAX_INT_CHARS})")
 
 
 def parse_yaml(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:

@@ -27,6 +27,7 @@ data files, ``pv.contract.yamlerrors`` for contracts' located findings).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -167,11 +168,9 @@ def refuse_duplicate_keys(loader: Any, node: yaml.MappingNode) -> None:
             raise DuplicateKeyError(None, None, duplicate_key_message(key, first_line), key_node.start_mark)
 
 
-def refuse_duplicate_keys_in(loader: Any, root: yaml.Node) -> None:
-    """:func:`refuse_duplicate_keys` on every mapping of a composed tree, in document order.
-
-    Iterative, and a node shared through aliases is looked at once.
-    """
+def walk_nodes(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Every node of a composed tree in document order (a mapping's keys before their values);
+    iterative, and a node shared through aliases is given once."""
     seen: set[int] = set()
     stack: list[yaml.Node] = [root]
     while stack:
@@ -179,12 +178,18 @@ def refuse_duplicate_keys_in(loader: Any, root: yaml.Node) -> None:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        yield node
         if isinstance(node, yaml.MappingNode):
-            refuse_duplicate_keys(loader, node)
-            for key_node, value_node in reversed(node.value):
-                stack.extend((value_node, key_node))
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(reversed(node.value))
+
+
+def refuse_duplicate_keys_in(loader: Any, root: yaml.Node) -> None:
+    """:func:`refuse_duplicate_keys` on every mapping of a composed tree, in document order."""
+    for node in walk_nodes(root):
+        if isinstance(node, yaml.MappingNode):
+            refuse_duplicate_keys(loader, node)
 
 
 # --------------------------------------------------------------------------- building
