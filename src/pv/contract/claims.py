@@ -170,12 +170,18 @@ def view_problem(view: Any) -> str | None:
             return f"{section} is not an object"
         for name, entry in entries.items():
             if not isinstance(entry, dict):
-                return f"{section}.{name} is not an object"
+                return f"{section}.{_key(name)} is not an object"
             for key, value in entry.items():
                 problem = _field_problem(key, value)
                 if problem:
-                    return f"{section}.{name}.{key} {problem}"
+                    return f"{section}.{_key(name)}.{_key(key)} {problem}"
     return None
+
+
+def _key(name: object) -> str:
+    """A snapshot's key as it reads in a one-line refusal (anything unprintable quoted and escaped)."""
+    text = str(name)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def claim_digest(view: Mapping[str, Any]) -> str:
