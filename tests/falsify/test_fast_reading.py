@@ -185,3 +185,22 @@ def test_schema_errors_asks_jsonschema_only_to_word_a_refusal(monkeypatch) -> No
     assert any(p.startswith("outcome: 'maybe' is not one of") for p in rec.schema_errors(data))
     edited = replace(make_record(), host="")
     assert any(p.startswith("host:") for p in rec.schema_errors(edited.to_dict()))
+
+
+def test_the_member_cache_is_bounded_in_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile records with huge members cannot make a long-running reader's memory grow: a member
+    text over MAX_REMEMBERED_TEXT is read but not remembered, and the rest are held to
+    MAX_REMEMBERED_CHARS in all."""
+    monkeypatch.setattr(reading, "MAX_REMEMBERED_CHARS", 200_000)
+    monkeypatch.setattr(reading, "MAX_REMEMBERED_TEXT", 20_000)
+    monkeypatch.setattr(reading, "_remembered", {})
+    monkeypatch.setattr(reading, "_shapes", {})
+    monkeypatch.setattr(reading, "_held_chars", 0)
+    for i in range(40):
+        note = f"{i}:" + "x" * (5_000 if i % 2 else 50_000)  # every other one too long to remember
+        record = make_record(tests=(make_test(measured={"device": "cpu", "note": note}),))
+        parsed = reading.parse(store.payload(record))
+        assert parsed is not None and parsed[1] == record.digest
+        held = sum(len(k) for k in reading._remembered)
+        assert held == reading._held_chars <= 200_000
+        assert all(len(k) <= 20_000 for k in reading._remembered)

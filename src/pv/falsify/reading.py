@@ -57,11 +57,16 @@ _HEAD, _SEP, _TAIL = '{\n  "', ',\n  "', "\n}\n"
 #: One member as read: (name, parsed value, ``"name":canonical JSON`` ("" for a member the digest
 #: leaves out), values it holds, dataclass field value).
 Entry = tuple[str, Any, str, int, Any]
-#: Distinct member texts remembered per process (most repeat along a chain).
+#: Distinct member texts remembered per process (most repeat along a chain), and the characters they
+#: may hold in all: a text longer than ``MAX_REMEMBERED_TEXT`` is read but never remembered, so a store
+#: of hostile records with huge members cannot make the memory grow past the bound.
 MAX_REMEMBERED = 500_000
+MAX_REMEMBERED_CHARS = 64 << 20
+MAX_REMEMBERED_TEXT = 64 << 10
 _MISSING = object()
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 _remembered: dict[str, Entry | None] = {}
+_held_chars = 0
 #: The record-level check's verdict by the texts of the members it reads (``_SHELL_READS``, their
 #: positions in a record; every position when ``schema_fast.members_read`` cannot tell).
 _shapes: dict[tuple[str, ...], bool] = {}
@@ -163,9 +168,15 @@ def _member(piece: str) -> Entry | None:
 
 
 def _learn(piece: str) -> Entry | None:
-    if len(_remembered) >= MAX_REMEMBERED:
+    global _held_chars
+    if len(piece) > MAX_REMEMBERED_TEXT:
+        return _member(piece)
+    if len(_remembered) >= MAX_REMEMBERED or len(_shapes) >= MAX_REMEMBERED or \
+            _held_chars + len(piece) > MAX_REMEMBERED_CHARS:
         _remembered.clear()
         _shapes.clear()
+        _held_chars = 0
+    _held_chars += len(piece)
     entry = _remembered[piece] = _member(piece)
     return entry
 
@@ -215,7 +226,9 @@ def parse(raw: bytes) -> tuple[EvidenceRecord, str] | None:
     shape = tuple([pieces[i] for i in _SHELL_READS])  # the members the record's own shape depends on
     fits = _shapes.get(shape)
     if fits is None:
-        fits = _shapes[shape] = checks[0]({e[0]: e[1] for e in entries})
+        fits = checks[0]({e[0]: e[1] for e in entries})
+        if all(piece in _remembered for piece in shape):  # keys of texts already held, nothing more
+            _shapes[shape] = fits
     if not fits:
         return None
     body = ",".join([e[2] for e in entries if e[2]])
@@ -263,4 +276,4 @@ def record_entries(folder: Path) -> list[tuple[Path, bool]]:
     return [(folder / name, plain and not pseudo) for name, plain in sorted(found)]
 
 
-__all__ = ["MAX_REMEMBERED", "parse", "read_plain", "record_entries"]
+__all__ = ["MAX_REMEMBERED", "MAX_REMEMBERED_CHARS", "MAX_REMEMBERED_TEXT", "parse", "read_plain", "record_entries"]
