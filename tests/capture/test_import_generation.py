@@ -17,12 +17,10 @@ import pytest
 
 from pv import stages as stage_table
 from pv.cli import run
-from tests.compare.numpy_decoder import NumpyDecoder
+from tests.compare.numpy_decoder import PROMPT, STEPS, NumpyDecoder, oracle_generation
 
 pytest.importorskip("torch")
 
-PROMPT = [5, 9, 33, 120, 77, 3, 17, 42]
-STEPS = 3
 CELLS = 16
 LAYER = 2
 MAPPING = """format: pv-mapping
@@ -53,13 +51,7 @@ def model() -> Any:
 
 @pytest.fixture(scope="module")
 def reference(model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pv.capture.generate import capture_generation
-    from pv.capture.trace import make_plan
-
-    out = tmp_path_factory.mktemp("gen") / "hf"
-    capture_generation(make_plan("synthetic", model.config, tokens=PROMPT, engine="hf", stages="all", output=out),
-                       model, STEPS)
-    return out
+    return oracle_generation(model, tmp_path_factory.mktemp("gen") / "hf")
 
 
 def dump(model: Any, reference: Path, root: Path, bug: str | None = None, *, cells: int | None = CELLS) -> Path:

@@ -36,6 +36,20 @@ FIRST_STAGE = {"rope_stale_position": "q_post_rope", "key_not_appended": "attn_s
 
 Write = Callable[[str, "int | None", np.ndarray], None]
 
+#: The prompt and the number of steps the generation tests decode, and the oracle's capture of them.
+PROMPT = [5, 9, 33, 120, 77, 3, 17, 42]
+STEPS = 3
+
+
+def oracle_generation(model: Any, out: Any) -> Any:
+    """``pv trace --engine hf --generate STEPS --save-tensor all`` of ``PROMPT`` into ``out``."""
+    from pv.capture.generate import capture_generation
+    from pv.capture.trace import make_plan
+
+    capture_generation(make_plan("synthetic", model.config, tokens=PROMPT, engine="hf", stages="all", output=out),
+                       model, STEPS)
+    return out
+
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     scale = 1.0 / np.sqrt(np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True) + np.float32(eps))

@@ -20,12 +20,10 @@ import pytest
 from examples.aprt_writer import GenerationWriter
 from pv.cli import run
 from pv.compare.bisect import bisect_generation
-from tests.compare.numpy_decoder import BUGS, FIRST_STAGE, NumpyDecoder
+from tests.compare.numpy_decoder import BUGS, FIRST_STAGE, STEPS, NumpyDecoder, oracle_generation
 
 pytest.importorskip("torch")
 
-PROMPT = [5, 9, 33, 120, 77, 3, 17, 42]
-STEPS = 3
 LAYER = 2
 
 
@@ -38,14 +36,7 @@ def model() -> Any:
 
 @pytest.fixture(scope="module")
 def reference(model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``pv trace --engine hf --generate 3 --save-tensor all`` of the prompt."""
-    from pv.capture.generate import capture_generation
-    from pv.capture.trace import make_plan
-
-    out = tmp_path_factory.mktemp("gen") / "hf"
-    plan = make_plan("synthetic", model.config, tokens=PROMPT, engine="hf", stages="all", output=out)
-    capture_generation(plan, model, STEPS)
-    return out
+    return oracle_generation(model, tmp_path_factory.mktemp("gen") / "hf")
 
 
 def decode(model: Any, reference: Path, out: Path, bug: str | None = None) -> Path:

@@ -97,7 +97,8 @@ def test_partial_captures_of_different_slices_are_refused(captures: dict[str, Pa
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "A is a partial capture of positions 4..9, heads 1,3, B of positions 0..3, all heads" in err
-    assert run(["diff", str(captures["part_pv"]), str(captures["part_bad"]), "--format", "json"]) == 1  # same slice: compared
+    same_slice = ["diff", str(captures["part_pv"]), str(captures["part_bad"]), "--format", "json"]
+    assert run(same_slice) == 1  # the same slice on both sides: compared
     data = json.loads(capsys.readouterr().out)
     failed = [(r["stage"], r["layer"]) for r in data["records"] if r["status"] == "fail"]
     assert failed[0] == ("attn_softmax", 1) and data["summary"]["error"] == 0

@@ -14,4 +14,5 @@ def test_an_unprintable_key_is_quoted_in_a_one_line_refusal(name: str) -> None:
     assert problem.isprintable()
     nested = view_problem({"falsifiers": {name: {"tolerance": {}}}})
     assert nested == f"falsifiers.{name!r}.tolerance is not a number or text"
-    assert view_problem({"falsifiers": {"F-1": {"tolerance": {}}}}) == "falsifiers.F-1.tolerance is not a number or text"
+    plain = view_problem({"falsifiers": {"F-1": {"tolerance": {}}}})
+    assert plain == "falsifiers.F-1.tolerance is not a number or text"
