@@ -42,6 +42,19 @@ def trace_plans(plan: BisectPlan, loaded: Any) -> tuple[Any, Any]:
             trace_plan(loaded.source, loaded.config, engine=plan.reference, **common))
 
 
+def open_runners(p_test: Any, p_ref: Any, loaded: Any, ids: list[int],
+                 opened: list[Any]) -> tuple[Any, Any, tuple[dict[str, Any], dict[str, Any]]]:
+    """Both sides' runners (the reference loaded first), each added to ``opened`` for the caller to
+    close, and their manifest run blocks for ``ids``."""
+    from pv.capture.trace import describe_run, make_runner
+
+    r_ref = make_runner(p_ref, loaded)
+    opened.append(r_ref)
+    r_test = make_runner(p_test, loaded)
+    opened.append(r_test)
+    return r_test, r_ref, (describe_run(p_test, loaded, ids, r_test), describe_run(p_ref, loaded, ids, r_ref))
+
+
 def missing(streamed_side: Any, trace: Any, fired: set[Key], not_applicable: Mapping[str, str]) -> None:
     """The exhaustive capture's check: every requested stage fired or was declared not applicable."""
     from pv.capture.plan import stage_keys
@@ -111,7 +124,6 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
     """Both sides of ``plan`` run and compared in memory: the walk, ``--isolate``'s layers, and the
     most bytes of stage values the comparison held at once."""
     from pv.capture.tokens import check_context, check_ids, tokenize
-    from pv.capture.trace import describe_run, make_runner
     from pv.compare import sides
 
     p_test, p_ref = trace_plans(plan, loaded)
@@ -120,11 +132,7 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
     check_context(len(ids), loaded.config)
     opened: list[Any] = []
     try:
-        r_ref = make_runner(p_ref, loaded)
-        opened.append(r_ref)
-        r_test = make_runner(p_test, loaded)
-        opened.append(r_test)
-        runs = (describe_run(p_test, loaded, ids, r_test), describe_run(p_ref, loaded, ids, r_ref))
+        r_test, r_ref, runs = open_runners(p_test, p_ref, loaded, ids, opened)
         isolator = None
         if plan.isolate:
             from pv.capture.runners import Settings
@@ -161,4 +169,4 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
             runner.close()
 
 
-__all__ = ["LayerIsolator", "labels", "stream_forward", "trace_plans"]
+__all__ = ["LayerIsolator", "labels", "open_runners", "stream_forward", "trace_plans"]

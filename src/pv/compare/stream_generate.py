@@ -30,7 +30,7 @@ from pv.compare.bisect_plan import BisectPlan
 from pv.compare.pair import side_dtype
 from pv.compare.records import StageRecord
 from pv.compare.stream import Comparison, Key
-from pv.compare.stream_bisect import labels, missing, trace_plans
+from pv.compare.stream_bisect import labels, missing, open_runners, trace_plans
 from pv.compare.tolerances import Tolerances
 
 
@@ -47,7 +47,6 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
                       progress: Callable[[str], Any] | None = None) -> tuple[GenerationBisect, int]:
     """The generation walk, and the most bytes of stage values any step's comparison held at once."""
     from pv.capture.tokens import check_context, check_ids, tokenize
-    from pv.capture.trace import describe_run, make_runner
 
     p_test, p_ref = trace_plans(plan, loaded)
     prompt = list(p_ref.tokens) if p_ref.tokens is not None else tokenize(loaded, p_ref.prompt or "")
@@ -60,11 +59,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
     walks: list[BisectResult] = []
     peak = 0
     try:
-        r_ref = make_runner(p_ref, loaded)
-        opened.append(r_ref)
-        r_test = make_runner(p_test, loaded)
-        opened.append(r_test)
-        base = (describe_run(p_test, loaded, prompt, r_test), describe_run(p_ref, loaded, prompt, r_ref))
+        r_test, r_ref, base = open_runners(p_test, p_ref, loaded, prompt, opened)
         states = (r_test.start(), r_ref.start())
         ids, position = prompt, 0
         from pv.compare.stream import progress_line
