@@ -38,6 +38,8 @@ def llama_model() -> LoadedModel:
 class Recorder:
     """A Tap that keeps everything in memory, with the metadata it was given."""
 
+    borrow = False
+
     def __init__(self, wanted: set[str] | None = None, layers: set[int] | None = None):
         self.wanted, self.layers = wanted, layers
         self.values: dict[tuple[str, int | None], np.ndarray] = {}

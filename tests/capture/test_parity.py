@@ -40,6 +40,8 @@ SMOLLM2_PROMPT = (
 class Recorder:
     """Keeps every stage of one forward in memory (float32 numpy)."""
 
+    borrow = False
+
     def __init__(self) -> None:
         self.values: dict[tuple[str, int | None], np.ndarray] = {}
         self.skipped: set[str] = set()

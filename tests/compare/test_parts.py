@@ -31,8 +31,8 @@ def tiny_parts(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_split_rule() -> None:
     assert tap.parts(9, 128, 128) is None  # 590 KB: whole
     split = tap.parts(9, 4096, 4096)
-    assert split is not None and len(split) == 9 * 2  # 64 MiB a head, 32 MiB a part
-    assert [(p.head, p.lo, p.hi) for p in split[:3]] == [(0, 0, 2048), (0, 2048, 4096), (1, 0, 2048)]
+    assert split is not None and len(split) == 9 * 16  # 64 MiB a head, 4 MiB a part
+    assert [(p.head, p.lo, p.hi) for p in split[15:18]] == [(0, 3840, 4096), (1, 0, 256), (1, 256, 512)]
     assert all(p.count == len(split) and p.shape == (9, 4096, 4096) for p in split)
     whole = tap.parts(9, 4096, 4096, whole_heads=True)
     assert whole is not None and [(p.lo, p.hi) for p in whole] == [(0, 4096)] * 9

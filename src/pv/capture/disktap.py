@@ -120,10 +120,12 @@ class DiskTap:
         if not self.wants(stage, layer):
             return
         part = meta.pop("part", None)
+        own = meta.pop("own", False)
         cutter = self._cutter if stage in partial.SLICED else None
         if part is not None:  # a block of a large stage: the file is written once the stage is whole
-            whole = (self._parts.add(stage, layer, tensor.detach(), part) if cutter is None else
-                     cutter.part(stage, layer, tensor.detach(), part))
+            held = tensor.detach() if self.borrow or own else tensor.detach().clone()  # kept past this call
+            whole = (self._parts.add(stage, layer, held, part) if cutter is None else
+                     cutter.part(stage, layer, held, part))
             if whole is None:
                 return
             tensor = whole

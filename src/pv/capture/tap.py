@@ -21,7 +21,11 @@ end to end are the stage's values. A stage's parts arrive in index order,
 those of ``attn_scores`` and ``attn_softmax`` of one layer interleaved (each
 block's probabilities follow its scores). ``parts`` is the one rule runners
 use to split; a tap that keeps whole stages assembles them (``Parts``; the
-disk tap does), so splitting changes no file and no value.
+disk tap does), so splitting changes no file and no value. A runner that
+hands a block over as the last thing it does with it says so with
+``own=True``: the tap may then keep the block and change it (mask it in
+place) without a copy; otherwise a tap that keeps a block past the call
+copies it, unless the runner lends every tensor (``borrow``).
 
 ``InOrder`` is for the runners whose own order differs from pv's within a
 layer's q/k/v branch (llama.cpp and transformers finish the query branch,
@@ -82,6 +86,10 @@ NULL_TAP = NullTap()
 
 #: Attention matrices whose float32 values would pass this many bytes are handed over in parts.
 PART_BYTES = 32 << 20
+#: The most float32 bytes of one part (never more than ``PART_BYTES``). Small enough that the
+#: buffers a part passes through stay in cache and come from the allocator's free lists: a block of
+#: 32 MiB is a fresh mapping each time, and faulting its pages in cost a fifth of a streamed bisection.
+BLOCK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -100,25 +108,30 @@ class Part:
 
 def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> list[Part] | None:
     """The parts ``[heads, rows, cols]`` attention matrices go to the tap in, or None when they go
-    whole: blocks of query rows of one head each, of at most ``PART_BYTES`` (whole heads when
-    ``whole_heads``: a softmax over the query axis needs every row of a column at once)."""
+    whole (at most ``PART_BYTES``): blocks of query rows of one head each, of at most
+    ``BLOCK_BYTES`` (whole heads when ``whole_heads``: a softmax over the query axis needs every row
+    of a column at once)."""
     if heads * rows * cols * 4 <= PART_BYTES or heads * rows <= 1:
         return None
-    per = rows if whole_heads else max(1, min(rows, PART_BYTES // (4 * max(cols, 1))))
+    per = rows if whole_heads else max(1, min(rows, _block() // (4 * max(cols, 1))))
     spans = [(h, lo, min(rows, lo + per)) for h in range(heads) for lo in range(0, rows, per)]
     return [Part(i, len(spans), h, lo, hi, (heads, rows, cols)) for i, (h, lo, hi) in enumerate(spans)]
 
 
 def row_blocks(shape: tuple[int, ...]) -> list[Part] | None:
-    """Blocks of at most ``PART_BYTES`` of whole rows (the last axis) of any stage, or None when it is
-    small enough to go whole: how a tap that queues values splits a large stage (lm_head [S, V])."""
+    """Blocks of at most ``BLOCK_BYTES`` of whole rows (the last axis) of a stage over ``PART_BYTES``, or
+    None when it is small enough to go whole: how a large stage (lm_head [S, V]) is split."""
     row_len = shape[-1] if shape else 1
     rows = prod(shape[:-1]) if len(shape) > 1 else 1
     if rows * row_len * 4 <= PART_BYTES or rows <= 1:
         return None
-    per = max(1, PART_BYTES // (4 * max(row_len, 1)))
+    per = max(1, _block() // (4 * max(row_len, 1)))
     spans = [(lo, min(rows, lo + per)) for lo in range(0, rows, per)]
     return [Part(i, len(spans), 0, lo, hi, tuple(shape)) for i, (lo, hi) in enumerate(spans)]
+
+
+def _block() -> int:
+    return min(PART_BYTES, BLOCK_BYTES)
 
 
 class Parts:

@@ -89,16 +89,20 @@ class Scratch:
         self.d = np.empty(cap, dtype)
         self._pairs: dict[np.dtype[Any], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def copies(self, A: np.ndarray, B: np.ndarray, dtype: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``A`` and ``B`` copied (converted) into buffers of their own, and a d buffer of that dtype."""
+    def copies(self, A: np.ndarray, B: np.ndarray, dtype: Any = None,
+               which: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``A`` and ``B`` copied (converted) into buffers of their own (only those ``which`` names; the
+        others are returned as they are), and a d buffer of that dtype."""
         dt = np.dtype(dtype or self.dtype)
         if dt not in self._pairs:
             self._pairs[dt] = (np.empty(self.cap, dt), np.empty(self.cap, dt),
                                self.d if dt == self.dtype else np.empty(self.cap, dt))
         X, Y, D = (buf[: A.size] for buf in self._pairs[dt])
-        np.copyto(X, A)
-        np.copyto(Y, B)
-        return X, Y, D
+        if which[0]:
+            np.copyto(X, A)
+        if which[1]:
+            np.copyto(Y, B)
+        return X if which[0] else A, Y if which[1] else B, D
 
 
 def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> np.ndarray:
@@ -161,16 +165,43 @@ def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -
 
 
 def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> np.ndarray:
-    """Zero what the causal (and sliding-window) mask leaves out, on both sides; returns where."""
-    s, nq = view.shape[-1], view.shape[-2]
-    q = np.arange(row_lo, row_lo + X2.shape[0]) % nq + view.cached  # each row's position among the keys
-    cols = np.arange(s)
-    upper = cols[None, :] > q[:, None]
-    if view.window is not None:  # outside the sliding window: masked, like the future
-        upper |= cols[None, :] <= q[:, None] - view.window
-    np.copyto(X2, 0.0, where=upper)
-    np.copyto(Y2, 0.0, where=upper)
-    return upper
+    """Zero what the causal (and sliding-window) mask leaves out, on both sides; returns where.
+
+    Whether a value is masked depends only on ``j - q`` (its key index less its query's position),
+    so the rows of one head are a strided view of one boolean template (``_band``), built once per
+    shape: no mask is computed per chunk."""
+    r, s = X2.shape
+    nq = view.shape[-2]
+    spans, i = [], 0
+    while i < r:  # rows of one head each: the query positions run on without a wrap
+        q = (row_lo + i) % nq
+        n = min(r - i, nq - q)
+        spans.append((i, n, _band(q + view.cached, n, s, view.window)))
+        i += n
+    for i, n, band in spans:
+        np.copyto(X2[i:i + n], 0.0, where=band)
+        np.copyto(Y2[i:i + n], 0.0, where=band)
+    return spans[0][2] if len(spans) == 1 else np.concatenate([b for _, _, b in spans])
+
+
+#: ``(keys, window) -> (K, t)``: ``t[x]`` is whether a key ``x - K`` places after its query is masked.
+_TEMPLATES: dict[tuple[int, int | None], tuple[int, np.ndarray]] = {}
+
+
+def _band(q0: int, rows: int, keys: int, window: int | None) -> np.ndarray:
+    """The mask of ``rows`` queries at positions ``q0 ..`` over ``keys`` keys: a read-only view whose
+    element ``[i, j]`` is ``t[K - q0 - i + j]`` (row stride -1)."""
+    K, t = _TEMPLATES.get((keys, window), (-1, np.zeros(0, bool)))
+    if K < q0 + rows - 1:
+        K = max(q0 + rows - 1, 2 * K)
+        x = np.arange(K + keys) - K
+        t = x > 0
+        if window is not None:
+            t |= x <= -window
+        if len(_TEMPLATES) > 64:
+            _TEMPLATES.clear()
+        _TEMPLATES[(keys, window)] = (K, t)
+    return np.lib.stride_tricks.as_strided(t[K - q0:], shape=(rows, keys), strides=(-1, 1), writeable=False)
 
 
 def diffs(A2: np.ndarray, B2: np.ndarray, D: np.ndarray,
@@ -228,7 +259,8 @@ def cosine_safe(ra: np.ndarray, rb: np.ndarray, rd: np.ndarray) -> bool:
     return not bool((k > np.where(cos > 0.999, _K_NEAR_ONE, _K_ELSEWHERE)).any())
 
 
-def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> None:
+def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
+            mutable: tuple[bool, bool] = (False, False)) -> None:
     """Add one chunk (flat values ``A``/``B`` at element ``lo`` of the view) to the running sums.
 
     In float32, with no conversion: row sums of a^2 and b^2, d = a - b into one
@@ -236,8 +268,10 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
     and its maximum; a chunk float32 cannot measure (:func:`float32_enough`)
     is redone in float64. NaN/Inf bookkeeping runs only for a chunk whose sums
     of squares are not finite. Masking and that bookkeeping work on copies,
-    never on the caller's values; the values reported next to the largest
-    differences are the inputs' own (excluded positions reading 0).
+    except on a side ``mutable`` says the caller no longer needs (a streamed
+    comparison's private copies: masked in place, one copy less); the values
+    reported next to the largest differences are the inputs' own, positions
+    the mask or the non-finite rule leaves out reading 0.
     """
     view = acc.view
     n = A.size
@@ -249,9 +283,13 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch) -> N
     left_out: np.ndarray | None = None  # masked or not finite: not in the systematic fit's counts
     own = view.causal or A.dtype != work.dtype or B.dtype != work.dtype
     if own:
-        A, B, D = work.copies(A, B)
+        if view.causal and A.dtype == B.dtype == work.dtype:  # a side the caller lets go is masked in place
+            A, B, D = work.copies(A, B, which=(not mutable[0], not mutable[1]))
+        else:
+            A, B, D = work.copies(A, B)
         if view.causal:
             left_out = mask(A.reshape(r, -1), B.reshape(r, -1), row_lo, view)
+            vals_a, vals_b = A, B
     A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
     ra, rb = row_sumsq(A2), row_sumsq(B2)
     sums = float(ra.sum()) + float(rb.sum())

@@ -30,6 +30,8 @@ class Feed:
         self.work = Scratch(min(self.step, max(view.count, 1)), np.dtype(np.float32))
         self.lo = 0  # the view's values measured so far
         self._pieces: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        #: Per piece: whether the feed may change its values (a private copy nobody else reads).
+        self._mine: tuple[list[bool], list[bool]] = ([], [])
         self._start = [0, 0]  # the flat index, in each side's values, of its first piece held
         self._end = [0, 0]  # one past the last value handed in
         self._offsets = (view.offset_a, view.offset_b)
@@ -39,10 +41,12 @@ class Feed:
         """Bytes of values handed in and not yet measured."""
         return sum(p.nbytes for side in self._pieces for p in side)
 
-    def add(self, side: int, values: np.ndarray) -> None:
-        """The next values of side ``side`` (0: a, 1: b), float32, in the order of the flat stage."""
+    def add(self, side: int, values: np.ndarray, *, private: bool = False) -> None:
+        """The next values of side ``side`` (0: a, 1: b), float32, in the order of the flat stage.
+        ``private``: nobody else reads ``values`` (the feed may mask them in place)."""
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         self._pieces[side].append(flat)
+        self._mine[side].append(flat.flags.writeable and (private or not np.may_share_memory(flat, values)))
         self._end[side] += flat.size
         self._measure()
 
@@ -61,19 +65,21 @@ class Feed:
                     hi -= (hi - self.lo) % self.view.row_len
                 if hi <= self.lo:
                     return
-                a, b = (self._take(s, self._offsets[s] + self.lo, self._offsets[s] + hi) for s in (0, 1))
-                measure(self.acc, a, b, self.lo, self.work)
+                (a, mine_a), (b, mine_b) = (self._take(s, self._offsets[s] + self.lo, self._offsets[s] + hi)
+                                            for s in (0, 1))
+                measure(self.acc, a, b, self.lo, self.work, (mine_a, mine_b))
                 self.lo = hi
             for s in (0, 1):  # values past the view are never measured
                 self._drop(s, self._end[s])
 
-    def _take(self, side: int, lo: int, hi: int) -> np.ndarray:
-        """Values ``[lo, hi)`` of a side (a view of one piece, or the pieces joined), the ones before dropped."""
+    def _take(self, side: int, lo: int, hi: int) -> tuple[np.ndarray, bool]:
+        """Values ``[lo, hi)`` of a side (a view of one piece, or the pieces joined), the ones before
+        dropped, and whether the feed may change them."""
         self._drop(side, lo)
         pieces, start = self._pieces[side], self._start[side]
         first = pieces[0]
         if hi - start <= first.size:
-            return first[lo - start:hi - start]
+            return first[lo - start:hi - start], self._mine[side][0]
         out, at = np.empty(hi - lo, dtype=np.float32), 0
         for piece in pieces:
             chunk = piece[max(0, lo - start):max(0, min(piece.size, hi - start))]
@@ -82,12 +88,13 @@ class Feed:
             start += piece.size
             if at == out.size:
                 break
-        return out
+        return out, True
 
     def _drop(self, side: int, before: int) -> None:
         pieces = self._pieces[side]
         while pieces and self._start[side] + pieces[0].size <= before:
             self._start[side] += pieces.pop(0).size
+            self._mine[side].pop(0)
 
 
 __all__ = ["Feed"]

@@ -30,6 +30,8 @@ from pv.errors import PvError
 class MemoryTap:
     """Keeps the stages of one layer in memory (float32 host copies), per the Tap protocol."""
 
+    borrow = False
+
     def __init__(self, layer: int):
         self.layer = layer
         self.tensors: dict[str, np.ndarray] = {}
@@ -45,7 +47,8 @@ class MemoryTap:
             return
         part = meta.get("part")
         if part is not None:
-            tensor = self._parts.add(stage, layer, tensor.detach(), part)
+            held = tensor.detach() if meta.get("own") else tensor.detach().clone()  # kept past this call
+            tensor = self._parts.add(stage, layer, held, part)
             if tensor is None:
                 return
         self.tensors[stage] = tensor.detach().float().cpu().numpy().copy()

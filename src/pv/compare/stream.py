@@ -112,14 +112,15 @@ class _Pair:
     count: list[int] = field(default_factory=lambda: [0, 0])
     got: list[int] = field(default_factory=lambda: [0, 0])
     #: Pieces taken before both sides had begun the stage (the feed cannot exist before its view).
-    waiting: tuple[list[np.ndarray], list[np.ndarray]] = field(default_factory=lambda: ([], []))
+    waiting: tuple[list[tuple[np.ndarray, bool]], list[tuple[np.ndarray, bool]]] = field(
+        default_factory=lambda: ([], []))
     opened: OpenPair | None = None
     feed: Feed | None = None
     closed: bool = False
 
     @property
     def held(self) -> int:
-        return sum(v.nbytes for w in self.waiting for v in w) + (self.feed.held if self.feed is not None else 0)
+        return sum(v.nbytes for w in self.waiting for v, _ in w) + (self.feed.held if self.feed is not None else 0)
 
 
 def _front(key: Key, part: Part | None = None) -> tuple[int, ...]:
@@ -219,7 +220,7 @@ class Comparison:
         if kind == "na":
             side.not_applicable.setdefault(item[1], item[2])
             return
-        _, key, values, record, part = item
+        _, key, values, private, record, part = item
         self.peak_held = max(self.peak_held, values.nbytes + sum(p.held for p in self.pairs.values()))
         x, other = self.sides.index(side), self._other(side)
         side.frontier = _front(key, part)
@@ -235,12 +236,13 @@ class Comparison:
                 self._close(key, ERROR, f"{side.label} handed {key[0]} over after {other.label} had moved past "
                                         "it: the two runners do not follow one computation order")
         pair.got[x] += 1
-        self._hand_on(side, key, values, record, part)
+        # Values nobody else keeps may be masked in place by the feed.
+        private = private and not self._hand_on(side, key, values, record, part)
         if not pair.closed:
             if pair.feed is not None:
-                pair.feed.add(x, values)
+                pair.feed.add(x, values, private=private)
             else:
-                pair.waiting[x].append(values)
+                pair.waiting[x].append((values, private))
                 if None not in pair.records:
                     self._open(key, pair)
         if None not in pair.records and pair.got == pair.count:
@@ -252,15 +254,19 @@ class Comparison:
                   and _front(k) < side.frontier]:
             self._end_pair(k)
 
-    def _hand_on(self, side: _Side, key: Key, values: np.ndarray, record: dict[str, Any], part: Part | None) -> None:
+    def _hand_on(self, side: _Side, key: Key, values: np.ndarray, record: dict[str, Any], part: Part | None) -> bool:
+        """Hands ``values`` to ``on_take`` where it asks for them; whether they went anywhere (then kept there)."""
         if self.on_take is None:
-            return
+            return False
         if part is None:
             self.on_take(side.label, key, values, record)
-        elif self.whole is not None and self.whole(side.label, key):
+            return True
+        if self.whole is not None and self.whole(side.label, key):
             whole = self._assembled.add(f"{side.label}:{key[0]}", key[1], values, part)
             if whole is not None:
                 self.on_take(side.label, key, whole, record)
+            return True
+        return False
 
     def _open(self, key: Key, pair: _Pair) -> None:
         a, b = self.sides
@@ -277,7 +283,8 @@ class Comparison:
         for x in (0, 1):
             waiting = pair.waiting[x]
             while waiting:
-                pair.feed.add(x, waiting.pop(0))
+                values, private = waiting.pop(0)
+                pair.feed.add(x, values, private=private)
 
     def _end_pair(self, key: Key) -> None:
         """``key`` will get nothing more: measured when both sides handed it over whole, one-sided

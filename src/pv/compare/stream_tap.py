@@ -50,6 +50,7 @@ class StreamTap:
         # As a capture directory keys them: the embedding as layer 0, other whole-model stages as None.
         key: Key = (st.name, 0 if st.name == "embedding" else None if st.whole_model else layer)
         part: Part | None = meta.pop("part", None)
+        own = bool(meta.pop("own", False))
         if part is None or part.index == 0:
             if key in self.fired:
                 raise PvError(f"stage {stage} layer {layer} was handed over twice in one forward")
@@ -63,22 +64,25 @@ class StreamTap:
         record.update(meta)
         blocks = row_blocks(shape) if part is None else None
         if blocks is None:
-            self.put(("stage", key, self._host(src), record, part))
+            self.put(("stage", key, *self._host(src, own), record, part))
         else:  # a large stage (lm_head [S, V]) goes in blocks of rows: none is ever copied whole
             rows = src.reshape(-1, shape[-1])
             for block in blocks:
-                self.put(("stage", key, self._host(rows[block.lo:block.hi]), record, block))
+                self.put(("stage", key, *self._host(rows[block.lo:block.hi]), record, block))
         if self.on_stage is not None and (part is None or part.index == part.count - 1):
             self.on_stage(st.name, key[1])
 
-    def _host(self, tensor: Any) -> np.ndarray:
-        """A float32 host array of ``tensor``: its own memory when the runner lends it (``borrow``: never
-        modified after the tap), else a private copy."""
+    def _host(self, tensor: Any, own: bool = False) -> tuple[np.ndarray, bool]:
+        """A float32 host array of ``tensor`` and whether nobody else reads it: the tensor itself when the
+        runner gives it (``own``), the runner's memory when it lends it (``borrow``: never modified after
+        the tap), else a private copy."""
         import torch
 
+        if own and tensor.device.type == "cpu" and tensor.dtype == torch.float32:
+            return np.asarray(tensor.numpy()), True
         if self.borrow and tensor.device.type == "cpu" and tensor.dtype == torch.float32:
-            return np.asarray(tensor.numpy())
-        return np.asarray(tensor.to(device="cpu", dtype=torch.float32, copy=True).numpy())
+            return np.asarray(tensor.numpy()), False
+        return np.asarray(tensor.to(device="cpu", dtype=torch.float32, copy=True).numpy()), True
 
     def not_applicable(self, stage: str, reason: str) -> None:
         self.put(("na", stage_table.get(stage).name, reason))

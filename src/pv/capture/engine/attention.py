@@ -110,20 +110,23 @@ class Attention:
         nh, s, d = qh.shape
         kv_of = [int(x) for x in heads.kv_of.tolist()]
         out = torch.empty_like(qh) if used else None
+        hidden = ~mask
+        # Each block is handed over last, as the tap's own (``own``): nothing here reads it afterwards.
         for part in split:
             h, rows = part.head, slice(part.lo, part.hi)
-            scores = torch.matmul(qh[h, rows], kh[kv_of[h]].transpose(-1, -2)) * heads.scale
+            scores = torch.matmul(qh[h, rows], kh[kv_of[h]].transpose(-1, -2)).mul_(heads.scale)
+            masked = scores.masked_fill(hidden[rows], float("-inf")) if used or want_probs else None
             if want_scores:
-                point("attn_scores", i, scores[None], part=part, **meta)
-            if not (used or want_probs):
-                continue
-            probs = torch.softmax(scores.masked_fill(~mask[rows], float("-inf")), dim=heads.axis,
-                                  dtype=torch.float32).to(qh.dtype)
+                point("attn_scores", i, scores[None], part=part, own=True, **meta)
             del scores
-            if want_probs:
-                point("attn_softmax", i, probs[None], part=part, **meta)
+            if masked is None:
+                continue
+            probs = torch.softmax(masked, dim=heads.axis, dtype=torch.float32).to(qh.dtype)
+            del masked
             if out is not None:
                 out[h, rows] = torch.matmul(probs, vh[kv_of[h]])
+            if want_probs:
+                point("attn_softmax", i, probs[None], part=part, own=True, **meta)
         if out is None:
             return qh  # discarded: the matrices were only captured
         return out.transpose(0, 1).reshape(s, nh * d)

@@ -97,18 +97,22 @@ def _long(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, sc
     out = torch.empty_like(q) if windowed else None
     for part in split if (want_scores or want_probs or windowed) else ():
         h, rows = part.head, slice(part.lo, part.hi)
-        scores = torch.matmul(q[h, rows], k[h // groups].transpose(0, 1)) * scaling
+        scores = torch.matmul(q[h, rows], k[h // groups].transpose(0, 1)).mul_(scaling)
+        weights = None
+        if want_probs or windowed:
+            weights = scores if mask is None else scores + mask[rows, : k.shape[1]]
+        # Each block is handed over last, as the tap's own (``own``): nothing here reads it afterwards.
         if want_scores and capture is not None:
-            capture.emit("attn_scores", layer, scores[None], part=part)
-        if not (want_probs or windowed):
+            capture.emit("attn_scores", layer, scores[None], part=part, own=weights is not scores)
+        del scores
+        if weights is None:
             continue
-        weights = scores if mask is None else scores + mask[rows, : k.shape[1]]
         probs = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
-        del scores, weights
-        if want_probs and capture is not None:
-            capture.emit("attn_softmax", layer, probs[None], part=part, how=RECOMPUTED)
+        del weights
         if out is not None:
             out[h, rows] = torch.matmul(probs, v[h // groups])
+        if want_probs and capture is not None:
+            capture.emit("attn_softmax", layer, probs[None], part=part, how=RECOMPUTED, own=True)
     if out is None:  # causal from the first position: the square case is_causal means; else the layer's mask
         square = query.shape[2] == key.shape[2]
         out = torch.nn.functional.scaled_dot_product_attention(
@@ -142,13 +146,15 @@ class Capture:
     qkv: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def emit(self, stage: str, layer: int | None, tensor: Any, *, part: Part | None = None,
-             how: str | None = None) -> None:
+             how: str | None = None, own: bool = False) -> None:
         if not self.tap.wants(stage, layer):
             return
         how = how or self.prov[stage]
         meta: dict[str, Any] = {"provenance": how}
         if part is not None:
             meta["part"] = part
+        if own:
+            meta["own"] = True
         if stage in ("attn_scores", "attn_softmax") and layer in self.windows:
             meta["mask"] = f"sliding_window:{self.windows[layer]}"
         if how == RECOMPUTED:
