@@ -60,9 +60,10 @@ class Exposure:
 
 
 class Runner(Protocol):
-    """An engine pv captures. Logits are float32 torch tensors ``[S, V]`` for the tokens given."""
+    """An engine pv captures. Logits are float32 torch tensors ``[S, V]`` for the tokens given, or
+    ``[1, V]`` (the last position's) when ``last``: a runner then need not hold [S, V] at once."""
 
-    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP) -> Any:
+    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP, *, last: bool = False) -> Any:
         """One sequence from position 0, no cache."""
         ...
 
@@ -70,7 +71,7 @@ class Runner(Protocol):
         """A fresh decode state (an empty KV cache) for ``decode``."""
         ...
 
-    def decode(self, token_ids: Sequence[int], state: Any, tap: Tap = NULL_TAP) -> Any:
+    def decode(self, token_ids: Sequence[int], state: Any, tap: Tap = NULL_TAP, *, last: bool = False) -> Any:
         """New tokens on top of ``state``: the first call is the prefill, each later one a decode step."""
         ...
 

@@ -158,8 +158,9 @@ def stream_forward(plan: BisectPlan, loaded: Any, tols: Tolerances,
             comparison = Comparison(p_ref.capture, config=plan.config, tolerances=tols, labels=labels(plan),
                                     runs=runs, on_stage=on_stage, on_take=on_take,
                                     whole=None if isolator is None else lambda label, _: label == labels(plan)[1])
-            streamed: Streamed = comparison.run(lambda tap: r_test.forward(ids, tap),
-                                                lambda tap: r_ref.forward(ids, tap))
+            # The logits each runner returns are not read: the last row only, so [S, V] is never whole.
+            streamed: Streamed = comparison.run(lambda tap: r_test.forward(ids, tap, last=True),
+                                                lambda tap: r_ref.forward(ids, tap, last=True))
         for side, trace, taken in zip(labels(plan), (p_test, p_ref), comparison.sides):
             missing(side, trace, comparison.fired(taken), taken.not_applicable)
         result = walk(streamed.report)

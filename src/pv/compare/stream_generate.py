@@ -108,7 +108,7 @@ def stream_generation(plan: BisectPlan, loaded: Any, tols: Tolerances,
 
 
 def _decode(runner: Any, ids: list[int], state: Any, tap: Any) -> Any:
-    return runner.decode(ids, state, tap)
+    return runner.decode(ids, state, tap, last=True)  # a step record reads the last row only
 
 
 def _step_ok(sa: dict[str, Any], sb: dict[str, Any], compared: StageRecord | None) -> bool:

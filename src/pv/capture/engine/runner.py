@@ -52,7 +52,7 @@ from pv.capture.model.loaded import LoadedModel
 from pv.capture.model.rope import inverse_frequencies
 from pv.capture.runners import Exposure, Settings
 from pv.capture.runtime import resolve_device, torch_dtype
-from pv.capture.tap import NULL_TAP, Tap
+from pv.capture.tap import NULL_TAP, Tap, row_blocks
 from pv.capture.tokens import check_ids
 from pv.errors import PvError, require
 
@@ -112,8 +112,9 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP) -> torch.Tensor:
-        """Logits [S, V] float32 for one sequence; ``tap`` receives the stages it wants."""
+    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP, *, last: bool = False) -> torch.Tensor:
+        """Logits [S, V] float32 for one sequence (``last``: the last position's only, [1, V]); ``tap``
+        receives the stages it wants."""
         ids = torch.tensor(check_ids(token_ids, self.config.vocab_size), dtype=torch.long, device=self.device)
         tap.borrow = True  # this forward never modifies a tensor after handing it over
         point = Points(tap, self._outputs)
@@ -127,10 +128,27 @@ class Engine:
             for layer in self.layers:
                 x = self._layer(layer, x, rope, point)
             h = point("final_norm", None, self._rms_norm(x, self.final_norm), x)
-            raw = torch.nn.functional.linear(h, self.lm_head)
-            logits = point("lm_head", None, raw if self.config.logits_scaling == 1.0
-                           else raw / self.config.logits_scaling, raw)
-            return logits.float()
+            return self._logits(h, point, last)
+
+    def _logits(self, h: torch.Tensor, point: Points, last: bool) -> torch.Tensor:
+        """lm_head (Granite: divided by its logits scaling), float32. Logits over ``PART_BYTES`` are
+        computed and handed over in blocks of rows (``row_blocks``), so [S, V] exists only when
+        every row is asked for."""
+        def head(rows: torch.Tensor, **meta: Any) -> torch.Tensor:
+            raw = torch.nn.functional.linear(rows, self.lm_head)
+            scaled = raw if self.config.logits_scaling == 1.0 else raw / self.config.logits_scaling
+            return point("lm_head", None, scaled, raw, **meta).float()
+
+        split = row_blocks((h.shape[0], self.lm_head.shape[0]))
+        if split is None:
+            logits = head(h)
+            return logits[-1:] if last else logits
+        out = None if last else torch.empty(h.shape[0], self.lm_head.shape[0], device=h.device)
+        for part in split:
+            block = head(h[part.lo:part.hi], part=part)
+            if out is not None:
+                out[part.lo:part.hi] = block
+        return block[-1:].clone() if out is None else out
 
     def stages(self) -> Exposure:
         return self._exposure
@@ -176,8 +194,10 @@ class Engine:
         """An empty KV cache for one sequence (see ``decode``)."""
         return KVCache()
 
-    def decode(self, token_ids: Sequence[int], cache: KVCache, tap: Tap = NULL_TAP) -> torch.Tensor:
-        """Run new tokens at positions ``cache.length ..`` on top of ``cache``; logits [S_new, V].
+    def decode(self, token_ids: Sequence[int], cache: KVCache, tap: Tap = NULL_TAP, *,
+               last: bool = False) -> torch.Tensor:
+        """Run new tokens at positions ``cache.length ..`` on top of ``cache``; logits [S_new, V]
+        (``last``: [1, V]).
 
         With an empty cache this is a prefill (the same arithmetic as ``forward``)
         that fills the cache; afterwards each call is a decode step whose queries
@@ -188,7 +208,7 @@ class Engine:
         before = cache.length
         self._cache, self._past = cache, before
         try:
-            logits = self.forward(token_ids, tap)
+            logits = self.forward(token_ids, tap, last=last)
         except BaseException:
             cache.truncate(before)
             raise

@@ -173,9 +173,9 @@ class LlamaCppRunner:
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP) -> Any:
-        """Prefill ``token_ids`` from an empty cache; logits [S, V] as a torch tensor."""
-        return self.decode(token_ids, self.start(), tap)
+    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP, *, last: bool = False) -> Any:
+        """Prefill ``token_ids`` from an empty cache; logits [S, V] as a torch tensor ([1, V]: ``last``)."""
+        return self.decode(token_ids, self.start(), tap, last=last)
 
     def start(self) -> int:
         """Empty llama.cpp's KV cache; the state ``decode`` takes (any earlier one is over)."""
@@ -183,11 +183,13 @@ class LlamaCppRunner:
         self._session += 1
         return self._session
 
-    def decode(self, token_ids: Sequence[int], state: int, tap: Tap = NULL_TAP) -> Any:
-        """Run new tokens at the next positions, reading every cached position."""
+    def decode(self, token_ids: Sequence[int], state: int, tap: Tap = NULL_TAP, *, last: bool = False) -> Any:
+        """Run new tokens at the next positions, reading every cached position (logits [S_new, V], or
+        [1, V] with ``last``)."""
         if state != self._session:
             raise PvError("this llama.cpp decode state is over: start() was called again")
-        return self._decode(check_ids(token_ids, self.n_vocab), tap)
+        logits = self._decode(check_ids(token_ids, self.n_vocab), tap)
+        return logits[-1:] if last else logits
 
     def generate(self, token_ids: Sequence[int], max_new_tokens: int) -> list[int]:
         """Greedy continuation with llama.cpp's KV cache."""

@@ -144,6 +144,8 @@ class Capture:
     windows: dict[int, int] = field(default_factory=dict)
     pending_silu: dict[int, Any] = field(default_factory=dict)
     qkv: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Set while ``pv.capture.oracle.logits.BlockedHead`` hands lm_head over in blocks.
+    logits_in_blocks: bool = False
 
     def emit(self, stage: str, layer: int | None, tensor: Any, *, part: Part | None = None,
              how: str | None = None, own: bool = False) -> None:
@@ -277,7 +279,8 @@ def install(model: Any, config: ModelConfig, cap: Capture, handles: list[Any]) -
     add(base.norm, out_hook("final_norm", None))
 
     def logits(module: Any, args: Any, output: Any) -> None:
-        cap.emit("lm_head", None, output.logits[0])
+        if not cap.logits_in_blocks:
+            cap.emit("lm_head", None, output.logits[0])
 
     # The logits the model returns: Granite divides lm_head's output by logits_scaling.
     add(model, logits)

@@ -52,9 +52,10 @@ from pv import stages as stage_table
 from pv.capture.model.loaded import LoadedModel
 from pv.capture.oracle.build import HF_CLASSES, dispatch, hf_config, skipping_init
 from pv.capture.oracle.hooks import ACTIVE, Capture, install, provenance, register
+from pv.capture.oracle.logits import BlockedHead
 from pv.capture.runners import Exposure, Settings
 from pv.capture.runtime import resolve_device, torch_dtype
-from pv.capture.tap import NULL_TAP, InOrder, Tap, wants_any
+from pv.capture.tap import NULL_TAP, InOrder, Tap, row_blocks, wants_any
 from pv.capture.tokens import check_ids
 from pv.errors import PvError, require
 
@@ -109,13 +110,9 @@ class HFOracle:
             **({} if self.device_map is None else {"device_map": self.device_map}),
         }
 
-    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP) -> torch.Tensor:
-        """Logits [S, V] float32; ``tap`` receives the requested stages with their provenance."""
-        ids = self._ids(token_ids)
-        with self.torch.inference_mode(), self._capturing(tap):
-            out = self.model(input_ids=ids, use_cache=False)
-        logits: torch.Tensor = out.logits[0].float()
-        return logits
+    def forward(self, token_ids: Sequence[int], tap: Tap = NULL_TAP, *, last: bool = False) -> torch.Tensor:
+        """Logits [S, V] float32 (``last``: [1, V]); ``tap`` receives the requested stages with their provenance."""
+        return self._run(self._ids(token_ids), tap, last, use_cache=False)
 
     def start(self) -> Any:
         """An empty transformers ``DynamicCache`` for ``decode``."""
@@ -123,17 +120,24 @@ class HFOracle:
 
         return DynamicCache()
 
-    def decode(self, token_ids: Sequence[int], cache: Any, tap: Tap = NULL_TAP) -> torch.Tensor:
+    def decode(self, token_ids: Sequence[int], cache: Any, tap: Tap = NULL_TAP, *, last: bool = False) -> torch.Tensor:
         """New tokens on top of transformers' own KV cache; logits [S_new, V] float32.
 
         The first call on an empty cache is the prefill. Scores and probabilities
         of a decode step span every cached position: ``[NH, S_new, P + S_new]``.
         """
-        ids = self._ids(token_ids)
-        with self.torch.inference_mode(), self._capturing(tap):
-            out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg(): cache})
-        logits: torch.Tensor = out.logits[0].float()
-        return logits
+        return self._run(self._ids(token_ids), tap, last, use_cache=True, **{self._cache_arg(): cache})
+
+    def _run(self, ids: torch.Tensor, tap: Tap, last: bool, **kwargs: Any) -> torch.Tensor:
+        """One call of the model; logits over ``PART_BYTES`` come in blocks (``BlockedHead``)."""
+        split = row_blocks((int(ids.shape[1]), int(self.model.get_output_embeddings().weight.shape[0])))
+        with self.torch.inference_mode(), self._capturing(tap) as capture:
+            if split is None:
+                logits: torch.Tensor = self.model(input_ids=ids, **kwargs).logits[0].float()
+                return logits[-1:] if last else logits
+            with BlockedHead(self.model, capture, split, last=last) as head:
+                blocked: torch.Tensor = head.finish(self.model(input_ids=ids, **kwargs).logits)
+            return blocked
 
     def _cache_arg(self) -> str:
         """``cache`` in newer transformers, ``past_key_values`` before it."""
@@ -255,14 +259,14 @@ class HFOracle:
                         [held["gate_proj.weight"], held["up_proj.weight"]], dim=1)
 
     @contextlib.contextmanager
-    def _capturing(self, tap: Tap) -> Iterator[None]:
-        """Install forward hooks and the attention capture for one forward; always remove them.
+    def _capturing(self, tap: Tap) -> Iterator[Capture | None]:
+        """Install forward hooks and the attention capture for one forward (yielded); always remove them.
 
-        Nothing is installed unless the tap wants some stage of some layer.
+        Nothing is installed (None) unless the tap wants some stage of some layer.
         """
         cfg = self.config
         if not wants_any(tap, cfg.num_hidden_layers):
-            yield
+            yield None
             return
         windows = {i: w for i in range(cfg.num_hidden_layers) if (w := cfg.layer_window(i)) is not None}
         ordered = InOrder(tap, QKV_PROJECTIONS)
@@ -273,7 +277,7 @@ class HFOracle:
         token = ACTIVE.set(capture)
         try:
             install(self.model, cfg, capture, handles)
-            yield
+            yield capture
             ordered.flush()
         finally:
             ACTIVE.reset(token)
