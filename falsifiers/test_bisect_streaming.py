@@ -138,8 +138,11 @@ def test_nothing_is_written_without_keep_live(falsifier_record: FalsifierRecord,
     falsifier_record.metric("bytes_written_keep", kept["written"])
 
 
-def _fake(layers: int, delay: float) -> Any:
-    """A runner's forward handing over ``layers`` x two stages of 64 KiB each, ``delay`` s apart."""
+def _fake(layers: int, delay: float, blocks: int = 0) -> Any:
+    """A runner's forward handing over ``layers`` x two stages of 64 KiB each, ``delay`` s apart, then
+    with ``blocks`` an lm_head of that many blocks of 16 rows (64 KiB each) as parts."""
+    from pv.capture.tap import Part
+
     def forward(tap: Any) -> None:
         x = torch.ones(16, 1024)
         tap("embedding", 0, x)
@@ -148,6 +151,9 @@ def _fake(layers: int, delay: float) -> Any:
                 time.sleep(delay)
                 tap(stage, layer, x * (layer + 1))
         tap("final_norm", None, x)
+        for i in range(blocks):
+            time.sleep(delay)
+            tap("lm_head", None, x, part=Part(i, blocks, 0, 16 * i, 16 * (i + 1), (16 * blocks, 1024)))
     return forward
 
 
@@ -168,6 +174,13 @@ def test_held_values_do_not_grow_with_depth(falsifier_record: FalsifierRecord) -
     assert held[4] == held[64], f"held values grow with depth: {held}"
     assert held[64] <= 2 * stage_bytes, f"held {held[64]} bytes, more than two stages of {stage_bytes}"
     falsifier_record.metric("held_bytes", held[64])
+    plan = CapturePlan.parse("embedding,attn_norm,post_ffn_residual,final_norm,lm_head")
+    for blocks in (4, 64):  # a stage in blocks of rows (lm_head at long S): nor with its length
+        comparison = Comparison(plan, config=None)
+        streamed = comparison.run(_fake(2, 0.0, blocks), _fake(2, 0.002, blocks))
+        assert all(r.status == "pass" for r in streamed.report.records)
+        held[blocks] = comparison.peak_held
+    assert held[64] <= max(held[4], 4 * stage_bytes), f"a stage in blocks: held grows with its length: {held}"
     import pv
 
     run = pv.bisect_run(model="synthetic", tokens=TOKENS)

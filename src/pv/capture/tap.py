@@ -119,13 +119,14 @@ def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> lis
 
 
 def row_blocks(shape: tuple[int, ...]) -> list[Part] | None:
-    """Blocks of at most ``BLOCK_BYTES`` of whole rows (the last axis) of a stage over ``PART_BYTES``, or
-    None when it is small enough to go whole: how a large stage (lm_head [S, V]) is split."""
+    """Blocks of at most ``PART_BYTES`` of whole rows (the last axis) of a stage over ``PART_BYTES``, or
+    None when it is small enough to go whole: how a large stage (lm_head [S, V]) is split. Blocks
+    this large because each is one product with the whole weight (``[V, H]``), read again per block."""
     row_len = shape[-1] if shape else 1
     rows = prod(shape[:-1]) if len(shape) > 1 else 1
     if rows * row_len * 4 <= PART_BYTES or rows <= 1:
         return None
-    per = max(1, _block() // (4 * max(row_len, 1)))
+    per = max(1, PART_BYTES // (4 * max(row_len, 1)))
     spans = [(lo, min(rows, lo + per)) for lo in range(0, rows, per)]
     return [Part(i, len(spans), 0, lo, hi, tuple(shape)) for i, (lo, hi) in enumerate(spans)]
 

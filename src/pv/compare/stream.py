@@ -128,12 +128,13 @@ def _front(key: Key, part: Part | None = None) -> tuple[int, ...]:
     handed over in parts interleave (each block's probabilities follow its scores): their parts
     sort at ``attn_scores``' place, by block, then by stage."""
     cat, layer, order = stage_table.sort_key(key[0], key[1])
-    if part is None:
-        return (cat, layer, order, 0, 0)
+    if part is None or key[0] not in _MATRICES:  # a stage in blocks of rows (lm_head) keeps its own place
+        return (cat, layer, order, part.index if part is not None else 0, 0)
     return (cat, layer, min(order, _SCORES_ORDER), part.index, order)
 
 
 _SCORES_ORDER = stage_table.get("attn_scores").order
+_MATRICES = frozenset({"attn_scores", "attn_softmax"})
 
 
 class Comparison:
