@@ -238,7 +238,8 @@ class Comparison:
                                         "it: the two runners do not follow one computation order")
         pair.got[x] += 1
         # Values nobody else keeps may be masked in place by the feed.
-        private = private and not self._hand_on(side, key, values, record, part)
+        handed = self._hand_on(side, key, values, record, part)
+        private = private and not handed
         if not pair.closed:
             if pair.feed is not None:
                 pair.feed.add(x, values, private=private)
