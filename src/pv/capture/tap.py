@@ -46,7 +46,11 @@ from pv.errors import PvError
 
 
 class Tap(Protocol):
-    """Receives a runner's stages in computation order; must not change them."""
+    """Receives a runner's stages in computation order; must not change them.
+
+    A tap may also set ``skips_masked`` (absent: False): it never reads the
+    attention values the causal mask hides, so a runner may hand them over as 0
+    (``pv.capture.causal``)."""
 
     #: Set by a runner that never changes a tensor after handing it over: the tap may keep
     #: the tensor itself instead of a private copy (a copy made on the runner's thread).
@@ -179,6 +183,7 @@ class InOrder:
         self.group = group
         self.keep = keep
         self.borrow = False
+        self.skips_masked = bool(getattr(tap, "skips_masked", False))
         self._held: list[tuple[tuple[int, int, int], str, int | None, Any, dict[str, Any]]] = []
 
     def wants(self, stage: str, layer: int | None) -> bool:

@@ -30,6 +30,7 @@ counted and left out of the finite sums (:func:`nonfinite`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -98,11 +99,24 @@ class Scratch:
             self._pairs[dt] = (np.empty(self.cap, dt), np.empty(self.cap, dt),
                                self.d if dt == self.dtype else np.empty(self.cap, dt))
         X, Y, D = (buf[: A.size] for buf in self._pairs[dt])
+        X, Y = X.reshape(A.shape), Y.reshape(B.shape)  # a chunk's leading columns come as rows
         if which[0]:
             np.copyto(X, A)
         if which[1]:
             np.copyto(Y, B)
         return X if which[0] else A, Y if which[1] else B, D
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A chunk given as the first ``cols`` of its rows of ``width`` (``pv.compare.triangle``)."""
+
+    cols: int
+    width: int
+
+    def flat(self, i: Any) -> Any:
+        """Where element ``i`` of the rows' first ``cols`` lies in the chunk's whole rows."""
+        return (i // self.cols) * self.width + i % self.cols
 
 
 def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> np.ndarray:
@@ -134,7 +148,7 @@ def nonfinite(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, row_lo: int) -> n
     return drop
 
 
-def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -> None:
+def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int, rect: Rect | None = None) -> None:
     """Merge this chunk's largest |d| into the running top-K.
 
     Only values above the current K-th largest can enter, so a cheap
@@ -151,10 +165,11 @@ def update_top(acc: Acc, T: np.ndarray, A: np.ndarray, B: np.ndarray, lo: int) -
         cand = np.flatnonzero(T >= kth_bound(T, k))
     if cand.size > k:
         cand = cand[np.argpartition(T[cand], cand.size - k)[cand.size - k :]]
+    at = cand.astype(np.int64)
     allv = np.concatenate([acc.top_abs, T[cand]])
-    alli = np.concatenate([acc.top_idx, cand.astype(np.int64) + lo])
-    alla = np.concatenate([acc.top_a, A[cand]])
-    allb = np.concatenate([acc.top_b, B[cand]])
+    alli = np.concatenate([acc.top_idx, (at if rect is None else rect.flat(at)) + lo])
+    alla = np.concatenate([acc.top_a, A.flat[cand]])
+    allb = np.concatenate([acc.top_b, B.flat[cand]])
     order = np.lexsort((alli, -allv))[: acc.top_k]
     acc.top_abs, acc.top_idx, acc.top_a, acc.top_b = (
         allv[order],
@@ -184,23 +199,23 @@ def mask(X2: np.ndarray, Y2: np.ndarray, row_lo: int, view: View) -> np.ndarray:
     return spans[0][2] if len(spans) == 1 else np.concatenate([b for _, _, b in spans])
 
 
-#: ``(keys, window) -> (K, t)``: ``t[x]`` is whether a key ``x - K`` places after its query is masked.
-_TEMPLATES: dict[tuple[int, int | None], tuple[int, np.ndarray]] = {}
+#: ``window -> (K, t)``: ``t[x]`` is whether a key ``x - K`` places after its query is masked.
+_TEMPLATES: dict[int | None, tuple[int, np.ndarray]] = {}
 
 
 def _band(q0: int, rows: int, keys: int, window: int | None) -> np.ndarray:
     """The mask of ``rows`` queries at positions ``q0 ..`` over ``keys`` keys: a read-only view whose
     element ``[i, j]`` is ``t[K - q0 - i + j]`` (row stride -1)."""
-    K, t = _TEMPLATES.get((keys, window), (-1, np.zeros(0, bool)))
-    if K < q0 + rows - 1:
+    K, t = _TEMPLATES.get(window, (-1, np.zeros(0, bool)))
+    if K < q0 + rows - 1 or t.size < K - q0 + keys:
         K = max(q0 + rows - 1, 2 * K)
-        x = np.arange(K + keys) - K
+        x = np.arange(K + max(keys, t.size - K)) - K
         t = x > 0
         if window is not None:
             t |= x <= -window
         if len(_TEMPLATES) > 64:
             _TEMPLATES.clear()
-        _TEMPLATES[(keys, window)] = (K, t)
+        _TEMPLATES[window] = (K, t)
     return np.lib.stride_tricks.as_strided(t[K - q0:], shape=(rows, keys), strides=(-1, 1), writeable=False)
 
 
@@ -260,7 +275,7 @@ def cosine_safe(ra: np.ndarray, rb: np.ndarray, rd: np.ndarray) -> bool:
 
 
 def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
-            mutable: tuple[bool, bool] = (False, False)) -> None:
+            mutable: tuple[bool, bool] = (False, False), rect: Rect | None = None) -> bool:
     """Add one chunk (flat values ``A``/``B`` at element ``lo`` of the view) to the running sums.
 
     In float32, with no conversion: row sums of a^2 and b^2, d = a - b into one
@@ -272,11 +287,15 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
     comparison's private copies: masked in place, one copy less); the values
     reported next to the largest differences are the inputs' own, positions
     the mask or the non-finite rule leaves out reading 0.
+
+    ``rect``: ``A`` and ``B`` are the chunk's rows cut to their first
+    ``rect.cols`` values (``pv.compare.triangle``); such a chunk holding a
+    value that is not finite is not measured (False: measure it whole).
     """
     view = acc.view
     n = A.size
     row_lo = lo // view.row_len if view.has_rows else 0
-    r = n // view.row_len if view.has_rows else 1
+    r = (n // view.row_len if rect is None else A.shape[0]) if view.has_rows else 1
     vals_a, vals_b = A, B
     D = work.d[:n]
     cols = acc.columns if acc.columns is not None and acc.columns.wanted else None
@@ -294,6 +313,8 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
     ra, rb = row_sumsq(A2), row_sumsq(B2)
     sums = float(ra.sum()) + float(rb.sum())
     if not math.isfinite(sums):
+        if rect is not None:
+            return False  # nothing added yet; masking in place changed only masked values
         if not own:
             A, B, D = work.copies(A, B)
             A2, B2 = A.reshape(r, -1), B.reshape(r, -1)
@@ -313,6 +334,11 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
         m = float(T.max()) if n else 0.0
     if cols is not None and col is not None:
         counts = np.full(col[0].size, float(r)) if left_out is None else r - left_out.sum(axis=0, dtype=np.float64)
+        if rect is not None:  # the columns no row of the chunk sees: nothing summed, nothing counted
+            pad = rect.width - rect.cols
+            col = (np.pad(col[0], (0, pad)), np.pad(col[1], (0, pad)), np.pad(col[2], (0, pad)),
+                   np.pad(col[3], (0, pad)), col[4], col[5])
+            counts = np.pad(counts, (0, rect.width - rect.cols))
         cols.add(col, counts)
     if view.has_rows:
         acc.row_aa[row_lo : row_lo + r] += ra
@@ -325,7 +351,8 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
     acc.sum_abs += total(T)
     if m > acc.max_abs:
         i = int(T.argmax())
-        acc.max_abs, acc.max_flat = m, lo + i
-        acc.max_a, acc.max_b = float(vals_a[i]), float(vals_b[i])
+        acc.max_abs, acc.max_flat = m, lo + (i if rect is None else int(rect.flat(i)))
+        acc.max_a, acc.max_b = float(vals_a.flat[i]), float(vals_b.flat[i])
     if acc.top_k and (acc.top_abs.size < acc.top_k or m > acc.top_abs[-1]):
-        update_top(acc, T, vals_a, vals_b, lo)
+        update_top(acc, T, vals_a, vals_b, lo, rect)
+    return True

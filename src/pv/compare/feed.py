@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pv.compare.accumulate import Acc, Scratch, measure
+from pv.compare.accumulate import Acc, Scratch
 from pv.compare.align import View
 from pv.compare.metrics import CHUNK, Metrics, _finish
+from pv.compare.triangle import measure
 
 
 class Feed:

@@ -33,9 +33,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pv.compare.accumulate import Acc, Scratch, measure
+from pv.compare.accumulate import Acc, Scratch
 from pv.compare.align import View
 from pv.compare.systematic import Systematic, fit
+from pv.compare.triangle import measure
 
 #: Elements per chunk: 256K float32 values = 1 MiB per buffer.
 #: Every numpy call costs a few microseconds whatever its size, and the worker

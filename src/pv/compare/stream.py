@@ -176,6 +176,7 @@ class Comparison:
         for side, fn in zip(self.sides, (fn_a, fn_b)):
             hook = None if self.on_stage is None else functools.partial(self.on_stage, side.label)
             tap = StreamTap(self.plan, side.queue, self.cancel, hook)
+            tap.skips_masked = self.whole is None or not any(self.whole(side.label, (m, 0)) for m in _MATRICES)
             side.thread = threading.Thread(target=run_side, args=(fn, tap), name=f"pv-stream-{side.label}", daemon=True)
             side.thread.start()
         try:

@@ -31,6 +31,9 @@ class StreamTap:
     """A tap (``pv.capture.tap.Tap``) that puts each wanted stage on a bounded queue."""
 
     borrow = False
+    #: The comparison masks what the causal rule hides and never reads it (``pv.capture.causal``);
+    #: False for a side whose whole stages are kept (``--isolate``'s reference).
+    skips_masked = True
 
     def __init__(self, plan: CapturePlan, q: queue.Queue[tuple[Any, ...]], cancel: threading.Event,
                  on_stage: Callable[[str, int | None], None] | None = None) -> None:

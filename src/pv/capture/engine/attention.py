@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pv.capture import causal
 from pv.capture.engine import blocks
 from pv.capture.engine.layers import Heads, Points
 from pv.capture.model.config import ModelConfig
@@ -108,20 +109,27 @@ class Attention:
         ``wanted``: scores, probabilities, and whether the output is used."""
         want_scores, want_probs, used = wanted
         nh, s, d = qh.shape
+        n_keys = kh.shape[1]
         kv_of = [int(x) for x in heads.kv_of.tolist()]
         out = torch.empty_like(qh) if used else None
         hidden = ~mask
+        # Matrices beside the kernel, under the true causal mask: the keys each block sees only.
+        seeing, rest = not used and heads.axis == -1, not causal.skips_masked(point.tap)
         # Each block is handed over last, as the tap's own (``own``): nothing here reads it afterwards.
         for part in split:
             h, rows = part.head, slice(part.lo, part.hi)
-            scores = torch.matmul(qh[h, rows], kh[kv_of[h]].transpose(-1, -2)).mul_(heads.scale)
-            masked = scores.masked_fill(hidden[rows], float("-inf")) if used or want_probs else None
-            if want_scores:
+            seen = min(n_keys, n_keys - s + part.hi) if seeing else n_keys
+            scores, left = causal.scores(qh[h, rows], kh[kv_of[h]], heads.scale, seen, whole=want_scores or not seeing,
+                                         rest=rest)
+            masked = left.masked_fill(hidden[rows, :seen], float("-inf")) if used or want_probs else None
+            if want_scores and scores is not None:
                 point("attn_scores", i, scores[None], part=part, own=True, **meta)
-            del scores
+            del scores, left
             if masked is None:
                 continue
             probs = torch.softmax(masked, dim=heads.axis, dtype=torch.float32).to(qh.dtype)
+            if seen < n_keys:
+                probs = causal.spread(probs, n_keys)
             del masked
             if out is not None:
                 out[h, rows] = torch.matmul(probs, vh[kv_of[h]])

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from pv.capture import causal
 from pv.capture.model.config import ModelConfig
 from pv.capture.tap import Part, Tap, parts
 from pv.errors import PvError
@@ -95,19 +96,27 @@ def _long(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, sc
     mask = attention_mask[0, 0] if attention_mask is not None else None
     q, k, v = query[0], key[0], value[0]
     out = torch.empty_like(q) if windowed else None
+    n_keys = k.shape[1]
+    # A causal layer's matrices beside SDPA's output: the keys each block sees only (pv.capture.causal).
+    seeing = not windowed and mask is not None
+    rest = not (capture is not None and causal.skips_masked(capture.tap))
     for part in split if (want_scores or want_probs or windowed) else ():
         h, rows = part.head, slice(part.lo, part.hi)
-        scores = torch.matmul(q[h, rows], k[h // groups].transpose(0, 1)).mul_(scaling)
+        seen = min(n_keys, n_keys - q.shape[1] + part.hi) if seeing else n_keys
+        scores, left = causal.scores(q[h, rows], k[h // groups], scaling, seen, whole=want_scores or not seeing,
+                                     rest=rest)
         weights = None
         if want_probs or windowed:
-            weights = scores if mask is None else scores + mask[rows, : k.shape[1]]
+            weights = left if mask is None else left + mask[rows, :seen]
         # Each block is handed over last, as the tap's own (``own``): nothing here reads it afterwards.
-        if want_scores and capture is not None:
+        if want_scores and capture is not None and scores is not None:
             capture.emit("attn_scores", layer, scores[None], part=part, own=weights is not scores)
-        del scores
+        del scores, left
         if weights is None:
             continue
         probs = torch.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        if seen < n_keys:
+            probs = causal.spread(probs, n_keys)
         del weights
         if out is not None:
             out[h, rows] = torch.matmul(probs, v[h // groups])
