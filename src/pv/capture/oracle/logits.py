@@ -65,7 +65,8 @@ class BlockedHead:
             raise PvError("the oracle's logits cannot be computed in blocks: transformers' own last row differs "
                           "from lm_head with the config's scaling; capture fewer tokens")
         hidden = self.hidden  # [1, S, H], as the model hands it to its head
-        out = None if self.last else torch.empty(hidden.shape[1], own.shape[-1], dtype=torch.float32)
+        out = None if self.last else torch.empty(hidden.shape[1], own.shape[-1], dtype=torch.float32,
+                                                 device=own.device)
         wanted = self.capture is not None and self.capture.wants("lm_head", None)
         # The last block is always computed: the last row returned is the one every row is (not
         # transformers' own, which a one-row product may round differently).
