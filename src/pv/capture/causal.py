@@ -27,6 +27,12 @@ def skips_masked(tap: Any) -> bool:
     return bool(getattr(tap, "skips_masked", False))
 
 
+def visible(keys: int, queries: int, hi: int) -> int:
+    """Keys the block of query rows ending at row ``hi`` (of ``queries``, the last ``queries`` of
+    ``keys`` positions) can see."""
+    return min(keys, keys - queries + hi)
+
+
 def scores(q: torch.Tensor, k: torch.Tensor, scale: float, seen: int, *, whole: bool,
            rest: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``(q·kᵀ·scale over every key, or None unless whole; the same over the first seen keys)``;
@@ -52,4 +58,4 @@ def spread(probs: torch.Tensor, keys: int) -> torch.Tensor:
     return out
 
 
-__all__ = ["scores", "skips_masked", "spread"]
+__all__ = ["scores", "skips_masked", "spread", "visible"]

@@ -117,7 +117,7 @@ def parts(heads: int, rows: int, cols: int, *, whole_heads: bool = False) -> lis
     of a column at once)."""
     if heads * rows * cols * 4 <= PART_BYTES or heads * rows <= 1:
         return None
-    per = rows if whole_heads else max(1, min(rows, _block() // (4 * max(cols, 1))))
+    per = rows if whole_heads else max(1, min(rows, min(PART_BYTES, BLOCK_BYTES) // (4 * max(cols, 1))))
     spans = [(h, lo, min(rows, lo + per)) for h in range(heads) for lo in range(0, rows, per)]
     return [Part(i, len(spans), h, lo, hi, (heads, rows, cols)) for i, (h, lo, hi) in enumerate(spans)]
 
@@ -133,10 +133,6 @@ def row_blocks(shape: tuple[int, ...]) -> list[Part] | None:
     per = max(1, PART_BYTES // (4 * max(row_len, 1)))
     spans = [(lo, min(rows, lo + per)) for lo in range(0, rows, per)]
     return [Part(i, len(spans), 0, lo, hi, tuple(shape)) for i, (lo, hi) in enumerate(spans)]
-
-
-def _block() -> int:
-    return min(PART_BYTES, BLOCK_BYTES)
 
 
 class Parts:

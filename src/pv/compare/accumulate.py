@@ -335,10 +335,8 @@ def measure(acc: Acc, A: np.ndarray, B: np.ndarray, lo: int, work: Scratch,
     if cols is not None and col is not None:
         counts = np.full(col[0].size, float(r)) if left_out is None else r - left_out.sum(axis=0, dtype=np.float64)
         if rect is not None:  # the columns no row of the chunk sees: nothing summed, nothing counted
-            pad = rect.width - rect.cols
-            col = (np.pad(col[0], (0, pad)), np.pad(col[1], (0, pad)), np.pad(col[2], (0, pad)),
-                   np.pad(col[3], (0, pad)), col[4], col[5])
-            counts = np.pad(counts, (0, rect.width - rect.cols))
+            b, bb, d, bd = (np.pad(x, (0, rect.width - rect.cols)) for x in col[:4])
+            col, counts = (b, bb, d, bd, col[4], col[5]), np.pad(counts, (0, rect.width - rect.cols))
         cols.add(col, counts)
     if view.has_rows:
         acc.row_aa[row_lo : row_lo + r] += ra

@@ -118,7 +118,7 @@ class Attention:
         # Each block is handed over last, as the tap's own (``own``): nothing here reads it afterwards.
         for part in split:
             h, rows = part.head, slice(part.lo, part.hi)
-            seen = min(n_keys, n_keys - s + part.hi) if seeing else n_keys
+            seen = causal.visible(n_keys, s, part.hi) if seeing else n_keys
             scores, left = causal.scores(qh[h, rows], kh[kv_of[h]], heads.scale, seen, whole=want_scores or not seeing,
                                          rest=rest)
             masked = left.masked_fill(hidden[rows, :seen], float("-inf")) if used or want_probs else None

@@ -102,7 +102,7 @@ def _long(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, sc
     rest = not (capture is not None and causal.skips_masked(capture.tap))
     for part in split if (want_scores or want_probs or windowed) else ():
         h, rows = part.head, slice(part.lo, part.hi)
-        seen = min(n_keys, n_keys - q.shape[1] + part.hi) if seeing else n_keys
+        seen = causal.visible(n_keys, q.shape[1], part.hi) if seeing else n_keys
         scores, left = causal.scores(q[h, rows], k[h // groups], scaling, seen, whole=want_scores or not seeing,
                                      rest=rest)
         weights = None
